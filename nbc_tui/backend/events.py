@@ -1,0 +1,133 @@
+"""Typed engine events and their two writers (text lines and JSON Lines).
+
+Keys and types follow nbc's ``--json`` events (reference §14.3): ``type``, ``timestamp``, ``step``,
+``total_steps``, ``step_name``, ``message``, ``percent``, ``details``. An install ends with a
+``complete`` or an ``error`` event.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any, Literal, TextIO
+
+from pydantic import BaseModel, ConfigDict, Field, field_serializer
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC).replace(microsecond=0)
+
+
+class Event(BaseModel):
+    model_config = ConfigDict(frozen=True)
+
+    type: str
+    timestamp: datetime = Field(default_factory=utc_now)
+    message: str | None = None
+    details: dict[str, Any] | None = None
+
+    @field_serializer("timestamp")
+    def _rfc3339(self, value: datetime) -> str:
+        return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+class StepEvent(Event):
+    type: Literal["step"] = "step"
+    step: int
+    total_steps: int
+    step_name: str
+
+
+class ProgressEvent(Event):
+    """Byte-level progress. ``details`` holds bytes_done, bytes_total and bytes_per_second."""
+
+    type: Literal["progress"] = "progress"
+    percent: int
+
+
+class MessageEvent(Event):
+    type: Literal["message"] = "message"
+
+
+class WarningEvent(Event):
+    type: Literal["warning"] = "warning"
+
+
+class ErrorEvent(Event):
+    type: Literal["error"] = "error"
+
+
+class CompleteEvent(Event):
+    type: Literal["complete"] = "complete"
+
+
+Emit = Callable[[Event], None]
+
+
+def progress_event(label: str, done: int, total: int, rate: float) -> ProgressEvent:
+    percent = int(done * 100 / total) if total else 0
+    return ProgressEvent(
+        percent=min(percent, 100),
+        message=label,
+        details={"bytes_done": done, "bytes_total": total, "bytes_per_second": int(rate)},
+    )
+
+
+class JsonLinesWriter:
+    """One compact JSON object per line on stdout, flushed per line; nothing else goes to stdout."""
+
+    def __init__(self, stream: TextIO | None = None) -> None:
+        self.stream = stream or sys.stdout
+
+    def __call__(self, event: Event) -> None:
+        self.stream.write(event.model_dump_json(exclude_none=True) + "\n")
+        self.stream.flush()
+
+
+class TextWriter:
+    """nbc's text conventions (reference §14.2): ``Step i/n: name...``, two-space messages, ``Warning:``."""
+
+    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
+        self.stream = stream or sys.stdout
+        self.verbose = verbose
+        self._steps = 0
+        self._last_percent: dict[str, int] = {}
+
+    def __call__(self, event: Event) -> None:
+        w = self.stream.write
+        if isinstance(event, StepEvent):
+            if self._steps:
+                w("\n")
+            self._steps += 1
+            w(f"Step {event.step}/{event.total_steps}: {event.step_name}...\n")
+        elif isinstance(event, ProgressEvent):
+            # Only every 10 %, so that a log captured from a pipe stays readable.
+            key = event.message or ""
+            bucket = event.percent // 10
+            if self._last_percent.get(key) == bucket:
+                return
+            self._last_percent[key] = bucket
+            d = event.details or {}
+            rate = d.get("bytes_per_second", 0) / 1e6
+            w(f"  {event.message}: {event.percent}% ({_mb(d.get('bytes_done', 0))} of "
+              f"{_mb(d.get('bytes_total', 0))}, {rate:.0f} MB/s)\n")
+        elif isinstance(event, WarningEvent):
+            w(f"Warning: {event.message}\n")
+        elif isinstance(event, ErrorEvent):
+            err = (event.details or {}).get("error")
+            w(f"Error: {event.message}" + (f": {err}" if err and err != event.message else "") + "\n")
+            hint = (event.details or {}).get("hint")
+            if hint:
+                w(f"  {hint}\n")
+        elif isinstance(event, CompleteEvent):
+            w("\n" + "=" * 65 + f"\n{event.message}\n" + "=" * 65 + "\n")
+        elif isinstance(event, MessageEvent):
+            if (event.details or {}).get("verbose") and not self.verbose:
+                return
+            w(f"  {event.message}\n")
+        self.stream.flush()
+
+
+def _mb(n: int) -> str:
+    return f"{n / 1e6:.0f} MB"
