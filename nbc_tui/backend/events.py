@@ -88,8 +88,11 @@ class JsonLinesWriter:
 class TextWriter:
     """nbc's text conventions (reference §14.2): ``Step i/n: name...``, two-space messages, ``Warning:``."""
 
-    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False) -> None:
+    def __init__(self, stream: TextIO | None = None, *, verbose: bool = False,
+                 errors: TextIO | None = None) -> None:
         self.stream = stream or sys.stdout
+        # Errors go to stderr, where scripts look for them; everything else to stdout.
+        self.errors = errors or sys.stderr
         self.verbose = verbose
         self._steps = 0
         self._last_percent: dict[str, int] = {}
@@ -116,10 +119,12 @@ class TextWriter:
             w(f"Warning: {event.message}\n")
         elif isinstance(event, ErrorEvent):
             err = (event.details or {}).get("error")
-            w(f"Error: {event.message}" + (f": {err}" if err and err != event.message else "") + "\n")
+            self.errors.write(f"Error: {event.message}" + (f": {err}" if err and err != event.message else "")
+                              + "\n")
             hint = (event.details or {}).get("hint")
             if hint:
-                w(f"  {hint}\n")
+                self.errors.write(f"  {hint}\n")
+            self.errors.flush()
         elif isinstance(event, CompleteEvent):
             w("\n" + "=" * 65 + f"\n{event.message}\n" + "=" * 65 + "\n")
         elif isinstance(event, MessageEvent):

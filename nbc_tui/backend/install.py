@@ -1,0 +1,531 @@
+"""The install: an ordered list of steps over one cleanup stack and one event stream.
+
+Every step that acquires something (a loop device, a mount, a lock) pushes its release onto the stack
+right after it succeeds; the stack unwinds on success, failure and Ctrl-C alike, so a failed install
+leaves nothing mounted or attached and the same command can simply be run again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import shutil
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+from .. import __version__
+from . import disks, dracut, partition, target
+from .boot import bootloader as boot
+from .boot.cmdline import kernel_cmdline
+from .boot.efivars import register_efi_boot_entry
+from .boot.kernel import SlotKernel, find_kernel
+from .errors import Cancelled, InputError, NbcError
+from .esp import Esp, esp_uuid, new_volume_id
+from .events import (
+    CompleteEvent,
+    Emit,
+    ErrorEvent,
+    MessageEvent,
+    StepEvent,
+    WarningEvent,
+    progress_event,
+)
+from .filesystems import make_filesystem, mounted, read_fs_label, read_fs_uuid
+from .image.extract import extract_image
+from .image.scan import ImageInventory, scan_image
+from .image.source import ImageSource, open_image
+from .locks import SYSTEM_LOCK, locked
+from .logfile import TARGET_LOG_FILE
+from .plan import InstallPlan
+from .runner import RunContext, run, which
+from .sizes import human
+from .state import SystemConfig, local_now_rfc3339, write_atomically, write_system_config
+
+log = logging.getLogger("nbc_tui")
+T = TypeVar("T")
+
+MOUNT_BASE = Path("/run/nbc-tui")
+SLOT_A = "A"
+# Tools every install runs; more are added by the plan (mkfs of its filesystem, openssl for a password).
+BASE_TOOLS = ("sgdisk", "sfdisk", "wipefs", "losetup", "blkid", "mount", "umount", "cp", "chroot",
+              "mkfs.vfat", "mmd", "mcopy", "mdir", "mtype")
+# Headroom over the image's own size that the root slot must have (metadata, the new initramfs).
+ROOT_HEADROOM = 1.15
+
+
+@dataclass
+class InstallResult:
+    device: str
+    image_ref: str
+    image_digest: str
+    bootloader: str
+    filesystem: str
+    step_seconds: dict[str, float]
+
+
+# Called with a plain-words description of what will be destroyed; returns True to go on.
+Confirm = Callable[[str], bool]
+
+
+@dataclass
+class Install:
+    """The state of one install as it goes, shared by the steps."""
+
+    plan: InstallPlan
+    ctx: RunContext
+    emit: Emit
+    confirm: Confirm | None
+    stack: contextlib.ExitStack
+    source: ImageSource | None = None
+    inventory: ImageInventory | None = None
+    disk_path: Path | None = None
+    disk_identity: tuple | None = None
+    devices: dict[str, Path] = field(default_factory=dict)
+    fs_uuids: dict[str, str] = field(default_factory=dict)
+    esp_volume_id: str = ""
+    root: Path | None = None
+    kernel: SlotKernel | None = None
+    bootloader_kind: str = ""
+    log_snapshot: Callable[[], bytes] | None = None
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def message(self, text: str, *, verbose: bool = False) -> None:
+        log.info("%s", text)
+        self.emit(MessageEvent(message=text, details={"verbose": True} if verbose else None))
+
+    def warn(self, text: str) -> None:
+        log.warning("%s", text)
+        self.emit(WarningEvent(message=text))
+
+    def hold(self, cm: contextlib.AbstractContextManager[T]) -> T:
+        """Enter ``cm`` and push its exit onto the stack. A failing release becomes a warning: it never
+        masks the error that made the stack unwind."""
+        value = cm.__enter__()
+
+        def release(*exc_info: object) -> bool:
+            try:
+                cm.__exit__(*exc_info)  # type: ignore[arg-type]
+            except Exception as exc:
+                self.warn(f"cleanup: {exc}")
+            return False
+
+        self.stack.push(release)
+        return value
+
+    def progress(self, label: str) -> Callable[[int, int], None]:
+        started = time.monotonic()
+        last = [0.0]
+
+        def report(done: int, total: int) -> None:
+            self.ctx.check_cancelled()
+            now = time.monotonic()
+            if now - last[0] < 0.5 and done < total:
+                return
+            last[0] = now
+            self.emit(progress_event(label, done, total, done / max(now - started, 1e-6)))
+
+        return report
+
+
+# -- steps ---------------------------------------------------------------------------------------
+
+def preflight(inst: Install) -> None:
+    """Check everything that can be checked before a single byte is written."""
+    plan = inst.plan
+    if os.geteuid() != 0 and not inst.ctx.dry_run:
+        raise InputError("nbc-tui install must run as root", hint="run it with sudo, or as root")
+    _check_tools(plan)
+    if plan.target.is_image_file:
+        _check_image_file(inst)
+    else:
+        _check_disk(inst)
+    inst.message(f"Image: {plan.image.ref}")
+    inst.source = open_image(plan.image.ref)
+    inst.message(f"Digest: {inst.source.manifest_digest}", verbose=True)
+    inst.inventory = inv = scan_image(inst.source, on_progress=inst.progress("Checking image"),
+                                      cancel=inst.ctx.cancel)
+    _check_image(inst, inv)
+    pretty = inv.os_release.get("PRETTY_NAME") or inv.os_release.get("NAME") or "Linux"
+    inst.message(f"Operating system: {pretty}, kernel {inv.kernels and _newest_kernel(inv)}")
+    inst.message(f"Layout: {plan.layout.describe()}")
+
+
+def _newest_kernel(inv: ImageInventory) -> str:
+    from .boot.kernel import version_key
+
+    return max((k.version for k in inv.kernels), key=version_key)
+
+
+def _check_tools(plan: InstallPlan) -> None:
+    tools = [*BASE_TOOLS, "mkfs.ext4" if plan.layout.filesystem == "ext4" else "mkfs.btrfs"]
+    if plan.system.root_password_file:
+        tools.append("openssl")
+    missing = [t for t in tools if which(t) is None]
+    if missing:
+        raise InputError(f"missing tools: {', '.join(missing)}",
+                         hint="install them (on Debian: tools/install-deps.sh lists the packages)")
+
+
+def _check_image_file(inst: Install) -> None:
+    t = inst.plan.target
+    path = t.image_file.absolute()  # type: ignore[union-attr]
+    if path.exists() or path.is_symlink():
+        if not path.is_file() or path.is_symlink():
+            raise InputError(f"{path} exists and is not a regular file")
+        if not t.overwrite:
+            raise InputError(f"image file {path} already exists", hint="use --yes to overwrite it")
+        users = partition.loop_devices_backed_by(path)
+        if users:
+            raise InputError(f"image file {path} is in use by {', '.join(users)}",
+                             hint="detach those loop devices (losetup -d) first")
+    if not path.parent.is_dir():
+        raise InputError(f"the directory {path.parent} does not exist")
+    inst.disk_path = path
+
+
+def _check_disk(inst: Install) -> None:
+    plan = inst.plan
+    disk = disks.resolve_disk(plan.target.device)  # type: ignore[arg-type]
+    problems = disks.refusals(disk, min_size=plan.layout.min_disk_size)
+    if problems:
+        raise InputError(
+            f"{disk.device} cannot be installed to: " + "; ".join(p.message for p in problems),
+            details={"device": disk.device, "refusals": [p.model_dump(mode="json") for p in problems]},
+        )
+    inst.disk_path = Path(disk.device)
+    inst.disk_identity = _identity(disk)
+    inst.message(f"Disk: {disk.device} {disk.model or ''} {disk.serial or ''} {human(disk.size)}".replace("  ", " "))
+
+
+def _identity(disk: disks.Disk) -> tuple:
+    return (disk.device, disk.size, disk.model, disk.serial, disk.name)
+
+
+def _check_image(inst: Install, inv: ImageInventory) -> None:
+    plan, ref = inst.plan, inst.plan.image.ref
+    if not inv.kernels:
+        raise InputError(f"the image {ref} has no kernel",
+                         hint="a bootable image carries /usr/lib/modules/<version>/vmlinuz")
+    kver = _newest_kernel(inv)
+    if not any(k.initramfs for k in inv.kernels if k.version == kver):
+        raise InputError(f"the image {ref} has no initramfs for kernel {kver}",
+                         hint=f"a bootable image carries /usr/lib/modules/{kver}/initramfs.img")
+    if not inv.initramfs_has_etc_overlay.get(kver) and not inv.has_dracut:
+        raise InputError(
+            f"the image {ref} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module "
+            "and it has no dracut to add it", hint="install dracut in the image")
+    if plan.boot.bootloader == "systemd-boot" and not inv.has_systemd_boot_efi:
+        raise InputError(f"the image {ref} has no systemd-boot EFI binary",
+                         hint="choose --bootloader grub, or add systemd-boot (systemd-boot-efi) to the image")
+    need = int(inv.uncompressed_bytes * ROOT_HEADROOM)
+    if need > plan.layout.root_size:
+        raise InputError(
+            f"the image needs about {human(need)} but a root slot is {human(plan.layout.root_size)}",
+            hint="give a larger --root-size")
+    if plan.target.is_image_file:
+        free = shutil.disk_usage(inst.disk_path.parent).free  # type: ignore[union-attr]
+        if free < need + 512 * 1024 * 1024:
+            raise InputError(f"not enough free space in {inst.disk_path.parent} for the image file "
+                             f"(about {human(need)} needed, {human(free)} free)")
+
+
+def confirm_wipe(inst: Install) -> None:
+    """A real disk is erased only after an explicit yes, and only if it is still the disk that was checked."""
+    if inst.plan.target.is_image_file:
+        return
+    disk = disks.resolve_disk(inst.disk_path)  # type: ignore[arg-type]
+    if _identity(disk) != inst.disk_identity:
+        raise InputError(f"{inst.disk_path} changed since it was checked", hint="check the disk and start again")
+    what = describe_destruction(disk)
+    if inst.confirm is None or not inst.confirm(what):
+        raise InputError("not confirmed: nothing was written", hint="answer yes, or pass --yes")
+    problems = disks.refusals(disks.resolve_disk(inst.disk_path), min_size=inst.plan.layout.min_disk_size)  # type: ignore[arg-type]
+    if problems:
+        raise InputError("; ".join(p.message for p in problems))
+
+
+def describe_destruction(disk: disks.Disk) -> str:
+    lines = [f"ALL DATA on {disk.device} ({disk.model or 'unknown model'}, serial {disk.serial or 'unknown'}, "
+             f"{human(disk.size)}) will be erased."]
+    for p in disk.partitions:
+        lines.append(f"  {p.device}: {human(p.size)} {p.fstype or ''} {p.label or ''}".rstrip())
+    return "\n".join(lines)
+
+
+def wipe(inst: Install) -> None:
+    path = inst.disk_path
+    assert path is not None
+    if inst.plan.target.is_image_file:
+        if path.exists():
+            path.unlink()
+        # A sparse file; if the install fails it stays (as a half-written image), like nbc's.
+        with path.open("wb") as f:
+            f.truncate(inst.plan.target.image_size)
+        inst.message(f"Created {path} ({human(inst.plan.target.image_size)}, sparse)")
+        return
+    partition.wipe_disk(path, ctx=inst.ctx, partition_nodes=partition.existing_partition_nodes(path))
+
+
+def create_partitions(inst: Install) -> None:
+    assert inst.disk_path is not None
+    specs = partition.nbc_layout(inst.plan.layout)
+    partition.create_partitions(inst.disk_path, specs, ctx=inst.ctx)
+    table = partition.read_partition_table(inst.disk_path, ctx=inst.ctx)
+    if [p.number for p in table] != [1, 2, 3, 4]:
+        raise NbcError(f"the new partition table has partitions {[p.number for p in table]}, not 1-4")
+    nodes = inst.hold(partition.partition_devices(inst.disk_path, table, ctx=inst.ctx))
+    for spec in specs:
+        inst.devices[spec.role] = nodes[spec.number]
+        inst.message(f"{spec.role}: {nodes[spec.number]}", verbose=True)
+
+
+def format_partitions(inst: Install) -> None:
+    fs = inst.plan.layout.filesystem
+    inst.esp_volume_id = new_volume_id()
+    Esp(inst.devices["esp"], ctx=inst.ctx).format(inst.esp_volume_id)
+    inst.fs_uuids["esp"] = esp_uuid(inst.esp_volume_id)
+    for role in ("root1", "root2", "var"):
+        fs_uuid = str(uuid.uuid4())
+        make_filesystem(inst.devices[role], fs, role, fs_uuid, ctx=inst.ctx)
+        inst.fs_uuids[role] = fs_uuid
+
+
+def mount_partitions(inst: Install) -> None:
+    base = MOUNT_BASE / f"install-{os.getpid()}"
+    root = inst.hold(mounted(inst.devices["root1"], base, ctx=inst.ctx))
+    (root / "var").mkdir(mode=0o755, exist_ok=True)
+    inst.hold(mounted(inst.devices["var"], root / "var", ctx=inst.ctx))
+    inst.root = root
+
+
+def extract(inst: Install) -> None:
+    assert inst.source and inst.root
+    stats = extract_image(inst.source, inst.root, ctx=inst.ctx, on_progress=inst.progress("Extracting"))
+    inst.message(f"Extracted {stats.entries} entries, {human(stats.bytes_out)} in {stats.seconds:.1f} s")
+
+
+def configure(inst: Install) -> None:
+    assert inst.root and inst.inventory
+    root, plan, inv = inst.root, inst.plan, inst.inventory
+    target.verify_extraction(root)
+    inst.kernel = find_kernel(root)
+    inst.bootloader_kind = boot.resolve_bootloader(plan.boot.bootloader, root)
+    target.ensure_system_dirs(root)
+    target.write_fstab(root, target.fstab_text(
+        esp_uuid=inst.fs_uuids["esp"], var_uuid=inst.fs_uuids["var"],
+        filesystem=plan.layout.filesystem, systemd_version=inv.systemd_version))
+    target.reset_machine_id(root, inst.warn)
+    if plan.system.root_password_file:
+        password = target.read_secret_file(plan.system.root_password_file, "root password")
+        inst.ctx.redactor.add(password)
+        target.set_root_password(root, password, ctx=inst.ctx)
+        inst.message("Root password set")
+    target.write_tmpfiles_marker(root)
+    # /etc is final from here on: the overlay's lower layer is a copy of it.
+    target.populate_etc_lower(root, ctx=inst.ctx)
+    target.create_overlay_dirs(root, inst.warn)
+    target.save_pristine_etc(root, ctx=inst.ctx)
+    digest = inst.source.index_digest or inst.source.manifest_digest  # type: ignore[union-attr]
+    config = SystemConfig(
+        image_ref=plan.image.ref, image_digest=digest, device=str(inst.disk_path), disk_id=_disk_id(inst),
+        install_date=local_now_rfc3339(), kernel_args=list(plan.boot.kernel_args),
+        bootloader_type=inst.bootloader_kind,  # type: ignore[arg-type]
+        filesystem_type=plan.layout.filesystem,
+        image_manifest_digest=inst.source.manifest_digest,  # type: ignore[union-attr]
+        installed_by=f"nbc-tui {__version__}",
+    )
+    path = write_system_config(root, config)
+    inst.message(f"Wrote {path.relative_to(root)}", verbose=True)
+
+
+def _disk_id(inst: Install) -> str:
+    if inst.plan.target.is_image_file:
+        return ""
+    with contextlib.suppress(NbcError, OSError):
+        d = disks.resolve_disk(inst.disk_path)  # type: ignore[arg-type]
+        return d.by_id[0] if d.by_id else ""
+    return ""
+
+
+def build_initramfs(inst: Install) -> None:
+    assert inst.root and inst.kernel and inst.inventory
+    kver = inst.kernel.version
+    if dracut.initramfs_has_etc_overlay(inst.kernel.initramfs):
+        inst.message("The image's initramfs already has the etc-overlay module")
+        return
+    if not (inst.root / dracut.MODULE_DIR / "module-setup.sh").exists():
+        dracut.install_etc_overlay_module(inst.root)
+    inst.message(f"Regenerating the initramfs of kernel {kver} with the etc-overlay module")
+    inst.kernel = SlotKernel(kver, inst.kernel.vmlinuz,
+                             dracut.regenerate_initramfs(inst.root, kver, ctx=inst.ctx))
+
+
+def install_bootloader(inst: Install) -> None:
+    assert inst.root and inst.kernel
+    plan = inst.plan
+    options = kernel_cmdline(root_uuid=inst.fs_uuids["root1"], esp_uuid=inst.fs_uuids["esp"],
+                             var_uuid=inst.fs_uuids["var"], filesystem=plan.layout.filesystem,
+                             kernel_args=plan.boot.kernel_args)
+    title = boot.os_title(inst.root)
+    inst.message(f"Bootloader: {inst.bootloader_kind}; kernel command line: {' '.join(options)}")
+    boot.install_bootloader(inst.bootloader_kind, target_root=inst.root,  # type: ignore[arg-type]
+                            esp=Esp(inst.devices["esp"], ctx=inst.ctx), esp_uuid=inst.fs_uuids["esp"],
+                            slot=SLOT_A, kernel=inst.kernel, options=options, title=title, ctx=inst.ctx,
+                            warn=inst.warn)
+    entry = register_efi_boot_entry(inst.disk_path, 1, title,  # type: ignore[arg-type]
+                                    is_image_file=plan.target.is_image_file, ctx=inst.ctx)
+    if entry:
+        inst.message(f"EFI boot entry: {entry}")
+
+
+def verify(inst: Install) -> None:
+    """Read back what was written: the table, the labels and UUIDs, the ESP's boot files, the state."""
+    assert inst.disk_path and inst.root and inst.kernel
+    table = partition.read_partition_table(inst.disk_path, ctx=inst.ctx)
+    names = [p.name for p in table]
+    if names != ["boot", "root1", "root2", "var"]:
+        raise NbcError(f"partition names read back as {names}")
+    for role in ("root1", "root2", "var"):
+        label = read_fs_label(inst.devices[role], ctx=inst.ctx)
+        fs_uuid = read_fs_uuid(inst.devices[role], ctx=inst.ctx)
+        if label != role or fs_uuid != inst.fs_uuids[role]:
+            raise NbcError(f"{role}: label {label!r} and UUID {fs_uuid} read back, expected {role} and "
+                           f"{inst.fs_uuids[role]}")
+    esp_files = {f.lower() for f in Esp(inst.devices["esp"], ctx=inst.ctx).files()}
+    kver = inst.kernel.version
+    for needed in ("EFI/BOOT/BOOTX64.EFI", f"{SLOT_A}/vmlinuz-{kver}", f"{SLOT_A}/initramfs-{kver}.img"):
+        if needed.lower() not in esp_files:
+            raise NbcError(f"the ESP lacks {needed} after installing the bootloader")
+    inst.message(f"Found {len(table)} partitions: " + ", ".join(f"{p.number} {p.name}" for p in table))
+
+
+def finish(inst: Install) -> None:
+    assert inst.root
+    if inst.log_snapshot:
+        write_atomically(inst.root / TARGET_LOG_FILE, inst.log_snapshot(), mode=0o600)
+    run(["sync"], ctx=inst.ctx)
+
+
+STEPS: list[tuple[str, str, Callable[[Install], None]]] = [
+    ("preflight", "Checking the machine, the disk and the image", preflight),
+    ("wipe", "Wiping the disk", wipe),
+    ("partition", "Creating partitions", create_partitions),
+    ("format", "Formatting partitions", format_partitions),
+    ("mount", "Mounting partitions", mount_partitions),
+    ("extract", "Extracting container filesystem", extract),
+    ("configure", "Configuring system", configure),
+    ("initramfs", "Building the initramfs", build_initramfs),
+    ("bootloader", "Installing bootloader", install_bootloader),
+    ("verify", "Verifying the installation", verify),
+    ("finish", "Finishing", finish),
+]
+
+
+def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Confirm | None = None,
+                log_snapshot: Callable[[], bytes] | None = None) -> InstallResult | None:
+    """Run the plan. Emits step/progress/message/warning events and ends with ``complete`` or ``error``.
+
+    Returns the result, or None for a dry run. Raises the NbcError after emitting its ``error`` event.
+    ``confirm`` is asked before a real disk is wiped; without it a real disk is never wiped.
+    """
+    timings: dict[str, float] = {}
+    total = len(STEPS)
+    try:
+        with _interrupts_become_cancel(ctx), _cleanup_stack() as stack:
+            inst = Install(plan, ctx, emit, confirm, stack, log_snapshot=log_snapshot)
+            if not ctx.dry_run:
+                inst.hold(locked(SYSTEM_LOCK, what="an install or update"))
+            for number, (key, title, step) in enumerate(STEPS, start=1):
+                ctx.check_cancelled()
+                emit(StepEvent(step=number, total_steps=total, step_name=title))
+                started = time.monotonic()
+                log.info("step %d/%d: %s", number, total, title)
+                step(inst)
+                timings[key] = time.monotonic() - started
+                if key == "preflight":
+                    if ctx.dry_run:
+                        _dry_run_summary(inst)
+                        break
+                    confirm_wipe(inst)
+    except NbcError as exc:
+        _emit_error(emit, exc)
+        raise
+    except KeyboardInterrupt as exc:
+        err = Cancelled("Interrupted: the install was stopped", hint="nothing is left mounted; run it again")
+        _emit_error(emit, err)
+        raise err from exc
+    if ctx.dry_run:
+        emit(CompleteEvent(message="Dry run complete: nothing was written", details={"dry_run": True}))
+        return None
+    result = InstallResult(device=str(inst.disk_path), image_ref=plan.image.ref,
+                           image_digest=inst.source.manifest_digest,  # type: ignore[union-attr]
+                           bootloader=inst.bootloader_kind, filesystem=plan.layout.filesystem,
+                           step_seconds=timings)
+    emit(CompleteEvent(
+        message="Installation complete! You can now boot from this disk.",
+        details={"image": result.image_ref, "device": result.device, "image_digest": result.image_digest,
+                 "bootloader": result.bootloader, "filesystem": result.filesystem, "slot": SLOT_A,
+                 "step_seconds": {k: round(v, 2) for k, v in timings.items()}},
+    ))
+    return result
+
+
+def _dry_run_summary(inst: Install) -> None:
+    plan = inst.plan
+    target_desc = (f"a new disk-image file {inst.disk_path} ({human(plan.target.image_size)})"
+                   if plan.target.is_image_file else f"{inst.disk_path}")
+    inst.message(f"[DRY RUN] Would install {plan.image.ref} to {target_desc}")
+    for p in partition.nbc_layout(plan.layout):
+        size = human(p.size) if p.size else "the rest"
+        inst.message(f"[DRY RUN]   p{p.number} {p.name}: {size}")
+    inst.message(f"[DRY RUN] Bootloader: {plan.boot.bootloader}; filesystem: {plan.layout.filesystem}")
+    if plan.boot.kernel_args:
+        inst.message(f"[DRY RUN] With kernel arguments: {' '.join(plan.boot.kernel_args)}")
+
+
+def _emit_error(emit: Emit, exc: NbcError) -> None:
+    details = {"error": exc.message, **({"hint": exc.hint} if exc.hint else {}), **exc.details}
+    with contextlib.suppress(Exception):
+        emit(ErrorEvent(message="Installation failed", details=details))
+
+
+@contextlib.contextmanager
+def _interrupts_become_cancel(ctx: RunContext) -> Iterator[None]:
+    """SIGTERM is treated like Ctrl-C (KeyboardInterrupt) so that the cleanup stack always runs."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def on_term(signum: int, frame: object) -> None:
+        ctx.cancel.set()
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, on_term)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextlib.contextmanager
+def _cleanup_stack() -> Iterator[contextlib.ExitStack]:
+    """The one cleanup stack. While it unwinds, a second Ctrl-C is ignored so cleanup is never cut short."""
+    stack = contextlib.ExitStack()
+    try:
+        yield stack
+    finally:
+        previous = None
+        if threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        try:
+            stack.close()
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,166 @@
+"""Configure the extracted root for nbc's model (reference §9): fstab, machine-id, the root password,
+/.etc.lower, the overlay directories on /var and the tmpfiles marker.
+
+Order matters: everything that changes /etc happens before /.etc.lower is copied, because at boot the
+overlay's lower layer is /.etc.lower, not /etc (nbc set the root password after the copy, so it was lost).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from .boot.cmdline import MOUNT_EXTRA_MIN_SYSTEMD
+from .errors import InputError, NbcError
+from .runner import RunContext, run
+from .state import write_atomically
+
+ETC_LOWER = Path(".etc.lower")
+OVERLAY_BASE = Path("var/lib/nbc/etc-overlay")
+PRISTINE_ETC = Path("var/lib/nbc/etc.pristine")
+TMPFILES_MARKER = Path("usr/lib/tmpfiles.d/nbc.conf")
+TMPFILES_MARKER_TEXT = (
+    "# nbc boot marker - indicates system was installed by nbc\n"
+    "# Similar to /run/ostree-booted for ostree-managed systems\n"
+    "f /run/nbc-booted 0644 root root - nbc\n"
+)
+SYSTEM_DIRS = ("dev", "proc", "sys", "run", "tmp", "var/tmp", "boot", "mnt", "media", "opt", "srv")
+
+
+def verify_extraction(root: Path) -> None:
+    """The image must look like an OS: /usr, /usr/lib, /etc and an os-release (nbc §6.5)."""
+    missing = [d for d in ("usr", "usr/lib", "etc") if not (root / d).is_dir()]
+    if missing:
+        raise InputError(f"the image is not a bootable OS: /{', /'.join(missing)} missing after extraction")
+    if not any(_resolve_in(root, p).is_file() for p in ("usr/lib/os-release", "etc/os-release")):
+        raise InputError("the image is not a bootable OS: it has no /usr/lib/os-release")
+
+
+def _resolve_in(root: Path, rel: str) -> Path:
+    """Follow symlinks of ``rel`` as the installed system would see them (absolute links inside root)."""
+    path = root / rel
+    for _ in range(40):
+        if not path.is_symlink():
+            return path
+        target = os.readlink(path)
+        path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
+    return path
+
+
+def ensure_system_dirs(root: Path) -> None:
+    for d in SYSTEM_DIRS:
+        p = root / d
+        if not p.is_dir() and not p.is_symlink():
+            p.mkdir(mode=0o755, parents=True)
+    for d in ("tmp", "var/tmp"):
+        if (root / d).is_dir() and not (root / d).is_symlink():
+            os.chmod(root / d, 0o1777)
+
+
+def fstab_text(*, esp_uuid: str, var_uuid: str, filesystem: str, systemd_version: int | None) -> str:
+    lines = [
+        "# /etc/fstab: created by nbc-tui (an nbc A/B layout)",
+        "# /     comes from root= on the kernel command line and is mounted read-only",
+        "# /etc  is an overlay mounted in the initramfs by the 95etc-overlay dracut module",
+        "# /boot (the ESP) and /var come from systemd.mount-extra= on the kernel command line",
+    ]
+    if systemd_version is None or systemd_version < MOUNT_EXTRA_MIN_SYSTEMD:
+        # systemd before 254 ignores systemd.mount-extra=: mount them from here instead.
+        lines += [
+            f"# this image's systemd ({systemd_version or 'unknown version'}) predates systemd.mount-extra=",
+            f"UUID={esp_uuid}\t/boot\tvfat\tdefaults\t0 2",
+            f"UUID={var_uuid}\t/var\t{filesystem}\tdefaults\t0 0",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def write_fstab(root: Path, text: str) -> None:
+    write_atomically(root / "etc/fstab", text.encode(), mode=0o644)
+
+
+def reset_machine_id(root: Path, warn: Callable[[str], None]) -> None:
+    """``uninitialized`` makes systemd treat the first boot as such and commit a fresh id into /etc."""
+    path = root / "etc/machine-id"
+    current = path.read_text().strip() if path.is_file() else ""
+    if current and current != "uninitialized":
+        warn(f"the image ships a machine-id ({current[:8]}...): every machine installed from it shares it")
+        return
+    if path.exists() or path.is_symlink():
+        path.unlink()
+    path.write_text("uninitialized\n")
+    os.chmod(path, 0o444)
+
+
+def read_secret_file(path: Path, what: str) -> SecretStr:
+    """A secret from a file, trailing CR/LF dropped (nbc's rule)."""
+    try:
+        value = path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    if not value:
+        raise InputError(f"the {what} file {path} is empty")
+    return SecretStr(value)
+
+
+def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> None:
+    """Hash with openssl (the password goes on stdin) and write root's field of the target's /etc/shadow."""
+    hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=ctx, stdin=password,
+                 changes_system=False).out.strip()
+    ctx.redactor.add(hashed)
+    shadow = root / "etc/shadow"
+    if not shadow.is_file():
+        raise InputError("the image has no /etc/shadow: cannot set the root password")
+    st = shadow.stat()
+    lines = shadow.read_text().splitlines()
+    found = False
+    for i, line in enumerate(lines):
+        fields = line.split(":")
+        if fields[0] == "root" and len(fields) >= 2:
+            fields[1] = hashed
+            lines[i] = ":".join(fields)
+            found = True
+    if not found:
+        lines.insert(0, f"root:{hashed}:19000:0:99999:7:::")
+    write_atomically(shadow, ("\n".join(lines) + "\n").encode(), mode=st.st_mode & 0o7777)
+    os.chown(shadow, st.st_uid, st.st_gid)
+
+
+def write_tmpfiles_marker(root: Path) -> None:
+    write_atomically(root / TMPFILES_MARKER, TMPFILES_MARKER_TEXT.encode(), mode=0o644)
+
+
+def _copy_tree(src: Path, dest: Path, *, ctx: RunContext) -> None:
+    """A faithful copy (owners, modes, xattrs, hardlinks, symlinks as links): cp -a."""
+    if dest.is_symlink() or dest.is_file():
+        dest.unlink()
+    elif dest.exists():
+        shutil.rmtree(dest)
+    run(["cp", "-a", "--no-dereference", src, dest], ctx=ctx)
+
+
+def populate_etc_lower(root: Path, *, ctx: RunContext) -> None:
+    etc = root / "etc"
+    if not etc.is_dir() or not any(etc.iterdir()):
+        raise InputError("the image's /etc is empty: there is nothing for the /etc overlay to start from")
+    _copy_tree(etc, root / ETC_LOWER, ctx=ctx)
+    if not any((root / ETC_LOWER).iterdir()):
+        raise NbcError("copying /etc to /.etc.lower left it empty")
+
+
+def create_overlay_dirs(root: Path, warn: Callable[[str], None]) -> None:
+    """upper and work on the shared var partition (``root/var`` is mounted when this runs)."""
+    for d in ("upper", "work"):
+        (root / OVERLAY_BASE / d).mkdir(mode=0o755, parents=True, exist_ok=True)
+    for name in ("passwd", "group", "os-release"):
+        if not (root / "etc" / name).exists() and not (root / "etc" / name).is_symlink():
+            warn(f"the image has no /etc/{name}")
+
+
+def save_pristine_etc(root: Path, *, ctx: RunContext) -> None:
+    """nbc keeps a copy of the image's /etc at install (its update compares against it)."""
+    (root / PRISTINE_ETC).parent.mkdir(parents=True, exist_ok=True)
+    _copy_tree(root / "etc", root / PRISTINE_ETC, ctx=ctx)

@@ -1,0 +1,115 @@
+"""`nbc-tui install`: flags -> InstallPlan -> the engine, with text or JSON Lines output."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from ..backend.errors import InputError
+from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
+from ..backend.install import run_install
+from ..backend.logfile import RunLog
+from ..backend.plan import Boot, ImageSpec, InstallPlan, Layout, System, Target
+from ..backend.runner import RunContext
+from ..backend.sizes import GiB, parse_size
+from .common import add_output_flags, plan_error
+
+
+def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    p = sub.add_parser("install", aliases=["inst"], help="install an image onto a disk or a disk-image file",
+                       description="Erase a disk (or create a disk-image file) and install an OCI image "
+                                   "onto it with nbc's A/B layout.")
+    p.add_argument("-i", "--image", required=True, metavar="SRC",
+                   help="the image: oci:PATH[:TAG] (an OCI image layout directory)")
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("-d", "--device", type=Path, metavar="DISK", help="the whole disk to erase and install to")
+    where.add_argument("--via-loopback", type=Path, metavar="FILE",
+                       help="create this disk-image file (sparse) and install into it")
+    p.add_argument("--image-size", type=int, metavar="GIB", default=35,
+                   help="size of the disk-image file in GiB (default 35)")
+    p.add_argument("-f", "--filesystem", choices=["btrfs", "ext4"], default="btrfs",
+                   help="filesystem of root1, root2 and var (default btrfs)")
+    p.add_argument("-k", "--karg", action="append", default=[], metavar="ARG",
+                   help="extra kernel argument (repeatable)")
+    p.add_argument("--root-password-file", type=Path, metavar="FILE",
+                   help="set root's password from this file (never give a password on the command line)")
+    p.add_argument("--bootloader", choices=["auto", "grub", "systemd-boot"], default="auto",
+                   help="auto: systemd-boot when the image has it, else GRUB")
+    p.add_argument("--esp-size", default="2G", metavar="SIZE", help="EFI system partition size (default 2G)")
+    p.add_argument("--root-size", default="12G", metavar="SIZE", help="size of each root slot (default 12G)")
+    p.add_argument("--var-min-size", default="4G", metavar="SIZE",
+                   help="smallest acceptable /var, which takes the rest of the disk (default 4G)")
+    p.add_argument("-y", "--yes", "--force", dest="yes", action="store_true",
+                   help="do not ask before erasing the disk; overwrite an existing disk-image file")
+    add_output_flags(p)
+    p.set_defaults(func=cmd_install)
+
+
+def plan_from_args(args: argparse.Namespace) -> InstallPlan:
+    try:
+        layout = Layout(filesystem=args.filesystem, esp_size=parse_size(args.esp_size, default_unit="G"),
+                        root_size=parse_size(args.root_size, default_unit="G"),
+                        var_min_size=parse_size(args.var_min_size, default_unit="G"))
+        if args.device is not None:
+            target = Target(device=args.device)
+        else:
+            target = Target(image_file=args.via_loopback.absolute(), image_size=args.image_size * GiB,
+                            overwrite=args.yes)
+        return InstallPlan(
+            image=ImageSpec(ref=args.image), target=target, layout=layout,
+            boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg)),
+            system=System(root_password_file=args.root_password_file),
+        )
+    except (ValidationError, ValueError) as exc:
+        raise plan_error(exc) from exc
+
+
+def confirm_on_terminal(what: str) -> bool:
+    """nbc's prompt (type 'yes'), on stderr so that stdout stays clean for --json."""
+    bar = "=" * 60
+    sys.stderr.write(f"\n{bar}\nWARNING: {what}\n{bar}\nType 'yes' to continue: ")
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip() == "yes"
+
+
+def cmd_install(args: argparse.Namespace) -> int:
+    emit: Emit = JsonLinesWriter() if args.json else TextWriter(verbose=args.verbose)
+    ctx = RunContext(dry_run=args.dry_run)
+    if args.verbose:
+        ctx.on_output = _tool_output(emit)
+    with RunLog(ctx.redactor) as run_log:
+        try:
+            plan = plan_from_args(args)
+        except InputError as exc:
+            emit(ErrorEvent(message="Invalid arguments", details={"error": exc.message}))
+            raise
+        confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
+        run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run)
+        if not args.json and not args.dry_run and plan.target.is_image_file:
+            print(boot_hint(plan.target.image_file))  # type: ignore[arg-type]
+        print(f"Log: {run_log.path}", file=sys.stderr)
+    return 0
+
+
+def _tool_output(emit: Emit) -> Callable[[str], None]:
+    def show(line: str) -> None:
+        emit(MessageEvent(message=f"  | {line}", details={"verbose": True}))
+
+    return show
+
+
+def boot_hint(image: Path) -> str:
+    return (
+        "\nTo boot it in QEMU (UEFI):\n"
+        "  cp /usr/share/OVMF/OVMF_VARS_4M.fd /tmp/vars.fd\n"
+        "  qemu-system-x86_64 -machine q35 -m 2048 -smp 2 -accel kvm:tcg \\\n"
+        "    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \\\n"
+        "    -drive if=pflash,format=raw,file=/tmp/vars.fd \\\n"
+        f"    -drive file={image},format=raw,if=virtio -serial mon:stdio -nographic\n"
+        "Or convert it: qemu-img convert -O qcow2 " + f"{image} {image.with_suffix('.qcow2')}"
+    )

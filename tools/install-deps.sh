@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Installs every system package nbc-tui and its tests need (Debian 12, as root), then a venv in .venv.
+# Idempotent: a second run installs nothing new.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PACKAGES=(
+  # the engine's tools
+  gdisk fdisk util-linux dosfstools mtools e2fsprogs btrfs-progs rsync kmod cpio zstd
+  efibootmgr grub-efi-amd64-bin grub-common openssl coreutils
+  # tests: VM tier and image building
+  qemu-system-x86 ovmf debootstrap skopeo umoci
+  # python
+  python3 python3-venv python3-pip
+)
+missing=()
+for p in "${PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "Installing system packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+PY=${PYTHON:-python3}
+if [ ! -x .venv/bin/python ]; then
+  "$PY" -m venv .venv
+fi
+stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  .venv/bin/pip install -q --upgrade pip
+  .venv/bin/pip install -q -e '.[test]'
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
