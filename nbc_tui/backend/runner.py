@@ -6,6 +6,7 @@ that redaction, dry-run, timeouts and cancellation are decided in one place.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shlex
@@ -208,8 +209,6 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(5)
     except (ProcessLookupError, subprocess.TimeoutExpired):
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         proc.wait()

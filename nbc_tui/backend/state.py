@@ -10,9 +10,9 @@ import os
 import tempfile
 from datetime import datetime
 from pathlib import Path
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 CONFIG_PATH = Path("var/lib/nbc/state/config.json")
 LEGACY_CONFIG_PATH = Path("etc/nbc/config.json")
@@ -37,9 +37,10 @@ class SystemConfig(BaseModel):
     device: str
     disk_id: str = ""
     install_date: str
-    kernel_args: list[str]
+    # nbc writes null for no kernel arguments and "" for a legacy ext4 install: read both.
+    kernel_args: Annotated[list[str], BeforeValidator(lambda v: v or [])]
     bootloader_type: Literal["grub2", "systemd-boot"]
-    filesystem_type: Literal["ext4", "btrfs"]
+    filesystem_type: Annotated[Literal["ext4", "btrfs"], BeforeValidator(lambda v: v or "ext4")]
     encryption: EncryptionState | None = None
     # ours, after nbc's keys
     image_manifest_digest: str = ""

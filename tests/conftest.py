@@ -1,0 +1,68 @@
+"""Shared fixtures: the synthetic image, the CLI runner, and guards that each test leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+NBC_TUI = [sys.executable, "-m", "nbc_tui.cli"]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if os.geteuid() != 0:
+        skip = pytest.mark.skip(reason="needs root")
+        for item in items:
+            if "root" in item.keywords or "vm" in item.keywords:
+                item.add_marker(skip)
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def events(self) -> list[dict]:
+        return [json.loads(line) for line in self.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def log_file(tmp_path: Path) -> Path:
+    return tmp_path / "nbc-tui.log"
+
+
+@pytest.fixture
+def nbc(log_file: Path):
+    """Run the real CLI in a subprocess (the console script's module), logging to a per-test file."""
+
+    def run(*args: str, stdin: str | None = None, timeout: float = 900) -> CliResult:
+        env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
+        proc = subprocess.run([*NBC_TUI, *args], input=stdin, capture_output=True, text=True, env=env,
+                              timeout=timeout, cwd=REPO)
+        return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+    return run
+
+
+def loop_devices_of(path: Path) -> list[str]:
+    out = subprocess.run(["losetup", "-j", str(path)], capture_output=True, text=True).stdout
+    return [line.split(":")[0] for line in out.splitlines()]
+
+
+def nbc_mounts() -> list[str]:
+    return [line for line in Path("/proc/mounts").read_text().splitlines() if "/run/nbc-tui" in line]
+
+
+@pytest.fixture(scope="session")
+def synthetic_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    from tests.support.synthetic import make_image
+
+    return make_image(tmp_path_factory.mktemp("synthetic") / "layout")

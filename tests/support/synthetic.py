@@ -1,0 +1,77 @@
+"""A small synthetic bootable-looking image (fake kernel) for integration tests, written as an OCI layout."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import subprocess
+import tempfile
+from pathlib import Path
+
+from .oci import ImageSpec, Layer, TarBuilder, write_layout
+
+KVER = "6.1.0-test"
+OS_RELEASE = 'PRETTY_NAME="Synthetic Linux 1 (test)"\nNAME="Synthetic Linux"\nID=synthetic\nVERSION_ID=1\n'
+SHADOW = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+FAKE_KERNEL = b"MZ" + bytes(range(256)) * 64  # a few KiB standing in for vmlinuz
+
+
+def cpio_gz(files: dict[str, bytes]) -> bytes:
+    """A gzip'd newc cpio made by the real cpio tool (what dracut produces, in miniature)."""
+    with tempfile.TemporaryDirectory() as d:
+        for name, data in files.items():
+            p = Path(d, name)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_bytes(data)
+        names = "\n".join(sorted(files)) + "\n"
+        raw = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names.encode(), cwd=d,
+                             capture_output=True, check=True).stdout
+    return gzip.compress(raw)
+
+
+def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow: bool = True,
+               systemd_boot: bool = True, padding: int = 0) -> bytes:
+    t = TarBuilder()
+    for d in ("etc", "usr", "usr/bin", "usr/lib", "usr/lib/systemd", "usr/lib/modules", "var", "var/lib",
+              "boot", "root"):
+        t.dir(d, mode=0o700 if d == "root" else 0o755)
+    t.symlink("bin", "usr/bin")
+    t.file("usr/lib/os-release", OS_RELEASE.encode())
+    t.symlink("etc/os-release", "../usr/lib/os-release")
+    t.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/usr/sbin/nologin\n")
+    t.file("etc/group", b"root:x:0:\ndaemon:x:1:\nshadow:x:42:\n")
+    if shadow:
+        t.file("etc/shadow", SHADOW.encode(), mode=0o640, gid=42)
+    t.file("etc/hostname", b"synthetic\n")
+    t.file("etc/machine-id", b"")
+    t.file("usr/bin/sh", b"#!fake shell\n", mode=0o755)
+    t.file("usr/bin/passwd", b"fake setuid\n", mode=0o4755)
+    t.file("usr/lib/systemd/libsystemd-shared-252.so", b"\x7fELF fake")
+    if systemd_boot:
+        t.dir("usr/lib/systemd/boot").dir("usr/lib/systemd/boot/efi")
+        t.file("usr/lib/systemd/boot/efi/systemd-bootx64.efi", b"MZ fake systemd-boot")
+    t.dir("var/lib/dpkg").file("var/lib/dpkg/status", b"Package: synthetic\n")
+    if kernel:
+        t.dir(f"usr/lib/modules/{KVER}")
+        t.file(f"usr/lib/modules/{KVER}/vmlinuz", FAKE_KERNEL)
+        files = {"init": b"#!/bin/sh\n"}
+        if initramfs_has_module:
+            files["usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh"] = b"# stand-in\n"
+            files["var/lib/dracut/hooks/pre-pivot/etc-overlay-mount.sh"] = b"# stand-in\n"
+        t.file(f"usr/lib/modules/{KVER}/initramfs.img", cpio_gz(files))
+    if padding:
+        t.file("usr/lib/padding.bin", os.urandom(1024) * (padding // 1024))
+    return t.bytes()
+
+
+def second_layer() -> bytes:
+    """A small upper layer: a whiteout and a new file, so installs go through layering."""
+    return TarBuilder().dir("etc").file("etc/motd", b"installed by nbc-tui tests\n").whiteout(
+        "etc/hostname").bytes()
+
+
+def make_image(dest: Path, *, tag: str = "latest", compression: str = "gzip", **kwargs: object) -> str:
+    """Write the image and return its reference ``oci:DIR:TAG``."""
+    write_layout(dest, [ImageSpec(layers=[Layer(base_layer(**kwargs), compression),  # type: ignore[arg-type]
+                                          Layer(second_layer(), "zstd")], tag=tag)])
+    return f"oci:{dest}:{tag}"
