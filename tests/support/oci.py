@@ -121,7 +121,7 @@ class TarBuilder:
 
     def __init__(self) -> None:
         self.buf = io.BytesIO()
-        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)
+        self.tar = tarfile.open(fileobj=self.buf, mode="w", format=tarfile.PAX_FORMAT)  # noqa: SIM115 (closed in bytes())
 
     def _info(self, name: str, type_: bytes, mode: int, uid: int, gid: int, mtime: int,
               xattrs: dict[str, bytes] | None) -> tarfile.TarInfo:

@@ -1,0 +1,146 @@
+"""Bad input gets a clear error (exit 2) and changes nothing: the disk is byte for byte the same."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import loop_devices_of, nbc_mounts
+from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
+from tests.support.synthetic import base_layer, make_image
+
+pytestmark = pytest.mark.root
+
+GiB = 1 << 30
+SMALL = ["--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
+
+
+def digest_of(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 22):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@pytest.fixture
+def loop_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
+    """A 3 GiB "disk": a sparse file attached as a loop device, with some recognisable old content."""
+    backing = tmp_path / "disk.raw"
+    with backing.open("wb") as f:
+        f.truncate(3 * GiB)
+    subprocess.run(["mkfs.ext4", "-q", "-L", "olddata", str(backing)], check=True)
+    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
+                         check=True).stdout.strip()
+    try:
+        yield dev, backing
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=False)
+
+
+def assert_refused(r, *needles: str) -> None:
+    assert r.returncode == 2, r.stdout + r.stderr
+    for needle in needles:
+        assert needle in r.stderr, r.stderr
+    assert nbc_mounts() == []
+
+
+def test_mounted_disk_is_refused(nbc, synthetic_image: str, loop_disk, tmp_path: Path) -> None:
+    dev, backing = loop_disk
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    subprocess.run(["mount", dev, str(mnt)], check=True)
+    try:
+        before = digest_of(backing)
+        r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes")
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+    assert_refused(r, "mounted")
+    assert digest_of(backing) == before
+
+
+def test_too_small_disk_is_refused(nbc, synthetic_image: str, loop_disk) -> None:
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    r = nbc("install", "--image", synthetic_image, "--device", dev, "--yes", "--json")
+    assert_refused(r)
+    assert r.events[-1]["type"] == "error" and "too-small" in json.dumps(r.events[-1])
+    assert digest_of(backing) == before
+
+
+def test_not_confirmed_writes_nothing(nbc, synthetic_image: str, loop_disk) -> None:
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    for answer in ("no\n", ""):
+        for mode in ([], ["--json"]):  # --json does not skip the question (nbc's did)
+            r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, *mode, stdin=answer)
+            assert_refused(r, "will be erased", "not confirmed")
+    assert digest_of(backing) == before
+
+
+def test_confirmed_install_to_a_disk_without_partition_nodes(nbc, synthetic_image: str, loop_disk,
+                                                              tmp_path: Path) -> None:
+    """A loop device is a disk whose partitions the kernel does not scan: one loop device per partition."""
+    dev, backing = loop_disk
+    r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--filesystem", "ext4",
+            stdin="yes\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "will be erased" in r.stderr and "olddata" in r.stderr  # says what is on it now
+    table = json.loads(subprocess.run(["sfdisk", "--json", dev], capture_output=True, text=True,
+                                      check=True).stdout)["partitiontable"]
+    assert [p["name"] for p in table["partitions"]] == ["boot", "root1", "root2", "var"]
+    assert loop_devices_of(backing) == [dev]  # only the test's own device: every partition loop is gone
+
+
+@pytest.fixture(scope="module")
+def broken_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    d = tmp_path_factory.mktemp("broken")
+    refs = {
+        "no-kernel": make_image(d / "no-kernel", kernel=False),
+        "no-module-no-dracut": make_image(d / "no-module", initramfs_has_module=False),
+        "not-a-layout": f"oci:{d / 'empty-dir'}",
+        "no-such-tag": make_image(d / "tagged", tag="v1").rsplit(":", 1)[0] + ":v2",
+        "registry-ref": "docker.io/library/debian:12",
+    }
+    (d / "empty-dir").mkdir()
+    # a corrupt blob: one byte of the first layer flipped
+    corrupt = make_image(d / "corrupt")
+    layout = d / "corrupt"
+    index = json.loads((layout / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((layout / "blobs/sha256" / manifest_digest).read_text())
+    blob = layout / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    refs["corrupt-blob"] = corrupt
+    # a layer escaping the root through a symlink
+    hostile = TarBuilder().symlink("escape", "/tmp").file("escape/owned", b"x").bytes()
+    write_layout(d / "hostile", [ImageSpec(layers=[Layer(base_layer(), "gzip"), Layer(hostile, "tar")])])
+    refs["escaping-layer"] = f"oci:{d / 'hostile'}:latest"
+    return refs
+
+
+@pytest.mark.parametrize(("case", "needle", "exit_code"), [
+    ("no-kernel", "has no kernel", 2),
+    ("no-module-no-dracut", "no dracut", 2),
+    ("not-a-layout", "layout", 2),
+    ("no-such-tag", "v1", 2),
+    ("registry-ref", "oci:", 2),
+    ("corrupt-blob", "sha256:", 1),  # the image is damaged, not the request: "the operation failed"
+    ("escaping-layer", "escape", 2),
+])
+def test_broken_image_changes_nothing(nbc, broken_images: dict[str, str], loop_disk, case: str,
+                                      needle: str, exit_code: int) -> None:
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    r = nbc("install", "--image", broken_images[case], "--device", dev, *SMALL, "--yes")
+    assert r.returncode == exit_code, r.stdout + r.stderr
+    assert needle in r.stderr, r.stderr
+    assert digest_of(backing) == before
+    assert nbc_mounts() == []
