@@ -1,0 +1,123 @@
+"""The kernel command line, token for token as nbc assembles it (reference §12), and GRUB's variant."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Literal
+
+from ..errors import InputError
+
+# `systemd.mount-extra=` is understood from this systemd version on. The tokens stay on the command line
+# for older images too (nbc writes them), but then /boot and /var also need fstab lines.
+MOUNT_EXTRA_MIN_SYSTEMD = 254
+
+# Keeps NVMe device names stable (nbc's documented hack, reference §12.1); kept for compatibility.
+NVME_MULTIPATH_OFF = "nvme_core.multipath=N"
+GRUB_CONSOLE = "console=tty0"
+
+# nbc's device-mapper names for the opened LUKS containers (reference §5, §20).
+ROOT_MAPPERS = ("root1", "root2")
+VAR_MAPPER = "var"
+
+
+@dataclass(frozen=True)
+class LuksCmdline:
+    """What the command line of an encrypted install needs: the LUKS (not filesystem) UUIDs."""
+
+    root_luks_uuid: str
+    """LUKS UUID of the root slot this entry boots (cryptsetup luksUUID)."""
+    root_mapper: Literal["root1", "root2"]
+    """Mapper name of that slot: root1 for slot A (p2), root2 for slot B (p3)."""
+    var_luks_uuid: str
+    """LUKS UUID of the var partition (p4), opened as /dev/mapper/var."""
+    tpm2: bool = False
+    """Add rd.luks.options=<uuid>=tpm2-device=auto for root and var."""
+
+
+def kernel_cmdline(
+    *,
+    root_uuid: str,
+    esp_uuid: str,
+    var_uuid: str,
+    filesystem: str,
+    kernel_args: Sequence[str],
+    encryption: LuksCmdline | None = None,
+) -> list[str]:
+    """The base command line (systemd-boot uses it unchanged), in nbc's exact token order.
+
+    ``root_uuid`` and ``var_uuid`` are filesystem UUIDs; with ``encryption`` they are not used (the
+    root and var devices are then the opened mappers). ``filesystem`` "" means ext4, as in nbc.
+    """
+    check_kernel_args(kernel_args)
+    fs = filesystem or "ext4"
+    boot_mount = f"systemd.mount-extra=UUID={esp_uuid}:/boot:vfat:defaults"
+    if encryption is None:
+        _require(root_uuid=root_uuid, esp_uuid=esp_uuid, var_uuid=var_uuid)
+        return [
+            f"root=UUID={root_uuid}",
+            "ro",
+            boot_mount,
+            f"systemd.mount-extra=UUID={var_uuid}:/var:{fs}:defaults",
+            "rd.etc.overlay=1",
+            f"rd.etc.overlay.var=UUID={var_uuid}",
+            NVME_MULTIPATH_OFF,
+            *kernel_args,
+        ]
+    enc = encryption
+    _require(esp_uuid=esp_uuid, root_luks_uuid=enc.root_luks_uuid, var_luks_uuid=enc.var_luks_uuid)
+    if enc.root_mapper not in ROOT_MAPPERS:
+        raise ValueError(f"root mapper must be one of {ROOT_MAPPERS}, not {enc.root_mapper!r}")
+    args = [
+        f"root=/dev/mapper/{enc.root_mapper}",
+        "ro",
+        f"rd.luks.uuid={enc.root_luks_uuid}",
+        f"rd.luks.name={enc.root_luks_uuid}={enc.root_mapper}",
+        f"rd.luks.uuid={enc.var_luks_uuid}",
+        f"rd.luks.name={enc.var_luks_uuid}={VAR_MAPPER}",
+    ]
+    if enc.tpm2:
+        args += [
+            f"rd.luks.options={enc.root_luks_uuid}=tpm2-device=auto",
+            f"rd.luks.options={enc.var_luks_uuid}=tpm2-device=auto",
+        ]
+    return [
+        *args,
+        boot_mount,
+        f"systemd.mount-extra=/dev/mapper/{VAR_MAPPER}:/var:{fs}:defaults",
+        "rd.etc.overlay=1",
+        f"rd.etc.overlay.var=/dev/mapper/{VAR_MAPPER}",
+        NVME_MULTIPATH_OFF,
+        *kernel_args,
+    ]
+
+
+def grub_cmdline(base: Sequence[str]) -> list[str]:
+    """GRUB's install-time line (reference §12.2): root, ro, console=tty0, then the rest minus ro/rw.
+
+    A user ``rw`` is dropped, as nbc does: the root is read-only by design. Empty in, empty out.
+    """
+    if not base:
+        return []
+    root, *rest = base
+    if not root.startswith("root="):
+        raise ValueError(f"the command line must start with root=, not {root!r}")
+    return [root, "ro", GRUB_CONSOLE, *(t for t in rest if t not in ("ro", "rw"))]
+
+
+def check_kernel_args(kernel_args: Sequence[str]) -> None:
+    """Refuse arguments that would break out of a boot entry line (newlines, control characters)."""
+    for arg in kernel_args:
+        if not arg.strip():
+            raise InputError("an empty kernel argument was given", hint="remove the empty --karg")
+        if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg):
+            raise InputError(
+                f"kernel argument {arg!r} contains a control character (such as a newline)",
+                hint="give each kernel argument as one line of printable text",
+            )
+
+
+def _require(**values: str) -> None:
+    for name, value in values.items():
+        if not value or any(c.isspace() for c in value):
+            raise ValueError(f"{name} must be a non-empty UUID without spaces, not {value!r}")

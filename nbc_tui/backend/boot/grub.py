@@ -1,0 +1,242 @@
+"""GRUB without grub-install: a standalone EFI image built with grub-mkimage, and nbc's grub.cfg.
+
+The image is built from the target image's own GRUB modules when it has them (with its own grub-mkimage
+in a chroot when it has that too), else from the host's. Its embedded early config finds the ESP by the
+filesystem UUID chosen at mkfs time, so nothing probes the target disk (reference §11.3, DESIGN.md).
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+from ..errors import InputError, NbcError
+from ..esp import Esp
+from ..runner import RunContext, run, which
+from .cmdline import grub_cmdline
+from .kernel import esp_kernel_paths, resolve_in_target
+from .shim import find_shim, find_signed_grub, install_shim_chain, shim_chain
+
+GRUB_FORMAT = "x86_64-efi"
+HOST_MODULE_DIR = Path("/usr/lib/grub", GRUB_FORMAT)
+IMAGE_MODULE_DIR = f"usr/lib/grub/{GRUB_FORMAT}"
+IMAGE_MKIMAGE = ("usr/bin/grub-mkimage", "usr/bin/grub2-mkimage", "usr/sbin/grub-mkimage",
+                 "usr/sbin/grub2-mkimage")
+HOST_MKIMAGE = ("grub-mkimage", "grub2-mkimage")
+
+# Built into the image: the ESP's partition table and filesystem, search, the menu and Linux loading,
+# consoles (serial, GOP) and gzip'd kernels. Without the first group GRUB cannot reach its grub.cfg.
+REQUIRED_MODULES = ("part_gpt", "fat", "search", "search_fs_uuid", "normal", "configfile", "linux")
+OPTIONAL_MODULES = ("ext2", "btrfs", "echo", "serial", "terminal", "efi_gop", "all_video", "gzio", "test")
+GRUB_MODULES = REQUIRED_MODULES + OPTIONAL_MODULES
+
+GRUB_DIR = "grub"
+GRUB_CFG = f"{GRUB_DIR}/grub.cfg"
+REMOVABLE_DEST = "EFI/BOOT/BOOTX64.EFI"
+# A signed distro GRUB started by shim reads grub.cfg from its own directory ($cmdpath).
+SHIM_GRUB_CFG = "EFI/BOOT/grub.cfg"
+GRUB_TIMEOUT = 5
+
+# Characters GRUB's script lexer takes literally in an unquoted word.
+_GRUB_PLAIN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
+
+
+@dataclass(frozen=True)
+class MenuEntry:
+    title: str
+    linux: str
+    """ESP path of the kernel, e.g. A/vmlinuz-6.1.0-18-amd64."""
+    initrd: str
+    options: Sequence[str]
+    """The GRUB command line (see cmdline.grub_cmdline)."""
+
+
+@dataclass(frozen=True)
+class GrubSource:
+    """Which grub-mkimage builds the EFI image, and from which modules."""
+
+    kind: Literal["image-chroot", "image-modules", "host"]
+    mkimage: str
+    """Inside the target for image-chroot (e.g. /usr/bin/grub-mkimage), else a host path."""
+    module_dir: Path
+    """Host path of the x86_64-efi module directory."""
+
+
+def grub_quote(word: str) -> str:
+    """Quote one word for grub.cfg: plain words stay as they are (nbc's output), others are single-quoted."""
+    if _GRUB_PLAIN.fullmatch(word):
+        return word
+    return "'" + word.replace("'", "'\\''") + "'"
+
+
+def render_grub_cfg(entries: Sequence[MenuEntry], *, default: int = 0, timeout: int = GRUB_TIMEOUT) -> str:
+    """grub.cfg in nbc's format (reference §11.3), with the entry titles quoted safely."""
+    lines = [f"set timeout={timeout}", f"set default={default}"]
+    for entry in entries:
+        title = " ".join(entry.title.split())
+        lines += [
+            "",
+            f"menuentry {grub_quote_always(title)} {{",
+            f"    linux /{entry.linux.lstrip('/')} {' '.join(grub_quote(o) for o in entry.options)}".rstrip(),
+            f"    initrd /{entry.initrd.lstrip('/')}",
+            "}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+def grub_quote_always(text: str) -> str:
+    """Single-quote text for GRUB (a ' becomes '\\'' ), as nbc writes menu titles: '<OSName>'."""
+    return "'" + text.replace("'", "'\\''") + "'"
+
+
+def render_early_config(esp_uuid: str) -> str:
+    """The config embedded in the EFI image (and the shim chain's EFI/BOOT/grub.cfg): find the ESP by
+    its filesystem UUID and read /grub/grub.cfg there."""
+    return (
+        f"search --no-floppy --fs-uuid --set=root {esp_uuid}\n"
+        f"set prefix=($root)/{GRUB_DIR}\n"
+        f"configfile ($root)/{GRUB_CFG}\n"
+    )
+
+
+def find_grub_source(target_root: Path, *, host_module_dir: Path | None = None) -> GrubSource | None:
+    """The image's GRUB when it has modules (its own grub-mkimage in a chroot if present), else the host's.
+
+    None when neither the image nor the host has x86_64-efi modules and a grub-mkimage to pack them.
+    """
+    image_modules = resolve_in_target(target_root, IMAGE_MODULE_DIR)
+    if image_modules is not None and _is_module_dir(image_modules):
+        for rel in IMAGE_MKIMAGE:
+            tool = resolve_in_target(target_root, rel)
+            if tool is not None and tool.is_file():
+                return GrubSource("image-chroot", "/" + rel, image_modules)
+        host_tool = _host_mkimage()
+        if host_tool is not None:
+            return GrubSource("image-modules", host_tool, image_modules)
+        return None
+    host_modules = host_module_dir or HOST_MODULE_DIR
+    host_tool = _host_mkimage()
+    if host_tool is not None and _is_module_dir(host_modules):
+        return GrubSource("host", host_tool, host_modules)
+    return None
+
+
+def grub_available(target_root: Path) -> bool:
+    return find_grub_source(target_root) is not None
+
+
+def build_grub_efi(
+    source: GrubSource, *, target_root: Path, esp_uuid: str, output: Path, ctx: RunContext,
+    warn: Callable[[str], None],
+) -> None:
+    """Build the standalone GRUB EFI image at host path ``output``."""
+    modules = [m for m in GRUB_MODULES if (source.module_dir / f"{m}.mod").is_file()]
+    missing = [m for m in REQUIRED_MODULES if m not in modules]
+    if missing:
+        raise InputError(
+            f"GRUB modules missing from {source.module_dir}: {', '.join(missing)}",
+            hint="install the full x86_64-efi GRUB modules (Debian: grub-efi-amd64-bin), or use systemd-boot",
+        )
+    skipped = [m for m in OPTIONAL_MODULES if m not in modules]
+    if skipped:
+        warn(f"GRUB modules not available, built without them: {', '.join(skipped)}")
+    early = render_early_config(esp_uuid)
+    if source.kind == "image-chroot":
+        _build_in_chroot(source, modules, early, target_root=target_root, output=output, ctx=ctx)
+    else:
+        with tempfile.TemporaryDirectory(prefix="nbc-tui-grub-") as tmp:
+            cfg = Path(tmp, "early.cfg")
+            cfg.write_text(early)
+            run([source.mkimage, "-O", GRUB_FORMAT, "-d", source.module_dir, "-p", f"/{GRUB_DIR}",
+                 "-c", cfg, "-o", output, *modules], ctx=ctx, what="grub-mkimage")
+    if not ctx.dry_run:
+        _check_pe(output)
+
+
+def _build_in_chroot(
+    source: GrubSource, modules: list[str], early: str, *, target_root: Path, output: Path, ctx: RunContext
+) -> None:
+    # The image's tool sees only the target, so its input and output live in a scratch dir inside it.
+    base = target_root / "var/tmp"
+    if not base.is_dir():
+        base = target_root / "tmp"
+    base.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="nbc-tui-grub-", dir=base))
+    try:
+        (scratch / "early.cfg").write_text(early)
+        inside = "/" + str(scratch.relative_to(target_root))
+        module_dir = "/" + IMAGE_MODULE_DIR
+        run(["chroot", target_root, source.mkimage, "-O", GRUB_FORMAT, "-d", module_dir,
+             "-p", f"/{GRUB_DIR}", "-c", f"{inside}/early.cfg", "-o", f"{inside}/grub.efi", *modules],
+            ctx=ctx, what="grub-mkimage (image)")
+        if not ctx.dry_run:
+            shutil.copyfile(scratch / "grub.efi", output)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def install_grub(
+    *,
+    target_root: Path,
+    esp: Esp,
+    esp_uuid: str,
+    slot: str,
+    kernel_version: str,
+    options: Sequence[str],
+    title: str,
+    ctx: RunContext,
+    warn: Callable[[str], None],
+) -> None:
+    """BOOTX64.EFI (our GRUB, or shim + the image's signed GRUB) and grub/grub.cfg with one entry.
+
+    ``options`` is the base command line; GRUB's variant (root, ro, console=tty0, ...) is derived here.
+    The slot's kernel and initramfs must already be on the ESP.
+    """
+    esp.mkdir("EFI/BOOT")
+    signed = find_signed_grub(target_root)
+    chain = shim_chain(target_root, signed)
+    if chain is not None:
+        install_shim_chain(esp, chain)
+        esp.put_text(render_early_config(esp_uuid), SHIM_GRUB_CFG)
+    else:
+        if find_shim(target_root) is not None:
+            warn("The image has shim but no signed GRUB: booting GRUB directly (Secure Boot must be off)")
+        source = find_grub_source(target_root)
+        if source is None:
+            raise InputError(
+                "no GRUB to install: neither the image nor this machine has x86_64-efi GRUB modules "
+                "and grub-mkimage",
+                hint="install grub-efi-amd64-bin on this machine, or use an image with systemd-boot",
+            )
+        with tempfile.TemporaryDirectory(prefix="nbc-tui-grub-") as tmp:
+            image = Path(tmp, "BOOTX64.EFI")
+            build_grub_efi(source, target_root=target_root, esp_uuid=esp_uuid, output=image, ctx=ctx,
+                           warn=warn)
+            esp.put_file(image, REMOVABLE_DEST)
+    linux, initrd = esp_kernel_paths(slot, kernel_version)
+    entry = MenuEntry(title=title, linux=linux, initrd=initrd, options=grub_cmdline(options))
+    esp.put_text(render_grub_cfg([entry]), GRUB_CFG)
+
+
+def _host_mkimage() -> str | None:
+    for name in HOST_MKIMAGE:
+        found = which(name)
+        if found:
+            return found
+    return None
+
+
+def _is_module_dir(path: Path) -> bool:
+    return (path / "kernel.img").is_file() and (path / "normal.mod").is_file()
+
+
+def _check_pe(path: Path) -> None:
+    with path.open("rb") as f:
+        head = f.read(2)
+    if head != b"MZ":
+        raise NbcError(f"grub-mkimage did not produce an EFI executable at {path}")

@@ -1,0 +1,118 @@
+"""The 95etc-overlay dracut module (package data) and initramfs regeneration inside the target.
+
+The scripts keep nbc's hook name, kernel parameters and paths (reference §10), so a disk nbc-tui writes and
+a disk nbc writes boot the same way.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import importlib.resources
+import logging
+import os
+import shutil
+from pathlib import Path
+
+from .boot.kernel import resolve_in_target
+from .errors import InputError, NbcError
+from .filesystems import bind_mounted
+from .initramfs import InitramfsError, initramfs_contains
+from .runner import RunContext, run
+
+log = logging.getLogger("nbc_tui")
+
+MODULE_NAME = "etc-overlay"
+MODULE_DIR = "usr/lib/dracut/modules.d/95etc-overlay"
+MODULE_FILES = ("module-setup.sh", "etc-overlay-mount.sh")
+HOOK_SCRIPT = "etc-overlay-mount.sh"
+# inst_hook pre-pivot 50 puts the hook in the initramfs under a name that varies with dracut's version:
+# var/lib/dracut/hooks/pre-pivot/50etc-overlay-mount.sh (older), usr/lib/dracut/hooks/pre-pivot/
+# 50-etc-overlay-mount.sh (Debian 12's dracut 059). initramfs_contains matches any priority prefix.
+DRACUT_CANDIDATES = ("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut", "bin/dracut")
+# dracut writes large temporary trees: a disk-backed directory inside the chroot, not a small tmpfs.
+CHROOT_TMPDIR = "/var/tmp"
+BIND_MOUNTS = ("dev", "proc", "sys")
+
+
+def module_source() -> Path:
+    """The module's directory as shipped in the nbc_tui package."""
+    return Path(str(importlib.resources.files("nbc_tui") / "dracut" / "95etc-overlay"))
+
+
+def install_etc_overlay_module(target_root: Path) -> None:
+    """Copy the module into ``<target>/usr/lib/dracut/modules.d/95etc-overlay`` (files mode 0755)."""
+    dest = target_root / MODULE_DIR
+    if dest.is_symlink():
+        raise NbcError(f"{dest} is a symlink in the image; refusing to write through it")
+    dest.mkdir(mode=0o755, parents=True, exist_ok=True)
+    os.chmod(dest, 0o755)
+    src = module_source()
+    for name in MODULE_FILES:
+        target = dest / name
+        if target.is_symlink():
+            target.unlink()
+        shutil.copyfile(src / name, target)
+        os.chmod(target, 0o755)
+
+
+def initramfs_has_etc_overlay(initramfs: Path) -> bool:
+    """Whether the initramfs carries the etc-overlay hook (as hooks/pre-pivot/<NN>etc-overlay-mount.sh).
+
+    False when the file is missing or cannot be listed: like nbc, the answer then is "regenerate".
+    """
+    if not initramfs.is_file():
+        return False
+    try:
+        return initramfs_contains(initramfs, HOOK_SCRIPT)
+    except InitramfsError as exc:
+        log.warning("cannot list %s (%s); treating it as lacking the etc-overlay hook", initramfs, exc)
+        return False
+
+
+def find_dracut(target_root: Path) -> str | None:
+    """dracut's path inside the target (e.g. /usr/bin/dracut), or None when the image has none."""
+    for rel in DRACUT_CANDIDATES:
+        found = resolve_in_target(target_root, rel)
+        if found is not None and found.is_file():
+            return "/" + rel
+    return None
+
+
+def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext) -> Path:
+    """Rebuild ``usr/lib/modules/<kver>/initramfs.img`` with the image's dracut, adding etc-overlay.
+
+    Runs in a chroot of the target with /dev, /proc and /sys bound (always unbound again), with
+    ``--no-hostonly`` so the initramfs boots any machine rather than the installer's. Returns the host
+    path of the new initramfs after checking that it contains the hook.
+    """
+    dracut = find_dracut(target_root)
+    if dracut is None:
+        raise InputError("the image has no dracut, so its initramfs cannot get the etc-overlay module",
+                         hint="install dracut in the image")
+    if not (target_root / "usr/lib/modules" / kver).is_dir():
+        raise InputError(f"the image has no kernel modules for {kver}")
+    image = f"/usr/lib/modules/{kver}/initramfs.img"
+    output = target_root / image.lstrip("/")
+    if ctx.dry_run:
+        log.info("dry-run, not regenerating %s", output)
+        return output
+    tmp = target_root / CHROOT_TMPDIR.lstrip("/")
+    if not tmp.is_dir():
+        tmp.mkdir(parents=True)
+        os.chmod(tmp, 0o1777)
+    chroot_ctx = dataclasses.replace(ctx, env_extra={**ctx.env_extra, "TMPDIR": CHROOT_TMPDIR})
+    with contextlib.ExitStack() as stack:
+        for name in BIND_MOUNTS:
+            stack.enter_context(bind_mounted(Path("/", name), target_root / name, ctx=ctx))
+        run(["chroot", target_root, dracut, "--force", "--no-hostonly", "--tmpdir", CHROOT_TMPDIR,
+             "--add", MODULE_NAME, "--kver", kver, image],
+            ctx=chroot_ctx, timeout=1800, what="dracut")
+    if not output.is_file():
+        raise NbcError(f"dracut finished but wrote no {image}")
+    if not initramfs_has_etc_overlay(output):
+        raise NbcError(
+            f"the regenerated {image} lacks the etc-overlay hook",
+            hint=f"check that {MODULE_DIR} is intact in the image and that dracut accepts the module",
+        )
+    return output

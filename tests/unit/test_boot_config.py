@@ -1,0 +1,78 @@
+"""Rendered boot configuration: loader.conf, bootc.conf and grub.cfg, byte for byte."""
+
+from __future__ import annotations
+
+from nbc_tui.backend.boot.grub import MenuEntry, grub_quote, render_early_config, render_grub_cfg
+from nbc_tui.backend.boot.kernel import esp_kernel_paths
+from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf
+
+OPTIONS = ["root=UUID=r", "ro", "rd.etc.overlay=1", "console=ttyS0"]
+
+
+def test_loader_conf() -> None:
+    assert render_loader_conf() == (
+        "default bootc.conf\n"
+        "timeout 5\n"
+        "console-mode keep\n"
+        "editor no\n"
+    )
+
+
+def test_bootc_entry_has_nbcs_spacing_and_slot_paths() -> None:
+    linux, initrd = esp_kernel_paths("A", "6.1.0-18-amd64")
+    text = render_entry(title="Debian GNU/Linux 12 (bookworm)", linux=linux, initrd=initrd, options=OPTIONS)
+    assert text == (
+        "title   Debian GNU/Linux 12 (bookworm)\n"
+        "linux   /A/vmlinuz-6.1.0-18-amd64\n"
+        "initrd  /A/initramfs-6.1.0-18-amd64.img\n"
+        "options root=UUID=r ro rd.etc.overlay=1 console=ttyS0\n"
+    )
+
+
+def test_entry_title_cannot_inject_lines() -> None:
+    text = render_entry(title="Evil\noptions init=/bin/sh", linux="A/k", initrd="A/i", options=["ro"])
+    assert text.splitlines()[0] == "title   Evil options init=/bin/sh"
+    assert len(text.splitlines()) == 4
+
+
+def test_grub_cfg_exact_text() -> None:
+    entry = MenuEntry(title="Fedora Linux 40", linux="A/vmlinuz-6.8", initrd="A/initramfs-6.8.img",
+                      options=OPTIONS)
+    assert render_grub_cfg([entry]) == (
+        "set timeout=5\n"
+        "set default=0\n"
+        "\n"
+        "menuentry 'Fedora Linux 40' {\n"
+        "    linux /A/vmlinuz-6.8 root=UUID=r ro rd.etc.overlay=1 console=ttyS0\n"
+        "    initrd /A/initramfs-6.8.img\n"
+        "}\n"
+    )
+
+
+def test_grub_cfg_escapes_quotes_in_the_title() -> None:
+    entry = MenuEntry(title="Bob's OS", linux="A/k", initrd="A/i", options=["ro"])
+    assert "menuentry 'Bob'\\''s OS' {\n" in render_grub_cfg([entry])
+
+
+def test_grub_words_are_quoted_only_when_needed() -> None:
+    assert grub_quote("systemd.mount-extra=UUID=AB-12:/boot:vfat:defaults") == (
+        "systemd.mount-extra=UUID=AB-12:/boot:vfat:defaults")
+    assert grub_quote("dyndbg=file foo.c +p") == "'dyndbg=file foo.c +p'"
+    assert grub_quote("a;b$c") == "'a;b$c'"
+    assert grub_quote("it's") == "'it'\\''s'"
+
+
+def test_grub_cfg_two_entries() -> None:
+    new = MenuEntry(title="OS", linux="B/k", initrd="B/i", options=["ro"])
+    old = MenuEntry(title="OS (Previous)", linux="A/k", initrd="A/i", options=["ro"])
+    text = render_grub_cfg([new, old])
+    assert text.count("menuentry ") == 2
+    assert "menuentry 'OS (Previous)' {\n    linux /A/k ro\n    initrd /A/i\n}\n" in text
+
+
+def test_early_config_finds_the_esp_by_uuid() -> None:
+    assert render_early_config("ABCD-1234") == (
+        "search --no-floppy --fs-uuid --set=root ABCD-1234\n"
+        "set prefix=($root)/grub\n"
+        "configfile ($root)/grub/grub.cfg\n"
+    )
