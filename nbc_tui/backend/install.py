@@ -86,7 +86,7 @@ class Install:
     source: ImageSource | None = None
     inventory: ImageInventory | None = None
     disk_path: Path | None = None
-    disk_identity: tuple | None = None
+    checked_disk: disks.Disk | None = None
     devices: dict[str, Path] = field(default_factory=dict)
     fs_uuids: dict[str, str] = field(default_factory=dict)
     esp_volume_id: str = ""
@@ -200,12 +200,8 @@ def _check_disk(inst: Install) -> None:
             details={"device": disk.device, "refusals": [p.model_dump(mode="json") for p in problems]},
         )
     inst.disk_path = Path(disk.device)
-    inst.disk_identity = _identity(disk)
+    inst.checked_disk = disk
     inst.message(f"Disk: {disk.device} {disk.model or ''} {disk.serial or ''} {human(disk.size)}".replace("  ", " "))
-
-
-def _identity(disk: disks.Disk) -> tuple:
-    return (disk.device, disk.size, disk.model, disk.serial, disk.name)
 
 
 def _check_image(inst: Install, inv: ImageInventory) -> None:
@@ -240,13 +236,17 @@ def confirm_wipe(inst: Install) -> None:
     """A real disk is erased only after an explicit yes, and only if it is still the disk that was checked."""
     if inst.plan.target.is_image_file:
         return
-    disk = disks.resolve_disk(inst.disk_path)  # type: ignore[arg-type]
-    if _identity(disk) != inst.disk_identity:
-        raise InputError(f"{inst.disk_path} changed since it was checked", hint="check the disk and start again")
-    what = describe_destruction(disk)
+    assert inst.disk_path and inst.checked_disk
+    what = describe_destruction(inst.checked_disk)
     if inst.confirm is None or not inst.confirm(what):
         raise InputError("not confirmed: nothing was written", hint="answer yes, or pass --yes")
-    problems = disks.refusals(disks.resolve_disk(inst.disk_path), min_size=inst.plan.layout.min_disk_size)  # type: ignore[arg-type]
+    # Right before the wipe: the same disk (not swapped for another at the same path), still eligible.
+    now = disks.resolve_disk(inst.disk_path)
+    changed = disks.identity_changed(inst.checked_disk, now)
+    if changed:
+        raise InputError(f"{inst.disk_path} changed since it was checked: {changed}",
+                         hint="check the disk and start again")
+    problems = disks.refusals(now, min_size=inst.plan.layout.min_disk_size)
     if problems:
         raise InputError("; ".join(p.message for p in problems))
 
@@ -348,10 +348,7 @@ def configure(inst: Install) -> None:
 def _disk_id(inst: Install) -> str:
     if inst.plan.target.is_image_file:
         return ""
-    with contextlib.suppress(NbcError, OSError):
-        d = disks.resolve_disk(inst.disk_path)  # type: ignore[arg-type]
-        return d.by_id[0] if d.by_id else ""
-    return ""
+    return disks.disk_id(inst.checked_disk) or "" if inst.checked_disk else ""
 
 
 def build_initramfs(inst: Install) -> None:
