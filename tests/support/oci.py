@@ -178,3 +178,69 @@ class TarBuilder:
     def bytes(self) -> bytes:
         self.tar.close()
         return self.buf.getvalue()
+
+
+# -- appended for the image-source tests: multi-platform layouts and damaged blobs --------------------
+
+def write_multiarch_layout(layout: Path, images: dict[str, list[Layer]], *, tag: str = "latest",
+                           attestation: bool = True) -> dict[str, str]:
+    """Write a layout whose index.json holds one image index (tagged ``tag``) with one manifest per
+    architecture in ``images`` (plus, by default, a BuildKit-style attestation manifest first in the
+    index). Returns {"index": index digest, <arch>: manifest digest, ...}."""
+    staging = layout / ".staging"
+    result: dict[str, str] = {}
+    entries = []
+    if attestation:
+        att = json.dumps({"schemaVersion": 2, "mediaType": MT_MANIFEST,
+                          "config": {"mediaType": "application/vnd.oci.empty.v1+json",
+                                     "digest": _blob(layout, b"{}")[0], "size": 2},
+                          "layers": []}).encode()
+        adigest, asize = _blob(layout, att)
+        entries.append({"mediaType": MT_MANIFEST, "digest": adigest, "size": asize,
+                        "platform": {"architecture": "unknown", "os": "unknown"},
+                        "annotations": {"vnd.docker.reference.type": "attestation-manifest"}})
+    for arch, layers in images.items():
+        digests = write_layout(staging, [ImageSpec(layers, tag=arch, architecture=arch)])
+        mdigest = digests[arch]
+        for blob in (staging / "blobs" / "sha256").iterdir():
+            dest = layout / "blobs" / "sha256" / blob.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            if not dest.exists():
+                shutil.copyfile(blob, dest)
+        msize = (layout / "blobs" / "sha256" / mdigest.split(":")[1]).stat().st_size
+        entries.append({"mediaType": MT_MANIFEST, "digest": mdigest, "size": msize,
+                        "platform": {"architecture": arch, "os": "linux"}})
+        result[arch] = mdigest
+        shutil.rmtree(staging)
+    index = json.dumps({"schemaVersion": 2, "mediaType": MT_INDEX, "manifests": entries}).encode()
+    idigest, isize = _blob(layout, index)
+    result["index"] = idigest
+    (layout / "oci-layout").write_text(json.dumps({"imageLayoutVersion": "1.0.0"}))
+    (layout / "index.json").write_text(json.dumps({
+        "schemaVersion": 2, "mediaType": MT_INDEX,
+        "manifests": [{"mediaType": MT_INDEX, "digest": idigest, "size": isize,
+                       "annotations": {"org.opencontainers.image.ref.name": tag}}]}))
+    return result
+
+
+def flip_byte(layout: Path, digest: str, offset: int = -1) -> None:
+    """Corrupt one blob of a layout in place by inverting one byte (the last by default)."""
+    path = layout / "blobs" / "sha256" / digest.split(":", 1)[1]
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0xFF
+    path.write_bytes(bytes(data))
+
+
+def newc_cpio(members: dict[str, bytes]) -> bytes:
+    """A newc cpio archive (as an initramfs holds), padded to 512 bytes; every member a regular file."""
+    out = io.BytesIO()
+    for ino, (name, data) in enumerate([*members.items(), ("TRAILER!!!", b"")], start=1):
+        mode = 0o100644 if name != "TRAILER!!!" else 0
+        encoded = name.encode() + b"\0"
+        fields = [ino, mode, 0, 0, 1, 0, len(data), 0, 0, 0, 0, len(encoded), 0]
+        out.write(b"070701" + b"".join(b"%08X" % f for f in fields) + encoded)
+        out.write(b"\0" * (-out.tell() % 4))
+        out.write(data)
+        out.write(b"\0" * (-out.tell() % 4))
+    out.write(b"\0" * (-out.tell() % 512))
+    return out.getvalue()

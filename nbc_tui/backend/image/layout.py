@@ -1,0 +1,179 @@
+"""An OCI image layout directory (``oci:PATH[:TAG]``) as an image source.
+
+The manifest is picked by tag (the ``org.opencontainers.image.ref.name`` annotation) or is the only one;
+an image index inside resolves to the host's platform, skipping attestation manifests. Manifest, index and
+config are checked against their digests when read; layers are checked while they stream.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .reference import OciLayoutRef, parse_image_ref
+from .source import BlobStream, Descriptor, ImageSource, verified_stream, verify_bytes
+
+REF_NAME = "org.opencontainers.image.ref.name"
+MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+INDEX_TYPES = {MT_OCI_INDEX, MT_DOCKER_LIST}
+MANIFEST_TYPES = {MT_OCI_MANIFEST, MT_DOCKER_MANIFEST}
+# A manifest attached to an index that describes another one (BuildKit provenance, SBOMs).
+_ATTESTATION = ("vnd.docker.reference.type", "attestation-manifest")
+_MAX_NESTING = 4
+_MAX_JSON = 8 << 20
+
+_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
+
+
+def host_platform() -> tuple[str, str]:
+    """(os, architecture) in OCI terms for this machine: linux plus amd64 or arm64."""
+    machine = platform.machine().lower()
+    return "linux", _MACHINE_TO_ARCH.get(machine, machine)
+
+
+class OciLayoutSource(ImageSource):
+    """An image read from an OCI layout directory."""
+
+    def __init__(self, ref: OciLayoutRef | str, *, host: tuple[str, str] | None = None) -> None:
+        self.layout_ref = parse_image_ref(ref) if isinstance(ref, str) else ref
+        self.ref = str(self.layout_ref)
+        self.root = self.layout_ref.path
+        self._host = host or host_platform()
+        self.index_digest: str | None = None
+        top = self._read_top_index()
+        chosen = self._pick_by_tag(top)
+        manifest_desc, manifest = self._resolve(chosen, depth=0)
+        self.manifest_digest = manifest_desc.digest
+        self.manifest = manifest
+        config_desc = Descriptor.from_json(manifest.get("config"), what="image config")
+        self.config_digest = config_desc.digest
+        config = self._read_json(config_desc, label="Image config")
+        if not isinstance(config, dict):
+            raise InputError(f"The image config {config_desc.digest} is not a JSON object")
+        self.config: dict[str, Any] = config
+        layers = manifest.get("layers")
+        if not isinstance(layers, list) or not layers:
+            raise InputError(f"The manifest {manifest_desc.digest} in {self.root} lists no layers")
+        self.layers = [Descriptor.from_json(d, what="layer") for d in layers]
+
+    # -- reading ------------------------------------------------------------------------------------
+
+    def blob_path(self, digest: str) -> Path:
+        algorithm, _, hexpart = digest.partition(":")
+        return self.root / "blobs" / algorithm / hexpart
+
+    def open_blob(self, desc: Descriptor) -> BlobStream:
+        path = self.blob_path(desc.digest)
+        try:
+            f = path.open("rb", buffering=0)
+        except FileNotFoundError:
+            raise self._missing(desc) from None
+        return verified_stream(f, desc, label="Layer blob")  # type: ignore[arg-type]
+
+    def _missing(self, desc: Descriptor) -> InputError:
+        return InputError(
+            f"Blob {desc.digest} is missing from the OCI layout {self.root}",
+            hint="The layout is incomplete; copy or download the image again",
+            details={"digest": desc.digest},
+        )
+
+    def _read_json(self, desc: Descriptor, *, label: str) -> Any:
+        if desc.size > _MAX_JSON:
+            raise InputError(f"{label} {desc.digest} is implausibly large ({desc.size} bytes)")
+        try:
+            data = self.blob_path(desc.digest).read_bytes()
+        except FileNotFoundError:
+            raise self._missing(desc) from None
+        verify_bytes(data, desc, label=label)
+        try:
+            return json.loads(data)
+        except ValueError as exc:
+            raise InputError(f"{label} {desc.digest} is not valid JSON: {exc}") from None
+
+    def _read_top_index(self) -> dict[str, Any]:
+        if not self.root.is_dir():
+            raise InputError(f"{self.root} is not a directory", hint="Give oci:PATH of an OCI image layout")
+        marker, index = self.root / "oci-layout", self.root / "index.json"
+        if not marker.is_file() or not index.is_file():
+            raise InputError(
+                f"{self.root} is not an OCI image layout (no oci-layout or index.json)",
+                hint="Create one with `skopeo copy ... oci:DIR:TAG` or `podman save --format oci-dir`",
+            )
+        try:
+            data = json.loads(index.read_bytes())
+        except ValueError as exc:
+            raise InputError(f"{index} is not valid JSON: {exc}") from None
+        if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
+            raise InputError(f"{index} lists no manifests")
+        return data
+
+    # -- choosing the manifest ----------------------------------------------------------------------
+
+    def _pick_by_tag(self, index: dict[str, Any]) -> Descriptor:
+        descs = [Descriptor.from_json(d, what="index.json entry") for d in index["manifests"]]
+        if not descs:
+            raise InputError(f"The OCI layout {self.root} holds no image")
+        tag = self.layout_ref.tag
+        tags = sorted({_tag_of(d) for d in descs if _tag_of(d)})
+        if tag is None:
+            if len(descs) == 1:
+                return descs[0]
+            raise InputError(
+                f"The OCI layout {self.root} holds {len(descs)} images; say which one",
+                hint="Add :TAG to the reference; tags here: " + (", ".join(tags) or "(none)"),
+            )
+        matches = [d for d in descs if _tag_of(d) == tag]
+        if not matches:
+            raise InputError(
+                f"The OCI layout {self.root} has no image tagged {tag!r}",
+                hint="Tags here: " + (", ".join(tags) or "(none: use oci:PATH without a tag)"),
+                details={"tags": tags},
+            )
+        return matches[0]
+
+    def _resolve(self, desc: Descriptor, *, depth: int) -> tuple[Descriptor, dict[str, Any]]:
+        """Follow index -> platform manifest; return the manifest's descriptor and its parsed JSON."""
+        if depth > _MAX_NESTING:
+            raise InputError(f"Image indexes nest too deeply in {self.root}")
+        data = self._read_json(desc, label="Manifest")
+        if not isinstance(data, dict):
+            raise InputError(f"Manifest {desc.digest} is not a JSON object")
+        media_type = desc.media_type or str(data.get("mediaType") or "")
+        is_index = media_type in INDEX_TYPES or (media_type not in MANIFEST_TYPES and "manifests" in data)
+        if not is_index:
+            return desc, data
+        if self.index_digest is None:
+            self.index_digest = desc.digest  # the outermost index is what a tag resolves to
+        return self._resolve(self._pick_platform(desc, data), depth=depth + 1)
+
+    def _pick_platform(self, index_desc: Descriptor, index: dict[str, Any]) -> Descriptor:
+        want_os, want_arch = self._host
+        seen: list[str] = []
+        for entry in index.get("manifests") or []:
+            desc = Descriptor.from_json(entry, what="index entry")
+            if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1]:
+                continue
+            plat = entry.get("platform") or {}
+            os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
+            if os_ == "unknown" and arch == "unknown":
+                continue
+            seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
+            if os_ == want_os and arch == want_arch:
+                return desc
+        raise InputError(
+            f"The image index {index_desc.digest} has no image for this machine ({want_os}/{want_arch})",
+            hint="Platforms in the image: " + (", ".join(seen) or "(none)"),
+        )
+
+
+def _tag_of(desc: Descriptor) -> str:
+    """The tag a layout entry carries; a full reference (``name:tag``) counts by its tag part."""
+    name = desc.annotations.get(REF_NAME, "")
+    head, sep, tail = name.rpartition(":")
+    return tail if sep and "/" not in tail and head else name

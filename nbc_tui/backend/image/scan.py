@@ -1,0 +1,339 @@
+"""The pre-install scan: every layer streamed once, before the disk is wiped.
+
+It verifies every blob (digest and size), applies the layers to a virtual tree with the same rules the
+extraction uses (so an entry extraction would refuse is refused here first, with nothing written), and
+reads what the install needs to know about the final tree: kernels and initramfs images, os-release,
+bootloader files, dracut and the etc-overlay module, the systemd version, the uncompressed size.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from ..errors import Cancelled, InputError, NbcError
+from ..initramfs import InitramfsError, initramfs_contains
+from .layer_rules import LayerApplier, find
+from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
+from .resolve import DIR as K_DIR
+from .resolve import LINK as K_LINK
+from .resolve import MISSING as K_MISSING
+from .resolve import OTHER as K_OTHER
+from .resolve import Refused
+from .source import Descriptor, ImageSource
+
+ETC_OVERLAY_HOOK = "etc-overlay-mount.sh"
+ETC_OVERLAY_MODULE = "usr/lib/dracut/modules.d/95etc-overlay/module-setup.sh"
+OS_RELEASE_PATHS = ("usr/lib/os-release", "etc/os-release")
+SYSTEMD_BOOT_EFI = tuple(
+    f"{lib}/systemd/boot/efi/systemd-bootx64.efi{suffix}"
+    for lib in ("usr/lib", "usr/lib64") for suffix in ("", ".signed"))
+GRUB_EFI_MODULE = "usr/lib/grub/x86_64-efi/normal.mod"
+SHIM_PATHS = (  # reference §11.5, in its search order
+    *(f"boot/efi/EFI/{d}/shimx64.efi" for d in ("fedora", "centos", "redhat", "debian", "ubuntu")),
+    "usr/lib/shim/shimx64.efi.signed", "usr/lib64/shim/shimx64.efi.signed",
+    "usr/share/shim/shimx64.efi.signed", "usr/lib/shim/shimx64.efi", "usr/lib64/shim/shimx64.efi",
+)
+DRACUT_PATHS = ("usr/bin/dracut", "sbin/dracut", "usr/sbin/dracut")
+MODULES_DIR = "usr/lib/modules"
+_INITRAMFS_NAMES = ("initramfs.img", "initrd.img", "initramfs-{kver}.img", "initrd.img-{kver}")
+_INITRAMFS_FILE = re.compile(
+    r"(?:^|/)modules/[^/]+/(?:initramfs\.img|initrd\.img|initramfs-[^/]+\.img|initrd\.img-[^/]+)$")
+_SYSTEMD_SHARED = re.compile(r"^libsystemd-shared-(\d+)[.\-].*so")
+_OS_RELEASE_MAX = 64 << 10
+_PROGRESS_STEP = 1 << 20
+
+
+@dataclass
+class KernelInfo:
+    """A kernel of the image; paths are relative to the image root."""
+
+    version: str
+    vmlinuz: str
+    initramfs: str | None
+
+
+@dataclass
+class ImageInventory:
+    """What the scan learned about the image's final tree."""
+
+    kernels: list[KernelInfo] = field(default_factory=list)
+    """Newest version first."""
+    os_release: dict[str, str] = field(default_factory=dict)
+    has_systemd_boot_efi: bool = False
+    has_grub_efi_modules: bool = False
+    has_shim: bool = False
+    has_dracut: bool = False
+    has_etc_overlay_module: bool = False
+    initramfs_has_etc_overlay: dict[str, bool] = field(default_factory=dict)
+    """Per kernel version: its initramfs already holds the etc-overlay hook."""
+    systemd_version: int | None = None
+    uncompressed_bytes: int = 0
+    """Bytes of regular files in the final tree (hard-linked files once)."""
+    entries: int = 0
+    """Entries in the final tree (the root excluded)."""
+
+
+class _Node:
+    __slots__ = ("children", "data", "etc_overlay", "kind", "size", "target")
+
+    def __init__(self, kind: int, *, target: str | None = None, size: int = 0) -> None:
+        self.kind = kind
+        self.target = target
+        self.size = size
+        self.children: set[str] | None = set() if kind == K_DIR else None
+        self.data: bytes | None = None        # content kept for os-release files
+        self.etc_overlay: bool | None = None  # for initramfs images: holds the etc-overlay hook
+
+
+class VirtualTree:
+    """The final tree of an image as names and kinds only, keyed by canonical path ("" is the root)."""
+
+    def __init__(self) -> None:
+        self.nodes: dict[str, _Node] = {"": _Node(K_DIR)}
+
+    # -- the Tree protocol of layer_rules -------------------------------------------------------------
+
+    def lookup(self, path: str) -> tuple[int, str | None]:
+        node = self.nodes.get(path)
+        return (K_MISSING, None) if node is None else (node.kind, node.target)
+
+    def known_dir(self, path: str) -> bool:
+        node = self.nodes.get(path)
+        return node is not None and node.kind == K_DIR
+
+    def make_dirs(self, path: str) -> None:
+        if path in self.nodes:
+            return
+        self.make_dirs(path.rpartition("/")[0])
+        self._put(path, _Node(K_DIR))
+
+    def remove(self, path: str) -> None:
+        node = self.nodes.pop(path)
+        parent, _, name = path.rpartition("/")
+        children = self.nodes[parent].children
+        if children is not None:
+            children.discard(name)
+        if node.children:
+            stack = [f"{path}/{c}" for c in node.children]
+            while stack:
+                p = stack.pop()
+                n = self.nodes.pop(p, None)
+                if n is not None and n.children:
+                    stack.extend(f"{p}/{c}" for c in n.children)
+
+    def children(self, path: str) -> list[str]:
+        return sorted(self.nodes[path].children or ())
+
+    def update_dir(self, path: str, entry: TarEntry) -> None:
+        pass  # metadata does not matter to the scan
+
+    def create(self, path: str, entry: TarEntry, content: TarReader) -> bool:
+        if path in self.nodes:
+            return False
+        kind = entry.kind
+        if kind == DIR:
+            node = _Node(K_DIR)
+        elif kind == SYM:
+            node = _Node(K_LINK, target=entry.linkname)
+        elif kind == REG:
+            node = _Node(K_OTHER, size=entry.size)
+            self._read_facts(path, node, content)
+        elif kind in (CHR, BLK, FIFO):
+            node = _Node(K_OTHER)
+        else:  # pragma: no cover - the tar reader maps every type to one of the above
+            raise Refused(entry.name, f"has an unknown type {kind!r}")
+        self._put(path, node)
+        return True
+
+    def hardlink(self, path: str, target: str, entry: TarEntry) -> bool:
+        if path in self.nodes:
+            return False
+        self._put(path, self.nodes[target])  # one node, two names: like an inode
+        return True
+
+    # -- helpers --------------------------------------------------------------------------------------
+
+    def _put(self, path: str, node: _Node) -> None:
+        self.nodes[path] = node
+        parent, _, name = path.rpartition("/")
+        children = self.nodes[parent].children
+        assert children is not None
+        children.add(name)
+
+    @staticmethod
+    def _read_facts(path: str, node: _Node, content: TarReader) -> None:
+        if path.endswith("os-release") and node.size <= _OS_RELEASE_MAX:
+            node.data = content.read()
+        elif _INITRAMFS_FILE.search(path):
+            try:
+                node.etc_overlay = initramfs_contains(content.stream(), ETC_OVERLAY_HOOK)
+            except InitramfsError:
+                node.etc_overlay = False  # unreadable: treat as "needs regenerating"
+
+    def node(self, path: str) -> _Node | None:
+        """The node ``path`` leads to (symlinks followed inside the root), if any."""
+        canonical = find(self, path)
+        return None if canonical is None else self.nodes[canonical]
+
+    def exists(self, path: str, *, kind: int = K_OTHER) -> bool:
+        node = self.node(path)
+        return node is not None and node.kind == kind
+
+
+def scan_image(
+    source: ImageSource,
+    *,
+    on_progress: Callable[[int, int], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> ImageInventory:
+    """Stream every layer once, verify it, refuse what extraction would refuse, and take inventory.
+
+    Raises InputError (exit 2) naming the entry and layer for an entry extraction would refuse; NbcError
+    (exit 1) naming the blob or layer for a damaged image (digest, size, compression, tar format);
+    Cancelled when ``cancel`` is set. on_progress(done, total) counts compressed bytes.
+    """
+    tree = VirtualTree()
+    total = source.compressed_size
+    done_before = 0
+    for desc in source.layers:
+        _scan_layer(source, desc, tree, lambda n, base=done_before: _report(on_progress, base + n, total),
+                    cancel)
+        done_before += desc.size
+        _report(on_progress, done_before, total)
+    return _inventory(tree)
+
+
+def _report(on_progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
+    if on_progress is not None:
+        on_progress(done, total)
+
+
+def _scan_layer(source: ImageSource, desc: Descriptor, tree: VirtualTree,
+                progress: Callable[[int], None], cancel: threading.Event | None) -> None:
+    applier = LayerApplier(tree)
+    with source.open_blob(desc) as blob:
+        reader = TarReader(decompressed(blob, desc.media_type).read)
+        reported = 0
+        try:
+            for entry in reader:
+                applier.apply(entry, reader)
+                if blob.bytes_read - reported >= _PROGRESS_STEP:
+                    reported = blob.bytes_read
+                    progress(reported)
+                    if cancel is not None and cancel.is_set():
+                        raise Cancelled("Interrupted while checking the image",
+                                        hint="Nothing was written to the disk")
+        except Refused as exc:
+            raise refusal_error(desc, exc) from None
+        except TarError as exc:
+            raise NbcError(f"Layer {desc.short}: {exc.message}", hint="The image is corrupt; download it again",
+                           details={"layer": desc.digest}) from None
+    if cancel is not None and cancel.is_set():
+        raise Cancelled("Interrupted while checking the image", hint="Nothing was written to the disk")
+
+
+def refusal_error(desc: Descriptor | str, exc: Refused) -> InputError:
+    """The user-facing error for a refused entry (used by the scan and the extraction alike)."""
+    digest = desc.digest if isinstance(desc, Descriptor) else desc
+    return InputError(
+        f"The image cannot be installed: in layer {digest[:19]}, {exc}",
+        hint="The image is broken or hostile; nothing outside the target was touched",
+        details={"layer": digest, "entry": exc.name, "reason": exc.reason},
+    )
+
+
+# -- inventory ----------------------------------------------------------------------------------------
+
+def _inventory(tree: VirtualTree) -> ImageInventory:
+    inv = ImageInventory()
+    inv.kernels, inv.initramfs_has_etc_overlay = _kernels(tree)
+    inv.os_release = _os_release(tree)
+    inv.has_systemd_boot_efi = any(tree.exists(p) for p in SYSTEMD_BOOT_EFI)
+    inv.has_grub_efi_modules = tree.exists(GRUB_EFI_MODULE)
+    inv.has_shim = any(tree.exists(p) for p in SHIM_PATHS)
+    inv.has_dracut = any(tree.exists(p) for p in DRACUT_PATHS)
+    inv.has_etc_overlay_module = tree.exists(ETC_OVERLAY_MODULE)
+    inv.systemd_version = _systemd_version(tree)
+    seen: set[int] = set()
+    for node in tree.nodes.values():
+        if node.kind == K_OTHER and id(node) not in seen:
+            seen.add(id(node))
+            inv.uncompressed_bytes += node.size
+    inv.entries = len(tree.nodes) - 1
+    return inv
+
+
+def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
+    """Sort key for kernel versions: numbers compare as numbers ("6.10" after "6.9")."""
+    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d.\-+_~]+", version))
+
+
+def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, bool]]:
+    modules = find(tree, MODULES_DIR)
+    if modules is None or tree.nodes[modules].kind != K_DIR:
+        return [], {}
+    kernels: list[KernelInfo] = []
+    etc_overlay: dict[str, bool] = {}
+    for kver in tree.children(modules):
+        base = f"{MODULES_DIR}/{kver}"
+        if not tree.exists(base, kind=K_DIR):
+            continue
+        vmlinuz = next((f"{base}/{n}" for n in ("vmlinuz", f"vmlinuz-{kver}") if tree.exists(f"{base}/{n}")),
+                       None)
+        if vmlinuz is None:
+            continue
+        initramfs = next((f"{base}/{n.format(kver=kver)}" for n in _INITRAMFS_NAMES
+                          if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
+        kernels.append(KernelInfo(kver, vmlinuz, initramfs))
+        node = tree.node(initramfs) if initramfs else None
+        etc_overlay[kver] = bool(node is not None and node.etc_overlay)
+    kernels.sort(key=lambda k: version_key(k.version), reverse=True)
+    return kernels, etc_overlay
+
+
+def _os_release(tree: VirtualTree) -> dict[str, str]:
+    for path in OS_RELEASE_PATHS:
+        node = tree.node(path)
+        if node is not None and node.kind == K_OTHER and node.data is not None:
+            return parse_os_release(node.data.decode("utf-8", "replace"))
+    return {}
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    """KEY=value lines; values may be quoted the shell way; comments and junk lines are skipped."""
+    result: dict[str, str] = {}
+    for raw in text.splitlines():
+        line = raw.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        key = key.strip()
+        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
+            continue
+        try:
+            words = shlex.split(value)
+            result[key] = " ".join(words)
+        except ValueError:
+            result[key] = value.strip().strip("\"'")
+    return result
+
+
+def _systemd_version(tree: VirtualTree) -> int | None:
+    dirs = ["usr/lib/systemd", "usr/lib64/systemd"]
+    lib = find(tree, "usr/lib")
+    if lib is not None and tree.nodes[lib].kind == K_DIR:
+        dirs += [f"usr/lib/{d}/systemd" for d in tree.children(lib) if "-linux-" in d]
+    versions: list[int] = []
+    for d in dirs:
+        canonical = find(tree, d)
+        if canonical is None or tree.nodes[canonical].kind != K_DIR:
+            continue
+        for name in tree.children(canonical):
+            m = _SYSTEMD_SHARED.match(name)
+            if m:
+                versions.append(int(m.group(1)))
+    return max(versions) if versions else None
