@@ -252,10 +252,17 @@ def confirm_wipe(inst: Install) -> None:
 
 
 def describe_destruction(disk: disks.Disk) -> str:
+    """What is on the disk now, in plain words, for the confirmation question."""
     lines = [f"ALL DATA on {disk.device} ({disk.model or 'unknown model'}, serial {disk.serial or 'unknown'}, "
              f"{human(disk.size)}) will be erased."]
+    if disk.os_hint:
+        lines.append(f"  It holds: {disk.os_hint}")
+    if disk.fstype:
+        lines.append(f"  {disk.device}: a {disk.fstype} filesystem" + (f" labelled {disk.label!r}" if disk.label
+                                                                     else ""))
     for p in disk.partitions:
-        lines.append(f"  {p.device}: {human(p.size)} {p.fstype or ''} {p.label or ''}".rstrip())
+        desc = " ".join(x for x in (p.fstype, repr(p.label) if p.label else "", p.partlabel or "") if x)
+        lines.append(f"  {p.device}: {human(p.size)} {desc}".rstrip())
     return "\n".join(lines)
 
 
@@ -437,8 +444,6 @@ def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Conf
     try:
         with _interrupts_become_cancel(ctx), _cleanup_stack() as stack:
             inst = Install(plan, ctx, emit, confirm, stack, log_snapshot=log_snapshot)
-            if not ctx.dry_run:
-                inst.hold(locked(SYSTEM_LOCK, what="an install or update"))
             for number, (key, title, step) in enumerate(STEPS, start=1):
                 ctx.check_cancelled()
                 emit(StepEvent(step=number, total_steps=total, step_name=title))
@@ -450,6 +455,8 @@ def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Conf
                     if ctx.dry_run:
                         _dry_run_summary(inst)
                         break
+                    # Preflight only reads; from here on one install or update at a time.
+                    inst.hold(locked(SYSTEM_LOCK, what="an install or update"))
                     confirm_wipe(inst)
     except NbcError as exc:
         _emit_error(emit, exc)
