@@ -1,0 +1,147 @@
+"""Boot a raw disk image (or a kernel directly) in QEMU with OVMF under TCG, and read its serial console.
+
+    with booted(disk, log=tmp_path / "console.log") as vm:
+        vm.wait_for(r"login:", timeout=300)
+
+The console goes to ``log`` (a plain file, kept for the test report); QEMU's own messages go to
+``<log>.qemu``. QEMU is always killed when the block exits, whatever happened inside it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import re
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+QEMU = "qemu-system-x86_64"
+OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
+OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+DEFAULT_TIMEOUT = 300.0
+"""Seconds a wait_for waits by default: a TCG boot takes about a minute, a slow CI machine more."""
+TAIL_LINES = 60
+POLL_SECONDS = 0.5
+
+
+class VmError(AssertionError):
+    """The VM did not show what was awaited (timeout or QEMU exit); the message holds the console tail."""
+
+
+class Vm:
+    """A running QEMU whose serial console is written to ``log``."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, qemu_log: Path, timeout: float) -> None:
+        self.process = process
+        self.log = log
+        self.qemu_log = qemu_log
+        self.timeout = timeout
+        self.started = time.monotonic()
+
+    @property
+    def elapsed(self) -> float:
+        """Seconds since QEMU was started."""
+        return time.monotonic() - self.started
+
+    def console(self) -> str:
+        """Everything the guest wrote to its serial port so far (carriage returns removed)."""
+        if not self.log.exists():
+            return ""
+        return self.log.read_bytes().decode("utf-8", "replace").replace("\r", "")
+
+    def tail(self, lines: int = TAIL_LINES) -> str:
+        """The last ``lines`` lines of the console."""
+        return "\n".join(self.console().splitlines()[-lines:])
+
+    def wait_for(self, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """Poll the whole console until ``pattern`` matches; raise VmError with the console tail if it
+        does not within ``timeout`` seconds (default: the one given to booted()) or if QEMU exits."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if match := regex.search(self.console()):
+                return match
+            if self.process.poll() is not None:
+                if match := regex.search(self.console()):  # written just before it exited
+                    return match
+                raise VmError(self._explain(f"QEMU exited with code {self.process.returncode} before "
+                                            f"{regex.pattern!r} appeared on the console"))
+            if time.monotonic() >= deadline:
+                raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
+            time.sleep(POLL_SECONDS)
+
+    def _explain(self, what: str) -> str:
+        qemu = self.qemu_log.read_text(errors="replace").strip() if self.qemu_log.exists() else ""
+        return (f"{what} ({self.elapsed:.0f} s after start).\n"
+                f"--- last {TAIL_LINES} lines of {self.log} ---\n{self.tail()}\n--- end of console ---"
+                + (f"\nQEMU said: {qemu}" if qemu else ""))
+
+
+def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2048", smp: int = 2,
+              kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
+              extra_disks: Sequence[Path] = ()) -> list[str]:
+    """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``."""
+    argv = [
+        QEMU, "-machine", "q35", "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
+        # -nodefaults drops the default CD-ROM, VGA and monitor the guest would spend time probing;
+        # virtio-rng lets the guest's entropy pool fill at once instead of stalling systemd for seconds.
+        "-nodefaults", "-display", "none", "-no-reboot", "-device", "virtio-rng-pci",
+        "-serial", f"file:{_opt(log)}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(OVMF_CODE)}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={_opt(vars_file)}",
+    ]
+    for path in ([disk] if disk else []) + list(extra_disks):
+        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={_opt(path)}"]
+    if kernel:
+        argv += ["-kernel", str(kernel)]
+        if initrd:
+            argv += ["-initrd", str(initrd)]
+        if append:
+            argv += ["-append", append]
+    return argv
+
+
+@contextlib.contextmanager
+def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float = DEFAULT_TIMEOUT,
+           smp: int = 2, kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
+           extra_disks: Sequence[Path] = ()) -> Iterator[Vm]:
+    """Start QEMU on ``disk`` (UEFI boot through OVMF), or on ``kernel``/``initrd``/``append`` directly
+    with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default."""
+    for needed in (OVMF_CODE, OVMF_VARS):
+        if not needed.exists():
+            raise VmError(f"{needed} is missing: install the 'ovmf' package")
+    if shutil.which(QEMU) is None:
+        raise VmError(f"{QEMU} is missing: install the 'qemu-system-x86' package")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    qemu_log = log.with_name(log.name + ".qemu")
+    with tempfile.TemporaryDirectory(prefix="nbc-vm-") as tmp:
+        vars_file = Path(tmp) / "OVMF_VARS_4M.fd"  # a fresh NVRAM per boot: firmware writes to it
+        shutil.copyfile(OVMF_VARS, vars_file)
+        argv = qemu_argv(disk, log=log, vars_file=vars_file, memory=memory, smp=smp, kernel=kernel,
+                         initrd=initrd, append=append, extra_disks=extra_disks)
+        with qemu_log.open("wb") as err:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        try:
+            yield Vm(process, log, qemu_log, timeout)
+        finally:
+            _stop(process)
+
+
+def _stop(process: subprocess.Popen[bytes]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+
+
+def _opt(path: Path) -> str:
+    """A path inside a QEMU option value, where a comma must be doubled."""
+    return str(path).replace(",", ",,")

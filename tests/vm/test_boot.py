@@ -1,0 +1,76 @@
+"""Install the Debian test image with the real ``nbc-tui`` CLI onto a disk image file, boot it in QEMU with
+OVMF, and check on the serial console that the system came up the way nbc lays it out: root read-only,
+/etc an overlay, /var and /boot mounted, and a login prompt.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.vm.image_builder import image_reference, read_report
+from tests.vm.qemu import booted
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+
+INSTALL_TIMEOUT = 1200
+BOOT_TIMEOUT = 300
+TAIL = 40
+
+
+def nbc_tui() -> str:
+    """The nbc-tui entry point of the venv running the tests (else the one on PATH)."""
+    beside = Path(sys.executable).with_name("nbc-tui")
+    found = str(beside) if beside.exists() else shutil.which("nbc-tui")
+    if found is None or importlib.util.find_spec("nbc_tui.cli") is None:
+        pytest.skip("the nbc-tui CLI is not installed yet")
+    return found
+
+
+def install(image: Path, disk: Path, *, filesystem: str, bootloader: str) -> list[dict[str, object]]:
+    """Run ``nbc-tui install --json`` onto ``disk``; return its events, failing with their tail if it fails."""
+    argv = [nbc_tui(), "install", "--image", image_reference(image), "--via-loopback", str(disk),
+            "--image-size", "6", "--esp-size", "512M", "--root-size", "2G", "--var-min-size", "1G",
+            "--filesystem", filesystem,
+            "--bootloader", bootloader, "--karg", "console=ttyS0", "--yes", "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+    lines = done.stdout.splitlines()
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    if done.returncode != 0 or not events or events[-1].get("type") != "complete":
+        stdout = "\n".join(lines[-TAIL:])
+        stderr = "\n".join(done.stderr.splitlines()[-TAIL:])
+        pytest.fail(f"nbc-tui install exited {done.returncode} without a complete event\n"
+                    f"$ {' '.join(argv)}\n--- stdout (tail) ---\n{stdout}\n--- stderr (tail) ---\n{stderr}")
+    return events
+
+
+@pytest.mark.parametrize("filesystem", ["ext4", "btrfs"])
+@pytest.mark.parametrize("bootloader", ["grub", "systemd-boot"])
+def test_installed_disk_boots(debian_image: Path, tmp_path: Path, bootloader: str, filesystem: str) -> None:
+    disk = tmp_path / "disk.img"
+    install(debian_image, disk, filesystem=filesystem, bootloader=bootloader)
+    assert disk.stat().st_blocks * 512 < disk.stat().st_size, "the disk image should stay sparse"
+
+    log = tmp_path / "console.log"
+    with booted(disk, log=log, timeout=BOOT_TIMEOUT) as vm:
+        report = read_report(vm, BOOT_TIMEOUT)
+        vm.wait_for(r"login:", BOOT_TIMEOUT)
+        print(f"{bootloader}/{filesystem}: booted to a login prompt in {vm.elapsed:.0f} s (console: {log})")
+
+    facts = f"report: {report}; console: {log}"
+    assert report["root"] == "ro", facts
+    assert report["etc"] == "overlay", facts
+    assert report["var"] == "mounted", facts
+    assert report["boot"] == "mounted", facts
+    assert report["rootfs"] == filesystem, facts
+    assert report["varfs"] == filesystem, facts
+    assert report["bootfs"] == "vfat", facts
+    assert "console=ttyS0" in report["cmdline"].split(), facts
+    assert "rd.etc.overlay=1" in report["cmdline"].split(), facts
+    disk.unlink()  # a few hundred MB of real blocks each; the console log stays for inspection

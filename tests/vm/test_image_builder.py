@@ -1,0 +1,123 @@
+"""The Debian test image and the QEMU harness, proven without the installer.
+
+The image's rootfs is extracted with tar into a filesystem image made by ``mke2fs -d`` and booted with its
+own kernel and initramfs passed to QEMU directly; the report unit must print its line and a login prompt
+must appear.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.image_builder import (
+    build_debian_image,
+    image_info,
+    image_reference,
+    parse_report,
+    read_report,
+    source_key,
+)
+from tests.vm.qemu import booted
+
+BOOT_TIMEOUT = 300
+
+
+# --- pure logic -----------------------------------------------------------------------------------------
+
+def test_source_key_follows_content(tmp_path: Path) -> None:
+    a, b = tmp_path / "a", tmp_path / "b"
+    a.write_text("one")
+    b.write_text("two")
+    key = source_key([a, b])
+    assert key == source_key([a, b])
+    b.write_text("three")
+    assert source_key([a, b]) != key
+
+
+def test_parse_report_keeps_the_command_line_whole() -> None:
+    line = ("root=ro etc=overlay var=mounted boot=mounted rootfs=ext4 varfs=ext4 bootfs=vfat "
+            "cmdline=root=UUID=1234 ro console=ttyS0 rd.etc.overlay=1")
+    assert parse_report(line) == {
+        "root": "ro", "etc": "overlay", "var": "mounted", "boot": "mounted", "rootfs": "ext4",
+        "varfs": "ext4", "bootfs": "vfat", "cmdline": "root=UUID=1234 ro console=ttyS0 rd.etc.overlay=1",
+    }
+
+
+# --- the real image -------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def rootfs(debian_image: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The image's single layer extracted with GNU tar (owners, modes, xattrs kept)."""
+    dest = tmp_path_factory.mktemp("rootfs")
+    layer = _layer_blob(debian_image)
+    subprocess.run(["tar", "--zstd", "--extract", "--xattrs", "--xattrs-include=*", "--numeric-owner",
+                    "--same-permissions", "-f", str(layer), "-C", str(dest)], check=True)
+    return dest
+
+
+@pytest.mark.vm
+@pytest.mark.root
+def test_cached_image_is_reused(debian_image: Path) -> None:
+    started = time.monotonic()
+    again = build_debian_image(debian_image.parent.parent)
+    assert again == debian_image
+    assert time.monotonic() - started < 5, "a cached image must not be rebuilt"
+    assert image_reference(again) == f"oci:{debian_image}:latest"
+
+
+@pytest.mark.vm
+@pytest.mark.root
+def test_image_is_a_bootc_style_debian(debian_image: Path, rootfs: Path) -> None:
+    index = json.loads((debian_image / "index.json").read_text())
+    assert [m["annotations"]["org.opencontainers.image.ref.name"] for m in index["manifests"]] == ["latest"]
+    kver = str(image_info(debian_image)["kver"])
+    moddir = rootfs / "usr/lib/modules" / kver
+    assert (moddir / "vmlinuz").stat().st_size > 1_000_000
+    assert (moddir / "initramfs.img").stat().st_size > 1_000_000
+    assert list((rootfs / "boot").iterdir()) == []
+    assert "bookworm" in (rootfs / "usr/lib/os-release").read_text()
+    assert (rootfs / "etc/machine-id").read_text().strip() in ("", "uninitialized")
+    assert not list((rootfs / "etc").glob("ssh/ssh_host_*"))
+    # What the installer relies on: dracut to regenerate with, GRUB modules, the systemd-boot EFI binary.
+    assert (rootfs / "usr/bin/dracut").exists()
+    assert not (rootfs / "usr/lib/dracut/modules.d/95etc-overlay").exists()
+    assert (rootfs / "usr/lib/grub/x86_64-efi/linux.mod").exists()
+    assert (rootfs / "usr/bin/grub-mkimage").exists()
+    assert (rootfs / "usr/lib/systemd/boot/efi/systemd-bootx64.efi").exists()
+    assert (rootfs / "etc/systemd/system/multi-user.target.wants/nbc-test-report.service").is_symlink()
+
+
+@pytest.mark.vm
+@pytest.mark.root
+def test_direct_kernel_boot_prints_report_and_login(debian_image: Path, rootfs: Path, tmp_path: Path) -> None:
+    kver = str(image_info(debian_image)["kver"])
+    disk = tmp_path / "root.img"
+    subprocess.run(["mke2fs", "-q", "-t", "ext4", "-L", "root", "-d", str(rootfs), str(disk), "2G"],
+                   check=True)
+    moddir = rootfs / "usr/lib/modules" / kver
+    log = tmp_path / "console.log"
+    with booted(disk, log=log, timeout=BOOT_TIMEOUT, kernel=moddir / "vmlinuz",
+                initrd=moddir / "initramfs.img", append="root=/dev/vda console=ttyS0 rw") as vm:
+        report = read_report(vm, BOOT_TIMEOUT)
+        vm.wait_for(r"login:", BOOT_TIMEOUT)
+        print(f"direct-kernel boot: report and login prompt after {vm.elapsed:.0f} s (console: {log})")
+    assert report["root"] == "rw"
+    assert report["etc"] == "ext4"   # no overlay without the installer's dracut module
+    assert report["rootfs"] == "ext4"
+    assert report["var"] == "missing"
+    assert report["boot"] == "missing"
+    assert "console=ttyS0" in report["cmdline"]
+    assert "NBC-REPORT-END" in vm.console()
+
+
+def _layer_blob(layout: Path) -> Path:
+    index = json.loads((layout / "index.json").read_text())
+    digest = index["manifests"][0]["digest"].split(":", 1)[1]
+    manifest = json.loads((layout / "blobs/sha256" / digest).read_text())
+    [layer] = manifest["layers"]
+    return layout / "blobs/sha256" / layer["digest"].split(":", 1)[1]
