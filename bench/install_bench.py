@@ -23,7 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nbc_tui.backend.image.extract import extract_image  # noqa: E402
-
 from nbc_tui.backend.image.source import open_image  # noqa: E402
 from nbc_tui.backend.runner import RunContext  # noqa: E402
 from tests.vm.image_builder import build_debian_image  # noqa: E402
@@ -90,6 +89,7 @@ def measure_install(ref: str, work: Path) -> None:
     image = work / "bench-disk.img"
     r = subprocess.run([str(REPO / ".venv/bin/nbc-tui"), "install", "--image", ref, "--via-loopback",
                         str(image), "--image-size", "8", "--esp-size", "512M", "--root-size", "3G",
+                        "--var-min-size", "1G",
                         "--filesystem", "btrfs", "--karg", "console=ttyS0", "--yes", "--json"],
                        capture_output=True, text=True, check=False,
                        env={**os.environ, "NBC_TUI_LOG_FILE": str(work / "log")})

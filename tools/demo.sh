@@ -4,8 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
-ref=$(.venv/bin/python tools/build-test-image)
+ref=$(tools/build-test-image)
 mkdir -p demo
 echo "Installing $ref into demo/debian.img"
-.venv/bin/nbc-tui install --image "$ref" --via-loopback demo/debian.img --image-size 8 \
-  --esp-size 512M --root-size 3G --filesystem btrfs --karg console=ttyS0 --yes "$@"
+.venv/bin/nbc-tui install --image "$ref" --via-loopback demo/debian.img --image-size 10 \
+  --esp-size 512M --root-size 3G --var-min-size 1G --filesystem btrfs --karg console=ttyS0 --yes "$@"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,10 +22,33 @@ SMALL = ["--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
 
 
 def digest_of(path: Path) -> str:
+    """sha256 of a (sparse) disk image's bytes, fast: size plus every non-zero 64 KiB block with its offset.
+
+    Only the data extents are read (holes are zeros); all-zero blocks are skipped too, because whether the
+    kernel reports an unwritten extent as data depends on its page cache, not on the bytes."""
+    block = 1 << 16
+    zero = bytes(block)
     h = hashlib.sha256()
     with path.open("rb") as f:
-        while chunk := f.read(1 << 22):
-            h.update(chunk)
+        fd, size, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
+        h.update(str(size).encode())
+        while offset < size:
+            try:
+                start = os.lseek(fd, offset, os.SEEK_DATA)
+            except OSError:  # ENXIO: only a hole is left
+                break
+            end = os.lseek(fd, start, os.SEEK_HOLE)
+            pos = start - start % block
+            f.seek(pos)
+            while pos < end:
+                chunk = f.read(block)
+                if not chunk:
+                    break
+                if chunk != zero[: len(chunk)]:
+                    h.update(f"@{pos}".encode())
+                    h.update(chunk)
+                pos += len(chunk)
+            offset = max(end, pos)
     return h.hexdigest()
 
 
