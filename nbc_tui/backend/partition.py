@@ -69,12 +69,14 @@ def wipe_disk(disk: Path, *, ctx: RunContext, partition_nodes: Sequence[Path] = 
 
 
 def create_partitions(disk: Path, specs: list[PartitionSpec], *, ctx: RunContext) -> None:
-    """The same sgdisk calls as nbc (reference §3.2), with the sizes of the plan."""
-    run(["sgdisk", "--clear", disk], ctx=ctx)
+    """nbc's partitions (reference §3.2) in one sgdisk call: the same options nbc passes in five calls,
+    applied in the same order, but sgdisk syncs and sleeps a second after each call."""
+    argv: list[str | Path] = ["sgdisk", "--clear"]
     for p in specs:
         end = f"+{p.size // 1024}K" if p.size is not None else "0"
-        run(["sgdisk", f"--new={p.number}:0:{end}", f"--typecode={p.number}:{p.typecode}",
-             f"--change-name={p.number}:{p.name}", disk], ctx=ctx, what="sgdisk")
+        argv += [f"--new={p.number}:0:{end}", f"--typecode={p.number}:{p.typecode}",
+                 f"--change-name={p.number}:{p.name}"]
+    run([*argv, disk], ctx=ctx, what="sgdisk")
 
 
 def read_partition_table(disk: Path, *, ctx: RunContext) -> list[TablePartition]:
