@@ -1,10 +1,8 @@
-"""Disks: discovery from sysfs, identity, and eligibility with typed reasons.
+"""Disks: the models, discovery, identity, and eligibility with typed reasons.
 
-Everything is read from the kernel (sysfs, /proc/self/mountinfo, /proc/swaps) and, for filesystem
-labels, from ``blkid -p`` (a read-only probe). udev is optional: its database adds serials and
-/dev/disk/by-id names where udevd runs (a live ISO), and nothing breaks where it does not (the build
-machines). Devices are matched by device number (major:minor), never by path strings, so a disk mounted
-through /dev/mapper, /dev/disk/by-* or /dev/root is still seen as mounted.
+The machine is read by :mod:`.blockdevices` (sysfs, mounts, swaps, udev, blkid); the running system
+and the live medium are found by :mod:`.system_disks`. This module turns that reading into
+:class:`Disk` objects and judges them; every public name callers need is importable from here.
 
 Refusals are data: :func:`refusals` computes every reason a disk cannot be installed to, once; the TUI
 greys the row and shows ``message``, the CLI prints it and exits 2, JSON carries ``reason``.
@@ -14,27 +12,62 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import logging
 import os
 import re
 import stat
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
 
 from pydantic import BaseModel, ConfigDict
 
-from .errors import InputError, NbcError
-from .runner import RunContext, run
+from .blockdevices import (
+    LOOP_NAME,
+    SYSTEM,
+    BlockNode,
+    Machine,
+    SystemView,
+    natural_key,
+    rdev,
+    read_int,
+    read_value,
+)
+from .errors import InputError
+from .runner import RunContext
 from .sizes import human
+from .system_disks import (
+    LIVE_MEDIUM_MOUNTS,
+    RUNNING_SYSTEM_MOUNTS,
+    live_medium_disks,
+    live_medium_reasons,
+    running_system_disks,
+    running_system_mounts,
+)
 
-log = logging.getLogger("nbc_tui")
+# The public API: everything callers import from here, also what lives in blockdevices and system_disks.
+__all__ = [
+    "LIVE_MEDIUM_MOUNTS",
+    "RUNNING_SYSTEM_MOUNTS",
+    "SYSTEM",
+    "Disk",
+    "Ineligible",
+    "Partition",
+    "Refusal",
+    "SystemView",
+    "disk_id",
+    "identity_changed",
+    "list_disks",
+    "live_medium_disks",
+    "partition_name",
+    "refusals",
+    "resolve_disk",
+    "running_system_disks",
+    "split_partition_name",
+]
 
 # Whole disks nbc-tui installs to: SCSI/SATA/USB, NVMe namespaces, virtio, Xen, MMC/SD (not the eMMC
 # boot0/boot1/rpmb areas), old IDE. NVMe multipath paths (nvme0c0n1) are hidden controllers, not disks.
 _DISK_NAME = re.compile(r"^(sd[a-z]+|vd[a-z]+|xvd[a-z]+|hd[a-z]+|nvme\d+n\d+|mmcblk\d+)$")
-_LOOP_NAME = re.compile(r"^loop\d+$")
 
 # What the other block devices are, for the not-a-disk message.
 _NOT_DISK_KINDS = (
@@ -46,23 +79,6 @@ _NOT_DISK_KINDS = (
     ("nbd", "a network block device"),
     ("mtdblock", "a flash memory partition"),
 )
-
-# Where live systems mount the medium they booted from (or the partition holding the ISO file):
-# live-boot (Debian), dracut dmsquash-live (Fedora), casper (Ubuntu), archiso.
-LIVE_MEDIUM_MOUNTS = (
-    "/run/live/medium",
-    "/run/live/findiso",
-    "/lib/live/mount/medium",
-    "/lib/live/mount/findiso",
-    "/run/initramfs/live",
-    "/run/initramfs/isoscan",
-    "/cdrom",
-    "/run/archiso/bootmnt",
-    "/run/archiso/img_dev",
-)
-
-# Mount points that make a disk part of the running system (when they are separate mounts).
-RUNNING_SYSTEM_MOUNTS = ("/", "/boot", "/boot/efi", "/efi", "/usr", "/var", "/sysroot")
 
 # nbc's filesystem labels (reference §3.2): a disk carrying them holds an nbc A/B system.
 _NBC_LABELS = frozenset({"root1", "root2", "var"})
@@ -153,367 +169,6 @@ class Disk(BaseModel):
         return human(self.size)
 
 
-@dataclass(frozen=True)
-class SystemView:
-    """Where the machine is read from. The real machine by default; unit tests point it at a fake tree.
-
-    ``probe`` allows touching the real machine beyond these trees: blkid on device nodes, stat() of
-    files and of /, reading os-release from mounted filesystems, and an O_EXCL open to detect a busy
-    device. Fake views set it to False.
-    """
-
-    sys: Path = Path("/sys")
-    proc: Path = Path("/proc")
-    dev: Path = Path("/dev")
-    run: Path = Path("/run")
-    probe: bool = True
-
-
-SYSTEM = SystemView()
-
-
-# ---------------------------------------------------------------------------------------------------
-# Reading the machine
-
-
-def _read(path: Path) -> str | None:
-    try:
-        return path.read_text(errors="replace").strip()
-    except OSError:
-        return None
-
-
-def _read_int(path: Path) -> int | None:
-    text = _read(path)
-    try:
-        return int(text) if text is not None else None
-    except ValueError:
-        return None
-
-
-def _unescape_mount(text: str) -> str:
-    # /proc/self/mountinfo and /proc/swaps write space, tab, newline and backslash as \ooo.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
-
-
-def _udev_encode(value: str) -> str:
-    # udev writes unsafe characters of labels in /dev/disk/by-label names as \xHH ("NBC\x20LIVE").
-    safe = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789#+-.:=@_")
-    return "".join(c if c in safe else "".join(f"\\x{b:02x}" for b in c.encode()) for c in value)
-
-
-def _rdev(st: os.stat_result) -> str:
-    return f"{os.major(st.st_rdev)}:{os.minor(st.st_rdev)}"
-
-
-def _stdev(st: os.stat_result) -> str:
-    return f"{os.major(st.st_dev)}:{os.minor(st.st_dev)}"
-
-
-def _natural_key(name: str) -> list[int | str]:
-    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
-
-
-@dataclass
-class _Node:
-    name: str
-    dev: str
-    path: Path
-    """The device's directory in sysfs, symlinks resolved."""
-    parent: str | None = None
-    """The whole disk's kernel name, for a partition."""
-    number: int | None = None
-
-
-@dataclass
-class _Mount:
-    mountpoint: str
-    devs: set[str]
-    source: str
-    fstype: str
-
-
-@dataclass
-class _LoopInfo:
-    backing_file: str
-    offset: int
-    sizelimit: int
-    key: object = None
-    """Identity of the backing file: (st_dev, st_ino) where it can be stat'ed, else its path."""
-
-
-@dataclass
-class _Machine:
-    """One consistent reading of the kernel's block devices, mounts and swaps."""
-
-    view: SystemView
-    ctx: RunContext
-    nodes: dict[str, _Node] = field(default_factory=dict)
-    by_dev: dict[str, _Node] = field(default_factory=dict)
-    mounts: list[_Mount] = field(default_factory=list)
-    swaps: dict[str, str] = field(default_factory=dict)
-    """Active swap devices: device number -> the name /proc/swaps gives."""
-
-    @classmethod
-    def read(cls, view: SystemView, ctx: RunContext | None = None) -> _Machine:
-        m = cls(view, ctx or RunContext())
-        m._scan_block()
-        m._read_mounts()
-        m._read_swaps()
-        return m
-
-    def _scan_block(self) -> None:
-        base = self.view.sys / "class" / "block"
-        try:
-            entries = sorted(base.iterdir())
-        except OSError:
-            entries = []
-        for entry in entries:
-            try:
-                path = entry.resolve()
-            except OSError:
-                continue
-            dev = _read(path / "dev")
-            if not dev:
-                continue
-            node = _Node(entry.name, dev, path)
-            if (path / "partition").exists():
-                node.parent = path.parent.name
-                node.number = _read_int(path / "partition")
-            self.nodes[node.name] = node
-            self.by_dev[dev] = node
-
-    def _read_mounts(self) -> None:
-        info = _read(self.view.proc / "self" / "mountinfo")
-        if info is not None:
-            for line in info.splitlines():
-                fields = line.split()
-                if "-" not in fields:
-                    continue
-                sep = fields.index("-")
-                if sep < 5 or len(fields) < sep + 3:
-                    continue
-                source = _unescape_mount(fields[sep + 2])
-                devs = {fields[2]}
-                source_dev = self.dev_of_path(source)
-                if source_dev:
-                    devs.add(source_dev)
-                self.mounts.append(_Mount(_unescape_mount(fields[4]), devs, source, fields[sep + 1]))
-            return
-        # No mountinfo (a very old or odd /proc): /proc/mounts names only the source.
-        for line in (_read(self.view.proc / "mounts") or "").splitlines():
-            fields = line.split()
-            if len(fields) < 3:
-                continue
-            source = _unescape_mount(fields[0])
-            source_dev = self.dev_of_path(source)
-            self.mounts.append(_Mount(_unescape_mount(fields[1]), {source_dev} if source_dev else set(),
-                                      source, fields[2]))
-
-    def _read_swaps(self) -> None:
-        for line in (_read(self.view.proc / "swaps") or "").splitlines()[1:]:
-            fields = line.split()
-            if len(fields) < 2 or fields[1] != "partition":
-                continue  # a swap file lives on a mounted filesystem: that mount is what counts
-            name = _unescape_mount(fields[0])
-            dev = self.dev_of_path(name)
-            if dev:
-                self.swaps[dev] = name
-
-    # --- device numbers ------------------------------------------------------------------------------
-
-    def dev_of_path(self, path: str) -> str | None:
-        """Device number of a block device path ("/dev/sdb1", "/dev/mapper/x", "/dev/root")."""
-        if not path.startswith("/dev/"):
-            return None
-        local = self.view.dev / path.removeprefix("/dev/")
-        if self.view.probe:
-            with contextlib.suppress(OSError):
-                st = os.stat(local)
-                if stat.S_ISBLK(st.st_mode):
-                    return _rdev(st)
-        # No node to stat (a fake tree, a vanished node): go by the kernel name it points at.
-        name = Path(os.path.realpath(local)).name if local.is_symlink() else local.name
-        node = self.nodes.get(name)
-        return node.dev if node else None
-
-    def node_of_file(self, path: str) -> _Node | None:
-        """The block device holding the filesystem a file lives on (for loop backing files)."""
-        if self.view.probe:
-            with contextlib.suppress(OSError):
-                node = self.by_dev.get(_stdev(os.stat(path)))
-                if node:
-                    return node
-        # btrfs gives files an anonymous st_dev: use the mount with the longest matching prefix.
-        best: _Mount | None = None
-        for mount in self.mounts:
-            mp = mount.mountpoint.rstrip("/") + "/"
-            if (path + "/").startswith(mp) and (best is None or len(mp) > len(best.mountpoint.rstrip("/") + "/")):
-                best = mount
-        if best:
-            for dev in best.devs:
-                if dev in self.by_dev:
-                    return self.by_dev[dev]
-        return None
-
-    # --- relations -----------------------------------------------------------------------------------
-
-    def children(self, name: str) -> list[_Node]:
-        parts = [n for n in self.nodes.values() if n.parent == name]
-        return sorted(parts, key=lambda n: (n.number or 0, _natural_key(n.name)))
-
-    def holders(self, name: str) -> list[str]:
-        node = self.nodes.get(name)
-        return self._listdir(node.path / "holders") if node else []
-
-    def slaves(self, name: str) -> list[str]:
-        node = self.nodes.get(name)
-        return self._listdir(node.path / "slaves") if node else []
-
-    @staticmethod
-    def _listdir(path: Path) -> list[str]:
-        try:
-            return sorted((p.name for p in path.iterdir()), key=_natural_key)
-        except OSError:
-            return []
-
-    def stacked_on(self, name: str) -> list[str]:
-        """Every device stacked on ``name``, directly or not (a LUKS mapping on md on a partition)."""
-        found: list[str] = []
-        todo = self.holders(name)
-        while todo:
-            holder = todo.pop(0)
-            if holder not in found and holder != name:
-                found.append(holder)
-                todo.extend(self.holders(holder))
-        return found
-
-    def mounts_of(self, name: str) -> list[str]:
-        """Mount points of ``name`` and of everything stacked on it, in mount order, without repeats."""
-        devs = {self.nodes[n].dev for n in [name, *self.stacked_on(name)] if n in self.nodes}
-        seen: list[str] = []
-        for mount in self.mounts:
-            if mount.devs & devs and mount.mountpoint not in seen:
-                seen.append(mount.mountpoint)
-        return seen
-
-    def swap_of(self, name: str) -> str | None:
-        """The swap device on ``name`` or stacked on it, as /proc/swaps names it."""
-        for n in [name, *self.stacked_on(name)]:
-            node = self.nodes.get(n)
-            if node and node.dev in self.swaps:
-                return self.swaps[node.dev]
-        return None
-
-    def loop_info(self, name: str) -> _LoopInfo | None:
-        node = self.nodes.get(name)
-        if node is None or not _LOOP_NAME.match(name):
-            return None
-        backing = _read(node.path / "loop" / "backing_file")
-        if not backing:
-            return None  # not attached
-        info = _LoopInfo(backing, _read_int(node.path / "loop" / "offset") or 0,
-                         _read_int(node.path / "loop" / "sizelimit") or 0)
-        path = backing.removesuffix(" (deleted)")
-        info.key = path
-        if self.view.probe:
-            with contextlib.suppress(OSError):
-                st = os.stat(path)
-                info.key = (st.st_dev, st.st_ino)
-        return info
-
-    def loop_siblings(self, name: str) -> list[tuple[str, _LoopInfo]]:
-        """Other loop devices attached to the same backing file as loop device ``name``."""
-        mine = self.loop_info(name)
-        if mine is None:
-            return []
-        siblings = []
-        for other in sorted(self.nodes, key=_natural_key):
-            if other != name and _LOOP_NAME.match(other):
-                info = self.loop_info(other)
-                if info is not None and info.key == mine.key:
-                    siblings.append((other, info))
-        return siblings
-
-    def disks_under(self, name: str, seen: set[str] | None = None) -> set[str]:
-        """The whole disks that ``name`` is made of: through dm/md slaves, partitions, loop files."""
-        seen = set() if seen is None else seen
-        node = self.nodes.get(name)
-        if node is None or name in seen:
-            return set()
-        seen.add(name)
-        if node.parent:
-            return self.disks_under(node.parent, seen)
-        slaves = self.slaves(name)
-        if slaves:
-            found: set[str] = set()
-            for slave in slaves:
-                found |= self.disks_under(slave, seen)
-            return found
-        found = {name}
-        loop = self.loop_info(name)
-        if loop:
-            holder = self.node_of_file(loop.backing_file.removesuffix(" (deleted)"))
-            if holder:
-                found |= self.disks_under(holder.name, seen)
-        return found
-
-    def devices_mounted_at(self, mountpoint: str) -> list[str]:
-        names = []
-        for mount in self.mounts:
-            if mount.mountpoint == mountpoint:
-                names += [self.by_dev[d].name for d in sorted(mount.devs) if d in self.by_dev]
-        return names
-
-    # --- udev and blkid --------------------------------------------------------------------------------
-
-    def udev(self, dev: str) -> tuple[dict[str, str], list[str]]:
-        """udev's properties and /dev symlinks for a device (empty where udevd does not run)."""
-        text = _read(self.view.run / "udev" / "data" / f"b{dev}")
-        props: dict[str, str] = {}
-        links: list[str] = []
-        for line in (text or "").splitlines():
-            if line.startswith("E:") and "=" in line:
-                key, _, value = line[2:].partition("=")
-                props[key] = value
-            elif line.startswith("S:"):
-                links.append("/dev/" + line[2:])
-        return props, links
-
-    def blkid(self, name: str) -> dict[str, str]:
-        """blkid's low-level probe of /dev/<name> (read-only; empty when nothing is found or allowed)."""
-        node = self.view.dev / name
-        if not self.view.probe or not node.exists():
-            return {}
-        try:
-            out = run(["blkid", "-p", "-o", "export", node], ctx=self.ctx, ok=(0, 2),
-                      changes_system=False, timeout=30, what="blkid").out
-        except NbcError as exc:
-            log.debug("blkid %s: %s", node, exc)
-            return {}
-        values = {}
-        for line in out.splitlines():
-            key, sep, value = line.partition("=")
-            if sep:
-                values[key] = re.sub(r"\\(.)", r"\1", value)
-        return values
-
-    def by_label(self, kind: str, value: str) -> str | None:
-        """Kernel name of the device with a filesystem LABEL or UUID (for live media named on the cmdline)."""
-        for encoded in (_udev_encode(value), value):
-            link = self.view.dev / "disk" / f"by-{kind.lower()}" / encoded
-            if link.is_symlink():
-                return Path(os.path.realpath(link)).name
-        if not self.view.probe:
-            return None
-        try:
-            out = run(["blkid", "-c", "/dev/null", "-o", "device", "-t", f"{kind.upper()}={value}"],
-                      ctx=self.ctx, ok=(0, 2), changes_system=False, timeout=30, what="blkid").out
-        except NbcError:
-            return None
-        first = out.split()
-        return Path(os.path.realpath(first[0])).name if first else None
-
 
 # ---------------------------------------------------------------------------------------------------
 # Names
@@ -541,7 +196,7 @@ def split_partition_name(name: str) -> tuple[str, int] | None:
 
 
 def _is_candidate(name: str) -> bool:
-    return bool(_DISK_NAME.match(name) or _LOOP_NAME.match(name))
+    return bool(_DISK_NAME.match(name) or LOOP_NAME.match(name))
 
 
 def _not_a_disk_kind(name: str) -> str:
@@ -555,8 +210,8 @@ def _not_a_disk_kind(name: str) -> str:
 # Building Disk objects
 
 
-def _transport(m: _Machine, node: _Node, udev_bus: str | None) -> str | None:
-    if _LOOP_NAME.match(node.name):
+def _transport(m: Machine, node: BlockNode, udev_bus: str | None) -> str | None:
+    if LOOP_NAME.match(node.name):
         return "loop"
     try:
         where = "/" + str(node.path.relative_to(m.view.sys.resolve()))
@@ -611,7 +266,7 @@ def _pretty_name(root: Path) -> str | None:
     return None
 
 
-def _os_hint(m: _Machine, mountpoints: Iterable[str], whole: dict[str, str],
+def _os_hint(m: Machine, mountpoints: Iterable[str], whole: dict[str, str],
              parts: list[Partition]) -> str | None:
     if m.view.probe:
         for mp in mountpoints:
@@ -631,13 +286,13 @@ def _os_hint(m: _Machine, mountpoints: Iterable[str], whole: dict[str, str],
     return None
 
 
-def _partition(m: _Machine, node: _Node) -> Partition:
+def _partition(m: Machine, node: BlockNode) -> Partition:
     probe = m.blkid(node.name)
     props, _ = m.udev(node.dev)
     return Partition(
         device=f"/dev/{node.name}",
         number=node.number or 0,
-        size=(_read_int(node.path / "size") or 0) * 512,
+        size=(read_int(node.path / "size") or 0) * 512,
         dev=node.dev,
         fstype=_first(probe.get("TYPE"), props.get("ID_FS_TYPE")),
         label=_first(probe.get("LABEL"), props.get("ID_FS_LABEL")),
@@ -648,7 +303,7 @@ def _partition(m: _Machine, node: _Node) -> Partition:
     )
 
 
-def _by_id(m: _Machine, node: _Node, udev_links: list[str]) -> list[str]:
+def _by_id(m: Machine, node: BlockNode, udev_links: list[str]) -> list[str]:
     links = {link for link in udev_links if link.startswith("/dev/disk/by-id/")}
     base = m.view.dev / "disk" / "by-id"
     with contextlib.suppress(OSError):
@@ -658,7 +313,7 @@ def _by_id(m: _Machine, node: _Node, udev_links: list[str]) -> list[str]:
     return sorted(links)
 
 
-def _build_disk(m: _Machine, node: _Node) -> Disk:
+def _build_disk(m: Machine, node: BlockNode) -> Disk:
     p = node.path
     props, links = m.udev(node.dev)
     device_dir = p / "device"
@@ -667,22 +322,22 @@ def _build_disk(m: _Machine, node: _Node) -> Disk:
     whole = m.blkid(node.name) if candidate else {}
     mountpoints = m.mounts_of(node.name)
     loop = m.loop_info(node.name)
-    model = _first(_read(device_dir / "model"), _read(device_dir / "name"),  # name: MMC/SD cards
+    model = _first(read_value(device_dir / "model"), read_value(device_dir / "name"),  # name: MMC/SD cards
                    props.get("ID_MODEL", "").replace("_", " ") or None)
-    serial = _first(_read(device_dir / "serial"), _read(p / "serial"), props.get("ID_SERIAL_SHORT"),
+    serial = _first(read_value(device_dir / "serial"), read_value(p / "serial"), props.get("ID_SERIAL_SHORT"),
                     _serial_from_vpd(device_dir / "vpd_pg80"))
-    rotational = _read(p / "queue" / "rotational")
+    rotational = read_value(p / "queue" / "rotational")
     return Disk(
         device=f"/dev/{node.name}",
         name=node.name,
-        size=(_read_int(p / "size") or 0) * 512,
+        size=(read_int(p / "size") or 0) * 512,
         dev=node.dev,
         model=model,
         serial=serial,
-        wwid=_first(_read(p / "wwid"), _read(device_dir / "wwid"), props.get("ID_WWN")),
+        wwid=_first(read_value(p / "wwid"), read_value(device_dir / "wwid"), props.get("ID_WWN")),
         transport=_transport(m, node, props.get("ID_BUS")),
-        removable=_read(p / "removable") == "1",
-        read_only=_read(p / "ro") == "1",
+        removable=read_value(p / "removable") == "1",
+        read_only=read_value(p / "ro") == "1",
         rotational=None if rotational is None else rotational == "1",
         by_id=_by_id(m, node, links),
         partitions=parts,
@@ -708,17 +363,17 @@ def list_disks(*, include_loop: bool = False, view: SystemView = SYSTEM,
     ``include_loop`` and only when attached to a file. Unlike nbc, the running system's disk and the
     live medium are listed too: :func:`refusals` says why they cannot be chosen.
     """
-    m = _Machine.read(view, ctx)
+    m = Machine.read(view, ctx)
     disks = []
-    for name in sorted(m.nodes, key=_natural_key):
+    for name in sorted(m.nodes, key=natural_key):
         node = m.nodes[name]
         if node.parent or not _is_candidate(name):
             continue
-        if _read(node.path / "hidden") == "1":
+        if read_value(node.path / "hidden") == "1":
             continue
-        if _LOOP_NAME.match(name) and (not include_loop or m.loop_info(name) is None):
+        if LOOP_NAME.match(name) and (not include_loop or m.loop_info(name) is None):
             continue
-        if not _read_int(node.path / "size"):
+        if not read_int(node.path / "size"):
             continue
         disks.append(_build_disk(m, node))
     return disks
@@ -742,10 +397,10 @@ def resolve_disk(path: str | Path, *, view: SystemView = SYSTEM, ctx: RunContext
     if not stat.S_ISBLK(st.st_mode):
         raise InputError(f"{path} is not a block device",
                          hint="give a whole disk such as /dev/sdb; `nbc-tui list` shows them")
-    m = _Machine.read(view, ctx)
-    node = m.by_dev.get(_rdev(st))
+    m = Machine.read(view, ctx)
+    node = m.by_dev.get(rdev(st))
     if node is None:
-        raise InputError(f"{path} is a block device the kernel does not list (device {_rdev(st)})",
+        raise InputError(f"{path} is a block device the kernel does not list (device {rdev(st)})",
                          hint="the device may have been unplugged; run `nbc-tui list`")
     if node.parent:
         raise InputError(
@@ -789,103 +444,14 @@ def identity_changed(chosen: Disk, now: Disk) -> str | None:
 
 
 # ---------------------------------------------------------------------------------------------------
-# Public API: the running system and the live medium
-
-
-def _running_system(m: _Machine) -> dict[str, list[str]]:
-    """Disk device -> the running system's mount points on it."""
-    found: dict[str, list[str]] = {}
-
-    def add(name: str, where: str) -> None:
-        for disk in m.disks_under(name):
-            places = found.setdefault(f"/dev/{disk}", [])
-            if where not in places:
-                places.append(where)
-
-    if m.view.probe:
-        with contextlib.suppress(OSError):
-            node = m.by_dev.get(_stdev(os.stat("/")))
-            if node:
-                add(node.name, "/")
-    for mountpoint in RUNNING_SYSTEM_MOUNTS:
-        for name in m.devices_mounted_at(mountpoint):
-            add(name, mountpoint)
-    return found
-
-
-def running_system_disks(*, view: SystemView = SYSTEM, ctx: RunContext | None = None) -> set[str]:
-    """Devices (/dev/vda) of the disks holding the running system: /, /boot, /boot/efi, /efi, /usr, /var.
-
-    / is found by the device number of "/" (stat) and by /proc/self/mountinfo (by number and by
-    source, which covers btrfs); dm/md devices are followed through their slaves to the disks, and a
-    root on a loop device to the disk holding its file.
-    """
-    return set(_running_system(_Machine.read(view, ctx)))
-
-
-_LIVE_CMDLINE = re.compile(r"^(?:root=live:|archisolabel=|archisodevice=|live-media=|cdlabel=)(.+)$")
-
-
-def _live_medium(m: _Machine) -> dict[str, str]:
-    """Disk device -> how it was recognised as the live medium."""
-    found: dict[str, str] = {}
-
-    def add(name: str, why: str) -> None:
-        loop = m.loop_info(name)
-        for disk in m.disks_under(name):
-            # A loop device's file (an ISO on a stick): say so rather than call the stick mounted.
-            held = f"it holds {loop.backing_file}, " if loop and disk != name else ""
-            found.setdefault(f"/dev/{disk}", held + why)
-
-    for mountpoint in LIVE_MEDIUM_MOUNTS:
-        for name in m.devices_mounted_at(mountpoint):
-            add(name, f"mounted at {mountpoint}")
-    cmdline = (_read(m.view.proc / "cmdline") or "").split()
-    if not any(t in ("boot=live", "boot=casper") or t.startswith(("root=live:", "archisolabel="))
-               for t in cmdline):
-        return found
-    for token in cmdline:
-        match = _LIVE_CMDLINE.match(token)
-        if not match:
-            continue
-        value = re.sub(r"\\x([0-9a-fA-F]{2})", lambda x: chr(int(x.group(1), 16)), match.group(1))
-        name = None
-        if token.startswith("archisolabel=") or token.startswith("cdlabel="):
-            name = m.by_label("LABEL", value)
-        elif value.startswith(("CDLABEL=", "LABEL=")):
-            name = m.by_label("LABEL", value.partition("=")[2])
-        elif value.startswith("UUID="):
-            name = m.by_label("UUID", value.partition("=")[2])
-        elif value.startswith("/dev/"):
-            dev = m.dev_of_path(value)
-            name = m.by_dev[dev].name if dev in m.by_dev else None
-        if name:
-            add(name, f"named on the kernel command line ({token})")
-    return found
-
-
-def live_medium_disks(*, view: SystemView = SYSTEM, ctx: RunContext | None = None) -> set[str]:
-    """Devices of the disks the live system was started from.
-
-    A disk is the live medium when something on it is mounted at one of LIVE_MEDIUM_MOUNTS (live-boot,
-    dracut dmsquash-live and its iso-scan, casper, archiso; when that device is a loop device the disk
-    holding the ISO file counts too), or, when the kernel command line says boot=live / boot=casper /
-    root=live: / archisolabel=, when it carries the filesystem LABEL, UUID or device named there
-    (root=live:CDLABEL=X, root=live:UUID=X, archisolabel=X, live-media=/dev/X), looked up through
-    /dev/disk/by-label|by-uuid or a read-only blkid.
-    """
-    return set(_live_medium(_Machine.read(view, ctx)))
-
-
-# ---------------------------------------------------------------------------------------------------
 # Public API: eligibility
 
 
-def _holder_text(m: _Machine, holder: str) -> tuple[str, str]:
+def _holder_text(m: Machine, holder: str) -> tuple[str, str]:
     """(what the holder is, what to do about it)."""
     node = m.nodes.get(holder)
-    dm_name = _read(node.path / "dm" / "name") if node else None
-    dm_uuid = (_read(node.path / "dm" / "uuid") if node else None) or ""
+    dm_name = read_value(node.path / "dm" / "name") if node else None
+    dm_uuid = (read_value(node.path / "dm" / "uuid") if node else None) or ""
     if dm_name and dm_uuid.startswith("CRYPT-"):
         return f"{holder} (the open LUKS mapping {dm_name})", f"close it with `cryptsetup close {dm_name}`"
     if dm_name and dm_uuid.startswith("LVM-"):
@@ -913,7 +479,7 @@ def _places(mountpoints: list[str]) -> str:
     return shown if len(mountpoints) <= 3 else f"{shown} and {len(mountpoints) - 3} more"
 
 
-def _usage_refusals(m: _Machine, disk: Disk) -> list[Refusal]:
+def _usage_refusals(m: Machine, disk: Disk) -> list[Refusal]:
     """MOUNTED, SWAP and HOLDERS for the disk itself and for each partition."""
     out: list[Refusal] = []
     things = [(disk.device, disk.name, disk.mountpoints, disk.holders)]
@@ -935,7 +501,7 @@ def _usage_refusals(m: _Machine, disk: Disk) -> list[Refusal]:
     return out
 
 
-def _loop_refusals(m: _Machine, disk: Disk) -> list[Refusal]:
+def _loop_refusals(m: Machine, disk: Disk) -> list[Refusal]:
     """A loop device whose file is also attached elsewhere (the engine's per-partition loop devices)."""
     siblings = m.loop_siblings(disk.name)
     if not siblings:
@@ -970,9 +536,9 @@ def refusals(disk: Disk, *, min_size: int, view: SystemView = SYSTEM,
     fresh verdict) together with what is read now: swaps, the running system, the live medium, loop
     devices sharing a file, and whether the kernel reports the device busy.
     """
-    m = _Machine.read(view, ctx)
+    m = Machine.read(view, ctx)
     out: list[Refusal] = []
-    loop = _LOOP_NAME.match(disk.name)
+    loop = LOOP_NAME.match(disk.name)
     if not _is_candidate(disk.name):
         out.append(Refusal(reason=Ineligible.NOT_A_DISK, message=(
             f"{disk.device} is {_not_a_disk_kind(disk.name)}, not a disk: choose a disk")))
@@ -980,11 +546,11 @@ def refusals(disk: Disk, *, min_size: int, view: SystemView = SYSTEM,
         out.append(Refusal(reason=Ineligible.NOT_A_DISK, message=(
             f"{disk.device} is a loop device with no file attached: attach a disk image to it "
             "(losetup) or choose a disk")))
-    running = _running_system(m).get(disk.device)
+    running = running_system_mounts(m).get(disk.device)
     if running:
         out.append(Refusal(reason=Ineligible.RUNNING_SYSTEM, message=(
             f"{disk.device} holds the running system ({_places(running)}): choose another disk")))
-    live = _live_medium(m).get(disk.device)
+    live = live_medium_reasons(m).get(disk.device)
     if live:
         out.append(Refusal(reason=Ineligible.LIVE_MEDIUM, message=(
             f"{disk.device} is the live medium this system started from ({live}): choose another disk")))

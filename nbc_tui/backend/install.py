@@ -153,14 +153,12 @@ def preflight(inst: Install) -> None:
                                       cancel=inst.ctx.cancel)
     _check_image(inst, inv)
     pretty = inv.os_release.get("PRETTY_NAME") or inv.os_release.get("NAME") or "Linux"
-    inst.message(f"Operating system: {pretty}, kernel {inv.kernels and _newest_kernel(inv)}")
+    inst.message(f"Operating system: {pretty}, kernel {_newest_kernel(inv)}")
     inst.message(f"Layout: {plan.layout.describe()}")
 
 
 def _newest_kernel(inv: ImageInventory) -> str:
-    from .boot.kernel import version_key
-
-    return max((k.version for k in inv.kernels), key=version_key)
+    return inv.kernels[0].version  # the scan lists kernels newest first (the one find_kernel picks)
 
 
 def _check_tools(plan: InstallPlan) -> None:
@@ -383,10 +381,10 @@ def install_bootloader(inst: Install) -> None:
                             esp=Esp(inst.devices["esp"], ctx=inst.ctx), esp_uuid=inst.fs_uuids["esp"],
                             slot=SLOT_A, kernel=inst.kernel, options=options, title=title, ctx=inst.ctx,
                             warn=inst.warn)
-    entry = register_efi_boot_entry(inst.disk_path, 1, title,  # type: ignore[arg-type]
-                                    is_image_file=plan.target.is_image_file, ctx=inst.ctx)
-    if entry:
-        inst.message(f"EFI boot entry: {entry}")
+    not_registered = register_efi_boot_entry(inst.disk_path, 1, title,  # type: ignore[arg-type]
+                                             is_image_file=plan.target.is_image_file, ctx=inst.ctx)
+    # The removable-media path EFI/BOOT/BOOTX64.EFI boots the disk either way.
+    inst.message(f"EFI boot entry: {not_registered or 'created'}", verbose=not_registered is not None)
 
 
 def verify(inst: Install) -> None:

@@ -204,3 +204,12 @@ def test_text_output_follows_nbc(nbc, synthetic_image: str, tmp_path: Path) -> N
     assert "Step 1/11: Checking the machine, the disk and the image...\n" in r.stdout
     assert "Step 3/11: Creating partitions...\n" in r.stdout
     assert "=" * 65 + "\nInstallation complete! You can now boot from this disk.\n" in r.stdout
+    assert "| The operation has completed successfully." not in r.stdout
+
+
+def test_verbose_shows_tool_output(nbc, synthetic_image: str, tmp_path: Path) -> None:
+    r = nbc("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"), *SMALL, "--yes",
+            "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert "  | The operation has completed successfully." in r.stdout  # sgdisk's own words
+    assert "EFI boot entry: skipped" in r.stdout
