@@ -37,7 +37,7 @@ MIN = 30 * GiB
 
 
 class FakeMachine:
-    """Writes the few sysfs, /proc, /dev and /run/udev files that disks.py reads."""
+    """Writes the few sysfs, /proc, /dev and /run/udev files that blockdevices.py reads."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
