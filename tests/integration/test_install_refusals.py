@@ -171,3 +171,64 @@ def test_broken_image_changes_nothing(nbc, broken_images: dict[str, str], loop_d
     assert needle in r.stderr, r.stderr
     assert digest_of(backing) == before
     assert nbc_mounts() == []
+
+
+def test_swap_disk_is_refused(nbc, synthetic_image: str, loop_disk) -> None:
+    dev, backing = loop_disk
+    subprocess.run(["mkswap", "-q", dev], check=True)
+    subprocess.run(["swapon", dev], check=True)
+    try:
+        before = digest_of(backing)
+        r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes")
+        after = digest_of(backing)
+    finally:
+        subprocess.run(["swapoff", dev], check=True)
+    assert_refused(r, "swap")
+    assert after == before
+
+
+def test_live_medium_is_refused(nbc, synthetic_image: str, loop_disk) -> None:
+    dev, backing = loop_disk
+    medium = Path("/run/live/medium")
+    assert not medium.exists(), "this machine is not a live system; the test makes its own medium"
+    medium.mkdir(parents=True)
+    subprocess.run(["mount", "-o", "ro", dev, str(medium)], check=True)
+    try:
+        before = digest_of(backing)
+        r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes", "--json")
+        after = digest_of(backing)
+    finally:
+        subprocess.run(["umount", str(medium)], check=True)
+        medium.rmdir()
+        medium.parent.rmdir()
+    assert_refused(r)
+    reasons = {x["reason"] for x in r.events[-1]["details"]["refusals"]}
+    assert {"live-medium", "mounted"} <= reasons
+    assert after == before
+
+
+def test_read_only_disk_is_refused(nbc, synthetic_image: str, tmp_path: Path) -> None:
+    backing = tmp_path / "ro.raw"
+    with backing.open("wb") as f:
+        f.truncate(3 * GiB)
+    dev = subprocess.run(["losetup", "--find", "--show", "--read-only", str(backing)], capture_output=True,
+                         text=True, check=True).stdout.strip()
+    try:
+        r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes")
+    finally:
+        subprocess.run(["losetup", "-d", dev], check=True)
+    assert_refused(r, "read-only")
+    assert backing.stat().st_blocks == 0  # still an empty sparse file: not a byte was written
+
+
+def test_running_system_disk_is_refused(nbc, synthetic_image: str, log_file: Path) -> None:
+    from nbc_tui.backend.disks import running_system_disks
+
+    root_disk = sorted(running_system_disks())[0]
+    r = nbc("install", "--image", synthetic_image, "--device", root_disk, "--yes", "--json")
+    assert_refused(r)
+    reasons = {x["reason"] for x in r.events[-1]["details"]["refusals"]}
+    assert "running-system" in reasons
+    # nothing that writes ran: the log holds no wipe, partitioning or mkfs command
+    log = log_file.read_text()
+    assert not any(tool in log for tool in ("run: wipefs", "run: sgdisk", "run: mkfs", "run: losetup"))
