@@ -10,6 +10,8 @@ PACKAGES=(
   efibootmgr grub-efi-amd64-bin grub-common openssl coreutils
   # tests: VM tier and image building
   qemu-system-x86 ovmf debootstrap skopeo umoci
+  # tests: a real registry, a real Podman API socket, htpasswd for basic auth
+  docker-registry podman uidmap apache2-utils
   # python
   python3 python3-venv python3-pip
 )
