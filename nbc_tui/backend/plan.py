@@ -36,7 +36,10 @@ class _Strict(BaseModel):
 
 class ImageSpec(_Strict):
     ref: str
-    """The image: ``oci:PATH[:TAG]`` (an OCI image layout directory)."""
+    """The image: a registry reference (``quay.io/org/os:tag``), ``localhost/NAME`` (Podman or Docker),
+    ``oci:PATH[:TAG]`` or ``oci-archive:FILE[:TAG]``. Recorded on the installed system for its updates."""
+    staged_digest: str | None = None
+    """Install offline from the staged-install cache entry with this digest (``ref`` is where it came from)."""
 
 
 class Target(_Strict):
