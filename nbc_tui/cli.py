@@ -13,6 +13,7 @@ log = logging.getLogger("nbc_tui")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands.cache_cmd import add_cache_parser, add_download_parser
     from .commands.disks_cmd import add_list_parser, add_validate_parser
     from .commands.install_cmd import add_install_parser
 
@@ -25,6 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_install_parser(sub)
     add_list_parser(sub)
     add_validate_parser(sub)
+    add_download_parser(sub)
+    add_cache_parser(sub)
     return parser
 
 

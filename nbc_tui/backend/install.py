@@ -38,6 +38,7 @@ from .events import (
     progress_event,
 )
 from .filesystems import make_filesystem, mounted, read_fs_label, read_fs_uuid
+from .image.cache import CachedImage
 from .image.extract import extract_image
 from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource, open_image
@@ -94,6 +95,8 @@ class Install:
     kernel: SlotKernel | None = None
     bootloader_kind: str = ""
     log_snapshot: Callable[[], bytes] | None = None
+    staged: CachedImage | None = None
+    """The staged-install cache entry the image comes from, for offline installs."""
 
     # -- helpers ---------------------------------------------------------------------------------
     def message(self, text: str, *, verbose: bool = False) -> None:
@@ -147,7 +150,9 @@ def preflight(inst: Install) -> None:
     else:
         _check_disk(inst)
     inst.message(f"Image: {plan.image.ref}")
-    inst.source = open_image(plan.image.ref)
+    inst.source = _open_source(inst)
+    # A daemon's export is spooled to disk: closing the source removes it.
+    inst.stack.callback(inst.source.close)
     inst.message(f"Digest: {inst.source.manifest_digest}", verbose=True)
     inst.inventory = inv = scan_image(inst.source, on_progress=inst.progress("Checking image"),
                                       cancel=inst.ctx.cancel)
@@ -155,6 +160,15 @@ def preflight(inst: Install) -> None:
     pretty = inv.os_release.get("PRETTY_NAME") or inv.os_release.get("NAME") or "Linux"
     inst.message(f"Operating system: {pretty}, kernel {_newest_kernel(inv)}")
     inst.message(f"Layout: {plan.layout.describe()}")
+
+
+def _open_source(inst: Install) -> ImageSource:
+    if inst.plan.image.staged_digest:
+        from .image.cache import CacheKind, find_cached
+
+        inst.staged = find_cached(CacheKind.INSTALL, inst.plan.image.staged_digest)
+        return inst.staged.open_source()
+    return open_image(inst.plan.image.ref)
 
 
 def _newest_kernel(inv: ImageInventory) -> str:
@@ -337,7 +351,11 @@ def configure(inst: Install) -> None:
     target.populate_etc_lower(root, ctx=inst.ctx)
     target.create_overlay_dirs(root, inst.warn)
     target.save_pristine_etc(root, ctx=inst.ctx)
-    digest = inst.source.index_digest or inst.source.manifest_digest  # type: ignore[union-attr]
+    # What an update compares with the registry: the index digest of a multi-platform image.
+    if inst.staged:
+        digest = inst.staged.index_digest or inst.staged.image_digest
+    else:
+        digest = inst.source.index_digest or inst.source.manifest_digest  # type: ignore[union-attr]
     config = SystemConfig(
         image_ref=plan.image.ref, image_digest=digest, device=str(inst.disk_path), disk_id=_disk_id(inst),
         install_date=local_now_rfc3339(), kernel_args=list(plan.boot.kernel_args),
@@ -413,6 +431,14 @@ def finish(inst: Install) -> None:
     if inst.log_snapshot:
         write_atomically(inst.root / TARGET_LOG_FILE, inst.log_snapshot(), mode=0o600)
     run(["sync"], ctx=inst.ctx)
+    if inst.staged and not inst.plan.target.is_image_file:
+        # nbc empties the staged-install cache after installing a real disk from it (reference §7.5).
+        from .image.cache import CacheKind, clear_cache
+
+        try:
+            clear_cache(CacheKind.INSTALL)
+        except NbcError as exc:
+            inst.warn(f"could not empty the staged-install cache: {exc}")
 
 
 STEPS: list[tuple[str, str, Callable[[Install], None]]] = [

@@ -1,4 +1,10 @@
-"""flock(2) locks under /var/lock shared with nbc's conventions, with a bounded wait."""
+"""flock(2) locks under /var/lock shared with nbc's conventions, with a bounded wait.
+
+nbc fails at once on a busy lock (reference §7.6); we retry for a bounded time, then fail with nbc's words.
+A lock is released when its file descriptor closes, so a crashed process never leaves one held.
+
+``NBC_TUI_LOCK_DIR`` moves the cache lock elsewhere (tests use a temp dir); the system lock stays put.
+"""
 
 from __future__ import annotations
 
@@ -13,13 +19,27 @@ from .errors import NbcError
 
 LOCK_DIR = Path("/var/lock")
 SYSTEM_LOCK = "nbc-system.lock"
+CACHE_LOCK = "nbc-cache.lock"
+ENV_LOCK_DIR = "NBC_TUI_LOCK_DIR"
+CACHE_LOCK_WAIT = 5.0
+"""Seconds a cache command waits for a busy cache lock before it gives up."""
+_POLL = 0.1
+
+# nbc's messages when the cache lock is busy (reference §7.6).
+CACHE_BUSY_EXCLUSIVE = "another nbc process is currently operating on the cache"
+CACHE_BUSY_SHARED = "another nbc process is currently modifying the cache"
 
 
 @contextlib.contextmanager
 def locked(name: str, *, wait: float = 10.0, shared: bool = False, what: str = "a system operation",
-           lock_dir: Path = LOCK_DIR) -> Iterator[None]:
+           lock_dir: Path = LOCK_DIR, busy_message: str | None = None) -> Iterator[None]:
+    """Hold the flock on ``lock_dir/name`` (exclusive unless ``shared``), waiting up to ``wait`` seconds.
+
+    On timeout: NbcError "another nbc process is currently performing <what>", or ``busy_message``.
+    """
     lock_dir.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock_dir / name, os.O_RDWR | os.O_CREAT, 0o644)
+    path = lock_dir / name
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         deadline = time.monotonic() + wait
         op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
@@ -29,9 +49,21 @@ def locked(name: str, *, wait: float = 10.0, shared: bool = False, what: str = "
                 break
             except BlockingIOError:
                 if time.monotonic() >= deadline:
-                    raise NbcError(f"another nbc process is currently performing {what}",
-                                   hint=f"wait for it to finish (lock {lock_dir / name})") from None
-                time.sleep(0.2)
+                    raise NbcError(busy_message or f"another nbc process is currently performing {what}",
+                                   hint=f"wait for it to finish and try again (lock {path}, "
+                                        f"waited {wait:g} s)",
+                                   details={"lock": str(path)}) from None
+                time.sleep(_POLL)
         yield
     finally:
         os.close(fd)
+
+
+def cache_lock_dir() -> Path:
+    return Path(os.environ.get(ENV_LOCK_DIR) or LOCK_DIR)
+
+
+def cache_locked(*, shared: bool, wait: float = CACHE_LOCK_WAIT) -> contextlib.AbstractContextManager[None]:
+    """The one lock over both staged caches: exclusive to change them, shared to read them."""
+    return locked(CACHE_LOCK, wait=wait, shared=shared, lock_dir=cache_lock_dir(),
+                  busy_message=CACHE_BUSY_SHARED if shared else CACHE_BUSY_EXCLUSIVE)

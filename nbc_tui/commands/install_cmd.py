@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from ..backend.errors import InputError
+from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.install import run_install
 from ..backend.logfile import RunLog
@@ -23,8 +23,11 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p = sub.add_parser("install", aliases=["inst"], help="install an image onto a disk or a disk-image file",
                        description="Erase a disk (or create a disk-image file) and install an OCI image "
                                    "onto it with nbc's A/B layout.")
-    p.add_argument("-i", "--image", required=True, metavar="SRC",
-                   help="the image: oci:PATH[:TAG] (an OCI image layout directory)")
+    p.add_argument("-i", "--image", metavar="SRC",
+                   help="the image: a registry reference (quay.io/org/os:tag), localhost/NAME[:TAG] (Podman or "
+                        "Docker), oci:PATH[:TAG] or oci-archive:FILE[:TAG]; without it, the one staged image")
+    p.add_argument("--local-image", metavar="DIGEST",
+                   help="install offline from the staged-install cache (a digest, a digest prefix or a reference)")
     where = p.add_mutually_exclusive_group(required=True)
     where.add_argument("-d", "--device", type=Path, metavar="DISK", help="the whole disk to erase and install to")
     where.add_argument("--via-loopback", type=Path, metavar="FILE",
@@ -49,7 +52,29 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.set_defaults(func=cmd_install)
 
 
-def plan_from_args(args: argparse.Namespace) -> InstallPlan:
+def image_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> ImageSpec:
+    """--image, --local-image, or the single staged image (nbc's rules, reference §1.2)."""
+    from ..backend.image.cache import CacheKind, cache_dir, find_cached, single_staged
+
+    if args.image and args.local_image:
+        raise InputError("--image and --local-image are mutually exclusive")
+    if args.image:
+        return ImageSpec(ref=args.image)
+    if args.local_image:
+        entry = find_cached(CacheKind.INSTALL, args.local_image)
+        say(f"Using staged image: {entry.image_ref}")
+        say(f"  Digest: {entry.image_digest}")
+        return ImageSpec(ref=entry.image_ref, staged_digest=entry.image_digest)
+    entry = single_staged(CacheKind.INSTALL)
+    if entry is None:
+        raise InputError(f"no --image specified and no staged images found in {cache_dir(CacheKind.INSTALL)}",
+                         hint="give --image REF, or stage one with: nbc-tui download --for-install --image REF")
+    say(f"Auto-detected staged image: {entry.image_ref}")
+    say(f"  Digest: {entry.image_digest}")
+    return ImageSpec(ref=entry.image_ref, staged_digest=entry.image_digest)
+
+
+def plan_from_args(args: argparse.Namespace, image: ImageSpec) -> InstallPlan:
     try:
         layout = Layout(filesystem=args.filesystem, esp_size=parse_size(args.esp_size, default_unit="G"),
                         root_size=parse_size(args.root_size, default_unit="G"),
@@ -60,7 +85,7 @@ def plan_from_args(args: argparse.Namespace) -> InstallPlan:
             target = Target(image_file=args.via_loopback.absolute(), image_size=args.image_size * GiB,
                             overwrite=args.yes)
         return InstallPlan(
-            image=ImageSpec(ref=args.image), target=target, layout=layout,
+            image=image, target=target, layout=layout,
             boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg)),
             system=System(root_password_file=args.root_password_file),
         )
@@ -84,9 +109,11 @@ def cmd_install(args: argparse.Namespace) -> int:
         ctx.on_output = _tool_output(emit)
     with RunLog(ctx.redactor) as run_log:
         try:
-            plan = plan_from_args(args)
-        except InputError as exc:
-            emit(ErrorEvent(message="Invalid arguments", details={"error": exc.message}))
+            image = image_from_args(args, lambda text: emit(MessageEvent(message=text)))
+            plan = plan_from_args(args, image)
+        except NbcError as exc:
+            emit(ErrorEvent(message="Invalid arguments" if isinstance(exc, InputError) else "Installation failed",
+                            details={"error": exc.message, **({"hint": exc.hint} if exc.hint else {})}))
             raise
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
         run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run)
@@ -107,9 +134,10 @@ def boot_hint(image: Path) -> str:
     return (
         "\nTo boot it in QEMU (UEFI):\n"
         "  cp /usr/share/OVMF/OVMF_VARS_4M.fd /tmp/vars.fd\n"
-        "  qemu-system-x86_64 -machine q35 -m 2048 -smp 2 -accel kvm:tcg \\\n"
+        "  qemu-system-x86_64 -machine q35 -m 2048 -smp 2 -accel tcg \\\n"
         "    -drive if=pflash,format=raw,readonly=on,file=/usr/share/OVMF/OVMF_CODE_4M.fd \\\n"
         "    -drive if=pflash,format=raw,file=/tmp/vars.fd \\\n"
         f"    -drive file={image},format=raw,if=virtio -serial mon:stdio -nographic\n"
+        "(-accel kvm instead of tcg is much faster where KVM works.)\n"
         "Or convert it: qemu-img convert -O qcow2 " + f"{image} {image.with_suffix('.qcow2')}"
     )

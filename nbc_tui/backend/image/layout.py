@@ -38,12 +38,24 @@ def host_platform() -> tuple[str, str]:
 
 
 class OciLayoutSource(ImageSource):
-    """An image read from an OCI layout directory."""
+    """An image read from an OCI layout directory.
+
+    Choosing the manifest (by tag, then by platform) and checking manifest and config is shared with
+    other containers of a layout (an ``oci-archive`` tar): they override the three storage primitives
+    :meth:`_read_top_index`, :meth:`_blob_bytes` and :meth:`open_blob`, and call :meth:`_load`.
+    """
+
+    kind = "OCI layout"  # how messages name the container, e.g. "The OCI layout DIR has no image tagged"
 
     def __init__(self, ref: OciLayoutRef | str, *, host: tuple[str, str] | None = None) -> None:
         self.layout_ref = parse_image_ref(ref) if isinstance(ref, str) else ref
         self.ref = str(self.layout_ref)
         self.root = self.layout_ref.path
+        self._load(self.layout_ref.tag, host)
+
+    def _load(self, tag: str | None, host: tuple[str, str] | None) -> None:
+        """Pick the manifest for ``tag`` and this machine, read and check its config, list its layers."""
+        self._tag = tag
         self._host = host or host_platform()
         self.index_digest: str | None = None
         top = self._read_top_index()
@@ -78,7 +90,7 @@ class OciLayoutSource(ImageSource):
 
     def _missing(self, desc: Descriptor) -> InputError:
         return InputError(
-            f"Blob {desc.digest} is missing from the OCI layout {self.root}",
+            f"Blob {desc.digest} is missing from the {self.kind} {self.root}",
             hint="The layout is incomplete; copy or download the image again",
             details={"digest": desc.digest},
         )
@@ -86,15 +98,19 @@ class OciLayoutSource(ImageSource):
     def _read_json(self, desc: Descriptor, *, label: str) -> Any:
         if desc.size > _MAX_JSON:
             raise InputError(f"{label} {desc.digest} is implausibly large ({desc.size} bytes)")
-        try:
-            data = self.blob_path(desc.digest).read_bytes()
-        except FileNotFoundError:
-            raise self._missing(desc) from None
+        data = self._blob_bytes(desc)
         verify_bytes(data, desc, label=label)
         try:
             return json.loads(data)
         except ValueError as exc:
             raise InputError(f"{label} {desc.digest} is not valid JSON: {exc}") from None
+
+    def _blob_bytes(self, desc: Descriptor) -> bytes:
+        """A small blob (manifest, index, config) read whole, not yet verified."""
+        try:
+            return self.blob_path(desc.digest).read_bytes()
+        except FileNotFoundError:
+            raise self._missing(desc) from None
 
     def _read_top_index(self) -> dict[str, Any]:
         if not self.root.is_dir():
@@ -105,33 +121,27 @@ class OciLayoutSource(ImageSource):
                 f"{self.root} is not an OCI image layout (no oci-layout or index.json)",
                 hint="Create one with `skopeo copy ... oci:DIR:TAG` or `podman save --format oci-dir`",
             )
-        try:
-            data = json.loads(index.read_bytes())
-        except ValueError as exc:
-            raise InputError(f"{index} is not valid JSON: {exc}") from None
-        if not isinstance(data, dict) or not isinstance(data.get("manifests"), list):
-            raise InputError(f"{index} lists no manifests")
-        return data
+        return parse_top_index(index.read_bytes(), str(index))
 
     # -- choosing the manifest ----------------------------------------------------------------------
 
     def _pick_by_tag(self, index: dict[str, Any]) -> Descriptor:
         descs = [Descriptor.from_json(d, what="index.json entry") for d in index["manifests"]]
         if not descs:
-            raise InputError(f"The OCI layout {self.root} holds no image")
-        tag = self.layout_ref.tag
+            raise InputError(f"The {self.kind} {self.root} holds no image")
+        tag = self._tag
         tags = sorted({_tag_of(d) for d in descs if _tag_of(d)})
         if tag is None:
             if len(descs) == 1:
                 return descs[0]
             raise InputError(
-                f"The OCI layout {self.root} holds {len(descs)} images; say which one",
+                f"The {self.kind} {self.root} holds {len(descs)} images; say which one",
                 hint="Add :TAG to the reference; tags here: " + (", ".join(tags) or "(none)"),
             )
         matches = [d for d in descs if _tag_of(d) == tag]
         if not matches:
             raise InputError(
-                f"The OCI layout {self.root} has no image tagged {tag!r}",
+                f"The {self.kind} {self.root} has no image tagged {tag!r}",
                 hint="Tags here: " + (", ".join(tags) or "(none: use oci:PATH without a tag)"),
                 details={"tags": tags},
             )
@@ -170,6 +180,17 @@ class OciLayoutSource(ImageSource):
             f"The image index {index_desc.digest} has no image for this machine ({want_os}/{want_arch})",
             hint="Platforms in the image: " + (", ".join(seen) or "(none)"),
         )
+
+
+def parse_top_index(data: bytes, name: str) -> dict[str, Any]:
+    """A layout's index.json (``name`` says where it was, for messages): a JSON object listing manifests."""
+    try:
+        index = json.loads(data)
+    except ValueError as exc:
+        raise InputError(f"{name} is not valid JSON: {exc}") from None
+    if not isinstance(index, dict) or not isinstance(index.get("manifests"), list):
+        raise InputError(f"{name} lists no manifests")
+    return index
 
 
 def _tag_of(desc: Descriptor) -> str:

@@ -10,11 +10,17 @@ from __future__ import annotations
 import hashlib
 import io
 import re
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, BinaryIO
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import InputError, NbcError
+
+if TYPE_CHECKING:
+    from ..runner import RunContext
 
 BLOB_BUFFER = 1 << 20
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
@@ -156,14 +162,47 @@ class ImageSource(ABC):
         """The raw (compressed) bytes of a blob. Digest and size are verified while streaming: reading to
         the end raises NbcError naming the blob on any mismatch (never a silent pass)."""
 
+    def close(self) -> None:  # noqa: B027 (most sources hold nothing)
+        """Release what the source holds (a daemon's export spooled to disk). Safe to call twice."""
+
+    def __enter__(self) -> ImageSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     @property
     def compressed_size(self) -> int:
         return sum(d.size for d in self.layers)
 
 
-def open_image(ref: str) -> ImageSource:
-    """Open an image by reference, dispatching on its scheme (``oci:`` for now)."""
-    from .layout import OciLayoutSource  # the layout module imports this one
-    from .reference import parse_image_ref
+def open_image(
+    ref: str,
+    *,
+    ctx: RunContext | None = None,
+    insecure: Iterable[str] = (),
+    ca_file: Path | None = None,
+    cancel: threading.Event | None = None,
+) -> ImageSource:
+    """Open an image by reference: ``oci:DIR[:TAG]`` a layout, ``oci-archive:FILE[:TAG]`` an archive,
+    ``localhost/NAME[:TAG]`` the local Podman/Docker daemon, anything else a registry (``insecure`` names
+    hosts allowed over plain HTTP or unverified TLS, ``ca_file`` adds a CA to the system ones). Malformed
+    references raise InputError (exit 2)."""
+    from .reference import OciArchiveRef, OciLayoutRef, parse_reference  # the sources import this module
 
-    return OciLayoutSource(parse_image_ref(ref))
+    parsed = parse_reference(ref)
+    if isinstance(parsed, OciLayoutRef):
+        from .layout import OciLayoutSource
+
+        return OciLayoutSource(parsed)
+    if isinstance(parsed, OciArchiveRef):
+        from .archive import OciArchiveSource
+
+        return OciArchiveSource(parsed)
+    if parsed.is_local_daemon:
+        from .daemon import open_daemon_image
+
+        return open_daemon_image(parsed, ref)
+    from .registry import RegistrySource
+
+    return RegistrySource(parsed, ctx=ctx, insecure=insecure, ca_file=ca_file, cancel=cancel)
