@@ -11,6 +11,9 @@ from pathlib import Path
 
 import pytest
 
+# Fixtures that start real services: a docker-registry on 127.0.0.1 and a Podman API socket.
+pytest_plugins = ["tests.integration.registry_fixtures", "tests.integration.podman_fixtures"]
+
 REPO = Path(__file__).resolve().parent.parent
 NBC_TUI = [sys.executable, "-m", "nbc_tui.cli"]
 

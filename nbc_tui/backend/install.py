@@ -519,7 +519,8 @@ def _dry_run_summary(inst: Install) -> None:
 
 
 def _emit_error(emit: Emit, exc: NbcError) -> None:
-    details = {"error": exc.message, **({"hint": exc.hint} if exc.hint else {}), **exc.details}
+    # The sentence for people wins over a raw "error" a source may carry in its details.
+    details = {**exc.details, "error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
     with contextlib.suppress(Exception):
         emit(ErrorEvent(message="Installation failed", details=details))
 

@@ -1,7 +1,7 @@
 """A real Podman, kept away from the machine's own images: a private store, images put in by the test, and
 the Docker-compatible API served on a temporary socket.
 
-Use in a test module with ``from tests.integration.podman_fixtures import *  # noqa: F403``.
+Loaded for every test by ``pytest_plugins`` in tests/conftest.py.
 ``CONTAINERS_STORAGE_CONF`` and ``CONTAINERS_CONF`` point podman and skopeo at the private store for the
 module's duration (``open_daemon_image`` passes them on to the ``podman`` command it runs).
 """

@@ -1,6 +1,6 @@
 """Pytest plugin: a real ``docker-registry`` on 127.0.0.1, a test CA, basic-auth and token-auth setups.
 
-Use it with ``pytest_plugins = ["tests.integration.registry_fixtures"]`` in a test module. Fixtures (names
+Loaded for every test by ``pytest_plugins`` in tests/conftest.py. Fixtures (names
 are stable; other tests rely on them):
 
 - ``registry_factory(**options) -> RegistryServer``: start a registry (function scope, stopped at teardown).

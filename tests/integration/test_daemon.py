@@ -21,7 +21,6 @@ from nbc_tui.backend.image.layout import OciLayoutSource
 from nbc_tui.backend.image.scan import scan_image
 from nbc_tui.backend.image.source import ImageSource
 from nbc_tui.backend.runner import RunContext
-from tests.integration.podman_fixtures import *  # noqa: F403
 from tests.integration.podman_fixtures import (
     GZ_IMAGE,
     IMPORTED_IMAGE,

@@ -25,7 +25,6 @@ from tests.support.synthetic import base_layer, second_layer
 if TYPE_CHECKING:
     from tests.integration.registry_fixtures import RegistryServer, TestCA, TokenServer
 
-pytest_plugins = ["tests.integration.registry_fixtures"]
 
 FAST = RetryPolicy(attempts=6, backoff=0.3, max_backoff=2.0, connect_timeout=3, read_timeout=10)
 
