@@ -12,6 +12,8 @@ PACKAGES=(
   qemu-system-x86 ovmf debootstrap skopeo umoci
   # tests: a real registry, a real Podman API socket, htpasswd for basic auth
   docker-registry podman uidmap apache2-utils
+  # benchmarks: GNU time for peak memory
+  time
   # python
   python3 python3-venv python3-pip
 )
