@@ -8,6 +8,7 @@ from typing import Literal
 
 from ..errors import InputError
 from ..esp import Esp
+from ..osrelease import os_name, parse_os_release
 from ..runner import RunContext
 from .grub import grub_available, install_grub
 from .kernel import SlotKernel, esp_kernel_paths, resolve_in_target
@@ -82,28 +83,7 @@ def os_title(target_root: Path) -> str:
         path = resolve_in_target(target_root, rel)
         if path is None or not path.is_file():
             continue
-        fields = parse_os_release(path.read_text(errors="replace"))
-        for key in ("PRETTY_NAME", "NAME", "ID"):
-            if fields.get(key, "").strip():
-                return fields[key].strip()
+        return os_name(parse_os_release(path.read_text(errors="replace")))
     return "Linux"
 
 
-def parse_os_release(text: str) -> dict[str, str]:
-    """KEY=value lines; values may be single- or double-quoted (backslash escapes in double quotes)."""
-    fields: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] == "'":
-            value = value[1:-1]
-        elif len(value) >= 2 and value[0] == value[-1] == '"':
-            out, chars = [], iter(value[1:-1])
-            for c in chars:
-                out.append(next(chars, "") if c == "\\" else c)
-            value = "".join(out)
-        fields[key.strip()] = value
-    return fields

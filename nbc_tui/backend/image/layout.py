@@ -163,23 +163,29 @@ class OciLayoutSource(ImageSource):
         return self._resolve(self._pick_platform(desc, data), depth=depth + 1)
 
     def _pick_platform(self, index_desc: Descriptor, index: dict[str, Any]) -> Descriptor:
-        want_os, want_arch = self._host
-        seen: list[str] = []
-        for entry in index.get("manifests") or []:
-            desc = Descriptor.from_json(entry, what="index entry")
-            if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1]:
-                continue
-            plat = entry.get("platform") or {}
-            os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
-            if os_ == "unknown" and arch == "unknown":
-                continue
-            seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
-            if os_ == want_os and arch == want_arch:
-                return desc
-        raise InputError(
-            f"The image index {index_desc.digest} has no image for this machine ({want_os}/{want_arch})",
-            hint="Platforms in the image: " + (", ".join(seen) or "(none)"),
-        )
+        chosen, seen = choose_platform(index, self._host)
+        if chosen is None:
+            raise InputError(
+                f"The image index {index_desc.digest} has no image for this machine ({'/'.join(self._host)})",
+                hint="Platforms in the image: " + (", ".join(seen) or "(none)"),
+            )
+        return chosen
+
+
+def choose_platform(index: dict[str, Any], host: tuple[str, str]) -> tuple[Descriptor | None, list[str]]:
+    """The index entry for ``host`` (os, architecture), skipping attestation manifests; with the platforms
+    seen, for the message when there is none. Shared by every source that reads an index."""
+    seen: list[str] = []
+    for entry in index.get("manifests") or []:
+        desc = Descriptor.from_json(entry, what="index entry")
+        plat = entry.get("platform") or {}
+        os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
+        if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1] or (os_, arch) == ("unknown", "unknown"):
+            continue
+        seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
+        if (os_, arch) == host:
+            return desc, seen
+    return None, seen
 
 
 def parse_top_index(data: bytes, name: str) -> dict[str, Any]:

@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from ..errors import Cancelled, InputError, NbcError
 from ..runner import RunContext
 from .auth import Credential, find_credentials
-from .layout import _ATTESTATION, INDEX_TYPES, MANIFEST_TYPES, host_platform
+from .layout import INDEX_TYPES, MANIFEST_TYPES, choose_platform, host_platform
 from .reference import RegistryRef, parse_registry_ref
 from .source import BlobStream, Descriptor, ImageSource, verified_stream, verify_bytes
 from .transfer import STREAM_ERRORS, TRANSIENT_STATUS, ResumingRaw, RetryPolicy, skip_bytes, sleep_or_cancel
@@ -392,22 +392,14 @@ class RegistrySource(ImageSource):
         return self._resolve(child, self._json(raw, child, "Manifest"), depth=depth + 1)
 
     def _pick_platform(self, index_desc: Descriptor, index: dict[str, Any]) -> Descriptor:
-        want_os, want_arch = self._host
-        seen: list[str] = []
-        for entry in index.get("manifests") or []:
-            desc = Descriptor.from_json(entry, what="index entry")
-            plat = entry.get("platform") or {}
-            os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
-            if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1] or (os_, arch) == ("unknown", "unknown"):
-                continue
-            seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
-            if (os_, arch) == (want_os, want_arch):
-                return desc
-        raise NbcError(
-            f"The image {self.ref} has no variant for this machine ({want_os}/{want_arch})",
-            hint="Platforms in the image: " + (", ".join(seen) or "(none)") + "; use an image built for this one",
-            details={"image": self.ref, "reason": "no-platform", "index": index_desc.digest},
-        )
+        chosen, seen = choose_platform(index, self._host)
+        if chosen is None:
+            raise NbcError(
+                f"The image {self.ref} has no variant for this machine ({'/'.join(self._host)})",
+                hint="Platforms in the image: " + (", ".join(seen) or "(none)") + "; use an image built for this one",
+                details={"image": self.ref, "reason": "no-platform", "index": index_desc.digest},
+            )
+        return chosen
 
     def _json(self, data: bytes, desc: Descriptor, label: str) -> Any:
         try:

@@ -9,13 +9,13 @@ bootloader files, dracut and the etc-overlay module, the systemd version, the un
 from __future__ import annotations
 
 import re
-import shlex
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from ..errors import Cancelled, InputError, NbcError
 from ..initramfs import InitramfsError, initramfs_contains
+from ..osrelease import parse_os_release
 from .layer_rules import LayerApplier, find
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
 from .resolve import DIR as K_DIR
@@ -301,25 +301,6 @@ def _os_release(tree: VirtualTree) -> dict[str, str]:
         if node is not None and node.kind == K_OTHER and node.data is not None:
             return parse_os_release(node.data.decode("utf-8", "replace"))
     return {}
-
-
-def parse_os_release(text: str) -> dict[str, str]:
-    """KEY=value lines; values may be quoted the shell way; comments and junk lines are skipped."""
-    result: dict[str, str] = {}
-    for raw in text.splitlines():
-        line = raw.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        key = key.strip()
-        if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
-            continue
-        try:
-            words = shlex.split(value)
-            result[key] = " ".join(words)
-        except ValueError:
-            result[key] = value.strip().strip("\"'")
-    return result
 
 
 def _systemd_version(tree: VirtualTree) -> int | None:
