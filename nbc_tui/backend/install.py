@@ -177,7 +177,7 @@ def _newest_kernel(inv: ImageInventory) -> str:
 
 def _check_tools(plan: InstallPlan) -> None:
     tools = [*BASE_TOOLS, "mkfs.ext4" if plan.layout.filesystem == "ext4" else "mkfs.btrfs"]
-    if plan.system.root_password_file:
+    if plan.system.root_password_file or plan.system.root_password:
         tools.append("openssl")
     missing = [t for t in tools if which(t) is None]
     if missing:
@@ -341,8 +341,10 @@ def configure(inst: Install) -> None:
         esp_uuid=inst.fs_uuids["esp"], var_uuid=inst.fs_uuids["var"],
         filesystem=plan.layout.filesystem, systemd_version=inv.systemd_version))
     target.reset_machine_id(root, inst.warn)
+    password = plan.system.root_password
     if plan.system.root_password_file:
         password = target.read_secret_file(plan.system.root_password_file, "root password")
+    if password is not None:
         inst.ctx.redactor.add(password)
         target.set_root_password(root, password, ctx=inst.ctx)
         inst.message("Root password set")

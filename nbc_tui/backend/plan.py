@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
 
 from .sizes import GiB, MiB, human, parse_size
 
@@ -100,6 +100,14 @@ class Boot(_Strict):
 class System(_Strict):
     root_password_file: Path | None = None
     """File holding the root password (trailing newlines are dropped); it is never logged."""
+    root_password: SecretStr | None = Field(default=None, exclude=True)
+    """The root password itself (typed in the TUI). Never serialised: a saved plan refers to a file."""
+
+    @model_validator(mode="after")
+    def _one_password(self) -> System:
+        if self.root_password_file is not None and self.root_password is not None:
+            raise ValueError("give the root password either as a file or as a value, not both")
+        return self
 
 
 class InstallPlan(_Strict):
