@@ -1,9 +1,10 @@
-"""The command line: parses flags and dispatches to a subcommand (the TUI comes with issue 4)."""
+"""The command line: parses flags and dispatches to a subcommand; with none, starts the TUI."""
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 
 from . import __version__
@@ -22,6 +23,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="Install a bootable OCI container image onto a disk with A/B root slots (nbc-compatible).",
     )
     parser.add_argument("--version", action="version", version=f"nbc-tui {__version__}")
+    # Its own dest: the install subcommand's --dry-run would overwrite a shared one.
+    parser.add_argument("--dry-run", dest="tui_dry_run", action="store_true",
+                        help="with no command: walk the whole installer and show the plan, writing nothing")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_install_parser(sub)
     add_list_parser(sub)
@@ -34,6 +38,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if args.command is None:
+        return run_tui(dry_run=args.tui_dry_run)
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
@@ -53,6 +59,27 @@ def main(argv: list[str] | None = None) -> int:
         log.exception("internal error")
         print(f"nbc-tui: internal error: {exc!r} (details in the log file)", file=sys.stderr)
         return 1
+
+
+def run_tui(*, dry_run: bool = False) -> int:
+    """The full-screen installer. Textual is imported only here, after the look (console or not) has
+    put its settings into the environment, which Textual reads at import time."""
+    from .look import detect_look
+
+    if not (sys.stdin.isatty() and sys.stdout.isatty()):
+        print("nbc-tui: the full-screen installer needs a terminal; for scripts use a command "
+              "(nbc-tui --help lists them)", file=sys.stderr)
+        return 2
+    look = detect_look()
+    os.environ.update(look.environment())
+    from .app import NbcTuiApp
+
+    app = NbcTuiApp(dry_run=dry_run, look=look)
+    app.run(mouse=look.mouse)
+    app.perform_choice()
+    if app.return_code:
+        return app.return_code
+    return 1 if app.outcome is not None and not app.outcome.ok else 0
 
 
 def _reports_errors_itself(args: argparse.Namespace) -> bool:

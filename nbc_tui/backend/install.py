@@ -468,7 +468,7 @@ def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Conf
     timings: dict[str, float] = {}
     total = len(STEPS)
     try:
-        with _interrupts_become_cancel(ctx), _cleanup_stack() as stack:
+        with _interrupts_become_cancel(ctx), _cleanup_stack(ctx) as stack:
             inst = Install(plan, ctx, emit, confirm, stack, log_snapshot=log_snapshot)
             for number, (key, title, step) in enumerate(STEPS, start=1):
                 ctx.check_cancelled()
@@ -546,12 +546,15 @@ def _interrupts_become_cancel(ctx: RunContext) -> Iterator[None]:
 
 
 @contextlib.contextmanager
-def _cleanup_stack() -> Iterator[contextlib.ExitStack]:
+def _cleanup_stack(ctx: RunContext) -> Iterator[contextlib.ExitStack]:
     """The one cleanup stack. While it unwinds, a second Ctrl-C is ignored so cleanup is never cut short."""
     stack = contextlib.ExitStack()
     try:
         yield stack
     finally:
+        # The releases run commands too (umount, losetup -d): a cancel request has done its job once the
+        # stack unwinds, and must not stop them.
+        ctx.cancel.clear()
         previous = None
         if threading.current_thread() is threading.main_thread():
             previous = signal.signal(signal.SIGINT, signal.SIG_IGN)

@@ -36,7 +36,8 @@ def test_failure_after_mounting_unwinds_and_retry_works(nbc, tmp_path: Path) -> 
     assert r.returncode == 0, r.stderr
 
 
-def test_ctrl_c_during_extraction(tmp_path: Path, log_file: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_interrupted_during_extraction(tmp_path: Path, log_file: Path, sig: signal.Signals) -> None:
     ref = make_image(tmp_path / "layout", padding=400 << 20, compression="tar")
     image = tmp_path / "disk.img"
     env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
@@ -49,7 +50,7 @@ def test_ctrl_c_during_extraction(tmp_path: Path, log_file: Path) -> None:
         events.append(json.loads(line))
         if events[-1]["type"] == "progress" and events[-1].get("message") == "Extracting":
             time.sleep(0.5)
-            proc.send_signal(signal.SIGINT)
+            proc.send_signal(sig)
             break
     rest, _ = proc.communicate(timeout=120)
     events += [json.loads(line) for line in rest.splitlines() if line.strip()]

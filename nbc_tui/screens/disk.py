@@ -1,0 +1,373 @@
+"""The disk screen: choose the disk to install to (live with hot-plug), or a disk-image file.
+
+Every fact shown comes from the backend: :func:`~nbc_tui.backend.disks.list_disks` and
+:func:`~nbc_tui.backend.disks.refusals` in a thread worker, re-run whenever a block device comes, goes
+or changes (:class:`~nbc_tui.backend.hotplug.BlockWatcher`, debounced) and on F5. Choosing is two
+steps, Enter on a disk then Continue (or Enter again): a disk that vanishes, changes identity or
+becomes ineligible in between is reported and must be chosen again; Continue reads it once more
+(:func:`~nbc_tui.backend.disks.resolve_disk`, :func:`~nbc_tui.backend.disks.identity_changed`)
+before the screen ends.
+
+Loop devices are hidden unless ``include_loop`` is True, or, when it is left None, unless the
+environment has ``NBC_TUI_SHOW_LOOP=1`` (for demos and tests that attach loop devices).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.message import Message
+from textual.screen import Screen
+from textual.timer import Timer
+from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.worker import Worker, WorkerState, get_current_worker
+
+from ..backend.disks import Disk, Refusal, identity_changed, list_disks, refusals, resolve_disk
+from ..backend.errors import NbcError
+from ..backend.hotplug import BlockEvent, BlockWatcher
+from ..backend.sizes import GiB, human
+from ..draft import PlanDraft
+from ..widgets.disk_table import DiskEntry, DiskTable, describe
+
+log = logging.getLogger("nbc_tui")
+
+SHOW_LOOP_ENV = "NBC_TUI_SHOW_LOOP"
+"""Set to 1 to list loop devices (attached to a file) among the disks."""
+DEBOUNCE = 0.2
+"""Seconds to wait after a block event before reading the disks again (one read per burst)."""
+
+
+# ---------------------------------------------------------------------------------------------------
+# The disk-image file target: checked here, pure path logic, no disk touched
+
+
+@dataclass(frozen=True)
+class ImageFileCheck:
+    """The verdict on a typed disk-image file: an error stops, a warning needs a second press."""
+
+    path: Path | None = None
+    size_gib: int | None = None
+    error: str | None = None
+    warning: str | None = None
+
+
+def check_image_file(path_text: str, size_text: str, *, min_size: int) -> ImageFileCheck:
+    """Whether ``path_text`` with ``size_text`` GiB can be the target of an install of ``min_size`` bytes."""
+    min_gib = -(-min_size // GiB)
+    text = path_text.strip()
+    if not text:
+        return ImageFileCheck(error="Type the path of the disk-image file to create, e.g. /var/tmp/nbc-disk.img")
+    path = Path(text).expanduser().absolute()
+    try:
+        size_gib = int(size_text.strip())
+    except ValueError:
+        return ImageFileCheck(path=path, error=f"The size is a whole number of GiB, at least {min_gib}")
+    if size_gib << 30 < min_size:
+        return ImageFileCheck(path=path, size_gib=size_gib, error=(
+            f"{size_gib} GiB is too small: the layout needs {human(min_size)}; give at least {min_gib}"))
+    if not path.parent.is_dir():
+        return ImageFileCheck(path=path, size_gib=size_gib, error=(
+            f"The folder {path.parent} does not exist: create it or choose another place"))
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        return ImageFileCheck(path=path, size_gib=size_gib)
+    except OSError as exc:
+        return ImageFileCheck(path=path, size_gib=size_gib, error=f"Cannot read {path}: {exc.strerror}")
+    if stat.S_ISBLK(st.st_mode):
+        return ImageFileCheck(path=path, size_gib=size_gib, error=(
+            f"{path} is a block device, not a file: choose it in the table above instead"))
+    if not stat.S_ISREG(st.st_mode):
+        return ImageFileCheck(path=path, size_gib=size_gib, error=f"{path} exists and is not a regular file")
+    return ImageFileCheck(path=path, size_gib=size_gib, warning=(
+        f"{path} exists ({human(st.st_size)}) and will be overwritten"))
+
+
+# ---------------------------------------------------------------------------------------------------
+
+
+class DiskScreen(Screen[bool]):
+    """Choose the target: a disk from the live table, or a disk-image file. None = back."""
+
+    DEFAULT_CSS = """
+    DiskScreen #disk-title { height: 1; padding: 0 1; text-style: bold; }
+    DiskScreen #disk-detail { height: auto; max-height: 5; padding: 0 1; }
+    DiskScreen #disk-notice { height: auto; max-height: 3; padding: 0 1; color: $warning; }
+    DiskScreen #image-file-row, DiskScreen #disk-buttons { height: auto; }
+    DiskScreen #image-file-row Label { padding: 1 1 0 1; }
+    DiskScreen #image-path { width: 1fr; }
+    DiskScreen #image-size { width: 10; }
+    DiskScreen #disk-buttons { align-horizontal: right; }
+    """
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("f5", "refresh", "Re-read disks"),
+        Binding("ctrl+n", "continue", "Continue"),
+    ]
+
+    class Listed(Message):
+        """A fresh reading of the disks (from the worker)."""
+
+        def __init__(self, entries: list[DiskEntry]) -> None:
+            super().__init__()
+            self.entries = entries
+
+    class Verified(Message):
+        """The chosen disk read again right before moving on: ``problem`` None means go on."""
+
+        def __init__(self, disk: Disk, problem: str | None) -> None:
+            super().__init__()
+            self.disk = disk
+            self.problem = problem
+
+    def __init__(self, draft: PlanDraft, *, min_size: int, watch: bool = True,
+                 include_loop: bool | None = None) -> None:
+        super().__init__()
+        self.draft = draft
+        self.min_size = min_size
+        self.watch = watch
+        self.include_loop = (os.environ.get(SHOW_LOOP_ENV) == "1") if include_loop is None else include_loop
+        self.chosen: Disk | None = None
+        """The disk chosen with Enter, not yet confirmed by Continue."""
+        self.refusals: list[Refusal] = []
+        """Why the disk the user last tried to choose cannot be ([] when it could)."""
+        self.notice = ""
+        """The warning or refusal shown under the table."""
+        self.reads = 0
+        """How many times the disks were read (tests wait for a fresh reading)."""
+        self.watcher: BlockWatcher | None = None
+        self.block_events: list[BlockEvent] = []
+        """Every block event seen (for the log and for tests)."""
+        self._refresh_timer: Timer | None = None
+        self._overwrite_ok: Path | None = None
+        """The existing file the user confirmed to overwrite (a second press on Use file)."""
+
+    def compose(self) -> ComposeResult:
+        min_gib = -(-self.min_size // GiB)
+        yield Static(f"Choose a disk (at least {human(self.min_size)}). Everything on it will be erased.",
+                     id="disk-title")
+        yield DiskTable(id="disk-table")
+        yield Static("Reading the disks...", id="disk-detail")
+        yield Static("", id="disk-notice")
+        with Horizontal(id="image-file-row"):
+            yield Label("Or a disk-image file:")
+            yield Input(str(self.draft.image_file or ""), placeholder="/var/tmp/nbc-disk.img", id="image-path")
+            yield Input(str(max(self.draft.image_size_gib, min_gib)), type="integer", id="image-size",
+                        tooltip="size in GiB")
+            yield Button("Use file", id="use-image")
+        with Horizontal(id="disk-buttons"):
+            yield Button("Back", id="back")
+            yield Button("Continue", id="continue", variant="primary")
+        yield Footer()
+
+    @property
+    def table(self) -> DiskTable:
+        return self.query_one(DiskTable)
+
+    # -- lifecycle --------------------------------------------------------------------------------
+
+    def on_mount(self) -> None:
+        if self.watch:
+            self._start_watching()
+        self.table.focus()
+        self.load_disks()
+
+    def on_unmount(self) -> None:
+        self._stop_watching()
+
+    def _start_watching(self) -> None:
+        try:
+            self.watcher = BlockWatcher()
+        except OSError as exc:
+            log.warning("no live disk updates: %s", exc)
+            self._say(f"Live disk updates are off ({exc.strerror or exc}): F5 reads the disks again.")
+            return
+        asyncio.get_running_loop().add_reader(self.watcher.fileno(), self._on_block_events)
+
+    def _stop_watching(self) -> None:
+        if self.watcher is not None:
+            asyncio.get_running_loop().remove_reader(self.watcher.fileno())
+            self.watcher.close()
+            self.watcher = None
+        if self._refresh_timer is not None:
+            self._refresh_timer.stop()
+            self._refresh_timer = None
+
+    def _on_block_events(self) -> None:
+        if self.watcher is None:
+            return
+        events = self.watcher.drain()
+        if not events:
+            return
+        self.block_events += events
+        log.debug("block events: %s", ", ".join(f"{e.action} {e.name}" for e in events))
+        if self._refresh_timer is None:  # one read per burst: later events ride along
+            self._refresh_timer = self.set_timer(DEBOUNCE, self._refresh_after_events)
+
+    def _refresh_after_events(self) -> None:
+        self._refresh_timer = None
+        self.load_disks()
+
+    # -- reading the disks (threads) --------------------------------------------------------------
+
+    @work(thread=True, exclusive=True, group="disks", exit_on_error=False)
+    def load_disks(self) -> None:
+        disks = list_disks(include_loop=self.include_loop)
+        entries = [DiskEntry(d, refusals(d, min_size=self.min_size)) for d in disks]
+        if not get_current_worker().is_cancelled:  # a newer reading has started: this one is stale
+            self.post_message(self.Listed(entries))
+
+    @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
+    def verify_chosen(self, disk: Disk) -> None:
+        try:
+            now = resolve_disk(disk.device)
+        except NbcError as exc:
+            self.post_message(self.Verified(disk, f"{disk.device} is gone ({exc.message})"))
+            return
+        problem = identity_changed(disk, now)
+        if problem is None:
+            found = refusals(now, min_size=self.min_size)
+            problem = f"{disk.device} can no longer be chosen: {found[0].message}" if found else None
+        self.post_message(self.Verified(now, problem))
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.state == WorkerState.ERROR:
+            error = event.worker.error
+            words = error.message if isinstance(error, NbcError) else str(error)
+            log.error("disk screen worker %s failed: %s", event.worker.name, words)
+            self._say(f"Could not read the disks: {words}. F5 tries again.")
+
+    # -- showing ----------------------------------------------------------------------------------
+
+    def _say(self, text: str) -> None:
+        self.notice = text
+        self.query_one("#disk-notice", Static).update(text)
+
+    def _show_detail(self) -> None:
+        entry = self.table.current
+        detail = self.query_one("#disk-detail", Static)
+        if entry is None:
+            detail.update("No disks found. Plug one in (the table follows), or use a disk-image file below."
+                          if self.reads else "Reading the disks...")
+        else:
+            chosen = self.chosen is not None and self.chosen.name == entry.disk.name
+            detail.update(describe(entry, chosen=chosen))
+
+    def _forget_choice(self, why: str) -> None:
+        self.chosen = None
+        self.draft.device = None
+        self.table.chosen = None
+        self._say(f"{why}. Choose again.")
+
+    def on_disk_screen_listed(self, message: Listed) -> None:
+        self.reads += 1
+        if self.chosen is not None:
+            now = next((e for e in message.entries if e.disk.name == self.chosen.name), None)
+            if now is None:
+                self._forget_choice(f"The disk you chose, {self.chosen.device} ({self._words(self.chosen)}), is gone")
+            elif why := identity_changed(self.chosen, now.disk):
+                self._forget_choice(why)
+            elif now.refusals:
+                self._forget_choice(f"{self.chosen.device} can no longer be chosen: {now.refusals[0].message}")
+            else:
+                self.chosen = now.disk
+        self.table.show(message.entries, chosen=self.chosen.name if self.chosen else None)
+        self._show_detail()
+
+    @staticmethod
+    def _words(disk: Disk) -> str:
+        return ", ".join(w for w in (disk.model, human(disk.size), disk.serial and f"serial {disk.serial}") if w)
+
+    # -- choosing ---------------------------------------------------------------------------------
+
+    def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
+        self._show_detail()
+
+    def on_disk_table_chosen(self, message: DiskTable.Chosen) -> None:
+        self.refusals = []
+        if self.chosen is not None and self.chosen.name == message.disk.name:
+            self.action_continue()  # Enter twice on the same disk goes on
+            return
+        self.chosen = message.disk
+        self.draft.device = message.disk.device
+        self.draft.image_file = None
+        self.table.show(list(self.table.entries.values()), chosen=message.disk.name)
+        self._show_detail()
+        self._say(f"Chosen: {message.disk.device} ({self._words(message.disk)}). "
+                  "Enter again or Continue goes on.")
+
+    def on_disk_table_refused(self, message: DiskTable.Refused) -> None:
+        self.refusals = message.refusals
+        self.table.focus_disk(message.disk.name)  # the detail lines show its reasons
+        self._show_detail()
+        self._say(f"{message.disk.device} cannot be chosen (the reason is above): "
+                  "choose another disk or a disk-image file.")
+
+    def action_continue(self) -> None:
+        if self.chosen is None:
+            self._say("Choose a disk (Enter on its row) or a disk-image file first.")
+            return
+        self.verify_chosen(self.chosen)
+
+    def on_disk_screen_verified(self, message: Verified) -> None:
+        if self.chosen is None or self.chosen.name != message.disk.name:
+            return  # chosen again meanwhile
+        if message.problem:
+            self._forget_choice(message.problem)
+            self.load_disks()
+            return
+        self.draft.device = message.disk.device
+        self.draft.image_file = None
+        self.dismiss(True)
+
+    # -- the disk-image file ------------------------------------------------------------------------
+
+    def use_image_file(self) -> None:
+        check = check_image_file(self.query_one("#image-path", Input).value,
+                                 self.query_one("#image-size", Input).value, min_size=self.min_size)
+        if check.error:
+            self._say(check.error)
+            return
+        if check.warning and self._overwrite_ok != check.path:
+            self._overwrite_ok = check.path
+            self._say(f"{check.warning}: press Use file again to confirm.")
+            return
+        assert check.path is not None and check.size_gib is not None
+        self.chosen = None
+        self.draft.device = None
+        self.draft.image_file = check.path
+        self.draft.image_size_gib = check.size_gib
+        self.dismiss(True)
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        if event.input.id in ("image-path", "image-size"):
+            self.use_image_file()
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self._overwrite_ok = None  # a confirmation holds for the path it was given for only
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        if event.button.id == "use-image":
+            self.use_image_file()
+        elif event.button.id == "continue":
+            self.action_continue()
+        elif event.button.id == "back":
+            self.action_back()
+
+    # -- actions ------------------------------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_refresh(self) -> None:
+        self.load_disks()

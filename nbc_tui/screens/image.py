@@ -1,0 +1,254 @@
+"""ImageScreen: which image to install. A reference is checked as it is typed; Enter looks it up (OS,
+version, architecture, size, digest); or a staged image is picked from the cache for an offline install.
+A ``localhost/NAME`` reference reaches the local Podman or Docker daemon like any other reference."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.message import Message
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+from textual.worker import Worker, WorkerState
+
+from ..backend.errors import InputError, NbcError
+from ..backend.image.cache import CachedImage, CacheKind, list_cached
+from ..backend.image.reference import OciArchiveRef, OciLayoutRef, parse_reference
+from ..backend.image.scan import scan_image
+from ..backend.image.source import open_image
+from ..backend.sizes import human
+from ..draft import PlanDraft
+
+PLACEHOLDER = "quay.io/org/os:tag, localhost/name, oci:/path/to/layout"
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a look-up found, in the words the review shows."""
+
+    ref: str
+    os_name: str
+    version: str
+    architecture: str
+    size: int
+    """Uncompressed bytes of the image's files."""
+    compressed_size: int
+    digest: str
+    staged_digest: str | None = None
+    """Set when the image comes from the staged-install cache (an offline install)."""
+
+    def summary(self) -> str:
+        staged = " (staged, offline)" if self.staged_digest else ""
+        lines = [f"{self.os_name}" + (f", version {self.version}" if self.version else "") + staged,
+                 f"Architecture {self.architecture or 'unknown'}, {human(self.size)} of files"
+                 + (f" ({human(self.compressed_size)} to fetch)" if self.compressed_size else ""),
+                 f"Digest {self.digest}"]
+        return "\n".join(lines)
+
+
+def describe_reference(text: str) -> str:
+    """What a typed reference names, in words. Raises InputError for a malformed one."""
+    parsed = parse_reference(text)
+    if isinstance(parsed, OciLayoutRef):
+        return f"An OCI image layout directory: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
+    if isinstance(parsed, OciArchiveRef):
+        return f"An OCI archive file: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
+    if parsed.is_local_daemon:
+        return f"An image of the local Podman or Docker daemon: {parsed}"
+    return (f"A registry image: {parsed}. Looking it up reads the whole image once to check it "
+            "(for a registry that is a full download).")
+
+
+def look_up_image(ref: str, *, cancel: threading.Event | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> ImageFacts:
+    """Open the image and scan it (every layer verified): what it is and how big. Blocking."""
+    with open_image(ref, cancel=cancel) as source:
+        inventory = scan_image(source, on_progress=on_progress, cancel=cancel)
+        release = inventory.os_release
+        return ImageFacts(
+            ref=ref,
+            os_name=release.get("PRETTY_NAME") or release.get("NAME") or "An unnamed Linux system",
+            version=release.get("VERSION_ID", ""),
+            architecture=str(source.config.get("architecture") or ""),
+            size=inventory.uncompressed_bytes,
+            compressed_size=source.compressed_size,
+            digest=source.manifest_digest,
+        )
+
+
+def staged_facts(entry: CachedImage) -> ImageFacts:
+    """A staged entry's facts come from its metadata: no scan needed (it was checked when staged)."""
+    return ImageFacts(
+        ref=entry.image_ref, os_name=entry.os_release_pretty_name or entry.image_ref,
+        version=entry.os_release_version_id, architecture=entry.architecture, size=entry.size_bytes,
+        compressed_size=entry.compressed_size_bytes or 0, digest=entry.image_digest,
+        staged_digest=entry.image_digest)
+
+
+class ImageScreen(Screen[bool]):
+    """Fills ``draft.image_ref``, ``staged_digest`` and ``image_summary``; dismisses True, or None for back."""
+
+    HELP = ("The image: type a reference and press Enter to look it up, or pick a staged image below. "
+            "Continue becomes available once the image has been found and checked.")
+
+    class LookupProgress(Message):
+        """Bytes of the image read so far by the look-up; a newer one replaces a queued one."""
+
+        def __init__(self, done: int, total: int) -> None:
+            super().__init__()
+            self.done = done
+            self.total = total
+
+        def can_replace(self, message: Message) -> bool:
+            return isinstance(message, ImageScreen.LookupProgress)
+
+    def __init__(self, draft: PlanDraft) -> None:
+        super().__init__()
+        self.draft = draft
+        self.facts: ImageFacts | None = None
+        self.staged: list[CachedImage] = []
+        self._cancel = threading.Event()
+
+    def compose(self) -> ComposeResult:
+        yield Static("The image to install", classes="title")
+        with VerticalScroll(classes="body"):
+            yield Static("Image reference (Enter looks it up):", classes="field-label")
+            yield Input(self.draft.image_ref if not self.draft.staged_digest else "",
+                        placeholder=PLACEHOLDER, id="image-ref")
+            yield Static("", id="ref-status", classes="message")
+            yield Static("", id="image-facts")
+            yield Static("Or pick a staged image (offline install):", id="staged-label", classes="field-label")
+            yield OptionList(id="staged")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", id="back")
+            yield Button("Continue", id="continue", variant="primary", disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#staged-label").display = False
+        self.query_one("#staged").display = False
+        self.query_one("#image-ref", Input).focus()
+        self._check_typed(self.query_one("#image-ref", Input).value)
+        self.load_staged()
+
+    def on_unmount(self) -> None:
+        self._cancel.set()  # a look-up still reading the image stops at its next chunk
+
+    # -- typing and looking up ------------------------------------------------------------------
+
+    @on(Input.Changed, "#image-ref")
+    def _typed(self, event: Input.Changed) -> None:
+        self._set_facts(None)
+        self._check_typed(event.value)
+
+    def _check_typed(self, text: str) -> bool:
+        status = self.query_one("#ref-status", Static)
+        status.set_classes("message")
+        if not text.strip():
+            status.update("")
+            return False
+        try:
+            status.update(Content(describe_reference(text.strip())))
+        except InputError as exc:
+            status.update(Content(str(exc)))
+            status.add_class("-error")
+            return False
+        return True
+
+    @on(Input.Submitted, "#image-ref")
+    def _submitted(self, event: Input.Submitted) -> None:
+        ref = event.value.strip()
+        if not self._check_typed(ref):
+            if not ref:
+                self._say("Type an image reference first.", error=True)
+            return
+        self._cancel.set()
+        self._cancel = threading.Event()
+        self._say("Looking the image up...")
+        self.look_up(ref, self._cancel)
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="lookup")
+    def look_up(self, ref: str, cancel: threading.Event) -> ImageFacts:
+        return look_up_image(ref, cancel=cancel,
+                             on_progress=lambda done, total: self.post_message(self.LookupProgress(done, total)))
+
+    def on_image_screen_lookup_progress(self, message: LookupProgress) -> None:
+        if self.facts is None and message.total:
+            self._say(f"Reading the image to check it: {human(message.done)} of {human(message.total)}...")
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "lookup":
+            return
+        if event.state is WorkerState.SUCCESS:
+            self._set_facts(event.worker.result)
+        elif event.state is WorkerState.ERROR:
+            error = event.worker.error
+            if isinstance(error, NbcError):
+                self._say(f"The image could not be used: {error}", error=True)
+            else:
+                self._say(f"The look-up failed unexpectedly: {error!r} (details in the log)", error=True)
+
+    # -- staged images --------------------------------------------------------------------------
+
+    @work(thread=True, exit_on_error=False, group="staged")
+    def load_staged(self) -> None:
+        try:
+            entries = list_cached(CacheKind.INSTALL)
+        except NbcError:
+            entries = []  # the welcome screen already said the cache is unreadable
+        self.app.call_from_thread(self._show_staged, entries)
+
+    def _show_staged(self, entries: list[CachedImage]) -> None:
+        self.staged = entries
+        if not entries:
+            return
+        options = self.query_one("#staged", OptionList)
+        options.clear_options()
+        options.add_options(Option(Content(f"{e.os_release_pretty_name or e.image_ref} ({e.architecture}, "
+                                           f"{human(e.size_bytes)}) {e.image_digest[:19]}"), id=e.image_digest)
+                            for e in entries)
+        self.query_one("#staged-label").display = True
+        options.display = True
+
+    @on(OptionList.OptionSelected, "#staged")
+    def _staged_chosen(self, event: OptionList.OptionSelected) -> None:
+        entry = next(e for e in self.staged if e.image_digest == event.option.id)
+        self._cancel.set()
+        with self.prevent(Input.Changed):
+            self.query_one("#image-ref", Input).value = ""
+        self.query_one("#ref-status", Static).update("")
+        self._set_facts(staged_facts(entry))
+
+    # -- showing and leaving ----------------------------------------------------------------------
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        facts = self.query_one("#image-facts", Static)
+        facts.update(Content(text))
+        facts.set_class(error, "problem")
+
+    def _set_facts(self, facts: ImageFacts | None) -> None:
+        self.facts = facts
+        button = self.query_one("#continue", Button)
+        button.disabled = facts is None
+        if facts is not None:
+            self._say(facts.summary())
+            button.focus()
+        else:
+            self._say("")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "back":
+            self.dismiss(None)
+        elif event.button.id == "continue" and self.facts is not None:
+            self.draft.image_ref = self.facts.ref
+            self.draft.staged_digest = self.facts.staged_digest
+            self.draft.image_summary = self.facts.summary()
+            self.dismiss(True)

@@ -1,0 +1,195 @@
+"""ReviewScreen: the plan in plain words, and a deliberate confirmation before anything is written.
+
+The plan comes from ``draft.to_plan()`` (the same validation as answer files and the CLI). The disk is
+read again here (model, serial, size, what is on it now). Confirming needs the disk's name (``sdb``), or
+the disk-image file's name, typed into a field: a single Enter never confirms, and the destructive button
+is never focused first.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import ValidationError
+from textual import on, work
+from textual.app import ComposeResult
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Static
+from textual.worker import Worker, WorkerState
+
+from ..backend.disks import Disk, resolve_disk
+from ..backend.errors import NbcError
+from ..backend.install import describe_destruction
+from ..backend.partition import nbc_layout
+from ..backend.plan import InstallPlan
+from ..backend.sizes import human
+from ..draft import PlanDraft
+
+BOOTLOADER_WORDS = {"auto": "automatic (systemd-boot when the image carries it, else GRUB)",
+                    "grub": "GRUB", "systemd-boot": "systemd-boot"}
+
+
+def validation_words(exc: ValidationError) -> str:
+    """A plan's validation errors as sentences (field path, then what is wrong)."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        lines.append(f"{where}: {err['msg']}" if where else err["msg"])
+    return "\n".join(lines)
+
+
+def describe_creation(plan: InstallPlan) -> list[str]:
+    """What the install creates, in words."""
+    parts = ", ".join(f"p{p.number} {p.name} {human(p.size) if p.size else '(the rest)'}"
+                      for p in nbc_layout(plan.layout))
+    kargs = " ".join(plan.boot.kernel_args) or "none"
+    password = "set" if plan.system.root_password or plan.system.root_password_file else "not set"
+    return [
+        f"GPT: {parts}",
+        f"{plan.layout.filesystem} on root1, root2 and var; the system goes into root1 (slot A)",
+        f"Bootloader: {BOOTLOADER_WORDS.get(plan.boot.bootloader, plan.boot.bootloader)}",
+        f"Kernel arguments: {kargs}. Root password: {password}.",
+    ]
+
+
+def describe_image_file(path: Path, size: int) -> list[str]:
+    lines = [f"a new disk-image file {path.absolute()}, {human(size)} (sparse)"]
+    if path.exists():
+        lines.append(f"The file there now ({human(path.stat().st_size)}) will be replaced.")
+    return lines
+
+
+def describe_disk(disk: Disk) -> list[str]:
+    what = ", ".join(x for x in (disk.model or "unknown model", f"serial {disk.serial or 'unknown'}",
+                                 disk.size_human, disk.transport or "") if x)
+    found = [line.strip() for line in describe_destruction(disk).splitlines()[1:]] or ["nothing found on it"]
+    return [f"the disk {disk.device}: {what}", "Now on it, and will be destroyed:", *(f"  {x}" for x in found)]
+
+
+class ReviewScreen(Screen[InstallPlan]):
+    """Shows the plan; dismisses the validated InstallPlan once confirmed, or None for back."""
+
+    HELP = ("Review: read what will happen. To go ahead, type the name shown (the disk's name, or the "
+            "disk-image file's name) and press Enter or the red button. Esc goes back and changes nothing.")
+
+    def __init__(self, draft: PlanDraft, *, dry_run: bool = False) -> None:
+        super().__init__()
+        self.draft = draft
+        self.dry_run = dry_run
+        self.plan: InstallPlan | None = None
+        self.error: str | None = None
+        self.confirm_word: str | None = None
+        """What the user must type: the disk's kernel name, or the disk-image file's name."""
+        self.disk: Disk | None = None
+
+    def compose(self) -> ComposeResult:
+        yield Static("Review: nothing has been written yet", classes="title")
+        with VerticalScroll(classes="body", id="review-body"):
+            yield Static("", id="plan-text")
+        # Outside the scrolling plan, so the plan's first lines stay in view while the name is typed.
+        with Vertical(id="confirm-box"):
+            yield Static("", id="confirm-label")
+            yield Input(id="confirm-input")
+            yield Static("", id="review-message", classes="message")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", id="back")
+            yield Button("Install", id="install", variant="error", disabled=True)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#confirm-input").display = False
+        try:
+            self.plan = self.draft.to_plan()
+        except ValidationError as exc:
+            self.error = validation_words(exc)
+            self._show([f"This plan cannot be installed:\n{self.error}", "",
+                        "Go back (Esc) and change what is named above."], message_error=True)
+            self.query_one("#back", Button).focus()
+            return
+        target = self.plan.target
+        if target.image_file is not None:
+            self._ready(describe_image_file(target.image_file, target.image_size), target.image_file.name)
+        else:
+            self._show(["Reading the disk..."])
+            self.read_disk(str(target.device))
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="disk")
+    def read_disk(self, device: str) -> Disk:
+        return resolve_disk(device)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        if event.worker.group != "disk":
+            return
+        if event.state is WorkerState.SUCCESS:
+            self.disk = event.worker.result
+            assert self.disk is not None
+            self._ready(describe_disk(self.disk), self.disk.name)
+        elif event.state is WorkerState.ERROR:
+            error = event.worker.error
+            why = str(error) if isinstance(error, NbcError) else repr(error)
+            self.error = f"The disk cannot be read now: {why}"
+            self._show([self.error, "", "Go back (Esc) and choose the disk again."], message_error=True)
+            self.query_one("#back", Button).focus()
+
+    # -- showing ----------------------------------------------------------------------------------
+
+    def _target_lines(self, target_lines: list[str]) -> list[str]:
+        assert self.plan is not None
+        image = [f"Image: {self.plan.image.ref}"]
+        image += [f"  {line}" for line in self.draft.image_summary.splitlines()]
+        first, *rest = target_lines
+        return [*image, f"Target: {first}", *(f"  {x}" for x in rest), "To be created:",
+                *(f"  {x}" for x in describe_creation(self.plan))]
+
+    def _show(self, lines: list[str], *, message_error: bool = False) -> None:
+        text = self.query_one("#plan-text", Static)
+        text.update(Content("\n".join(lines)))
+        text.set_class(message_error, "problem")
+
+    def _ready(self, target_lines: list[str], word: str) -> None:
+        self.confirm_word = word
+        self._show(self._target_lines(target_lines))
+        what = "write nothing (dry run)" if self.dry_run else (
+            f"erase {word}" if self.disk is not None else f"create {word}")
+        self.query_one("#confirm-label", Static).update(Content(f"To {what} and install, type {word} here:"))
+        field = self.query_one("#confirm-input", Input)
+        field.placeholder = word
+        field.display = True
+        field.focus()
+        self.query_one("#install", Button).label = (
+            "Dry run" if self.dry_run else f"Erase {word} and install" if self.disk else "Install")
+
+    # -- confirming -------------------------------------------------------------------------------
+
+    @property
+    def confirmed(self) -> bool:
+        return self.confirm_word is not None and self.query_one("#confirm-input", Input).value.strip() == \
+            self.confirm_word
+
+    @on(Input.Changed, "#confirm-input")
+    def _typed(self) -> None:
+        self.query_one("#install", Button).disabled = not self.confirmed
+        self.query_one("#review-message", Static).update("")
+
+    @on(Input.Submitted, "#confirm-input")
+    def _submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        if self.confirmed:
+            self._confirm()
+        else:
+            message = self.query_one("#review-message", Static)
+            message.update(Content(f"Type {self.confirm_word} exactly to go ahead, or press Esc to go back."))
+            message.set_classes("message -error")
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "back":
+            self.dismiss(None)
+        elif event.button.id == "install" and self.confirmed:
+            self._confirm()
+
+    def _confirm(self) -> None:
+        assert self.plan is not None
+        self.dismiss(self.plan)
