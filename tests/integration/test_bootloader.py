@@ -21,6 +21,7 @@ from nbc_tui.backend.boot.cmdline import kernel_cmdline
 from nbc_tui.backend.boot.kernel import find_kernel
 from nbc_tui.backend.esp import Esp, esp_uuid
 from nbc_tui.backend.runner import RunContext
+from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root
 
@@ -52,17 +53,10 @@ def systemd_boot_efi(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def esp(tmp_path: Path) -> Iterator[Esp]:
-    backing = tmp_path / "esp.img"
-    with backing.open("wb") as f:
-        f.truncate(128 * 1024 * 1024)
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    try:
-        part = Esp(Path(dev), ctx=RunContext())
+    with attached_loop(tmp_path / "esp.img", size=128 * 1024 * 1024) as dev:
+        part = Esp(dev, ctx=RunContext())
         part.format(VOLUME_ID)
         yield part
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
 
 
 @pytest.fixture

@@ -10,21 +10,15 @@ import pytest
 
 from nbc_tui.backend.esp import Esp, esp_uuid, new_volume_id
 from nbc_tui.backend.runner import RunContext
+from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root
 
 
 @pytest.fixture
 def loop_device(tmp_path: Path) -> Iterator[Path]:
-    backing = tmp_path / "esp.img"
-    with backing.open("wb") as f:
-        f.truncate(64 * 1024 * 1024)
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    try:
-        yield Path(dev)
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
+    with attached_loop(tmp_path / "esp.img", size=64 * 1024 * 1024) as dev:
+        yield dev
 
 
 def blkid(dev: Path) -> dict[str, str]:

@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import loop_devices_of, nbc_mounts
+from tests.support.loopdev import attached_loop
 from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
 from tests.support.synthetic import base_layer, make_image
 
@@ -59,12 +60,8 @@ def loop_disk(tmp_path: Path) -> Iterator[tuple[str, Path]]:
     with backing.open("wb") as f:
         f.truncate(3 * GiB)
     subprocess.run(["mkfs.ext4", "-q", "-L", "olddata", str(backing)], check=True)
-    dev = subprocess.run(["losetup", "--find", "--show", str(backing)], capture_output=True, text=True,
-                         check=True).stdout.strip()
-    try:
-        yield dev, backing
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=False)
+    with attached_loop(backing) as dev:
+        yield str(dev), backing
 
 
 def assert_refused(r, *needles: str) -> None:
@@ -209,14 +206,8 @@ def test_live_medium_is_refused(nbc, synthetic_image: str, loop_disk) -> None:
 
 def test_read_only_disk_is_refused(nbc, synthetic_image: str, tmp_path: Path) -> None:
     backing = tmp_path / "ro.raw"
-    with backing.open("wb") as f:
-        f.truncate(3 * GiB)
-    dev = subprocess.run(["losetup", "--find", "--show", "--read-only", str(backing)], capture_output=True,
-                         text=True, check=True).stdout.strip()
-    try:
-        r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes")
-    finally:
-        subprocess.run(["losetup", "-d", dev], check=True)
+    with attached_loop(backing, size=3 * GiB, read_only=True) as dev:
+        r = nbc("install", "--image", synthetic_image, "--device", str(dev), *SMALL, "--yes")
     assert_refused(r, "read-only")
     assert backing.stat().st_blocks == 0  # still an empty sparse file: not a byte was written
 
