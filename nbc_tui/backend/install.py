@@ -204,7 +204,11 @@ def _check_image_file(inst: Install) -> None:
 
 def _check_disk(inst: Install) -> None:
     plan = inst.plan
+    if not plan.target.is_resolved:
+        raise InputError("the target is given by disk rules that were not resolved to one disk",
+                         hint="resolve the plan first (nbc-tui answers validate FILE shows the disk it picks)")
     disk = disks.resolve_disk(plan.target.device)  # type: ignore[arg-type]
+    _check_serial_pin(plan, disk)
     problems = disks.refusals(disk, min_size=plan.layout.min_disk_size)
     if problems:
         raise InputError(
@@ -214,6 +218,14 @@ def _check_disk(inst: Install) -> None:
     inst.disk_path = Path(disk.device)
     inst.checked_disk = disk
     inst.message(f"Disk: {disk.device} {disk.model or ''} {disk.serial or ''} {human(disk.size)}".replace("  ", " "))
+
+
+def _check_serial_pin(plan: InstallPlan, disk: disks.Disk) -> None:
+    pin = plan.target.serial
+    if pin is not None and disk.serial != pin:
+        raise InputError(
+            f"{disk.device} has serial {disk.serial or '(none)'}, but the plan is pinned to serial {pin}: "
+            "nothing was written", hint="check that this is the machine and disk the plan was made for")
 
 
 def _check_image(inst: Install, inv: ImageInventory) -> None:
@@ -254,6 +266,7 @@ def confirm_wipe(inst: Install) -> None:
         raise InputError("not confirmed: nothing was written", hint="answer yes, or pass --yes")
     # Right before the wipe: the same disk (not swapped for another at the same path), still eligible.
     now = disks.resolve_disk(inst.disk_path)
+    _check_serial_pin(inst.plan, now)
     changed = disks.identity_changed(inst.checked_disk, now)
     if changed:
         raise InputError(f"{inst.disk_path} changed since it was checked: {changed}",
@@ -348,6 +361,13 @@ def configure(inst: Install) -> None:
         inst.ctx.redactor.add(password)
         target.set_root_password(root, password, ctx=inst.ctx)
         inst.message("Root password set")
+    elif plan.system.root_password_hash:
+        target.set_root_password_hash(root, plan.system.root_password_hash)
+        inst.message("Root password set (from its hash)")
+    if plan.system.ssh_authorized_keys:
+        keys_at = target.write_authorized_keys(root, plan.system.ssh_authorized_keys)
+        inst.message(f"{len(plan.system.ssh_authorized_keys)} SSH key(s) for root in "
+                     f"/{keys_at.relative_to(root)}")
     target.write_tmpfiles_marker(root)
     # /etc is final from here on: the overlay's lower layer is a copy of it.
     target.populate_etc_lower(root, ctx=inst.ctx)

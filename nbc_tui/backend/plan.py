@@ -25,9 +25,13 @@ MIN_ROOT_SIZE = 512 * MiB
 MIN_VAR_SIZE = 256 * MiB
 # GPT headers and 1 MiB alignment at both ends of the disk.
 GPT_OVERHEAD = 2 * MiB
+MIN_PASSPHRASE = 8
 
 Filesystem = Literal["btrfs", "ext4"]
 Bootloader = Literal["auto", "grub", "systemd-boot"]
+AfterInstall = Literal["none", "reboot", "poweroff"]
+# PCRs a TPM2 key may be bound to: 7 is the Secure Boot state; 0-23 exist on every TPM2.
+Pcr = Annotated[int, Field(ge=0, le=23)]
 
 
 class _Strict(BaseModel):
@@ -42,11 +46,48 @@ class ImageSpec(_Strict):
     """Install offline from the staged-install cache entry with this digest (``ref`` is where it came from)."""
 
 
+class DiskRule(_Strict):
+    """One way to recognise the target disk: every field given must hold. Only eligible disks are ever
+    considered (never the live medium, a mounted disk, or one too small for the layout)."""
+
+    path: str | None = None
+    """``/dev/sdb``, ``/dev/disk/by-id/NAME``, or just the by-id ``NAME``."""
+    serial: str | None = None
+    """The disk's serial number, exactly."""
+    model: str | None = None
+    """The disk's model; ``*`` and ``?`` match like in a shell (``Samsung*``)."""
+    transport: str | None = None
+    """How the disk is attached: nvme, sata, usb, virtio, scsi, mmc..."""
+    min_size: Size | None = None
+    """The smallest acceptable disk size (``"64G"``)."""
+    max_size: Size | None = None
+    """The largest acceptable disk size."""
+    size: Literal["largest", "smallest"] | None = None
+    """Among the disks that match the other fields, take the largest or the smallest."""
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> DiskRule:
+        if not self.model_fields_set:
+            raise ValueError("an empty disk rule would match any disk: give at least one field")
+        return self
+
+    def describe(self) -> str:
+        parts = [f"{name}={value}" for name, value in self.model_dump(exclude_none=True).items()]
+        return ", ".join(parts)
+
+
 class Target(_Strict):
-    """Where the system goes: a whole disk, or a disk-image file (created sparse)."""
+    """Where the system goes: a whole disk (by path, or found by rules), or a disk-image file (sparse)."""
 
     device: Path | None = None
     """Block device of the whole disk, e.g. /dev/sdb or /dev/disk/by-id/... (all of it is erased)."""
+    match: tuple[DiskRule, ...] = ()
+    """Rules that find the disk on the machine, tried in order: the first rule that matches exactly one
+    eligible disk picks it; a rule that matches two is an error (never a guess)."""
+    serial: str | None = None
+    """Pin: the disk must have this serial, or nothing is written."""
+    wipe: bool = False
+    """Consent to erase the whole disk; an unattended (headless) install refuses to run without it."""
     image_file: Path | None = None
     """A disk-image file to create and install into instead of a disk."""
     image_size: Size = DEFAULT_IMAGE_FILE_SIZE
@@ -56,13 +97,21 @@ class Target(_Strict):
 
     @model_validator(mode="after")
     def _one_target(self) -> Target:
-        if (self.device is None) == (self.image_file is None):
-            raise ValueError("give exactly one of a device or a disk-image file")
+        given = [self.device is not None, bool(self.match), self.image_file is not None]
+        if sum(given) != 1:
+            raise ValueError("give exactly one of a device, disk rules (match) or a disk-image file")
+        if self.image_file is not None and self.serial is not None:
+            raise ValueError("a serial pin applies to a disk, not to a disk-image file")
         return self
 
     @property
     def is_image_file(self) -> bool:
         return self.image_file is not None
+
+    @property
+    def is_resolved(self) -> bool:
+        """A target the engine can run: a device path or an image file (rules are resolved first)."""
+        return not self.match
 
     @property
     def path(self) -> Path:
@@ -97,29 +146,83 @@ class Boot(_Strict):
     """Extra kernel arguments, appended last to the command line."""
 
 
+class Encryption(_Strict):
+    """LUKS2 on root1, root2 and var (the ESP is never encrypted), optionally unlocked by the TPM2."""
+
+    passphrase_file: Path | None = None
+    """File holding the LUKS passphrase (trailing newlines are dropped); it is never logged."""
+    passphrase: SecretStr | None = Field(default=None, exclude=True)
+    """The passphrase itself (typed in the TUI, or read from stdin). Never serialised."""
+    tpm2: bool = False
+    """Also enrol the TPM2 so the disk unlocks by itself; the passphrase stays as a fallback."""
+    tpm2_pcrs: tuple[Pcr, ...] = ()
+    """PCRs the TPM2 key is bound to: () unlocks on any boot of this machine; (7,) only while the
+    Secure Boot state (firmware, keys, shim) is unchanged."""
+    recovery_key_file: Path | None = None
+    """Where to write the recovery key generated with TPM2 (0600). The TUI shows it once instead."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Encryption:
+        if self.passphrase_file is not None and self.passphrase is not None:
+            raise ValueError("give the passphrase either as a file or as a value, not both")
+        if self.passphrase_file is None and self.passphrase is None:
+            raise ValueError("encryption needs a passphrase: give passphrase_file")
+        if self.passphrase is not None and len(self.passphrase.get_secret_value()) < MIN_PASSPHRASE:
+            raise ValueError(f"the passphrase must be at least {MIN_PASSPHRASE} characters")
+        if not self.tpm2 and (self.tpm2_pcrs or self.recovery_key_file is not None):
+            raise ValueError("tpm2_pcrs and recovery_key_file need tpm2 = true")
+        if len(set(self.tpm2_pcrs)) != len(self.tpm2_pcrs):
+            raise ValueError("tpm2_pcrs lists a PCR twice")
+        return self
+
+
 class System(_Strict):
     root_password_file: Path | None = None
     """File holding the root password (trailing newlines are dropped); it is never logged."""
+    root_password_hash: str | None = None
+    """The root password as a crypt(3) hash (``$y$...``, ``$6$...``), set as it is."""
     root_password: SecretStr | None = Field(default=None, exclude=True)
     """The root password itself (typed in the TUI). Never serialised: a saved plan refers to a file."""
+    ssh_authorized_keys: tuple[str, ...] = ()
+    """Public keys (one ``authorized_keys`` line each) that may log in as root over SSH."""
 
     @model_validator(mode="after")
     def _one_password(self) -> System:
-        if self.root_password_file is not None and self.root_password is not None:
-            raise ValueError("give the root password either as a file or as a value, not both")
+        given = [self.root_password_file is not None, self.root_password_hash is not None,
+                 self.root_password is not None]
+        if sum(given) > 1:
+            raise ValueError("give the root password one way only: a file, a hash or a value")
+        if self.root_password_hash is not None and not self.root_password_hash.startswith("$"):
+            raise ValueError("root_password_hash must be a crypt(3) hash such as $y$... or $6$... "
+                             "(make one with: openssl passwd -6)")
+        for key in self.ssh_authorized_keys:
+            if "\n" in key or not key.strip():
+                raise ValueError("each entry of ssh_authorized_keys is one non-empty line")
         return self
+
+    @property
+    def sets_password(self) -> bool:
+        return any(v is not None for v in (self.root_password_file, self.root_password_hash, self.root_password))
 
 
 class InstallPlan(_Strict):
     version: Literal[1] = 1
+    """The answer-file format version."""
+    after: AfterInstall = "none"
+    """What to do once the install succeeded: nothing, reboot or power off."""
     image: ImageSpec
     target: Target
     layout: Layout = Layout()
+    encryption: Encryption | None = None
+    """LUKS2 (and TPM2); absent means no encryption."""
     boot: Boot = Boot()
     system: System = System()
 
     @model_validator(mode="after")
     def _fits(self) -> InstallPlan:
+        if self.target.is_image_file and self.after != "none":
+            raise ValueError(f"after = {self.after!r} would {self.after} this machine, not the disk-image file: "
+                             "use after = 'none' with a disk-image file")
         if self.target.is_image_file and self.target.image_size < self.layout.min_disk_size:
             raise ValueError(
                 f"the disk-image file ({human(self.target.image_size)}) is smaller than the layout needs "

@@ -111,6 +111,11 @@ def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> No
     hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=ctx, stdin=password,
                  changes_system=False).out.strip()
     ctx.redactor.add(hashed)
+    set_root_password_hash(root, hashed)
+
+
+def set_root_password_hash(root: Path, hashed: str) -> None:
+    """Write a crypt(3) hash into root's field of the target's /etc/shadow (no other field changes)."""
     shadow = root / "etc/shadow"
     if not shadow.is_file():
         raise InputError("the image has no /etc/shadow: cannot set the root password")
@@ -127,6 +132,42 @@ def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> No
         lines.insert(0, f"root:{hashed}:19000:0:99999:7:::")
     write_atomically(shadow, ("\n".join(lines) + "\n").encode(), mode=st.st_mode & 0o7777)
     os.chown(shadow, st.st_uid, st.st_gid)
+
+
+def _inside(root: Path, path: str) -> Path:
+    """``path`` of the target, following symlinks as the booted system would (absolute ones stay inside)."""
+    current = root
+    for part in Path(path).relative_to("/").parts:
+        candidate = current / part
+        hops = 0
+        while candidate.is_symlink():
+            hops += 1
+            if hops > 40:
+                raise NbcError(f"too many symlinks at {path} in the image")
+            link = os.readlink(candidate)
+            base = root if link.startswith("/") else candidate.parent
+            candidate = base / link.lstrip("/")
+            candidate = root / os.path.normpath(candidate.relative_to(root))
+        current = candidate
+    return current
+
+
+def write_authorized_keys(root: Path, keys: tuple[str, ...]) -> Path:
+    """Append the keys to root's ``~/.ssh/authorized_keys``. Where the image makes /root a link into
+    /var (``/var/roothome``), the file lands on the shared var partition and survives updates."""
+    home = _inside(root, "/root")
+    ssh = home / ".ssh"
+    ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(ssh, 0o700)
+    path = ssh / "authorized_keys"
+    existing = path.read_text() if path.is_file() else ""
+    if existing and not existing.endswith("\n"):
+        existing += "\n"
+    new = [k.strip() for k in keys if k.strip() not in existing.splitlines()]
+    write_atomically(path, (existing + "".join(f"{k}\n" for k in new)).encode(), mode=0o600)
+    for p in (ssh, path):
+        os.chown(p, 0, 0)
+    return path
 
 
 def write_tmpfiles_marker(root: Path) -> None:
