@@ -14,6 +14,8 @@ PACKAGES=(
   docker-registry podman uidmap apache2-utils
   # benchmarks: GNU time for peak memory
   time
+  # live ISO (iso/build.sh): the squashfs and the ISO image
+  squashfs-tools xorriso
   # python
   python3 python3-venv python3-pip
 )
