@@ -1,5 +1,5 @@
-"""NbcTuiApp: the full-screen installer. A wizard controller walks the screens in order
-(welcome, image, disk, options, review, progress, done), going back when a screen answers None; the
+"""NbcTuiApp: the full-screen installer. A wizard controller walks the screens in order (welcome,
+image, disk, encryption, options, review, progress, done), going back when a screen answers None; the
 screens fill one PlanDraft and the review turns it into the InstallPlan that the engine runs.
 
 Keys everywhere: F1 help, Esc back, Ctrl+C quit (asked first). The look (default, or ASCII and 16
@@ -25,6 +25,7 @@ from .draft import PlanDraft
 from .look import Look
 from .screens.dialogs import ConfirmQuit, HelpDialog
 from .screens.done import DoneScreen, Outcome
+from .screens.encryption import EncryptionScreen
 from .screens.image import ImageScreen
 from .screens.options import OptionsScreen
 from .screens.review import ReviewScreen
@@ -82,6 +83,8 @@ class NbcTuiApp(App[str]):
         self.outcome: Outcome | None = None
         self.choice: str | None = None
         """What the user chose on the done screen: reboot, poweroff or stay."""
+        self.tpm: bool | None = None
+        """Whether this machine has a TPM (None: look at /dev/tpmrm0, /dev/tpm0 and NBC_TUI_TPM)."""
         self._scrollbar_renderer: type[ScrollBarRender] | None = None
         if self.look.console:
             self.animation_level = "none"
@@ -124,8 +127,8 @@ class NbcTuiApp(App[str]):
                 return
 
     async def walk_to_plan(self) -> InstallPlan:
-        steps = (self.welcome_screen, self.image_screen, self.disk_screen, self.options_screen,
-                 self.review_screen)
+        steps = (self.welcome_screen, self.image_screen, self.disk_screen, self.encryption_screen,
+                 self.options_screen, self.review_screen)
         index = 0
         while True:
             result: Any = await self.push_screen_wait(steps[index]())
@@ -147,6 +150,9 @@ class NbcTuiApp(App[str]):
         from .screens.disk import DiskScreen  # written by the disk helper (issue 4)
 
         return DiskScreen(self.draft, min_size=self.min_disk_size(), watch=self.watch_disks)
+
+    def encryption_screen(self) -> Screen[Any]:
+        return EncryptionScreen(self.draft, tpm=self.tpm)
 
     def options_screen(self) -> Screen[Any]:
         return OptionsScreen(self.draft)

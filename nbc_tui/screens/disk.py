@@ -265,7 +265,7 @@ class DiskScreen(Screen[bool]):
 
     def _forget_choice(self, why: str) -> None:
         self.chosen = None
-        self.draft.device = None
+        self._target(None)
         self.table.chosen = None
         self._say(f"{why}. Choose again.")
 
@@ -288,6 +288,13 @@ class DiskScreen(Screen[bool]):
     def _words(disk: Disk) -> str:
         return ", ".join(w for w in (disk.model, human(disk.size), disk.serial and f"serial {disk.serial}") if w)
 
+    def _target(self, disk: Disk | None) -> None:
+        """The draft's target becomes this disk, pinned by its serial (None: no disk)."""
+        self.draft.device = disk.device if disk else None
+        self.draft.serial = disk.serial if disk else None
+        if disk is not None:
+            self.draft.image_file = None
+
     # -- choosing ---------------------------------------------------------------------------------
 
     def on_data_table_row_highlighted(self, event: DataTable.RowHighlighted) -> None:
@@ -299,8 +306,7 @@ class DiskScreen(Screen[bool]):
             self.action_continue()  # Enter twice on the same disk goes on
             return
         self.chosen = message.disk
-        self.draft.device = message.disk.device
-        self.draft.image_file = None
+        self._target(message.disk)
         self.table.show(list(self.table.entries.values()), chosen=message.disk.name)
         self._show_detail()
         self._say(f"Chosen: {message.disk.device} ({self._words(message.disk)}). "
@@ -326,8 +332,7 @@ class DiskScreen(Screen[bool]):
             self._forget_choice(message.problem)
             self.load_disks()
             return
-        self.draft.device = message.disk.device
-        self.draft.image_file = None
+        self._target(message.disk)
         self.dismiss(True)
 
     # -- the disk-image file ------------------------------------------------------------------------
@@ -344,7 +349,7 @@ class DiskScreen(Screen[bool]):
             return
         assert check.path is not None and check.size_gib is not None
         self.chosen = None
-        self.draft.device = None
+        self._target(None)
         self.draft.image_file = check.path
         self.draft.image_size_gib = check.size_gib
         self.dismiss(True)

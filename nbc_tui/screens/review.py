@@ -49,9 +49,25 @@ def describe_creation(plan: InstallPlan) -> list[str]:
     return [
         f"GPT: {parts}",
         f"{plan.layout.filesystem} on root1, root2 and var; the system goes into root1 (slot A)",
+        describe_encryption(plan),
         f"Bootloader: {BOOTLOADER_WORDS.get(plan.boot.bootloader, plan.boot.bootloader)}",
         f"Kernel arguments: {kargs}. Root password: {password}.",
     ]
+
+
+def describe_encryption(plan: InstallPlan) -> str:
+    """What is encrypted and how it unlocks, in one line."""
+    enc = plan.encryption
+    if enc is None:
+        return "Encryption: none (root1, root2 and var are readable by anyone holding the disk)"
+    if not enc.tpm2:
+        unlock = "the passphrase is asked at every boot"
+    elif enc.tpm2_pcrs:
+        pcrs = ", ".join(str(p) for p in enc.tpm2_pcrs)
+        unlock = f"the TPM2 unlocks it while PCR {pcrs} is unchanged, else the passphrase"
+    else:
+        unlock = "the TPM2 unlocks it on any boot of this machine, else the passphrase"
+    return f"Encryption: LUKS2 on root1, root2 and var (not the ESP); {unlock}"
 
 
 def describe_image_file(path: Path, size: int) -> list[str]:
@@ -140,6 +156,8 @@ class ReviewScreen(Screen[InstallPlan]):
         image = [f"Image: {self.plan.image.ref}"]
         image += [f"  {line}" for line in self.draft.image_summary.splitlines()]
         first, *rest = target_lines
+        if self.plan.target.serial:
+            rest.append(f"Only the disk with serial {self.plan.target.serial} is written to.")
         return [*image, f"Target: {first}", *(f"  {x}" for x in rest), "To be created:",
                 *(f"  {x}" for x in describe_creation(self.plan))]
 

@@ -21,6 +21,7 @@ from nbc_tui.draft import PlanDraft
 from nbc_tui.look import FALLBACK_SIZE, choose_look
 from nbc_tui.screens.dialogs import ConfirmQuit
 from nbc_tui.screens.done import DoneScreen
+from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.review import ReviewScreen
@@ -152,9 +153,15 @@ async def test_wizard_walks_back_and_forth_and_retries(synthetic_image: str, tmp
     async with app.run_test(size=SIZE) as pilot:
         await walk_to_review(pilot, synthetic_image)
         await pilot.click("#use")
+        await until_screen(pilot, EncryptionScreen)
+        await pilot.click("#continue")
         await until_screen(pilot, OptionsScreen)
-        await pilot.press("escape")  # back to the disk step, and on again
+        await pilot.press("escape")  # back to encryption, back to the disk step, and on again
+        await until_screen(pilot, EncryptionScreen)
+        await pilot.press("escape")
         await pilot.click("#use")
+        await until_screen(pilot, EncryptionScreen)
+        await pilot.click("#continue")
         await until_screen(pilot, OptionsScreen)
         await pilot.click("#continue")
         await until_screen(pilot, ReviewScreen)
@@ -221,6 +228,8 @@ async def test_dry_run_walks_every_real_screen(synthetic_image: str, tmp_path: P
         disk = await until_screen(pilot, DiskScreen)
         disk.query_one("#image-path", Input).value = str(target)
         disk.use_image_file()
+        await until_screen(pilot, EncryptionScreen)
+        await pilot.click("#continue")
         await until_screen(pilot, OptionsScreen)
         await pilot.click("#continue")
         review = await until_screen(pilot, ReviewScreen)

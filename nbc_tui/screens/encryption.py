@@ -1,0 +1,223 @@
+"""EncryptionScreen: no encryption, or LUKS2 with a passphrase typed twice (with a strength hint), and
+TPM2 auto-unlock offered only when this machine has a TPM, with the PCR choice explained in one line each.
+
+The screen fills the draft's ``encrypt``, ``passphrase``, ``tpm2`` and ``tpm2_pcrs``; the plan's own
+validation (``Encryption`` in backend/plan.py) runs again at the review screen.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import string
+from collections.abc import Sequence
+from pathlib import Path
+
+from pydantic import SecretStr
+from textual import on
+from textual.app import ComposeResult
+from textual.containers import Horizontal, VerticalScroll
+from textual.content import Content
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, RadioSet, Static
+
+from ..backend.plan import MIN_PASSPHRASE
+from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
+from .options import ChoiceButton
+
+TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
+TPM_ENV = "NBC_TUI_TPM"
+"""Set to 1 or 0 to say whether a TPM is present (tests, demos); unset, the device nodes decide."""
+
+# value -> (label, tpm2, pcrs). One line each, so the choice is explained where it is made.
+UNLOCK_CHOICES: dict[str, tuple[str, bool, tuple[int, ...]]] = {
+    "passphrase": ("Passphrase at every boot (no TPM)", False, ()),
+    "pcr7": ("TPM2, PCR 7: only while Secure Boot state is unchanged (recommended)", True, TPM2_RECOMMENDED_PCRS),
+    "nopcr": ("TPM2, no PCRs: unlocks on any boot of this machine (weakest)", True, ()),
+}
+
+# Character classes and how many symbols each adds to a guesser's alphabet.
+_CLASSES: tuple[tuple[str, str, int], ...] = (
+    ("lower-case", string.ascii_lowercase, 26),
+    ("upper-case", string.ascii_uppercase, 26),
+    ("digits", string.digits, 10),
+    ("symbols", string.punctuation + " ", 33),
+)
+
+
+def tpm_present(devices: Sequence[Path] = TPM_DEVICES) -> bool:
+    """Whether this machine has a TPM (the resource manager node or the raw one); ``NBC_TUI_TPM`` overrides."""
+    forced = os.environ.get(TPM_ENV)
+    if forced in ("0", "1"):
+        return forced == "1"
+    return any(d.exists() for d in devices)
+
+
+def passphrase_strength(text: str) -> str:
+    """A hint in words from the length and the kinds of characters (never the text itself).
+
+    A rough upper bound of a brute-force search: length x log2(alphabet). It cannot see words or
+    patterns, so it says "about" and errs on the side of calling a passphrase weaker."""
+    if not text:
+        return f"Type a passphrase of at least {MIN_PASSPHRASE} characters."
+    kinds = [name for name, chars, _ in _CLASSES if any(c in chars for c in text)]
+    alphabet = sum(size for _name, chars, size in _CLASSES if any(c in chars for c in text))
+    if any(not any(c in chars for _n, chars, _s in _CLASSES) for c in text):
+        kinds.append("other")
+        alphabet += 100
+    bits = len(text) * math.log2(max(alphabet, 2))
+    if len(text) < MIN_PASSPHRASE:
+        verdict = f"too short (at least {MIN_PASSPHRASE} characters)"
+    elif bits < 50:
+        verdict = "weak"
+    elif bits < 70:
+        verdict = "fair"
+    elif bits < 90:
+        verdict = "good"
+    else:
+        verdict = "strong"
+    noun = "character" if len(text) == 1 else "characters"
+    return f"Strength: {verdict} ({len(text)} {noun}; {', '.join(kinds)})"
+
+
+def check_passphrases(first: str, again: str) -> str | None:
+    """Why these two entries cannot be the passphrase, in words; None when they can."""
+    if len(first) < MIN_PASSPHRASE:
+        return f"The passphrase is too short: use at least {MIN_PASSPHRASE} characters."
+    if first != again:
+        return "The two passphrases differ: type the same passphrase in both fields."
+    return None
+
+
+class EncryptionScreen(Screen[bool]):
+    """Fills the draft's encryption; dismisses True, or None for back. ``tpm`` replaces the look for a
+    TPM on this machine (tests, snapshots)."""
+
+    HELP = ("Encryption: LUKS2 encrypts root1, root2 and var (the boot partition stays readable). The "
+            "passphrase unlocks them at boot; keep it safe, a lost passphrase means lost data. With a TPM2 "
+            "the disk can unlock itself: PCR 7 ties that to the Secure Boot state (recommended), no PCRs "
+            "unlocks on any boot of this machine. The passphrase always stays as a fallback.")
+
+    def __init__(self, draft: PlanDraft, *, tpm: bool | None = None) -> None:
+        super().__init__()
+        self.draft = draft
+        self.tpm = tpm_present() if tpm is None else tpm
+
+    def compose(self) -> ComposeResult:
+        yield Static("Encryption", classes="title")
+        with VerticalScroll(classes="body"):
+            with Horizontal(classes="row"):
+                yield Static("Disk encryption", classes="row-label")
+                yield RadioSet(
+                    ChoiceButton("No encryption", value=not self.draft.encrypt, name="none", id="encrypt-none"),
+                    ChoiceButton("LUKS2 with a passphrase", value=self.draft.encrypt, name="luks",
+                                 id="encrypt-luks"),
+                    id="encrypt")
+            with Horizontal(classes="row"):
+                yield Static("Passphrase", classes="row-label")
+                yield Input(placeholder=f"at least {MIN_PASSPHRASE} characters", password=True, id="passphrase")
+            with Horizontal(classes="row"):
+                yield Static("Again", classes="row-label")
+                yield Input(placeholder="the same passphrase again", password=True, id="passphrase-again")
+            yield Static("", id="strength", classes="message hint")
+            if self.tpm:
+                # Full width: each choice explains itself in one line.
+                yield Static("Unlock at boot (this machine has a TPM 2.0):", classes="field-label")
+                current = self._unlock_choice()
+                yield RadioSet(*(ChoiceButton(label, value=key == current, name=key, id=f"unlock-{key}")
+                                 for key, (label, _tpm2, _pcrs) in UNLOCK_CHOICES.items()), id="unlock")
+            else:
+                yield Static("No TPM 2.0 on this machine: the passphrase is asked at every boot.",
+                             id="no-tpm", classes="message")
+            yield Static("", id="encryption-message", classes="message")
+        with Horizontal(classes="buttons"):
+            yield Button("Back", id="back")
+            yield Button("Continue", id="continue", variant="primary")
+        yield Footer()
+
+    def _unlock_choice(self) -> str:
+        if not self.draft.tpm2:
+            return "passphrase"
+        return "pcr7" if tuple(self.draft.tpm2_pcrs) == TPM2_RECOMMENDED_PCRS else "nopcr"
+
+    def on_mount(self) -> None:
+        if self.draft.passphrase is not None:
+            secret = self.draft.passphrase.get_secret_value()
+            self.query_one("#passphrase", Input).value = secret
+            self.query_one("#passphrase-again", Input).value = secret
+        for radio_set in self.query(RadioSet):
+            # Textual highlights the first button on mount; the keys should start from the chosen one.
+            radio_set._selected = radio_set.pressed_index if radio_set.pressed_index >= 0 else 0
+        self._enable(self.encrypting)
+        self.query_one("#encrypt", RadioSet).focus()
+
+    # -- state ------------------------------------------------------------------------------------
+
+    @property
+    def encrypting(self) -> bool:
+        button = self.query_one("#encrypt", RadioSet).pressed_button
+        return button is not None and button.name == "luks"
+
+    def _enable(self, on: bool) -> None:
+        """The passphrase and unlock fields only take part when LUKS2 is chosen."""
+        for widget in self.query("#passphrase, #passphrase-again, #unlock"):
+            widget.disabled = not on
+        self._show_strength()
+
+    def _show_strength(self) -> None:
+        hint = self.query_one("#strength", Static)
+        hint.update(Content(passphrase_strength(self.query_one("#passphrase", Input).value))
+                    if self.encrypting else "")
+
+    @on(RadioSet.Changed, "#encrypt")
+    def _encrypt_changed(self) -> None:
+        self._enable(self.encrypting)
+        self._say("")
+
+    @on(Input.Changed, "#passphrase")
+    def _typed(self) -> None:
+        self._show_strength()
+
+    def on_input_submitted(self, event: Input.Submitted) -> None:
+        # Enter in a field moves on to the next one; only the Continue button leaves the screen.
+        event.stop()
+        self.focus_next()
+
+    def _say(self, text: str, *, error: bool = False) -> None:
+        message = self.query_one("#encryption-message", Static)
+        message.update(Content(text))
+        message.set_classes("message -error" if error else "message")
+
+    # -- leaving ----------------------------------------------------------------------------------
+
+    def on_button_pressed(self, event: Button.Pressed) -> None:
+        event.stop()
+        if event.button.id == "back":
+            self.dismiss(None)
+        elif event.button.id == "continue" and self.save():
+            self.dismiss(True)
+
+    def save(self) -> bool:
+        """Copy the choice into the draft; False (and the reason in words) when the passphrase is refused."""
+        if not self.encrypting:
+            self.draft.encrypt, self.draft.passphrase, self.draft.tpm2 = False, None, False
+            return True
+        first = self.query_one("#passphrase", Input).value
+        again = self.query_one("#passphrase-again", Input)
+        problem = check_passphrases(first, again.value)
+        if problem:
+            self._say(problem, error=True)
+            again.value = ""
+            self.query_one("#passphrase", Input).focus()
+            return False
+        unlock = "passphrase"
+        if self.tpm:
+            button = self.query_one("#unlock", RadioSet).pressed_button
+            unlock = button.name if button is not None and button.name in UNLOCK_CHOICES else "passphrase"
+        _label, tpm2, pcrs = UNLOCK_CHOICES[unlock]
+        self.draft.encrypt = True
+        self.draft.passphrase = SecretStr(first)
+        self.draft.tpm2 = tpm2
+        self.draft.tpm2_pcrs = pcrs if tpm2 else TPM2_RECOMMENDED_PCRS
+        self._say("")
+        return True
