@@ -136,3 +136,34 @@ class TextWriter:
 
 def _mb(n: int) -> str:
     return f"{n / 1e6:.0f} MB"
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON Schema of one JSON Lines record (committed as docs/events.schema.json)
+
+EVENT_TYPES: tuple[type[Event], ...] = (StepEvent, ProgressEvent, MessageEvent, WarningEvent, ErrorEvent,
+                                        CompleteEvent)
+TIMESTAMP_PATTERN = r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ$"
+
+
+def events_json_schema() -> dict[str, Any]:
+    """What :class:`JsonLinesWriter` writes, one record per line: an event chosen by its ``type``."""
+    from typing import Annotated, Union
+
+    from pydantic import TypeAdapter
+
+    union = Annotated[Union[EVENT_TYPES], Field(discriminator="type")]  # type: ignore[valid-type]  # noqa: UP007
+    schema = TypeAdapter(union).json_schema(mode="serialization")
+    for definition in schema.get("$defs", {}).values():
+        props = definition.get("properties", {})
+        if "timestamp" in props:  # written by _rfc3339: UTC, whole seconds
+            props["timestamp"] = {"type": "string", "format": "date-time", "pattern": TIMESTAMP_PATTERN}
+        # The writer leaves out what is None (exclude_none): a present key always has a value.
+        for name, prop in list(props.items()):
+            branches = [b for b in prop.get("anyOf", []) if b.get("type") != "null"]
+            if "anyOf" in prop and len(branches) == 1:
+                props[name] = {**{k: v for k, v in prop.items() if k not in ("anyOf", "default")}, **branches[0]}
+        definition["required"] = sorted({*definition.get("required", []), "type", "timestamp"})
+        definition["additionalProperties"] = False  # the writer dumps exactly the model's fields
+    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
+            "title": "nbc-tui event (one line of --json output)", **schema}
