@@ -48,6 +48,9 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
                    help="smallest acceptable /var, which takes the rest of the disk (default 4G)")
     p.add_argument("-y", "--yes", "--force", dest="yes", action="store_true",
                    help="do not ask before erasing the disk; overwrite an existing disk-image file")
+    p.add_argument("--save-answers", type=Path, metavar="FILE",
+                   help="write this install's plan as an answer file for nbc-tui --headless (with --dry-run: "
+                        "only that); secrets are left out, their files referenced")
     add_output_flags(p)
     p.set_defaults(func=cmd_install)
 
@@ -115,6 +118,10 @@ def cmd_install(args: argparse.Namespace) -> int:
             emit(ErrorEvent(message="Invalid arguments" if isinstance(exc, InputError) else "Installation failed",
                             details={"error": exc.message, **({"hint": exc.hint} if exc.hint else {})}))
             raise
+        if args.save_answers:
+            from ..backend.answers import save_answers
+
+            emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
         run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run)
         if not args.json and not args.dry_run and plan.target.is_image_file:
