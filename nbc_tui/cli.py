@@ -14,8 +14,10 @@ log = logging.getLogger("nbc_tui")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .commands.answers_cmd import add_answers_parser
     from .commands.cache_cmd import add_cache_parser, add_download_parser
     from .commands.disks_cmd import add_list_parser, add_validate_parser
+    from .commands.headless_cmd import add_headless_flags
     from .commands.install_cmd import add_install_parser
 
     parser = argparse.ArgumentParser(
@@ -25,26 +27,36 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"nbc-tui {__version__}")
     # Its own dest: the install subcommand's --dry-run would overwrite a shared one.
     parser.add_argument("--dry-run", dest="tui_dry_run", action="store_true",
-                        help="with no command: walk the whole installer and show the plan, writing nothing")
+                        help="with no command: walk the whole installer (or with --headless, check and run the "
+                             "answers) and show the plan, writing nothing")
+    add_headless_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_install_parser(sub)
     add_list_parser(sub)
     add_validate_parser(sub)
     add_download_parser(sub)
     add_cache_parser(sub)
+    add_answers_parser(sub)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    if args.command is None:
+    from .commands.headless_cmd import cmd_headless, wants_headless
+
+    headless = wants_headless(args)
+    if headless and args.command is not None:
+        print("nbc-tui: --headless runs an answer file and takes no command", file=sys.stderr)
+        return 2
+    if args.command is None and not headless:
         return run_tui(dry_run=args.tui_dry_run)
-    if not getattr(args, "func", None):
+    func = cmd_headless if headless else getattr(args, "func", None)
+    if func is None:
         parser.print_help(sys.stderr)
         return 2
     try:
-        return int(args.func(args) or 0)
+        return int(func(args) or 0)
     except NbcError as exc:
         # The event writers already reported it on stdout (text or JSON); stderr gets one plain line.
         if getattr(args, "json", False) or not _reports_errors_itself(args):
@@ -83,8 +95,8 @@ def run_tui(*, dry_run: bool = False) -> int:
 
 
 def _reports_errors_itself(args: argparse.Namespace) -> bool:
-    """install's text writer already printed the error (with its hint) on stderr."""
-    return args.command in ("install", "inst")
+    """install's and headless's text writer already printed the error (with its hint) on stderr."""
+    return args.command in ("install", "inst") or bool(getattr(args, "headless", False))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,211 @@
+"""`nbc-tui --headless --answers FILE`: an unattended install of exactly the plan an answer file resolves to.
+
+Order matters: the answers are read and checked against this machine (consent, disk rules, serial pin,
+secret files, TPM) before the engine starts, so a bad file writes nothing. The engine then runs with the
+same events as `install` (text, or JSON Lines with --json), and only after it succeeded is the ``after``
+action (reboot, power off) carried out.
+
+``--answers-from-cmdline`` takes the file from ``nbc.answers=`` on the kernel command line (the live ISO):
+a path, or ``LABEL=<filesystem label>:<path>`` on a partition that is mounted read-only while the install
+runs (so that secret files beside the answers can be read) and unmounted afterwards.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import logging
+import os
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+
+from ..backend.answers import AnswerFileError, Checked, check_answers, read_answers
+from ..backend.disk_rules import describe
+from ..backend.errors import InputError, NbcError
+from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
+from ..backend.filesystems import mounted
+from ..backend.install import STEPS, run_install
+from ..backend.logfile import RunLog
+from ..backend.plan import InstallPlan
+from ..backend.runner import RunContext, run
+
+log = logging.getLogger("nbc_tui")
+
+CMDLINE_ENV = "NBC_TUI_PROC_CMDLINE"
+"""Read the kernel command line from this file instead of /proc/cmdline (tests)."""
+AFTER_DRY_RUN_ENV = "NBC_TUI_AFTER_DRY_RUN"
+"""=1: announce the after-install reboot or power-off and log it as a dry run, but do not do it (tests)."""
+CMDLINE_KEY = "nbc.answers="
+ANSWERS_MOUNT_BASE = Path("/run/nbc-tui")
+
+
+def add_headless_flags(parser: argparse.ArgumentParser) -> None:
+    g = parser.add_argument_group("unattended install")
+    g.add_argument("--headless", action="store_true",
+                   help="install without asking anything, from an answer file (--answers or "
+                        "--answers-from-cmdline)")
+    g.add_argument("--answers", type=Path, metavar="FILE", help="the answer file (TOML or JSON; docs/answers.md)")
+    g.add_argument("--answers-from-cmdline", action="store_true",
+                   help="take the answer file from nbc.answers= on the kernel command line: a path, or "
+                        "LABEL=<filesystem label>:<path>")
+    g.add_argument("--json", dest="headless_json", action="store_true",
+                   help="with --headless: JSON Lines progress on stdout (and nothing else)")
+    g.add_argument("-v", "--verbose", dest="headless_verbose", action="store_true",
+                   help="with --headless: show the output of the tools that run")
+
+
+def wants_headless(args: argparse.Namespace) -> bool:
+    return bool(args.headless or args.answers or args.answers_from_cmdline)
+
+
+def cmd_headless(args: argparse.Namespace) -> int:
+    emit: Emit = JsonLinesWriter() if args.headless_json else TextWriter(verbose=args.headless_verbose)
+    ctx = RunContext(dry_run=args.tui_dry_run)
+    if args.headless_verbose:
+        ctx.on_output = lambda line: emit(MessageEvent(message=f"  | {line}", details={"verbose": True}))
+    with RunLog(ctx.redactor) as run_log, contextlib.ExitStack() as stack:
+        try:
+            checked = _checked_answers(args, ctx, stack, emit)
+        except NbcError as exc:
+            _report(emit, exc)
+            raise
+        plan = checked.plan
+        log.info("headless: running the plan\n%s", plan.model_dump_json(indent=2))
+        run_install(plan, emit=emit, ctx=ctx, confirm=_consented(emit, checked), log_snapshot=run_log.this_run)
+        print(f"Log: {run_log.path}", file=sys.stderr)
+    try:
+        perform_after(plan, dry_run=ctx.dry_run)
+    except NbcError as exc:
+        print(f"Error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+def _checked_answers(args: argparse.Namespace, ctx: RunContext, stack: contextlib.ExitStack,
+                     emit: Emit) -> Checked:
+    if not args.headless:
+        raise InputError("--answers and --answers-from-cmdline go with --headless",
+                         hint="run: nbc-tui --headless --answers FILE")
+    if args.answers and args.answers_from_cmdline:
+        raise InputError("give --answers or --answers-from-cmdline, not both")
+    if args.answers:
+        path = args.answers
+    elif args.answers_from_cmdline:
+        path = answers_from_cmdline(stack, ctx)
+    else:
+        raise InputError("--headless needs an answer file", hint="give --answers FILE or --answers-from-cmdline")
+    emit(MessageEvent(message=f"Answers: {path}"))
+    answers = read_answers(path)
+    checked = check_answers(answers, ctx=ctx, check_image=False)
+    _refuse_unsupported(checked.plan)
+    target = (f"the disk-image file {checked.plan.target.image_file}" if checked.disk is None
+              else describe(checked.disk))
+    emit(MessageEvent(message=f"Target: {target}"))
+    if checked.plan.after != "none":
+        emit(MessageEvent(message=f"After the install: {checked.plan.after}"))
+    return checked
+
+
+def _refuse_unsupported(plan: InstallPlan) -> None:
+    # Until the engine has an encryption step it would install the plan unencrypted: refuse instead.
+    if plan.encryption is not None and not any("encrypt" in key or "luks" in key for key, _, _ in STEPS):
+        raise InputError("this nbc-tui cannot encrypt yet: the plan asks for [encryption], and installing it "
+                         "unencrypted is not what it says", hint="remove [encryption], or use a newer nbc-tui")
+
+
+def _consented(emit: Emit, checked: Checked):  # type: ignore[no-untyped-def]
+    """The answer file's ``wipe = true`` is the consent the engine asks for; say what is erased."""
+    line = checked.answers.line(("target", "wipe"))
+
+    def confirm(what: str) -> bool:
+        where = f"{checked.answers.source}" + (f" line {line}" if line else "")
+        emit(MessageEvent(message=f"{what}\n  Consent: target.wipe = true in {where}"))
+        return checked.plan.target.wipe
+
+    return confirm
+
+
+def _report(emit: Emit, exc: NbcError) -> None:
+    title = "Invalid answer file" if isinstance(exc, AnswerFileError) else (
+        "Invalid arguments" if isinstance(exc, InputError) else "Installation failed")
+    details = {**exc.details, "error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
+    emit(ErrorEvent(message=title, details=details))
+
+
+# ---------------------------------------------------------------------------------------------------
+# After the install
+
+
+def perform_after(plan: InstallPlan, *, dry_run: bool) -> None:
+    """Reboot or power off through the runner (systemctl), never in a dry run. Runs after the install's
+    ``complete`` event, so it reports on stderr and in the log, not as an event."""
+    if plan.after == "none":
+        return
+    argv = ["systemctl", plan.after]
+    if dry_run or os.environ.get(AFTER_DRY_RUN_ENV) == "1":
+        print(f"Would run now: {shlex.join(argv)} (dry run)", file=sys.stderr)
+        run(argv, ctx=RunContext(dry_run=True))  # logged as not run
+        return
+    print(f"Install complete: {plan.after} now", file=sys.stderr)
+    try:
+        run(argv, ctx=RunContext(), timeout=60)
+    except NbcError as exc:
+        raise NbcError(f"the install succeeded, but `{shlex.join(argv)}` failed: {exc.message}",
+                       hint=f"{plan.after} the machine yourself") from exc
+
+
+# ---------------------------------------------------------------------------------------------------
+# nbc.answers= on the kernel command line
+
+
+def cmdline_answers_value(text: str) -> str | None:
+    """The value of the last ``nbc.answers=`` (as the kernel does, the last one wins)."""
+    try:
+        words = shlex.split(text)
+    except ValueError:
+        words = text.split()
+    values = [w[len(CMDLINE_KEY):] for w in words if w.startswith(CMDLINE_KEY)]
+    return values[-1] if values else None
+
+
+def answers_from_cmdline(stack: contextlib.ExitStack, ctx: RunContext) -> Path:
+    source = Path(os.environ.get(CMDLINE_ENV, "/proc/cmdline"))
+    try:
+        value = cmdline_answers_value(source.read_text())
+    except OSError as exc:
+        raise InputError(f"cannot read the kernel command line {source}: {exc.strerror}") from None
+    if not value:
+        raise InputError(f"the kernel command line ({source}) has no {CMDLINE_KEY}",
+                         hint=f"boot with {CMDLINE_KEY}/path/answers.toml or "
+                              f"{CMDLINE_KEY}LABEL=<label>:/answers.toml")
+    if not value.startswith("LABEL="):
+        return Path(value)
+    label, sep, inner = value.removeprefix("LABEL=").partition(":")
+    if not (label and sep and inner):
+        raise InputError(f"{CMDLINE_KEY}{value} is not LABEL=<filesystem label>:<path>",
+                         hint=f"for example {CMDLINE_KEY}LABEL=ANSWERS:/nbc/answers.toml")
+    return mount_labelled(label, stack, ctx) / inner.lstrip("/")
+
+
+def mount_labelled(label: str, stack: contextlib.ExitStack, ctx: RunContext) -> Path:
+    """Mount the filesystem labelled ``label`` read-only for as long as ``stack`` lives (also in a dry run:
+    reading the answers is not installing)."""
+    found = run(["blkid", "-c", "/dev/null", "-L", label], ctx=ctx, changes_system=False, ok=(0, 2))
+    device = found.out.strip().splitlines()[0] if found.out.strip() else ""
+    if found.returncode != 0 or not device:
+        raise InputError(f"no filesystem labelled {label!r} was found (for {CMDLINE_KEY})",
+                         hint="check the label (blkid shows them) and that the medium is plugged in")
+    ANSWERS_MOUNT_BASE.mkdir(parents=True, exist_ok=True, mode=0o700)
+    where = Path(tempfile.mkdtemp(prefix="answers-", dir=ANSWERS_MOUNT_BASE))
+    stack.callback(_rmdir_quietly, where)
+    reader = RunContext(redactor=ctx.redactor)
+    stack.enter_context(mounted(device, where, ctx=reader, options=["ro", "nosuid", "nodev", "noexec"]))
+    log.info("answers: %s (label %s) mounted read-only at %s", device, label, where)
+    return where
+
+
+def _rmdir_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # only ever rmdir a mount point: never a recursive delete
