@@ -23,6 +23,7 @@ from textual.widgets import Button, Footer, Input, RadioSet, Static
 
 from ..backend.plan import MIN_PASSPHRASE
 from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
+from ..widgets.secret_input import SecretInput
 from .options import ChoiceButton
 
 TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
@@ -115,10 +116,10 @@ class EncryptionScreen(Screen[bool]):
                     id="encrypt")
             with Horizontal(classes="row"):
                 yield Static("Passphrase", classes="row-label")
-                yield Input(placeholder=f"at least {MIN_PASSPHRASE} characters", password=True, id="passphrase")
+                yield SecretInput(placeholder=f"at least {MIN_PASSPHRASE} characters", id="passphrase")
             with Horizontal(classes="row"):
                 yield Static("Again", classes="row-label")
-                yield Input(placeholder="the same passphrase again", password=True, id="passphrase-again")
+                yield SecretInput(placeholder="the same passphrase again", id="passphrase-again")
             yield Static("", id="strength", classes="message hint")
             if self.tpm:
                 # Full width: each choice explains itself in one line.

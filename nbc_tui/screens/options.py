@@ -10,6 +10,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, RadioButton, RadioSet, Static
 
 from ..draft import PlanDraft
+from ..widgets.secret_input import SecretInput
 
 FILESYSTEMS = (("btrfs", "btrfs"), ("ext4", "ext4"))
 BOOTLOADERS = (("auto", "Automatic"), ("grub", "GRUB"), ("systemd-boot", "systemd-boot"))
@@ -75,10 +76,10 @@ class OptionsScreen(Screen[bool]):
                             id="kernel-args")
             with Horizontal(classes="row"):
                 yield Static("Root password", classes="row-label")
-                yield Input(placeholder="empty: no root password", password=True, id="password")
+                yield SecretInput(placeholder="empty: no root password", id="password")
             with Horizontal(classes="row"):
                 yield Static("Again", classes="row-label")
-                yield Input(placeholder="the same password again", password=True, id="password-again")
+                yield SecretInput(placeholder="the same password again", id="password-again")
             yield Static("", id="options-message", classes="message")
         with Horizontal(classes="buttons"):
             yield Button("Back", id="back")

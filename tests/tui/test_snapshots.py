@@ -1,0 +1,186 @@
+"""Snapshots of the screens test_screens_simple.py does not cover, at 80x24 in the default look and the
+console look: disk (a fixed list of fake disks), encryption (with a TPM), progress (mid-install, fed
+fixed events, no engine running) and cancel question. Nothing in them depends on this machine or the clock.
+
+Also: every console-look snapshot (of both files) draws only glyphs a Linux console font has."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+from textual.pilot import Pilot
+from textual.screen import Screen
+
+from nbc_tui.app import NbcTuiApp
+from nbc_tui.backend.disks import Disk, Ineligible, Partition, Refusal
+from nbc_tui.backend.events import MessageEvent, StepEvent, WarningEvent, progress_event
+from nbc_tui.backend.plan import InstallPlan
+from nbc_tui.backend.sizes import GiB
+from nbc_tui.draft import PlanDraft
+from nbc_tui.screens.disk import DiskScreen
+from nbc_tui.screens.encryption import EncryptionScreen
+from nbc_tui.screens.progress import ProgressScreen
+from nbc_tui.widgets.disk_table import DiskEntry
+from nbc_tui.widgets.step_list import StepList
+from tests.tui.test_screens_simple import CONSOLE, SIZE, rendered_text
+from tests.tui.test_screens_simple import SCREENS as SIMPLE_SCREENS
+
+SNAPSHOTS = Path(__file__).parent / "__snapshots__"
+# Glyphs Textual draws by default that console fonts lack (NOTES.md, textual #5011), and their kin.
+CONSOLE_MISSING = set("▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕━╸╺⭘·✓✗▸…")
+PASSPHRASE = "Snap-Luks-pass-77d1"
+
+FAKE_DISKS = [
+    DiskEntry(Disk(device="/dev/nvme0n1", name="nvme0n1", size=512 * GiB, model="Samsung SSD 980 PRO",
+                   serial="S69ENF0R812345", transport="nvme", pttype="gpt", os_hint="Fedora Linux 41",
+                   partitions=[Partition(device="/dev/nvme0n1p1", number=1, size=GiB, fstype="vfat",
+                                         label="EFI"),
+                               Partition(device="/dev/nvme0n1p2", number=2, size=511 * GiB, fstype="btrfs",
+                                         label="fedora")])),
+    DiskEntry(Disk(device="/dev/sda", name="sda", size=64 * GiB, model="Ultra Fit", serial="4C530001",
+                   transport="usb", removable=True, fstype="iso9660", label="NBC_LIVE",
+                   mountpoints=["/run/live/medium"]),
+              [Refusal(reason=Ineligible.LIVE_MEDIUM, message="/dev/sda is the live medium this system "
+                       "started from")]),
+    DiskEntry(Disk(device="/dev/sdb", name="sdb", size=16 * GiB, model="SanDisk Cruzer", serial=None,
+                   transport="usb", removable=True),
+              [Refusal(reason=Ineligible.TOO_SMALL, message="/dev/sdb is too small: needs 30.0 GB, has 17.2 GB")]),
+    DiskEntry(Disk(device="/dev/vdb", name="vdb", size=40 * GiB, model=None, serial="nbc-target-1",
+                   transport="virtio")),
+]
+
+
+class FakeDiskScreen(DiskScreen):
+    """The real disk screen over a fixed list of disks (no hot-plug, no reading this machine)."""
+
+    def __init__(self, draft: PlanDraft, entries: list[DiskEntry]) -> None:
+        super().__init__(draft, min_size=30 * GiB, watch=False)
+        self.fake_entries = entries
+
+    def load_disks(self) -> None:  # type: ignore[override]
+        self.post_message(self.Listed(list(self.fake_entries)))
+
+
+class FrozenProgress(ProgressScreen):
+    """The real progress screen with no engine behind it: the test feeds it events."""
+
+    def _run_engine(self) -> None:  # type: ignore[override]
+        return None
+
+
+# Fixed titles: the engine's step list grows (encryption, TPM), the snapshot should not follow it.
+STEP_TITLES = ["Checking the machine, the disk and the image", "Wiping the disk", "Creating partitions",
+               "Formatting partitions", "Mounting partitions", "Extracting container filesystem",
+               "Configuring system", "Building the initramfs", "Installing bootloader",
+               "Verifying the installation", "Finishing"]
+TOOL_LINES = ["Creating new GPT entries in memory.", "The operation has completed successfully.",
+              "mke2fs 1.47.0 (5-Feb-2023)", "Creating filesystem with 262144 4k blocks and 65536 inodes",
+              "Writing superblocks and filesystem accounting information: done"]
+
+
+def progress_plan() -> InstallPlan:
+    return PlanDraft(image_ref="quay.io/example/os:stable", image_file=Path("/var/tmp/nbc-tui-snapshot/disk.img"),
+                     root_password=SecretStr(PASSPHRASE)).to_plan()
+
+
+async def feed_mid_install(pilot: Pilot[Any], screen: ProgressScreen) -> None:
+    screen.query_one(StepList).titles = list(STEP_TITLES)
+    events: list[Any] = []
+    for number, title in enumerate(STEP_TITLES[:6], start=1):
+        events.append(StepEvent(step=number, total_steps=len(STEP_TITLES), step_name=title))
+        if number == 3:
+            events += [MessageEvent(message="GPT: p1 boot, p2 root1, p3 root2, p4 var")]
+        if number == 4:
+            events += [WarningEvent(message="mkfs.btrfs: discard is not supported here")]
+    for event in events:
+        screen.post_message(ProgressScreen.Engine(event))
+    for line in TOOL_LINES:
+        screen.post_message(ProgressScreen.ToolOutput(line))
+    # A fixed byte count and rate: the time left is computed, not measured.
+    screen.post_message(ProgressScreen.Engine(progress_event("Extracting", 310 << 20, 820 << 20, 92 << 20)))
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def push(pilot: Pilot[Any], screen: Screen[Any]) -> None:
+    await pilot.app.push_screen(screen)
+    await pilot.pause()
+    await pilot.pause()
+
+
+async def disk_state(pilot: Pilot[Any]) -> None:
+    await push(pilot, FakeDiskScreen(PlanDraft(), FAKE_DISKS))
+
+
+async def disk_chosen_state(pilot: Pilot[Any]) -> None:
+    screen = FakeDiskScreen(PlanDraft(), FAKE_DISKS)
+    await push(pilot, screen)
+    await pilot.press("down", "down", "down", "enter")
+
+
+async def encryption_state(pilot: Pilot[Any]) -> None:
+    await push(pilot, EncryptionScreen(PlanDraft(), tpm=True))
+    await pilot.press("right", "space", "tab", *PASSPHRASE, "enter", *PASSPHRASE, "enter", "down", "space")
+
+
+async def encryption_no_tpm_state(pilot: Pilot[Any]) -> None:
+    await push(pilot, EncryptionScreen(PlanDraft(), tpm=False))
+
+
+async def progress_state(pilot: Pilot[Any]) -> None:
+    screen = FrozenProgress(progress_plan())
+    await push(pilot, screen)
+    await feed_mid_install(pilot, screen)
+
+
+async def cancel_state(pilot: Pilot[Any]) -> None:
+    await progress_state(pilot)
+    await pilot.press("ctrl+c")
+    await pilot.pause()
+
+
+STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
+    "disk": disk_state,
+    "disk-chosen": disk_chosen_state,
+    "encryption": encryption_state,
+    "encryption-no-tpm": encryption_no_tpm_state,
+    "progress": progress_state,
+    "cancel-install": cancel_state,
+}
+
+
+@pytest.mark.parametrize("console", [False, True], ids=["default", "console"])
+@pytest.mark.parametrize("name", sorted(STATES))
+def test_snapshot(name: str, console: bool, snap_compare: Any) -> None:
+    app = NbcTuiApp(start_wizard=False, look=CONSOLE if console else None)
+    assert snap_compare(app, terminal_size=SIZE, run_before=STATES[name])
+
+
+@pytest.mark.parametrize("name", sorted(STATES))
+async def test_console_look_draws_only_ascii_and_no_secret(name: str) -> None:
+    app = NbcTuiApp(start_wizard=False, look=CONSOLE)
+    async with app.run_test(size=SIZE) as pilot:
+        await STATES[name](pilot)
+        text = rendered_text(app)
+    odd = sorted({ch for ch in text if not (32 <= ord(ch) < 127 or ch == "\n")})
+    assert odd == [], f"glyphs a console font may lack: {odd}"
+    assert PASSPHRASE not in text
+
+
+def test_console_snapshots_have_only_console_glyphs() -> None:
+    files = sorted(SNAPSHOTS.glob("*/*console*.svg"))
+    assert len(files) == len(STATES) + len(SIMPLE_SCREENS), files  # the console halves of both files
+    for svg in files:
+        body = svg.read_text(encoding="utf-8")
+        found = sorted(set(body) & CONSOLE_MISSING)
+        assert found == [], f"{svg.name} draws {found}"
+        assert PASSPHRASE not in body
+
+
+def test_no_snapshot_shows_a_secret() -> None:
+    for svg in SNAPSHOTS.glob("*/*.svg"):
+        assert PASSPHRASE not in svg.read_text(encoding="utf-8"), svg.name
