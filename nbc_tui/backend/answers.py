@@ -343,14 +343,17 @@ def parse_answers(text: str, *, source: str = "<answers>", base_dir: Path | None
                   is_json: bool = False) -> AnswerFile:
     data = _parse_json(text, source) if is_json else _parse_toml(text, source)
     lines = locate_json(text) if is_json else locate_toml(text)
-    problems = _file_rules(data, lines) + _loose_booleans(data, lines, ())
+    problems = _file_rules(data, lines) + _loose_scalars(data, lines, ())
     if base_dir is not None:
         _resolve_relative_paths(data, base_dir)
     plan: InstallPlan | None = None
     try:
         plan = InstallPlan.model_validate(data)
     except ValidationError as exc:
-        reported = {p.key for p in problems}  # e.g. a loose boolean: said once, in our words
+        # Said once, in our words: a loose boolean; the table of a refused inline secret (which the model
+        # would now find without its passphrase).
+        reported = {p.key for p in problems} | {p.key.split(".")[0] for p in problems
+                                                if tuple(p.key.split(".")) in INLINE_SECRETS}
         problems += [p for p in (_problem(err, lines) for err in exc.errors()) if p.key not in reported]
     if problems or plan is None:
         raise AnswerFileError(source, sorted(problems, key=lambda p: p.line or 0))
@@ -398,12 +401,13 @@ def _file_rules(data: dict[str, Any], lines: dict[Loc, int]) -> list[Problem]:
     return problems
 
 
-def _loose_booleans(data: Any, lines: dict[Loc, int], loc: Loc) -> list[Problem]:
-    """pydantic would read "yes" or 1 as true: a switch such as the consent to wipe must be a real boolean."""
+def _loose_scalars(data: Any, lines: dict[Loc, int], loc: Loc) -> list[Problem]:
+    """pydantic would read "yes" or 1 as true, and true as 1: a switch such as the consent to wipe must be a
+    real boolean, and a size a real number."""
     out: list[Problem] = []
     if isinstance(data, list):
         for index, item in enumerate(data):
-            out += _loose_booleans(item, lines, (*loc, index))
+            out += _loose_scalars(item, lines, (*loc, index))
         return out
     model = _model_at(loc) if isinstance(data, dict) else None
     if model is None:
@@ -415,9 +419,20 @@ def _loose_booleans(data: Any, lines: dict[Loc, int], loc: Loc) -> list[Problem]
         if info.annotation is bool and not isinstance(value, bool):
             out.append(Problem(format_key((*loc, key)), _line(lines, (*loc, key)),
                                f"must be true or false, not {value!r}", "write true or false, without quotes"))
+        elif isinstance(value, bool) and int in _leaf_types(info.annotation):  # True would be read as 1
+            out.append(Problem(format_key((*loc, key)), _line(lines, (*loc, key)),
+                               f"must be a number, not {str(value).lower()}",
+                               "write it like 512M or 2G" if key.endswith("_size") else "write a whole number"))
         elif isinstance(value, dict | list):
-            out += _loose_booleans(value, lines, (*loc, key))
+            out += _loose_scalars(value, lines, (*loc, key))
     return out
+
+
+def _leaf_types(annotation: Any) -> set[Any]:
+    args = typing.get_args(annotation)
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType, typing.Annotated) and args:
+        return set().union(*(_leaf_types(a) for a in args))
+    return {annotation}
 
 
 def _resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
@@ -554,6 +569,7 @@ def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
     if doc and type(value).__doc__ != BaseModel.__doc__:
         out = [*_comment(doc), *out]
     later: list[str] = []
+    header = len(out)
     for name, info in type(value).model_fields.items():
         current = getattr(value, name)
         if info.exclude:
@@ -579,7 +595,7 @@ def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
         if section == "target" and name in ("image_size", "overwrite") and not plan.target.is_image_file:
             continue
         out += [*_doc(type(value), name), f"{name} = {_toml(current, name)}"]
-    if not later and all(line.startswith(("#", "[")) for line in out):
+    if not later and len(out) == header:
         return []  # nothing but defaults: an empty table says nothing
     return [*out, *later, ""]
 
