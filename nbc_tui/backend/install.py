@@ -20,10 +20,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
 
+from pydantic import SecretStr
+
 from .. import __version__
-from . import disks, dracut, partition, target
+from . import disks, dracut, luks, partition, target, tpm
 from .boot import bootloader as boot
-from .boot.cmdline import kernel_cmdline
+from .boot.cmdline import LuksCmdline, kernel_cmdline
 from .boot.efivars import register_efi_boot_entry
 from .boot.kernel import SlotKernel, find_kernel
 from .errors import Cancelled, InputError, NbcError
@@ -44,10 +46,10 @@ from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource, open_image
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
-from .plan import InstallPlan
+from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext, run, which
 from .sizes import human
-from .state import SystemConfig, local_now_rfc3339, write_atomically, write_system_config
+from .state import EncryptionState, SystemConfig, local_now_rfc3339, write_atomically, write_system_config
 
 log = logging.getLogger("nbc_tui")
 T = TypeVar("T")
@@ -97,6 +99,12 @@ class Install:
     log_snapshot: Callable[[], bytes] | None = None
     staged: CachedImage | None = None
     """The staged-install cache entry the image comes from, for offline installs."""
+    passphrase: SecretStr | None = None
+    """The LUKS passphrase (read in preflight, registered with the redactor at once)."""
+    partitions: dict[str, Path] = field(default_factory=dict)
+    """The raw partitions of root1, root2 and var when encrypted (``devices`` then holds the mappers)."""
+    luks_uuids: dict[str, str] = field(default_factory=dict)
+    on_recovery_key: tpm.RecoveryKeyHandler | None = None
 
     # -- helpers ---------------------------------------------------------------------------------
     def message(self, text: str, *, verbose: bool = False) -> None:
@@ -145,6 +153,8 @@ def preflight(inst: Install) -> None:
     if os.geteuid() != 0 and not inst.ctx.dry_run:
         raise InputError("nbc-tui install must run as root", hint="run it with sudo, or as root")
     _check_tools(plan)
+    if plan.encryption is not None:
+        _check_encryption(inst)
     if plan.target.is_image_file:
         _check_image_file(inst)
     else:
@@ -162,6 +172,36 @@ def preflight(inst: Install) -> None:
     inst.message(f"Layout: {plan.layout.describe()}")
 
 
+def _check_encryption(inst: Install) -> None:
+    """Read the passphrase, and refuse before anything is written when this machine cannot encrypt."""
+    enc = inst.plan.encryption
+    assert enc is not None
+    passphrase = enc.passphrase
+    if enc.passphrase_file is not None:
+        passphrase = target.read_secret_file(enc.passphrase_file, "LUKS passphrase")
+    assert passphrase is not None
+    inst.ctx.redactor.add(passphrase)
+    if len(passphrase.get_secret_value()) < MIN_PASSPHRASE:
+        raise InputError(f"the LUKS passphrase must be at least {MIN_PASSPHRASE} characters: nothing was written")
+    inst.passphrase = passphrase
+    try:
+        luks.check_can_encrypt(ctx=None if inst.ctx.dry_run else inst.ctx)
+        if enc.tpm2:
+            tpm.check_can_enroll()
+    except InputError as exc:
+        if not inst.ctx.dry_run:
+            raise
+        inst.warn(f"a real install would be refused on this machine: {exc.message}")
+    if enc.tpm2 and enc.recovery_key_file is None and inst.on_recovery_key is None:
+        raise InputError("TPM2 unlock needs somewhere to put the recovery key: nothing was written",
+                         hint="give a recovery key file (--recovery-key-file FILE)")
+    if enc.recovery_key_file is not None and not enc.recovery_key_file.absolute().parent.is_dir():
+        raise InputError(f"the directory of the recovery key file {enc.recovery_key_file} does not exist")
+    if luks.fast_pbkdf_requested():
+        inst.warn(f"TEST ONLY: {luks.FAST_PBKDF_ENV}=1 makes weak LUKS keyslots (PBKDF2, 1000 iterations); "
+                  "never use it for a real disk")
+
+
 def _open_source(inst: Install) -> ImageSource:
     if inst.plan.image.staged_digest:
         from .image.cache import CacheKind, find_cached
@@ -177,6 +217,10 @@ def _newest_kernel(inv: ImageInventory) -> str:
 
 def _check_tools(plan: InstallPlan) -> None:
     tools = [*BASE_TOOLS, "mkfs.ext4" if plan.layout.filesystem == "ext4" else "mkfs.btrfs"]
+    if plan.encryption is not None:
+        tools.append("cryptsetup")
+        if plan.encryption.tpm2:
+            tools.append("systemd-cryptenroll")
     if plan.system.root_password_file or plan.system.root_password:
         tools.append("openssl")
     missing = [t for t in tools if which(t) is None]
@@ -318,6 +362,39 @@ def create_partitions(inst: Install) -> None:
         inst.message(f"{spec.role}: {nodes[spec.number]}", verbose=True)
 
 
+def encrypt_partitions(inst: Install) -> None:
+    """LUKS2 on root1, root2 and var, then open them as nbc's mappers (closed again by the stack)."""
+    assert inst.passphrase is not None
+    for role in luks.ENCRYPTED_ROLES:
+        raw = inst.devices[role]
+        inst.partitions[role] = raw
+        inst.message(f"Encrypting {role} ({raw}) with LUKS2")
+        luks.luks_format(raw, inst.passphrase, ctx=inst.ctx)
+        inst.luks_uuids[role] = luks.luks_uuid(raw, ctx=inst.ctx)
+    for role in luks.ENCRYPTED_ROLES:
+        name = luks.MAPPER_NAMES[role]
+        inst.devices[role] = inst.hold(luks.opened(inst.partitions[role], name, inst.passphrase, ctx=inst.ctx))
+        inst.message(f"{role}: LUKS {inst.luks_uuids[role]} open as {inst.devices[role]}", verbose=True)
+
+
+def enroll_tpm(inst: Install) -> None:
+    """TPM2 keyslots and one recovery key, before the image is written (nbc enrolled after the bootloader)."""
+    enc = inst.plan.encryption
+    assert enc is not None and inst.passphrase is not None
+    pcrs = "no PCRs" if not enc.tpm2_pcrs else "PCR " + "+".join(str(p) for p in enc.tpm2_pcrs)
+    raws = [inst.partitions[role] for role in luks.ENCRYPTED_ROLES]
+    with tpm.key_file(inst.passphrase, name="luks") as unlock:
+        for index, role in enumerate(luks.ENCRYPTED_ROLES, start=1):
+            inst.message(f"  [{index}/{len(raws)}] Enrolling TPM2 for {role} ({inst.partitions[role]}), {pcrs}")
+            tpm.enroll_tpm2(inst.partitions[role], unlock_key_file=unlock, pcrs=enc.tpm2_pcrs, ctx=inst.ctx)
+        recovery = tpm.enroll_recovery_key(raws, unlock_key_file=unlock, ctx=inst.ctx)
+    if enc.recovery_key_file is not None:
+        tpm.write_recovery_key(enc.recovery_key_file, recovery)
+        inst.message(f"Recovery key written to {enc.recovery_key_file} (keep it apart from this machine)")
+    if inst.on_recovery_key is not None:
+        inst.on_recovery_key(recovery)
+
+
 def format_partitions(inst: Install) -> None:
     fs = inst.plan.layout.filesystem
     inst.esp_volume_id = new_volume_id()
@@ -348,6 +425,8 @@ def configure(inst: Install) -> None:
     root, plan, inv = inst.root, inst.plan, inst.inventory
     target.verify_extraction(root)
     inst.kernel = find_kernel(root)
+    if plan.encryption is not None:
+        _check_unlock_support(inst)
     inst.bootloader_kind = boot.resolve_bootloader(plan.boot.bootloader, root)
     target.ensure_system_dirs(root)
     target.write_fstab(root, target.fstab_text(
@@ -369,6 +448,10 @@ def configure(inst: Install) -> None:
         inst.message(f"{len(plan.system.ssh_authorized_keys)} SSH key(s) for root in "
                      f"/{keys_at.relative_to(root)}")
     target.write_tmpfiles_marker(root)
+    if plan.encryption is not None:
+        luks.write_crypttab(root, luks.crypttab_text(inst.luks_uuids, active_root="root1",
+                                                     tpm2=plan.encryption.tpm2))
+        inst.message("Wrote /etc/crypttab (root2 noauto)", verbose=True)
     # /etc is final from here on: the overlay's lower layer is a copy of it.
     target.populate_etc_lower(root, ctx=inst.ctx)
     target.create_overlay_dirs(root, inst.warn)
@@ -383,11 +466,36 @@ def configure(inst: Install) -> None:
         install_date=local_now_rfc3339(), kernel_args=list(plan.boot.kernel_args),
         bootloader_type=inst.bootloader_kind,  # type: ignore[arg-type]
         filesystem_type=plan.layout.filesystem,
+        encryption=_encryption_state(inst),
         image_manifest_digest=inst.source.manifest_digest,  # type: ignore[union-attr]
         installed_by=f"nbc-tui {__version__}",
     )
     path = write_system_config(root, config)
     inst.message(f"Wrote {path.relative_to(root)}", verbose=True)
+
+
+def _encryption_state(inst: Install) -> EncryptionState | None:
+    enc = inst.plan.encryption
+    if enc is None:
+        return None
+    return EncryptionState(enabled=True, tpm2=enc.tpm2, root1_luks_uuid=inst.luks_uuids["root1"],
+                           root2_luks_uuid=inst.luks_uuids["root2"], var_luks_uuid=inst.luks_uuids["var"])
+
+
+def _check_unlock_support(inst: Install) -> None:
+    """The image must be able to unlock its encrypted root at boot (its initramfs as shipped, or dracut
+    with the crypt module); with TPM2 its initramfs must also reach the TPM."""
+    assert inst.root and inst.kernel and inst.plan.encryption
+    root = inst.root
+    members = luks.initramfs_member_names(inst.kernel.initramfs)
+    problem = luks.unlock_support_problem(lambda rel: (root / rel).exists() or (root / rel).is_symlink(),
+                                          initramfs_members=members)
+    if problem is None and inst.plan.encryption.tpm2:
+        problem = tpm.image_tpm2_problem(root, initramfs_members=members)
+    if problem:
+        raise InputError(f"the image cannot boot an encrypted disk: {problem}",
+                         hint="add cryptsetup (and for TPM2 tpm2-tools and libtss2) to the image, or install "
+                              "without encryption")
 
 
 def _disk_id(inst: Install) -> str:
@@ -399,9 +507,12 @@ def _disk_id(inst: Install) -> str:
 def build_initramfs(inst: Install) -> None:
     assert inst.root and inst.kernel and inst.inventory
     kver = inst.kernel.version
-    if dracut.initramfs_has_etc_overlay(inst.kernel.initramfs):
-        inst.message("The image's initramfs already has the etc-overlay module")
+    missing = _initramfs_missing(inst)
+    if not missing:
+        inst.message("The image's initramfs already has the etc-overlay module"
+                     + (" and can unlock LUKS" if inst.plan.encryption else ""))
         return
+    inst.message(f"The image's initramfs lacks {' and '.join(missing)}", verbose=True)
     if not (inst.root / dracut.MODULE_DIR / "module-setup.sh").exists():
         dracut.install_etc_overlay_module(inst.root)
     inst.message(f"Regenerating the initramfs of kernel {kver} with the etc-overlay module")
@@ -409,12 +520,33 @@ def build_initramfs(inst: Install) -> None:
                              dracut.regenerate_initramfs(inst.root, kver, ctx=inst.ctx))
 
 
+def _initramfs_missing(inst: Install) -> list[str]:
+    """What the shipped initramfs lacks for this plan. It is generic (the unlock is driven by rd.luks.* on
+    the kernel command line, not by a crypttab inside it), so one that has these parts boots this disk."""
+    assert inst.kernel
+    missing = []
+    if not dracut.initramfs_has_etc_overlay(inst.kernel.initramfs):
+        missing.append("the etc-overlay module")
+    enc = inst.plan.encryption
+    if enc is not None:
+        members = luks.initramfs_member_names(inst.kernel.initramfs)
+        if not luks.initramfs_can_unlock(members):
+            missing.append("LUKS support")
+        if enc.tpm2 and not tpm.initramfs_has_tpm2(members):
+            missing.append("TPM2 support")
+    return missing
+
+
 def install_bootloader(inst: Install) -> None:
     assert inst.root and inst.kernel
     plan = inst.plan
+    encryption = None
+    if plan.encryption is not None:
+        encryption = LuksCmdline(root_luks_uuid=inst.luks_uuids["root1"], root_mapper="root1",
+                                 var_luks_uuid=inst.luks_uuids["var"], tpm2=plan.encryption.tpm2)
     options = kernel_cmdline(root_uuid=inst.fs_uuids["root1"], esp_uuid=inst.fs_uuids["esp"],
                              var_uuid=inst.fs_uuids["var"], filesystem=plan.layout.filesystem,
-                             kernel_args=plan.boot.kernel_args)
+                             kernel_args=plan.boot.kernel_args, encryption=encryption)
     title = boot.os_title(inst.root)
     inst.message(f"Bootloader: {inst.bootloader_kind}; kernel command line: {' '.join(options)}")
     boot.install_bootloader(inst.bootloader_kind, target_root=inst.root,  # type: ignore[arg-type]
@@ -440,6 +572,10 @@ def verify(inst: Install) -> None:
         if label != role or fs_uuid != inst.fs_uuids[role]:
             raise NbcError(f"{role}: label {label!r} and UUID {fs_uuid} read back, expected {role} and "
                            f"{inst.fs_uuids[role]}")
+        if role in inst.luks_uuids:
+            read_back = luks.luks_uuid(inst.partitions[role], ctx=inst.ctx)
+            if read_back != inst.luks_uuids[role]:
+                raise NbcError(f"{role}: LUKS UUID {read_back} read back, expected {inst.luks_uuids[role]}")
     esp_files = {f.lower() for f in Esp(inst.devices["esp"], ctx=inst.ctx).files()}
     kver = inst.kernel.version
     for needed in ("EFI/BOOT/BOOTX64.EFI", f"{SLOT_A}/vmlinuz-{kver}", f"{SLOT_A}/initramfs-{kver}.img"):
@@ -463,10 +599,12 @@ def finish(inst: Install) -> None:
             inst.warn(f"could not empty the staged-install cache: {exc}")
 
 
-STEPS: list[tuple[str, str, Callable[[Install], None]]] = [
+ALL_STEPS: list[tuple[str, str, Callable[[Install], None]]] = [
     ("preflight", "Checking the machine, the disk and the image", preflight),
     ("wipe", "Wiping the disk", wipe),
     ("partition", "Creating partitions", create_partitions),
+    ("encrypt", "Encrypting partitions", encrypt_partitions),
+    ("enroll-tpm", "Enrolling the TPM2", enroll_tpm),
     ("format", "Formatting partitions", format_partitions),
     ("mount", "Mounting partitions", mount_partitions),
     ("extract", "Extracting container filesystem", extract),
@@ -476,21 +614,38 @@ STEPS: list[tuple[str, str, Callable[[Install], None]]] = [
     ("verify", "Verifying the installation", verify),
     ("finish", "Finishing", finish),
 ]
+# The steps of an install without encryption (what the progress screen lists for such a plan).
+STEPS = [s for s in ALL_STEPS if s[0] not in ("encrypt", "enroll-tpm")]
+
+
+ENCRYPTION_STEPS = ("encrypt", "enroll-tpm")
+
+
+def steps_for(plan: InstallPlan) -> list[tuple[str, str, Callable[[Install], None]]]:
+    """The steps this plan runs: the encryption steps only when it encrypts (TPM2 only with tpm2)."""
+    enc = plan.encryption
+    return [s for s in ALL_STEPS
+            if s[0] not in ENCRYPTION_STEPS
+            or (enc is not None and (s[0] == "encrypt" or enc.tpm2))]
 
 
 def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Confirm | None = None,
-                log_snapshot: Callable[[], bytes] | None = None) -> InstallResult | None:
+                log_snapshot: Callable[[], bytes] | None = None,
+                on_recovery_key: tpm.RecoveryKeyHandler | None = None) -> InstallResult | None:
     """Run the plan. Emits step/progress/message/warning events and ends with ``complete`` or ``error``.
 
     Returns the result, or None for a dry run. Raises the NbcError after emitting its ``error`` event.
     ``confirm`` is asked before a real disk is wiped; without it a real disk is never wiped.
+    ``on_recovery_key`` is called once with the TPM2 recovery key (the TUI shows it).
     """
     timings: dict[str, float] = {}
-    total = len(STEPS)
+    steps = steps_for(plan)
+    total = len(steps)
     try:
         with _interrupts_become_cancel(ctx), _cleanup_stack(ctx) as stack:
-            inst = Install(plan, ctx, emit, confirm, stack, log_snapshot=log_snapshot)
-            for number, (key, title, step) in enumerate(STEPS, start=1):
+            inst = Install(plan, ctx, emit, confirm, stack, log_snapshot=log_snapshot,
+                           on_recovery_key=on_recovery_key)
+            for number, (key, title, step) in enumerate(steps, start=1):
                 ctx.check_cancelled()
                 emit(StepEvent(step=number, total_steps=total, step_name=title))
                 started = time.monotonic()
@@ -536,6 +691,15 @@ def _dry_run_summary(inst: Install) -> None:
         size = human(p.size) if p.size else "the rest"
         inst.message(f"[DRY RUN]   p{p.number} {p.name}: {size}")
     inst.message(f"[DRY RUN] Bootloader: {plan.boot.bootloader}; filesystem: {plan.layout.filesystem}")
+    enc = plan.encryption
+    if enc is not None:
+        names = ", ".join(f"p{n} {role} as /dev/mapper/{luks.MAPPER_NAMES[role]}"
+                          for n, role in zip((2, 3, 4), luks.ENCRYPTED_ROLES, strict=True))
+        inst.message(f"[DRY RUN] LUKS2 encryption of {names} (the ESP stays unencrypted)")
+        if enc.tpm2:
+            pcrs = "+".join(str(p) for p in enc.tpm2_pcrs) or "none"
+            where = enc.recovery_key_file or "shown once"
+            inst.message(f"[DRY RUN] TPM2 unlock (PCRs: {pcrs}); recovery key: {where}")
     if plan.boot.kernel_args:
         inst.message(f"[DRY RUN] With kernel arguments: {' '.join(plan.boot.kernel_args)}")
 

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.install import run_install
 from ..backend.logfile import RunLog
-from ..backend.plan import Boot, ImageSpec, InstallPlan, Layout, System, Target
+from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
 from .common import add_output_flags, plan_error
@@ -46,6 +47,22 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--root-size", default="12G", metavar="SIZE", help="size of each root slot (default 12G)")
     p.add_argument("--var-min-size", default="4G", metavar="SIZE",
                    help="smallest acceptable /var, which takes the rest of the disk (default 4G)")
+    enc = p.add_argument_group("encryption (LUKS2 on root1, root2 and var; the ESP is never encrypted)")
+    enc.add_argument("--encrypt", action="store_true",
+                     help="encrypt with LUKS2; the passphrase comes from --passphrase-file, else from stdin when "
+                          "it is not a terminal, else it is asked twice")
+    enc.add_argument("--passphrase-file", "--keyfile", dest="passphrase_file", type=Path, metavar="FILE",
+                     help="file holding the LUKS passphrase (trailing newlines are dropped)")
+    enc.add_argument("--passphrase", dest="passphrase_argv", metavar="PASS", help=argparse.SUPPRESS)
+    enc.add_argument("--tpm2", action="store_true",
+                     help="also unlock with this machine's TPM2 (enrolled before the image is written); the "
+                          "passphrase stays as a fallback and a recovery key is made")
+    enc.add_argument("--tpm2-pcrs", default="", metavar="PCRS",
+                     help="PCRs the TPM2 key is bound to, e.g. 7 (the Secure Boot state: firmware, keys, shim); "
+                          "empty (the default) binds none, so the disk unlocks on any boot of this machine")
+    enc.add_argument("--recovery-key-file", type=Path, metavar="FILE",
+                     help="write the TPM2 recovery key here (0600); without it the key is shown once on the "
+                          "terminal")
     p.add_argument("-y", "--yes", "--force", dest="yes", action="store_true",
                    help="do not ask before erasing the disk; overwrite an existing disk-image file")
     p.add_argument("--save-answers", type=Path, metavar="FILE",
@@ -77,7 +94,65 @@ def image_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> Ima
     return ImageSpec(ref=entry.image_ref, staged_digest=entry.image_digest)
 
 
-def plan_from_args(args: argparse.Namespace, image: ImageSpec) -> InstallPlan:
+def encryption_from_args(args: argparse.Namespace, read_passphrase: Callable[[], SecretStr]) -> Encryption | None:
+    """--encrypt and friends; the passphrase never comes from argv (it would show in ps and the history)."""
+    if args.passphrase_argv is not None:
+        raise InputError("--passphrase is not accepted: a passphrase on the command line is visible to every "
+                         "user in the process list and stays in the shell history",
+                         hint="use --passphrase-file FILE, pipe it on stdin, or type it when asked")
+    tpm_flags = args.tpm2_pcrs or args.recovery_key_file is not None
+    if not args.encrypt:
+        if args.passphrase_file is not None or args.tpm2 or tpm_flags:
+            raise InputError("--passphrase-file, --tpm2, --tpm2-pcrs and --recovery-key-file need --encrypt")
+        return None
+    if tpm_flags and not args.tpm2:
+        raise InputError("--tpm2-pcrs and --recovery-key-file need --tpm2")
+    pcrs = parse_pcrs(args.tpm2_pcrs)
+    try:
+        if args.passphrase_file is not None:
+            return Encryption(passphrase_file=args.passphrase_file.absolute(), tpm2=args.tpm2, tpm2_pcrs=pcrs,
+                              recovery_key_file=_abs(args.recovery_key_file))
+        return Encryption(passphrase=read_passphrase(), tpm2=args.tpm2, tpm2_pcrs=pcrs,
+                          recovery_key_file=_abs(args.recovery_key_file))
+    except ValidationError as exc:
+        raise plan_error(exc) from exc
+
+
+def _abs(path: Path | None) -> Path | None:
+    return path.absolute() if path is not None else None
+
+
+def parse_pcrs(text: str) -> tuple[int, ...]:
+    """``7``, ``7+11`` or ``7,11``; empty binds no PCR."""
+    parts = [p for p in text.replace(",", "+").split("+") if p.strip()]
+    try:
+        pcrs = tuple(int(p) for p in parts)
+    except ValueError:
+        raise InputError(f"--tpm2-pcrs {text!r}: give PCR numbers such as 7 or 7+11") from None
+    if any(not 0 <= p <= 23 for p in pcrs):
+        raise InputError(f"--tpm2-pcrs {text!r}: PCRs are numbered 0 to 23")
+    return pcrs
+
+
+def read_passphrase_from_stdin_or_tty() -> SecretStr:
+    """stdin when it is not a terminal (one passphrase, trailing newlines dropped), else asked twice."""
+    if not sys.stdin.isatty():
+        value = sys.stdin.read().rstrip("\r\n")
+        if not value:
+            raise InputError("--encrypt: no passphrase on stdin", hint="pipe it in, or use --passphrase-file")
+        return SecretStr(value)
+    first = getpass.getpass("LUKS passphrase: ", stream=sys.stderr)
+    second = getpass.getpass("LUKS passphrase (again): ", stream=sys.stderr)
+    if first != second:
+        raise InputError("the two passphrases differ", hint="run the command again")
+    if not first:
+        raise InputError("an empty passphrase cannot encrypt a disk")
+    return SecretStr(first)
+
+
+def plan_from_args(args: argparse.Namespace, image: ImageSpec,
+                   read_passphrase: Callable[[], SecretStr] = read_passphrase_from_stdin_or_tty) -> InstallPlan:
+    encryption = encryption_from_args(args, read_passphrase)
     try:
         layout = Layout(filesystem=args.filesystem, esp_size=parse_size(args.esp_size, default_unit="G"),
                         root_size=parse_size(args.root_size, default_unit="G"),
@@ -89,6 +164,7 @@ def plan_from_args(args: argparse.Namespace, image: ImageSpec) -> InstallPlan:
                             overwrite=args.yes)
         return InstallPlan(
             image=image, target=target, layout=layout,
+            encryption=encryption,
             boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg)),
             system=System(root_password_file=args.root_password_file),
         )
@@ -122,12 +198,22 @@ def cmd_install(args: argparse.Namespace) -> int:
             from ..backend.answers import save_answers
 
             emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
+        if plan.encryption is not None and plan.encryption.passphrase is not None:
+            ctx.redactor.add(plan.encryption.passphrase)
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
-        run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run)
+        run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run,
+                    on_recovery_key=show_recovery_key if sys.stderr.isatty() else None)
         if not args.json and not args.dry_run and plan.target.is_image_file:
             print(boot_hint(plan.target.image_file))  # type: ignore[arg-type]
         print(f"Log: {run_log.path}", file=sys.stderr)
     return 0
+
+
+def show_recovery_key(key: SecretStr) -> None:
+    """Shown once, on the terminal only (never in the log or the JSON events)."""
+    sys.stderr.write("\nTPM2 recovery key (shown once; it opens the disk when the TPM will not; write it "
+                     f"down and keep it apart from this machine):\n\n    {key.get_secret_value()}\n\n")
+    sys.stderr.flush()
 
 
 def _tool_output(emit: Emit) -> Callable[[str], None]:

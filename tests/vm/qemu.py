@@ -12,8 +12,10 @@ from __future__ import annotations
 import contextlib
 import re
 import shutil
+import socket
 import subprocess
 import tempfile
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -40,6 +42,41 @@ class Vm:
         self.qemu_log = qemu_log
         self.timeout = timeout
         self.started = time.monotonic()
+
+    _sock: socket.socket | None = None
+
+    def connect(self, path: Path, timeout: float = 30) -> None:
+        """Attach to the serial port's socket; a thread drains what the guest writes (QEMU logs it)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            try:
+                sock.connect(str(path))
+                break
+            except OSError:
+                sock.close()
+                if time.monotonic() > deadline or self.process.poll() is not None:
+                    raise VmError(self._explain(f"cannot connect to the console socket {path}")) from None
+                time.sleep(0.1)
+        self._sock = sock
+        threading.Thread(target=self._drain, args=(sock,), daemon=True).start()
+
+    def _drain(self, sock: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while sock.recv(65536):
+                pass
+
+    def disconnect(self) -> None:
+        if self._sock is not None:
+            with contextlib.suppress(OSError):
+                self._sock.close()
+            self._sock = None
+
+    def send(self, text: str) -> None:
+        """Type ``text`` on the serial console (booted with ``interactive=True``)."""
+        if self._sock is None:
+            raise VmError("the console is not interactive: boot with interactive=True")
+        self._sock.sendall(text.encode())
 
     @property
     def elapsed(self) -> float:
@@ -83,19 +120,31 @@ class Vm:
 
 def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2048", smp: int = 2,
               kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
-              extra_disks: Sequence[Path] = ()) -> list[str]:
-    """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``."""
+              extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
+              console_socket: Path | None = None) -> list[str]:
+    """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``.
+
+    ``snapshot`` attaches ``disk`` with writes going to a temp overlay (a cached image stays untouched);
+    ``tpm_socket`` adds a TPM 2.0 (tpm-tis) backed by a running swtpm's control socket;
+    ``console_socket`` makes the serial port a unix socket (for typing into it) still logged to ``log``."""
     argv = [
         QEMU, "-machine", "q35", "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
         # -nodefaults drops the default CD-ROM, VGA and monitor the guest would spend time probing;
         # virtio-rng lets the guest's entropy pool fill at once instead of stalling systemd for seconds.
         "-nodefaults", "-display", "none", "-no-reboot", "-device", "virtio-rng-pci",
-        "-serial", f"file:{_opt(log)}",
+        *(["-chardev", f"socket,id=ser0,path={_opt(console_socket)},server=on,wait=off,logfile={_opt(log)}",
+            "-serial", "chardev:ser0"] if console_socket else ["-serial", f"file:{_opt(log)}"]),
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(OVMF_CODE)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={_opt(vars_file)}",
     ]
-    for path in ([disk] if disk else []) + list(extra_disks):
+    if disk:
+        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={_opt(disk)}"
+                 + (",snapshot=on" if snapshot else "")]
+    for path in extra_disks:
         argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={_opt(path)}"]
+    if tpm_socket:
+        argv += ["-chardev", f"socket,id=chrtpm,path={_opt(tpm_socket)}",
+                 "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]
     if kernel:
         argv += ["-kernel", str(kernel)]
         if initrd:
@@ -108,9 +157,12 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
 @contextlib.contextmanager
 def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float = DEFAULT_TIMEOUT,
            smp: int = 2, kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
-           extra_disks: Sequence[Path] = ()) -> Iterator[Vm]:
+           extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
+           vars_file: Path | None = None, interactive: bool = False) -> Iterator[Vm]:
     """Start QEMU on ``disk`` (UEFI boot through OVMF), or on ``kernel``/``initrd``/``append`` directly
-    with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default."""
+    with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default.
+    ``vars_file``: an OVMF NVRAM to use (and keep) instead of a fresh copy, for boots that must see the
+    same firmware state (TPM PCR 7). ``interactive``: the console also takes input (:meth:`Vm.send`)."""
     for needed in (OVMF_CODE, OVMF_VARS):
         if not needed.exists():
             raise VmError(f"{needed} is missing: install the 'ovmf' package")
@@ -120,16 +172,22 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
     log.unlink(missing_ok=True)
     qemu_log = log.with_name(log.name + ".qemu")
     with tempfile.TemporaryDirectory(prefix="nbc-vm-") as tmp:
-        vars_file = Path(tmp) / "OVMF_VARS_4M.fd"  # a fresh NVRAM per boot: firmware writes to it
-        shutil.copyfile(OVMF_VARS, vars_file)
+        if vars_file is None:
+            vars_file = Path(tmp) / "OVMF_VARS_4M.fd"  # a fresh NVRAM per boot: firmware writes to it
+            shutil.copyfile(OVMF_VARS, vars_file)
         argv = qemu_argv(disk, log=log, vars_file=vars_file, memory=memory, smp=smp, kernel=kernel,
-                         initrd=initrd, append=append, extra_disks=extra_disks)
+                         initrd=initrd, append=append, extra_disks=extra_disks, snapshot=snapshot,
+                         tpm_socket=tpm_socket, console_socket=Path(tmp) / "console.sock" if interactive else None)
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        vm = Vm(process, log, qemu_log, timeout)
         try:
-            yield Vm(process, log, qemu_log, timeout)
+            if interactive:
+                vm.connect(Path(tmp) / "console.sock")
+            yield vm
         finally:
             _stop(process)
+            vm.disconnect()
 
 
 def _stop(process: subprocess.Popen[bytes]) -> None:
