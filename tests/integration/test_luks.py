@@ -1,0 +1,174 @@
+"""LUKS2 with the real cryptsetup on loop devices, and the refusal where the kernel has no device-mapper.
+
+This machine's kernel has no device-mapper: an encrypted install must be refused before anything is
+written (the disk byte for byte the same), saying why. ``luksFormat``, ``luksUUID``, ``luksDump``,
+``open --test-passphrase`` and ``luksAddKey`` need no device-mapper, so the formatting, the passphrase
+bytes (no trailing newline) and the recovery key are proven here for real; opening a mapper is proven in
+the VM tier (tests/vm/test_luks.py). Every output and log is searched for the test secrets.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from nbc_tui.backend import luks, tpm
+from nbc_tui.backend.errors import CommandFailed
+from nbc_tui.backend.runner import RunContext
+from tests.conftest import nbc_mounts
+from tests.integration.test_install_refusals import SMALL, digest_of, loop_disk  # noqa: F401
+from tests.support.loopdev import attached_loop
+
+pytestmark = pytest.mark.root
+
+PASSPHRASE = "Integration-LUKS-passphrase-0815"
+MiB = 1 << 20
+
+
+def no_device_mapper() -> bool:
+    return luks.device_mapper_problem() is not None
+
+
+@pytest.fixture
+def fast_pbkdf(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(luks.FAST_PBKDF_ENV, "1")
+
+
+@pytest.fixture
+def passphrase_file(tmp_path: Path) -> Path:
+    path = tmp_path / "passphrase"
+    path.write_text(PASSPHRASE + "\n")
+    path.chmod(0o600)
+    return path
+
+
+@pytest.mark.skipif(not no_device_mapper(), reason="this kernel has device-mapper: the refusal cannot happen")
+@pytest.mark.parametrize("json_mode", [False, True])
+def test_no_device_mapper_refuses_before_writing(nbc, synthetic_image: str, loop_disk,  # noqa: F811
+                                                 passphrase_file: Path, log_file: Path, json_mode: bool) -> None:
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--encrypt", "--passphrase-file",
+            str(passphrase_file), "--yes", *(["--json"] if json_mode else []))
+    assert r.returncode == 2, r.stdout + r.stderr
+    said = r.stdout + r.stderr
+    assert "encryption needs device-mapper" in said and "nothing was written" in said, said
+    if json_mode:
+        assert r.events[-1]["type"] == "error"
+        assert "device-mapper" in r.events[-1]["details"]["error"]
+    assert digest_of(backing) == before
+    assert nbc_mounts() == []
+    for text in (r.stdout, r.stderr, log_file.read_text()):
+        assert PASSPHRASE not in text
+
+
+@pytest.mark.skipif(not no_device_mapper(), reason="this kernel has device-mapper: the refusal cannot happen")
+def test_no_device_mapper_leaves_an_image_file_as_it_was(nbc, synthetic_image: str, tmp_path: Path,
+                                                         passphrase_file: Path) -> None:
+    image = tmp_path / "existing.img"
+    with image.open("wb") as f:
+        f.truncate(3 << 30)
+        f.seek(1 << 20)
+        f.write(b"old data that must survive" * 100)
+    before = digest_of(image)
+    r = nbc("install", "--image", synthetic_image, "--via-loopback", str(image), "--image-size", "3", *SMALL,
+            "--encrypt", "--passphrase-file", str(passphrase_file), "--yes")
+    assert r.returncode == 2 and "device-mapper" in r.stderr, r.stdout + r.stderr
+    assert digest_of(image) == before
+
+
+def test_passphrase_on_argv_is_refused(nbc, synthetic_image: str, tmp_path: Path) -> None:
+    r = nbc("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"), "--encrypt",
+            "--passphrase", PASSPHRASE, "--yes")
+    assert r.returncode == 2 and "process list" in r.stderr, r.stderr
+    assert not (tmp_path / "d.img").exists()
+
+
+def test_dry_run_shows_what_would_be_encrypted(nbc, synthetic_image: str, tmp_path: Path, log_file: Path) -> None:
+    """The passphrase comes on stdin here (not a terminal): one line, its newline dropped."""
+    r = nbc("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"), "--image-size", "3",
+            *SMALL, "--encrypt", "--dry-run", stdin=PASSPHRASE + "\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "LUKS2 encryption of p2 root1 as /dev/mapper/root1, p3 root2 as /dev/mapper/root2, p4 var as " \
+           "/dev/mapper/var" in r.stdout
+    assert not (tmp_path / "d.img").exists()
+    for text in (r.stdout, r.stderr, log_file.read_text()):
+        assert PASSPHRASE not in text
+
+
+def test_luks_format_reads_the_passphrase_from_stdin(tmp_path: Path, fast_pbkdf: None,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    ctx = RunContext()
+    secret = SecretStr(PASSPHRASE)
+    ctx.redactor.add(secret)
+    caplog.set_level(logging.DEBUG, logger="nbc_tui")
+    with attached_loop(tmp_path / "part.img", size=64 * MiB) as dev:
+        luks.luks_format(dev, secret, ctx=ctx)
+        uuid = luks.luks_uuid(dev, ctx=ctx)
+        dump = subprocess.run(["cryptsetup", "luksDump", str(dev)], capture_output=True, text=True,
+                              check=True).stdout
+        assert "Version:       \t2" in dump and f"UUID:          \t{uuid}" in dump
+        assert "PBKDF:      pbkdf2" in dump  # the test-only override, asked for by this test
+        luks.check_passphrase(dev, secret, ctx=ctx)
+        # Every byte on stdin is key material: the same passphrase with a newline is another key.
+        with pytest.raises(CommandFailed):
+            luks.check_passphrase(dev, SecretStr(PASSPHRASE + "\n"), ctx=ctx)
+        blkid = subprocess.run(["blkid", "-p", "-o", "value", "-s", "TYPE", str(dev)], capture_output=True,
+                               text=True).stdout.strip()
+        assert blkid == "crypto_LUKS"
+    assert PASSPHRASE not in caplog.text
+    assert "luksFormat --type luks2 --batch-mode" in caplog.text
+
+
+def test_default_pbkdf_is_argon2id(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(luks.FAST_PBKDF_ENV, raising=False)
+    with attached_loop(tmp_path / "part.img", size=32 * MiB) as dev:
+        luks.luks_format(dev, SecretStr(PASSPHRASE), ctx=RunContext())
+        dump = subprocess.run(["cryptsetup", "luksDump", str(dev)], capture_output=True, text=True,
+                              check=True).stdout
+    assert "PBKDF:      argon2id" in dump
+
+
+def test_one_recovery_key_opens_every_volume(tmp_path: Path, fast_pbkdf: None,
+                                             caplog: pytest.LogCaptureFixture) -> None:
+    """systemd-cryptenroll makes the key on the first volume (read from its stdout, masked in the log);
+    cryptsetup luksAddKey adds the same key to the others, both secrets in 0600 files under /run."""
+    ctx = RunContext()
+    secret = SecretStr(PASSPHRASE)
+    ctx.redactor.add(secret)
+    caplog.set_level(logging.DEBUG, logger="nbc_tui")
+    lines: list[str] = []
+    ctx.on_output = lines.append
+    with attached_loop(tmp_path / "a.img", size=32 * MiB) as a, attached_loop(tmp_path / "b.img", size=32 * MiB) as b:
+        for dev in (a, b):
+            luks.luks_format(dev, secret, ctx=ctx)
+        with tpm.key_file(secret, name="luks") as unlock:
+            assert unlock.parent == Path("/run/nbc-tui") and unlock.stat().st_mode & 0o777 == 0o600
+            key = tpm.enroll_recovery_key([a, b], unlock_key_file=unlock, ctx=ctx)
+        assert not unlock.exists()
+        for dev in (a, b):
+            luks.check_passphrase(dev, key, ctx=ctx)
+            luks.check_passphrase(dev, secret, ctx=ctx)
+    value = key.get_secret_value()
+    assert len(value) == 71 and value.count("-") == 7
+    for text in (caplog.text, "\n".join(lines)):
+        assert value not in text and PASSPHRASE not in text
+    out = tmp_path / "recovery.key"
+    tpm.write_recovery_key(out, key)
+    assert out.read_text() == value + "\n" and out.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_mapper_name_in_use_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """Someone else's /dev/mapper/root1 (an nbc system installing a second disk) is never closed."""
+    fake = tmp_path / "mapper"
+    fake.mkdir()
+    (fake / "root1").touch()
+    monkeypatch.setattr(luks, "MAPPER_DIR", fake)
+    assert luks.existing_mappers() == ["root1"]
+    with pytest.raises(Exception, match="already exists"), luks.opened(Path("/dev/null"), "root1",
+                                                                        SecretStr(PASSPHRASE), ctx=RunContext()):
+        pass

@@ -1,0 +1,122 @@
+"""Encrypted installs, proven in VMs: nbc-tui runs inside a live VM (a real kernel with device-mapper),
+installs the Debian test image with ``--encrypt`` onto a blank virtio disk and powers off; then the
+installed disk boots under OVMF, the passphrase is typed at the prompt on the serial console, and the
+system reports /, /etc, /var and /boot as the layout promises.
+
+The live VM runs with ``NBC_TUI_TEST_FAST_PBKDF=1`` (test only: PBKDF2 keyslots, so that TCG does not spend
+minutes in argon2id). Every console line, the JSON events and the install log are searched for the test
+passphrase.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.image_builder import read_report
+from tests.vm.live_builder import LiveSystem, build_live_system, make_payload
+from tests.vm.qemu import Vm, booted
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+
+PASSPHRASE = "vm-luks-Secret-4711"
+LIVE_TIMEOUT = 2400
+BOOT_TIMEOUT = 420
+PROMPT = re.compile(r"Please enter passphrase for disk")
+
+RUN_INSTALL = """\
+export NBC_TUI_TEST_FAST_PBKDF=1 NBC_TUI_LOG_FILE=/run/nbc-tui.log
+start=$(date +%s)
+nbc-tui install --image {image} --device /dev/vdb --encrypt --passphrase-file /payload/secrets/passphrase \\
+    --esp-size 512M --root-size 2G --var-min-size 1G --filesystem {fs} --bootloader {bootloader} \\
+    --karg console=ttyS0 --yes --json >/run/install.jsonl 2>/run/install.err
+rc=$?
+echo "NBC-INSTALL rc=$rc seconds=$(( $(date +%s) - start ))"
+sed 's/^/NBC-J /' /run/install.jsonl
+sed 's/^/NBC-E /' /run/install.err
+sed 's/^/NBC-L /' /run/nbc-tui.log
+echo "NBC-LEFTOVER mappers=$(ls /dev/mapper | grep -vx control | tr '\\n' ,) mounts=$(grep -c nbc-tui /proc/mounts)"
+for n in 2 3 4; do echo "NBC-LUKS p$n $(cryptsetup luksUUID /dev/vdb$n 2>&1)"; done
+"""
+
+
+def live_install(live: LiveSystem, tmp_path: Path, *, fs: str, bootloader: str) -> tuple[Path, str, float]:
+    """Install encrypted inside the live VM; returns the target disk, the console text and the seconds."""
+    target = tmp_path / "target.img"
+    with target.open("wb") as f:
+        f.truncate(6 << 30)
+    payload = make_payload(tmp_path / "payload.img",
+                           RUN_INSTALL.format(image=live.image_ref, fs=fs, bootloader=bootloader),
+                           {"secrets/passphrase": PASSPHRASE.encode() + b"\n"})
+    started = time.monotonic()
+    with booted(live.root, snapshot=True, kernel=live.kernel, initrd=live.initrd,
+                append="root=/dev/vda rw console=ttyS0 nbc.live=1", extra_disks=[target, payload],
+                log=tmp_path / "live-console.log", timeout=LIVE_TIMEOUT) as vm:
+        vm.wait_for(r"NBC-LIVE-DONE rc=\d+", LIVE_TIMEOUT)
+        console = vm.console()
+    return target, console, time.monotonic() - started
+
+
+def events_of(console: str) -> list[dict[str, object]]:
+    return [json.loads(line[len("NBC-J "):]) for line in console.splitlines() if line.startswith("NBC-J {")]
+
+
+def type_passphrases(vm: Vm, until: re.Pattern[str], timeout: float) -> int:
+    """Answer every passphrase prompt until ``until`` shows; returns how many prompts were answered."""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = vm.console()
+        if until.search(text):
+            return answered
+        if len(PROMPT.findall(text)) > answered:
+            time.sleep(1)  # the prompt is printed before the password agent reads the console
+            vm.send(PASSPHRASE + "\r")
+            answered += 1
+        time.sleep(0.5)
+    vm.wait_for(until, 1)  # raises with the console tail
+    return answered
+
+
+@pytest.mark.parametrize(("fs", "bootloader"), [("ext4", "grub")])
+def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_path: Path, fs: str,
+                                                     bootloader: str) -> None:
+    live = build_live_system(debian_image)
+    target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader)
+    rc = re.search(r"NBC-INSTALL rc=(\d+) seconds=(\d+)", console)
+    events = events_of(console)
+    assert rc and rc.group(1) == "0", f"install failed in the live VM: {events[-3:]}\n{console[-4000:]}"
+    assert events[-1]["type"] == "complete", events[-3:]
+    assert "NBC-LEFTOVER mappers= mounts=0" in console, "the install left mappers or mounts behind"
+    luks_uuids = dict(re.findall(r"NBC-LUKS (p\d) ([0-9a-f-]{36})", console))
+    assert set(luks_uuids) == {"p2", "p3", "p4"}, console[-2000:]
+    assert PASSPHRASE not in console, "the passphrase reached the live console, the events or the log"
+    print(f"encrypted {fs}/{bootloader}: install inside the live VM {install_seconds:.0f} s "
+          f"(nbc-tui itself {rc.group(2)} s)")
+
+    log = tmp_path / "console.log"
+    with booted(target, log=log, timeout=BOOT_TIMEOUT, interactive=True) as vm:
+        prompts = type_passphrases(vm, re.compile(r"NBC-REPORT-END"), BOOT_TIMEOUT)
+        report = read_report(vm, 10)
+        vm.wait_for(r"login:", BOOT_TIMEOUT)
+        print(f"encrypted {fs}/{bootloader}: booted to login in {vm.elapsed:.0f} s, {prompts} passphrase prompt(s)")
+        boot_console = vm.console()
+
+    facts = f"report: {report}; console: {log}"
+    cmdline = report["cmdline"].split()
+    assert report["root"] == "ro", facts
+    assert report["etc"] == "overlay", facts
+    assert report["var"] == "mounted" and report["varfs"] == fs, facts
+    assert report["boot"] == "mounted" and report["bootfs"] == "vfat", facts
+    assert "root=/dev/mapper/root1" in cmdline, facts
+    assert f"rd.luks.name={luks_uuids['p2']}=root1" in cmdline, facts
+    assert f"rd.luks.name={luks_uuids['p4']}=var" in cmdline, facts
+    assert not any(luks_uuids["p3"] in token for token in cmdline), "the inactive root is not on the cmdline"
+    assert "rd.etc.overlay.var=/dev/mapper/var" in cmdline, facts
+    assert prompts >= 1, "no passphrase was asked for: is the disk encrypted?"
+    assert "root2" not in " ".join(PROMPT.findall(boot_console)), "root2 is noauto and must not be asked for"
+    target.unlink()
