@@ -10,7 +10,11 @@ the VM tier (tests/vm/test_luks.py). Every output and log is searched for the te
 from __future__ import annotations
 
 import logging
+import re
+import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -172,3 +176,48 @@ def test_a_mapper_name_in_use_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with pytest.raises(Exception, match="already exists"), luks.opened(Path("/dev/null"), "root1",
                                                                         SecretStr(PASSPHRASE), ctx=RunContext()):
         pass
+
+
+@pytest.fixture
+def swtpm(tmp_path: Path) -> Iterator[str]:
+    """A software TPM2 on a unix socket; yields systemd's device string for it (the swtpm TCTI)."""
+    if shutil.which("swtpm") is None or not list(Path("/usr/lib").glob("*/libtss2-tcti-swtpm.so*")):
+        pytest.skip("needs swtpm and libtss2-tcti-swtpm0 (tools/install-deps.sh)")
+    state = tmp_path / "tpm"
+    state.mkdir()
+    sock = state / "tpm.sock"
+    # The swtpm TCTI finds the control channel at <socket>.ctrl.
+    proc = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}", "--server",
+                             f"type=unixio,path={sock}", "--ctrl", f"type=unixio,path={sock}.ctrl",
+                             "--flags", "startup-clear"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for _ in range(100):
+            if sock.exists():
+                break
+            time.sleep(0.05)
+        yield f"swtpm:path={sock}"
+    finally:
+        proc.terminate()
+        proc.wait(10)
+
+
+@pytest.mark.parametrize("pcrs", [(), (7,)])
+def test_tpm2_enrolment_with_a_software_tpm(tmp_path: Path, fast_pbkdf: None, swtpm: str,
+                                            caplog: pytest.LogCaptureFixture, pcrs: tuple[int, ...]) -> None:
+    """The enrolment argv systemd 252 accepts, with the passphrase in a 0600 key file under /run."""
+    ctx = RunContext()
+    secret = SecretStr(PASSPHRASE)
+    ctx.redactor.add(secret)
+    caplog.set_level(logging.DEBUG, logger="nbc_tui")
+    with attached_loop(tmp_path / "a.img", size=32 * MiB) as dev:
+        luks.luks_format(dev, secret, ctx=ctx)
+        with tpm.key_file(secret, name="luks") as unlock:
+            tpm.enroll_tpm2(dev, unlock_key_file=unlock, pcrs=pcrs, ctx=ctx, tpm2_device=swtpm)
+        dump = subprocess.run(["cryptsetup", "luksDump", str(dev)], capture_output=True, text=True,
+                              check=True).stdout
+        luks.check_passphrase(dev, secret, ctx=ctx)  # the passphrase stays as a fallback
+    assert "systemd-tpm2" in dump
+    bound = re.search(r"tpm2-hash-pcrs:\s*(\S+)", dump)
+    assert bound and bound.group(1) == ("7" if pcrs else "n/a"), dump
+    assert PASSPHRASE not in caplog.text
+    assert "--unlock-key-file=/run/nbc-tui/luks-" in caplog.text
