@@ -17,7 +17,7 @@ import re
 import tomllib
 import types
 import typing
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +27,7 @@ from pydantic import BaseModel, ValidationError
 from .disk_rules import Resolved, resolve_target
 from .disks import Disk
 from .errors import InputError, NbcError
-from .events import Event
+from .events import Emit, ErrorEvent, Event, MessageEvent, StepEvent
 from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext
 from .sizes import GiB, MiB, human
@@ -67,7 +67,7 @@ class Problem:
     def render(self, source: str) -> str:
         where = f"{source}:{self.line}" if self.line else source
         text = f"{where}: {self.key}: {self.message}" if self.key else f"{where}: {self.message}"
-        return text + (f" ({self.hint})" if self.hint else "")
+        return text + (f"\n    {self.hint}" if self.hint else "")  # the fix on its own, indented line
 
     def as_dict(self) -> dict[str, Any]:
         return {"key": self.key, "line": self.line, "message": self.message, "hint": self.hint}
@@ -717,11 +717,11 @@ class Checked:
 
 
 def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = True,
-                  check_image: bool = True, include_loop: bool | None = None) -> Checked:
+                  preflight: bool = True, include_loop: bool | None = None) -> Checked:
     """Resolve the answers on this machine, collecting every problem: the consent, the disk rules, the
-    secret files, the TPM, then (``check_image``) the image and the layout through the engine's own
-    read-only preflight. Reads only; secrets read are registered with ``ctx.redactor`` at once.
-    Raises AnswerFileError when anything is wrong."""
+    secret files; with ``preflight`` (validate) also what a real install would refuse here (no
+    device-mapper, no TPM2) and the engine's own read-only dry-run checks of the image and the layout.
+    Reads only; secrets read are registered with ``ctx.redactor`` at once. Raises AnswerFileError."""
     plan = answers.plan
     problems: list[Problem] = []
     if require_wipe and not plan.target.is_image_file and not plan.target.wipe:
@@ -734,13 +734,11 @@ def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = 
     except InputError as exc:
         problems.append(_keyed(answers, exc, ("target",)))
     problems += _secret_problems(answers, ctx)
-    if plan.encryption is not None and plan.encryption.tpm2 and not tpm2_present():
-        problems.append(answers.problem(
-            ("encryption", "tpm2"), "this machine has no TPM2 (no /sys/class/tpm/tpm* of version 2)",
-            "enable the TPM in the firmware setup, or set tpm2 = false"))
+    if preflight:
+        problems += _encryption_problems(answers)
     checked = Checked(answers, resolved.plan if resolved else plan, resolved.disk if resolved else None,
                       resolved.rule if resolved else None, problems)
-    if check_image and resolved is not None and not problems:
+    if preflight and resolved is not None and not problems:
         problems += _engine_preflight(answers, checked.plan, ctx)
     if problems:
         raise AnswerFileError(answers.source, problems)
@@ -782,33 +780,73 @@ def _secret_problems(answers: AnswerFile, ctx: RunContext) -> list[Problem]:
     return out
 
 
-def tpm2_present(sys_root: Path = Path("/sys")) -> bool:
-    for tpm in (sys_root / "class" / "tpm").glob("tpm*"):
-        version = tpm / "tpm_version_major"
-        with contextlib.suppress(OSError):
-            if not version.exists() or version.read_text().strip() == "2":
-                return True
-    return False
+def _encryption_problems(answers: AnswerFile) -> list[Problem]:
+    """What a real install would refuse on this machine (the engine's dry run only warns about it)."""
+    from . import luks, tpm
+
+    enc, out = answers.plan.encryption, []
+    if enc is None:
+        return out
+    checks: list[tuple[Loc, Callable[[], None]]] = [(("encryption",), luks.check_can_encrypt)]
+    if enc.tpm2:
+        checks.append((("encryption", "tpm2"), tpm.check_can_enroll))
+    for loc, check in checks:
+        try:
+            check()
+        except InputError as exc:
+            out.append(answers.problem(loc, exc.message, exc.hint))
+    return out
 
 
 def _engine_preflight(answers: AnswerFile, plan: InstallPlan, ctx: RunContext) -> list[Problem]:
     """The engine's own checks (tools, image reachable, kernel, initramfs, bootloader, root size) in a dry
-    run, which reads and writes nothing. Its errors name no key: point at the one they are about."""
-    from .install import run_install
+    run, which reads and writes nothing."""
+    from .install import run_install  # the engine, only when an image is to be checked
 
     seen: list[Event] = []
     try:
         run_install(plan, emit=seen.append, ctx=RunContext(dry_run=True, redactor=ctx.redactor))
     except NbcError as exc:
         image_reached = any(e.type == "message" and (e.message or "").startswith("Image: ") for e in seen)
-        text = exc.message
-        if "root slot" in text:
-            loc: Loc = ("layout", "root_size")
-        elif "systemd-boot" in text:
-            loc = ("boot", "bootloader")
-        elif image_reached:
-            loc = ("image", "ref")
-        else:
-            loc = tuple(exc.details.get("loc") or ("target",))
-        return [answers.problem(loc, text, exc.hint)]
+        return [answers.problem(preflight_loc(exc.message, image_reached=image_reached), exc.message, exc.hint)]
     return []
+
+
+def preflight_loc(message: str, *, image_reached: bool) -> Loc:
+    """The key an error of the engine's preflight is about. Its errors name no key: they are told apart by
+    what they say, and by whether the image was being looked at (preflight checks the target first)."""
+    for words, loc in (("pinned to serial", ("target", "serial")), ("changed since it was checked", ("target",)),
+                       ("cannot be installed to", ("target",)), ("choose another disk", ("target",)),
+                       ("root slot", ("layout", "root_size")), ("systemd-boot", ("boot", "bootloader")),
+                       ("the image", ("image", "ref")),
+                       ("image file", ("target", "image_file")), ("free space", ("target", "image_file")),
+                       ("recovery key", ("encryption", "recovery_key_file")),
+                       ("LUKS passphrase", ("encryption", "passphrase_file")), ("TPM", ("encryption", "tpm2")),
+                       ("device-mapper", ("encryption",)), ("cryptsetup", ("encryption",)),
+                       ("root password", ("system", "root_password_file"))):
+        if words in message:
+            return loc
+    return ("image", "ref") if image_reached else ()
+
+
+def keyed_engine_errors(answers: AnswerFile, emit: Emit) -> Emit:
+    """Pass the engine's events on; an error of its first step (the checks before anything is written) gets
+    the answer-file key and line it is about, like every other answer-file error."""
+    state = {"step": 0, "image": False}
+
+    def forward(event: Event) -> None:
+        if isinstance(event, StepEvent):
+            state["step"] = event.step
+        elif isinstance(event, MessageEvent) and (event.message or "").startswith("Image: "):
+            state["image"] = True
+        elif isinstance(event, ErrorEvent) and state["step"] <= 1:
+            details = dict(event.details or {})
+            error = str(details.get("error") or event.message or "")
+            loc = preflight_loc(error, image_reached=bool(state["image"]))
+            if loc:
+                problem = answers.problem(loc, error)
+                details.update(error=problem.render(answers.source), key=problem.key, line=problem.line)
+                event = event.model_copy(update={"details": details})
+        emit(event)
+
+    return forward

@@ -59,7 +59,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         else:
             print(f"✗ {args.file} is not valid here:", file=sys.stderr)
             for problem in exc.problems:
-                print(f"  {problem.render(exc.source)}", file=sys.stderr)
+                print("  " + problem.render(exc.source).replace("\n", "\n  "), file=sys.stderr)
         return 2
     if args.json:
         print(json.dumps(validated_json(checked), indent=2))

@@ -21,12 +21,12 @@ import sys
 import tempfile
 from pathlib import Path
 
-from ..backend.answers import AnswerFileError, Checked, check_answers, read_answers
+from ..backend.answers import AnswerFileError, Checked, check_answers, keyed_engine_errors, read_answers
 from ..backend.disk_rules import describe
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.filesystems import mounted
-from ..backend.install import STEPS, run_install
+from ..backend.install import run_install
 from ..backend.logfile import RunLog
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext, run
@@ -73,13 +73,15 @@ def cmd_headless(args: argparse.Namespace) -> int:
             raise
         plan = checked.plan
         log.info("headless: running the plan\n%s", plan.model_dump_json(indent=2))
-        run_install(plan, emit=emit, ctx=ctx, confirm=_consented(emit, checked), log_snapshot=run_log.this_run)
+        run_install(plan, emit=keyed_engine_errors(checked.answers, emit), ctx=ctx,
+                    confirm=_consented(emit, checked), log_snapshot=run_log.this_run)
         print(f"Log: {run_log.path}", file=sys.stderr)
-    try:
-        perform_after(plan, dry_run=ctx.dry_run)
-    except NbcError as exc:
-        print(f"Error: {exc}", file=sys.stderr)
-        return exc.exit_code
+        try:
+            perform_after(plan, dry_run=ctx.dry_run)
+        except NbcError as exc:
+            log.error("%s", exc)
+            print(f"Error: {exc}", file=sys.stderr)
+            return exc.exit_code
     return 0
 
 
@@ -98,21 +100,13 @@ def _checked_answers(args: argparse.Namespace, ctx: RunContext, stack: contextli
         raise InputError("--headless needs an answer file", hint="give --answers FILE or --answers-from-cmdline")
     emit(MessageEvent(message=f"Answers: {path}"))
     answers = read_answers(path)
-    checked = check_answers(answers, ctx=ctx, check_image=False)
-    _refuse_unsupported(checked.plan)
+    checked = check_answers(answers, ctx=ctx, preflight=False)
     target = (f"the disk-image file {checked.plan.target.image_file}" if checked.disk is None
               else describe(checked.disk))
     emit(MessageEvent(message=f"Target: {target}"))
     if checked.plan.after != "none":
         emit(MessageEvent(message=f"After the install: {checked.plan.after}"))
     return checked
-
-
-def _refuse_unsupported(plan: InstallPlan) -> None:
-    # Until the engine has an encryption step it would install the plan unencrypted: refuse instead.
-    if plan.encryption is not None and not any("encrypt" in key or "luks" in key for key, _, _ in STEPS):
-        raise InputError("this nbc-tui cannot encrypt yet: the plan asks for [encryption], and installing it "
-                         "unencrypted is not what it says", hint="remove [encryption], or use a newer nbc-tui")
 
 
 def _consented(emit: Emit, checked: Checked):  # type: ignore[no-untyped-def]

@@ -1,0 +1,188 @@
+"""Bad answer files through the real CLI (`answers validate` and `--headless`), against real loop devices as
+disks: each exits 2, names the key and its line, and every disk is byte for byte unchanged."""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from nbc_tui.backend.answers import load_answers
+from nbc_tui.backend.disk_rules import SHOW_LOOP_ENV
+from tests.conftest import REPO, CliResult, nbc_mounts
+from tests.integration.test_install_refusals import digest_of
+from tests.support.loopdev import attached_loop
+from tests.support.synthetic import make_image
+
+pytestmark = pytest.mark.root
+
+MiB, GiB = 1 << 20, 1 << 30
+# An odd size no other loop device on this machine has: rules select the test's disks by it.
+DISK_SIZE = 3 * GiB + 7 * MiB
+LAYOUT = '[layout]\nfilesystem = "ext4"\nesp_size = "100M"\nroot_size = "1G"\nvar_min_size = "256M"\n'
+
+
+@dataclass
+class Disks:
+    devices: list[str]
+    files: list[Path]
+
+    def digests(self) -> list[str]:
+        return [digest_of(f) for f in self.files]
+
+
+@pytest.fixture
+def disks(tmp_path: Path) -> Iterator[Disks]:
+    """Two identical 3 GiB "disks" with old content: sparse files attached as loop devices."""
+    files = [tmp_path / "disk0.raw", tmp_path / "disk1.raw"]
+    for f in files:
+        with f.open("wb") as out:
+            out.truncate(DISK_SIZE)
+        subprocess.run(["mkfs.ext4", "-q", "-L", "olddata", str(f)], check=True)
+    with attached_loop(files[0]) as d0, attached_loop(files[1]) as d1:
+        yield Disks([str(d0), str(d1)], files)
+
+
+@pytest.fixture(scope="module")
+def no_kernel_image(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return make_image(tmp_path_factory.mktemp("nokernel") / "layout", kernel=False)
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, log_file: Path | None = None) -> CliResult:
+    full_env = {**os.environ, SHOW_LOOP_ENV: "1", **(env or {})}
+    if log_file is not None:
+        full_env["NBC_TUI_LOG_FILE"] = str(log_file)
+    proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", *args], capture_output=True, text=True,
+                          env=full_env, timeout=600, cwd=REPO)
+    return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+@dataclass
+class Case:
+    body: Callable[[Disks, str, str, Path], str]
+    """(disks, good image, image without kernel, tmp dir) -> the answer file after its version line."""
+    key: str
+    line: int
+    words: str
+
+
+def disk_target(d: Disks, extra: str = "wipe = true\n") -> str:
+    return f'[target]\ndevice = "{d.devices[0]}"\n{extra}'
+
+
+def same_size_rule() -> str:
+    return f"[[target.match]]\nmin_size = {DISK_SIZE}\nmax_size = {DISK_SIZE}\n"
+
+
+# Line numbers count from the file's first line, "version = 1"; [image] is lines 2-3.
+CASES = {
+    "misspelt key": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d) + "devcie = 1\n"
+                         + LAYOUT, "target.devcie", 7, "did you mean 'device'?"),
+    "wrong type": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n'
+                       + disk_target(d, 'wipe = "yes"\n') + LAYOUT, "target.wipe", 6, "true or false"),
+    "unknown section": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                            + '[netwrok]\nhostname = "x"\n', "netwrok", 12, "unknown section"),
+    "missing wipe": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d, "") + LAYOUT,
+                         "target.wipe", 4, "wipe = true"),
+    "pinned serial mismatch": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n'
+                                   + disk_target(d, 'serial = "WDC-NOT-THIS-ONE"\nwipe = true\n') + LAYOUT,
+                                   "target.serial", 6, "pinned to serial WDC-NOT-THIS-ONE"),
+    "rule matching two disks": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n[target]\nwipe = true\n'
+                                    + same_size_rule() + LAYOUT, "target.match[0]", 6, "matches 2 disks"),
+    "rule matching no disk": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n[target]\nwipe = true\n'
+                                  '[[target.match]]\nserial = "NO-SUCH-DISK"\n' + LAYOUT, "target.match", 6,
+                                  "no disk rule matches"),
+    "disk too small": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d)
+                           + '[layout]\nroot_size = "20G"\n', "target.device", 5, "too small"),
+    "unreadable secret file": Case(lambda d, img, _nk, t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                                   + f'[system]\nroot_password_file = "{t}/no-such-file"\n',
+                                   "system.root_password_file", 13, "cannot read the root password file"),
+    "image without a kernel": Case(lambda d, _img, nk, _t: f'[image]\nref = "{nk}"\n' + disk_target(d) + LAYOUT,
+                                   "image.ref", 3, "has no kernel"),
+}
+
+
+@pytest.mark.parametrize("name", CASES)
+def test_bad_answer_file_exits_2_names_key_and_line_and_changes_nothing(
+        name: str, disks: Disks, synthetic_image: str, no_kernel_image: str, tmp_path: Path) -> None:
+    case = CASES[name]
+    answers = tmp_path / "answers.toml"
+    answers.write_text("version = 1\n" + case.body(disks, synthetic_image, no_kernel_image, tmp_path))
+    where = f"{answers}:{case.line}: {case.key}: "
+    before = disks.digests()
+
+    r = run_cli("answers", "validate", str(answers))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert where in r.stderr and case.words in r.stderr, r.stderr
+
+    r = run_cli("answers", "validate", "--json", str(answers))
+    assert r.returncode == 2
+    report = json.loads(r.stdout)
+    assert report["valid"] is False
+    assert {"key": case.key, "line": case.line} in [{"key": p["key"], "line": p["line"]} for p in report["problems"]]
+
+    for mode in ([], ["--json"]):
+        r = run_cli("--headless", "--answers", str(answers), *mode, log_file=tmp_path / "log")
+        assert r.returncode == 2, r.stdout + r.stderr
+        if mode:
+            error = r.events[-1]
+            assert error["type"] == "error"
+            assert where in error["details"]["error"]
+        else:
+            assert where in r.stderr and case.words in r.stderr, r.stderr
+    assert disks.digests() == before
+    assert nbc_mounts() == []
+
+
+def test_valid_file_prints_the_resolved_plan(disks: Disks, synthetic_image: str, tmp_path: Path) -> None:
+    """A rule picks the disk: validate says which, and prints the plan pinned to that device."""
+    answers = tmp_path / "answers.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "{synthetic_image}"\n[target]\nwipe = true\n'
+                       '[[target.match]]\nserial = "NO-SUCH-DISK"\n'
+                       f'[[target.match]]\npath = "{disks.devices[1]}"\n' + LAYOUT)
+    r = run_cli("answers", "validate", str(answers))
+    assert r.returncode == 0, r.stderr
+    assert "picked by target.match[1] (line 8)" in r.stdout
+    printed = tmp_path / "printed.toml"
+    printed.write_text(r.stdout.split("runs with it:\n", 1)[1])
+    plan = load_answers(printed)
+    assert plan.target.device == Path(disks.devices[1]) and plan.target.match == () and plan.target.wipe
+
+    r = run_cli("answers", "validate", "--json", str(answers))
+    report = json.loads(r.stdout)
+    assert (report["valid"], report["rule"], report["disk"]["device"]) == (True, 1, disks.devices[1])
+    assert report["plan"]["target"]["device"] == disks.devices[1]
+
+
+def test_loop_devices_are_not_disks_unless_asked(disks: Disks, synthetic_image: str, tmp_path: Path) -> None:
+    answers = tmp_path / "answers.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "{synthetic_image}"\n[target]\nwipe = true\n'
+                       f'[[target.match]]\npath = "{disks.devices[0]}"\n' + LAYOUT)
+    r = run_cli("answers", "validate", str(answers), env={SHOW_LOOP_ENV: "0"})
+    assert r.returncode == 2 and "loop devices count only with NBC_TUI_SHOW_LOOP=1" in r.stderr
+
+
+def test_install_dry_run_saves_answers_that_load_back(synthetic_image: str, tmp_path: Path) -> None:
+    saved = tmp_path / "saved.toml"
+    pw = tmp_path / "pw"
+    pw.write_text("Saved-Root-Password\n")
+    r = run_cli("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "os.img"), "--image-size",
+                "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M", "--filesystem", "ext4",
+                "--karg", "console=ttyS0", "--root-password-file", str(pw), "--dry-run", "--save-answers",
+                str(saved), log_file=tmp_path / "log")
+    assert r.returncode == 0, r.stderr
+    assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+    assert not (tmp_path / "os.img").exists()
+    plan = load_answers(saved)
+    assert (plan.image.ref, plan.target.image_file, plan.layout.filesystem, plan.boot.kernel_args,
+            plan.system.root_password_file) == (synthetic_image, tmp_path / "os.img", "ext4", ("console=ttyS0",), pw)
+    assert "Saved-Root-Password" not in saved.read_text()
+    r = run_cli("answers", "validate", str(saved))
+    assert r.returncode == 0, r.stderr
