@@ -54,6 +54,14 @@ def describe(disk: Disk) -> str:
     return f"{disk.device} ({', '.join(bits)})"
 
 
+def describe_rule(rule: DiskRule) -> str:
+    """``transport=nvme, min_size=200.0 GB``: the rule as written, sizes for people."""
+    parts = []
+    for name, value in rule.model_dump(exclude_none=True).items():
+        parts.append(f"{name}={human(value)}" if name.endswith("_size") else f"{name}={value}")
+    return ", ".join(parts)
+
+
 def rule_matches(rule: DiskRule, disk: Disk) -> bool:
     """Every field the rule gives holds for the disk (``size`` chooses among matches, see below)."""
     if rule.path is not None and not _path_matches(rule.path, disk):
@@ -125,7 +133,7 @@ def _by_rules(rules: tuple[DiskRule, ...], *, min_size: int, include_loop: bool,
             return found[0], index
         if found:
             raise InputError(
-                f"disk rule {index} ({rule.describe()}) matches {len(found)} disks: "
+                f"disk rule {index} ({describe_rule(rule)}) matches {len(found)} disks: "
                 + "; ".join(describe(d) for d in found),
                 hint="make the rule narrower so that it picks one, e.g. with serial = \"...\" "
                      "(never a guess: nothing was written)",
