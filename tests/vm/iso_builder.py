@@ -1,0 +1,219 @@
+"""Build (or reuse) the nbc-tui live ISO with ``iso/build.sh``, and boot it in QEMU + OVMF (TCG).
+
+    live = build_iso()                                   # cached: instant when nothing changed
+    with booted_iso(live, log=tmp_path / "console.log", disks=[blank]) as vm:
+        vm.wait_for(TUI_FIRST_SCREEN, timeout=300)       # the installer on the serial console
+        vm.send(CTRL_C)
+
+``build_iso`` runs the build script (which caches every layer under ``/var/cache/nbc-tui-iso``, or
+``$NBC_TUI_ISO_CACHE``) and returns the ISO with the kernel, initrd and kernel arguments beside it.
+``booted_iso`` boots it as a CD-ROM through OVMF and the ISO's own GRUB menu, or, given ``kernel_args``,
+its kernel directly with the ISO's arguments plus those (how a test passes ``nbc.answers=...``); the
+ISO is attached as the CD-ROM either way, so live-boot finds its medium. The serial console is a socket:
+everything the guest writes is appended to ``log`` (read with the usual :class:`~tests.vm.qemu.Vm`
+methods), and :meth:`LiveVm.send` types on it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from tests.vm.qemu import OVMF_CODE, OVMF_VARS, POLL_SECONDS, QEMU, Vm, VmError, qemu_argv
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD_SCRIPT = REPO / "iso" / "build.sh"
+ISO_CACHE_ENV = "NBC_TUI_ISO_CACHE"
+DEFAULT_ISO_CACHE = Path("/var/cache/nbc-tui-iso")
+BUILD_TIMEOUT = 3600
+"""Seconds a cold build may take (debootstrap and ~100 packages: about 8 minutes here)."""
+
+TUI_FIRST_SCREEN = re.compile(r"install a bootable container image")
+"""Text of the installer's first (welcome) screen."""
+HEADLESS_EXIT = re.compile(r"NBC-TUI-HEADLESS-EXIT=(\d+)")
+"""The line the live system's headless unit prints when ``nbc-tui --headless`` has exited."""
+TUI_EXITED = re.compile(r"nbc-tui exited \(code (\d+)\)")
+"""What the live system's login shell prints when the installer exits (a prompt follows)."""
+CTRL_C = b"\x03"
+
+
+class IsoBuildError(RuntimeError):
+    """iso/build.sh failed; the message ends with the tail of its output."""
+
+
+@dataclass(frozen=True)
+class LiveIso:
+    """A built ISO and what a direct kernel boot of it needs."""
+
+    iso: Path
+    kernel: Path
+    initrd: Path
+    cmdline: str
+    """The kernel arguments of the ISO's default boot entry."""
+    build_seconds: float
+    """How long this call took (0 when the ISO was cached)."""
+
+
+def iso_cache() -> Path:
+    return Path(os.environ.get(ISO_CACHE_ENV) or DEFAULT_ISO_CACHE)
+
+
+def build_iso(stage: Sequence[str] = (), *, cache: Path | None = None,
+              timeout: float = BUILD_TIMEOUT) -> LiveIso:
+    """Build the ISO (or reuse the cached one) with ``stage`` images for offline installs; needs root."""
+    if os.geteuid() != 0:
+        raise IsoBuildError("building the live ISO needs root (debootstrap, chroot, overlay mounts)")
+    argv = [str(BUILD_SCRIPT), "--cache", str(cache or iso_cache())]
+    for ref in stage:
+        argv += ["--stage", ref]
+    started = time.monotonic()
+    with tempfile.TemporaryFile(mode="w+") as err:
+        done = subprocess.run(argv, stdout=subprocess.PIPE, stderr=err, text=True, timeout=timeout, check=False)
+        err.seek(0)
+        output = err.read()
+    if done.returncode != 0 or not done.stdout.strip():
+        tail = "\n".join(output.splitlines()[-40:])
+        raise IsoBuildError(f"{' '.join(argv)} exited with {done.returncode}:\n{tail}")
+    iso = Path(done.stdout.strip().splitlines()[-1])
+    info = json.loads((iso.parent / "info.json").read_text())
+    cached = "ISO cached" in output
+    return LiveIso(iso=iso, kernel=Path(info["kernel"]), initrd=Path(info["initrd"]), cmdline=info["cmdline"],
+                   build_seconds=0.0 if cached else round(time.monotonic() - started, 1))
+
+
+class LiveVm(Vm):
+    """A Vm whose serial console also takes input."""
+
+    def __init__(self, process: subprocess.Popen[bytes], log: Path, qemu_log: Path, timeout: float,
+                 serial: socket.socket) -> None:
+        super().__init__(process, log, qemu_log, timeout)
+        self.serial = serial
+
+    def send(self, data: str | bytes) -> None:
+        """Type ``data`` on the serial console (a str is sent as UTF-8; use "\\r" for Enter)."""
+        self.serial.sendall(data.encode() if isinstance(data, str) else data)
+
+    def mark(self) -> int:
+        """The console's length now: pass it to :meth:`wait_after` to match only what comes later."""
+        return len(self.console())
+
+    def wait_after(self, start: int, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """Like wait_for, but matching only what the console printed after ``start`` (from :meth:`mark`)."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if match := regex.search(self.console(), start):
+                return match
+            if self.process.poll() is not None:
+                raise VmError(self._explain(f"QEMU exited with code {self.process.returncode} before "
+                                            f"{regex.pattern!r} appeared on the console"))
+            if time.monotonic() >= deadline:
+                raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
+            time.sleep(POLL_SECONDS)
+
+    def run(self, command: str, timeout: float = 60) -> str:
+        """Type ``command`` at the shell prompt and return what it printed (up to an end marker)."""
+        token = f"NBC-DONE-{time.monotonic_ns()}"
+        # The echo of the typed line shows "$((1))"; only the output has the digits joined up.
+        start = self.mark()
+        self.send(f"{command}; echo {token[:-3]}$((1)){token[-3:]}\r")
+        end = self.wait_after(start, re.escape(token[:-3] + "1" + token[-3:]), timeout)
+        text = self.console()[start:end.start()]
+        first_newline = text.find("\n")
+        return text[first_newline + 1:] if first_newline >= 0 else text
+
+
+@contextlib.contextmanager
+def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_args: str | None = None,
+               memory: str = "2048", timeout: float = 300) -> Iterator[LiveVm]:
+    """Boot ``live`` with ``disks`` as virtio disks; yield a LiveVm; always stop QEMU on exit.
+
+    ``kernel_args`` None: UEFI boot from the CD-ROM through OVMF and the ISO's GRUB (its default entry).
+    A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``."""
+    for needed in (OVMF_CODE, OVMF_VARS):
+        if not needed.exists():
+            raise VmError(f"{needed} is missing: install the 'ovmf' package")
+    if shutil.which(QEMU) is None:
+        raise VmError(f"{QEMU} is missing: install the 'qemu-system-x86' package")
+    log.parent.mkdir(parents=True, exist_ok=True)
+    log.unlink(missing_ok=True)
+    log.touch()
+    qemu_log = log.with_name(log.name + ".qemu")
+    with tempfile.TemporaryDirectory(prefix="nbc-iso-vm-") as tmp:
+        vars_file = Path(tmp) / "OVMF_VARS_4M.fd"
+        shutil.copyfile(OVMF_VARS, vars_file)
+        sock_path = Path(tmp) / "serial.sock"
+        direct = kernel_args is not None
+        argv = qemu_argv(None, log=log, vars_file=vars_file, memory=memory, extra_disks=disks,
+                         kernel=live.kernel if direct else None, initrd=live.initrd if direct else None,
+                         append=f"{live.cmdline} {kernel_args}".strip() if direct else None)
+        serial_at = argv.index("-serial")
+        # QEMU waits for our connection before it starts the guest, so nothing printed is lost.
+        argv[serial_at:serial_at + 2] = ["-chardev", f"socket,id=ser0,path={sock_path},server=on,wait=on",
+                                         "-serial", "chardev:ser0"]
+        argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={_opt(live.iso)}",
+                 "-device", "ide-cd,drive=live,bootindex=0"]
+        with qemu_log.open("wb") as err:
+            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        serial: socket.socket | None = None
+        try:
+            serial = _connect(sock_path, process)
+            reader = threading.Thread(target=_copy_to_log, args=(serial, log), daemon=True)
+            reader.start()
+            yield LiveVm(process, log, qemu_log, timeout, serial)
+        finally:
+            if process.poll() is None:
+                process.terminate()
+                try:
+                    process.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    process.kill()
+                    process.wait()
+            if serial is not None:
+                serial.close()
+
+
+def _connect(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> socket.socket:
+    deadline = time.monotonic() + timeout
+    while True:
+        if process.poll() is not None:
+            raise VmError(f"QEMU exited with code {process.returncode} before its serial socket appeared")
+        try:
+            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            sock.connect(str(path))
+            return sock
+        except (FileNotFoundError, ConnectionRefusedError):
+            sock.close()
+            if time.monotonic() > deadline:
+                raise VmError(f"no serial socket {path} from QEMU after {timeout:.0f} s") from None
+            time.sleep(0.1)
+
+
+def _copy_to_log(sock: socket.socket, log: Path) -> None:
+    """Append everything the guest writes to ``log`` until the socket closes."""
+    with log.open("ab", buffering=0) as out:
+        while True:
+            try:
+                chunk = sock.recv(65536)
+            except OSError:
+                return
+            if not chunk:
+                return
+            out.write(chunk)
+
+
+def _opt(path: Path) -> str:
+    """A path inside a QEMU option value, where a comma must be doubled."""
+    return str(path).replace(",", ",,")

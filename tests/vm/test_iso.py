@@ -1,0 +1,109 @@
+"""Smoke tests of the live ISO: built (cached) by ``iso/build.sh``, booted in QEMU + OVMF with a blank
+virtio disk, checked on the serial console.
+
+- UEFI boot through the ISO's GRUB: the live system comes up, the installer starts by itself on the serial
+  console, quitting it leaves a shell prompt, and ``nbc-tui list`` there offers the blank disk and refuses
+  the live medium.
+- ``nbc.answers=`` on the kernel command line: the headless unit runs instead of the TUI and prints its
+  exit marker (the answer file given here does not exist: only the wiring is checked, not an install).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.vm.iso_builder import (
+    CTRL_C,
+    HEADLESS_EXIT,
+    TUI_EXITED,
+    TUI_FIRST_SCREEN,
+    LiveIso,
+    LiveVm,
+    booted_iso,
+    build_iso,
+)
+
+pytestmark = [pytest.mark.vm, pytest.mark.root]
+
+BOOT_TIMEOUT = 300
+"""Seconds from QEMU's start to the installer on the console (about 60-90 s under TCG here)."""
+BLANK_DISK_BYTES = 32 << 30
+"""Sparse; nbc's default layout needs 30 GB."""
+PROMPT = re.compile(r"root@nbc-tui-live:~# ")
+
+
+@pytest.fixture(scope="module")
+def live_iso() -> LiveIso:
+    return build_iso()
+
+
+def blank_disk(tmp_path: Path) -> Path:
+    disk = tmp_path / "blank.img"
+    with disk.open("wb") as f:
+        f.truncate(BLANK_DISK_BYTES)
+    return disk
+
+
+def shell_output(vm: LiveVm, command: str, timeout: float = 60) -> str:
+    """Run ``command`` at the live system's shell prompt; return its stdout+stderr. The output travels
+    base64-encoded on one marker line, so nothing the terminal does to it (wrapping, CRLF) matters; the
+    marker's "$((1))" is "1" only in the output, never in the echo of the typed line."""
+    start = vm.mark()
+    vm.send(f"echo NBC-OUT-$((1)) $({command} 2>&1 | base64 -w0)\r")
+    match = vm.wait_after(start, re.compile(r"NBC-OUT-1 ([A-Za-z0-9+/=]*)\n"), timeout)
+    return base64.b64decode(match.group(1)).decode(errors="replace")
+
+
+def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, tmp_path: Path) -> None:
+    disk = blank_disk(tmp_path)
+    with booted_iso(live_iso, log=tmp_path / "console.log", disks=[disk], timeout=BOOT_TIMEOUT) as vm:
+        vm.wait_for(r"nbc-tui live: install a container image", timeout=120)  # the GRUB menu, on serial too
+        grub_seconds = vm.elapsed
+        vm.wait_for(TUI_FIRST_SCREEN)
+        tui_seconds = vm.elapsed
+
+        start = vm.mark()
+        vm.send(CTRL_C)  # the installer asks first
+        vm.wait_after(start, r"Quit the installer\?", timeout=60)
+        vm.send("y")
+        exited = vm.wait_after(start, TUI_EXITED, timeout=60)
+        assert exited.group(1) == "0"
+        vm.wait_after(exited.end(), PROMPT, timeout=30)
+
+        medium = shell_output(vm, "findmnt -no SOURCE,FSTYPE /run/live/medium").split()
+        assert medium == ["/dev/sr0", "iso9660"], medium
+        layers = shell_output(vm, "ls /run/live/rootfs").split()
+        assert layers[:3] == ["00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs"], layers
+
+        listing = json.loads(shell_output(vm, "nbc-tui list --json --all", timeout=120))
+        disks = {d["name"]: d for d in listing["disks"]}
+        assert "vda" in disks, f"the blank virtio disk is not listed: {sorted(disks)}"
+        assert disks["vda"]["eligible"], disks["vda"].get("refusals")
+        assert disks["vda"]["size"] == BLANK_DISK_BYTES
+        if "sr0" in disks:
+            assert not disks["sr0"]["eligible"]
+        print(f"\nlive ISO: GRUB menu at {grub_seconds:.0f} s, installer on the serial console at "
+              f"{tui_seconds:.0f} s after QEMU started, checks done at {vm.elapsed:.0f} s; "
+              f"ISO build {live_iso.build_seconds:.0f} s")
+
+
+def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: LiveIso, tmp_path: Path) -> None:
+    disk = blank_disk(tmp_path)
+    started = time.monotonic()
+    with booted_iso(live_iso, log=tmp_path / "console.log", disks=[disk], timeout=BOOT_TIMEOUT,
+                    kernel_args="nbc.answers=/run/nbc-test/no-such-answers.toml") as vm:
+        marker = vm.wait_for(HEADLESS_EXIT)
+        rc = int(marker.group(1))
+        assert rc != 0, "an answer file that does not exist cannot succeed"
+        vm.wait_after(marker.end(), r"Unattended install \(nbc\.answers=", timeout=60)
+        vm.wait_after(marker.end(), PROMPT, timeout=60)
+        assert not TUI_FIRST_SCREEN.search(vm.console()), "the TUI must not start in an unattended boot"
+        disk_untouched = disk.stat().st_blocks == 0
+        print(f"\nlive ISO headless: exit marker rc={rc} after {time.monotonic() - started:.0f} s")
+    assert disk_untouched, "a failed unattended run wrote to the disk"
