@@ -5,7 +5,10 @@ command line on a labelled ext4 partition, and no secret in any output or log.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
+import sys
 import uuid
 from pathlib import Path
 
@@ -17,6 +20,8 @@ from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.disk_image import gpt
 from tests.integration.test_answers_cli import DISK_SIZE, LAYOUT, run_cli
 from tests.support.loopdev import attached_loop
+from tests.support.oci import flip_byte
+from tests.support.synthetic import make_image
 
 pytestmark = pytest.mark.root
 
@@ -180,3 +185,41 @@ def test_flags_that_do_not_go_together(tmp_path: Path) -> None:
     assert r.returncode == 2 and "needs an answer file" in r.stderr
     r = run_cli("--headless", "--answers", str(answers), "list", log_file=tmp_path / "log")
     assert r.returncode == 2 and "takes no command" in r.stderr
+
+
+def image_answers(tmp_path: Path, ref: str) -> Path:
+    answers = tmp_path / "answers.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "{ref}"\n'
+                       '[target]\nimage_file = "os.img"\nimage_size = "3G"\n' + LAYOUT)
+    return answers
+
+
+def test_a_damaged_image_is_exit_1(tmp_path: Path) -> None:
+    """The image is damaged, not the answers: "the operation failed" (1), as for install."""
+    ref = make_image(tmp_path / "layout")
+    index = json.loads((tmp_path / "layout" / "index.json").read_text())
+    manifest = json.loads((tmp_path / "layout" / "blobs" / "sha256"
+                           / index["manifests"][0]["digest"].split(":")[1]).read_text())
+    flip_byte(tmp_path / "layout", manifest["layers"][0]["digest"], offset=100)
+    r = run_cli("--headless", "--answers", str(image_answers(tmp_path, ref)), "--json", log_file=tmp_path / "log")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert r.events[-1]["type"] == "error"
+    assert nbc_mounts() == []
+
+
+def test_ctrl_c_is_exit_130_and_leaves_nothing_behind(synthetic_image: str, tmp_path: Path) -> None:
+    answers = image_answers(tmp_path, synthetic_image)
+    env = {**os.environ, "NBC_TUI_LOG_FILE": str(tmp_path / "log")}
+    proc = subprocess.Popen([sys.executable, "-m", "nbc_tui.cli", "--headless", "--answers", str(answers), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    assert proc.stdout is not None
+    events = []
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1].get("step_name") == "Creating partitions":  # sgdisk takes a second here
+            proc.send_signal(signal.SIGINT)
+            break
+    events += [json.loads(line) for line in proc.stdout]
+    assert proc.wait(120) == 130, proc.stderr.read() if proc.stderr else ""
+    assert events[-1]["type"] == "error" and "Interrupted" in events[-1]["details"]["error"]
+    assert loop_devices_of(tmp_path / "os.img") == [] and nbc_mounts() == []
