@@ -55,12 +55,13 @@ def no_kernel_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     return make_image(tmp_path_factory.mktemp("nokernel") / "layout", kernel=False)
 
 
-def run_cli(*args: str, env: dict[str, str] | None = None, log_file: Path | None = None) -> CliResult:
+def run_cli(*args: str, env: dict[str, str] | None = None, log_file: Path | None = None,
+            stdin: str | None = None) -> CliResult:
     full_env = {**os.environ, SHOW_LOOP_ENV: "1", **(env or {})}
     if log_file is not None:
         full_env["NBC_TUI_LOG_FILE"] = str(log_file)
     proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", *args], capture_output=True, text=True,
-                          env=full_env, timeout=600, cwd=REPO)
+                          env=full_env, timeout=600, cwd=REPO, input=stdin)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -186,3 +187,18 @@ def test_install_dry_run_saves_answers_that_load_back(synthetic_image: str, tmp_
     assert "Saved-Root-Password" not in saved.read_text()
     r = run_cli("answers", "validate", str(saved))
     assert r.returncode == 0, r.stderr
+
+
+def test_a_typed_passphrase_is_left_out_of_saved_answers(synthetic_image: str, tmp_path: Path) -> None:
+    """install --encrypt reads the passphrase from stdin: the saved file says which key to add instead."""
+    typed = "Typed-On-Stdin-Passphrase"
+    saved = tmp_path / "saved.toml"
+    r = run_cli("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "os.img"), "--image-size",
+                "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M", "--encrypt", "--dry-run",
+                "--save-answers", str(saved), log_file=tmp_path / "log", stdin=typed + "\n")
+    assert r.returncode == 0, r.stderr
+    text = saved.read_text()
+    assert typed not in text + r.stdout + r.stderr + (tmp_path / "log").read_text()
+    assert "[encryption]" in text and '# passphrase_file = "' in text
+    r = run_cli("answers", "validate", str(saved))
+    assert r.returncode == 2 and f"{saved}:" in r.stderr and "encryption: encryption needs a passphrase" in r.stderr
