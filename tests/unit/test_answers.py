@@ -334,3 +334,25 @@ def test_events_validate_against_the_committed_schema() -> None:
 ])
 def test_cmdline_answers_value(cmdline: str, value: str | None) -> None:
     assert cmdline_answers_value(cmdline) == value
+
+
+def _key_paths(data: object, prefix: tuple = ()) -> list[tuple]:
+    out = []
+    if isinstance(data, dict):
+        for key, value in data.items():
+            out.append((*prefix, key))
+            out += _key_paths(value, (*prefix, key))
+    elif isinstance(data, list):
+        for index, value in enumerate(data):
+            out += _key_paths(value, (*prefix, index))
+    return out
+
+
+@pytest.mark.parametrize("text", [*(p.read_text() for p in EXAMPLES), *(dump_answers(p) for p in PLANS.values())],
+                         ids=[*(p.name for p in EXAMPLES), *PLANS])
+def test_locator_finds_the_line_of_every_key(text: str) -> None:
+    lines = locate_toml(text)
+    source = text.splitlines()
+    for path in _key_paths(tomllib.loads(text)):
+        assert path in lines, path
+        assert str(path[-1]) in source[lines[path] - 1], (path, source[lines[path] - 1])
