@@ -724,6 +724,8 @@ def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = 
     Reads only; secrets read are registered with ``ctx.redactor`` at once. Raises AnswerFileError."""
     plan = answers.plan
     problems: list[Problem] = []
+    # A crypt hash can be attacked offline: it stays out of logs like the password itself.
+    ctx.redactor.add(plan.system.root_password_hash)
     if require_wipe and not plan.target.is_image_file and not plan.target.wipe:
         problems.append(answers.problem(
             ("target", "wipe"), "no consent to erase the disk: an unattended install erases it only with "

@@ -29,6 +29,7 @@ REPO = Path(__file__).resolve().parents[2]
 EVENTS_SCHEMA = json.loads((REPO / "docs" / "events.schema.json").read_text())
 ROOT_PASSWORD = "Headless-Root-pw-4711"
 PASSPHRASE = "Headless-Luks-Passphrase-0815"
+ROOT_HASH = "$6$nbctestsalt$" + "Zx8" * 28 + "q4"
 
 
 def assert_valid_stream(stdout: str) -> list[dict]:
@@ -84,7 +85,8 @@ def test_headless_onto_a_disk_picked_by_a_rule_then_the_after_action(
         answers = tmp_path / "answers.toml"
         answers.write_text(f'version = 1\nafter = "reboot"\n[image]\nref = "{synthetic_image}"\n'
                            '[target]\nwipe = true\n'
-                           f'[[target.match]]\nmin_size = {DISK_SIZE}\nmax_size = {DISK_SIZE}\n' + LAYOUT)
+                           f'[[target.match]]\nmin_size = {DISK_SIZE}\nmax_size = {DISK_SIZE}\n' + LAYOUT
+                           + f'[system]\nroot_password_hash = "{ROOT_HASH}"\n')
         log = tmp_path / "log"
         r = run_cli("--headless", "--answers", str(answers), "--json", log_file=log,
                     env={AFTER_DRY_RUN_ENV: "1"})
@@ -96,6 +98,7 @@ def test_headless_onto_a_disk_picked_by_a_rule_then_the_after_action(
         assert "After the install: reboot" in messages
         assert "Would run now: systemctl reboot (dry run)" in r.stderr
         assert "dry-run, not running: systemctl reboot" in log.read_text()
+        assert ROOT_HASH not in r.stdout + r.stderr + log.read_text()  # a hash is attackable offline
         assert [p["name"] for p in gpt(Path(dev))["partitions"]] == ["boot", "root1", "root2", "var"]
         assert loop_devices_of(backing) == [str(dev)]
     assert nbc_mounts() == []
