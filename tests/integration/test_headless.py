@@ -25,6 +25,9 @@ from tests.support.synthetic import make_image
 
 pytestmark = pytest.mark.root
 
+# Not the size of test_answers_cli's disks: the rule below must find exactly this test's one.
+RULE_DISK_SIZE = DISK_SIZE + (1 << 20)
+
 REPO = Path(__file__).resolve().parents[2]
 EVENTS_SCHEMA = json.loads((REPO / "docs" / "events.schema.json").read_text())
 ROOT_PASSWORD = "Headless-Root-pw-4711"
@@ -81,11 +84,11 @@ def test_headless_onto_a_disk_picked_by_a_rule_then_the_after_action(
     """A loop device stands for a disk: the rule finds it by its unique size, wipe = true consents, and
     after = "reboot" is announced and logged as a dry run (the override keeps this machine running)."""
     backing = tmp_path / "disk.raw"
-    with attached_loop(backing, size=DISK_SIZE) as dev:
+    with attached_loop(backing, size=RULE_DISK_SIZE) as dev:
         answers = tmp_path / "answers.toml"
         answers.write_text(f'version = 1\nafter = "reboot"\n[image]\nref = "{synthetic_image}"\n'
                            '[target]\nwipe = true\n'
-                           f'[[target.match]]\nmin_size = {DISK_SIZE}\nmax_size = {DISK_SIZE}\n' + LAYOUT
+                           f'[[target.match]]\nmin_size = {RULE_DISK_SIZE}\nmax_size = {RULE_DISK_SIZE}\n' + LAYOUT
                            + f'[system]\nroot_password_hash = "{ROOT_HASH}"\n')
         log = tmp_path / "log"
         r = run_cli("--headless", "--answers", str(answers), "--json", log_file=log,
