@@ -19,6 +19,7 @@ from nbc_tui.backend.answers import (
     locate_json,
     locate_toml,
     parse_answers,
+    preflight_loc,
     save_answers,
     schema_text,
 )
@@ -356,3 +357,19 @@ def test_locator_finds_the_line_of_every_key(text: str) -> None:
     for path in _key_paths(tomllib.loads(text)):
         assert path in lines, path
         assert str(path[-1]) in source[lines[path] - 1], (path, source[lines[path] - 1])
+
+
+@pytest.mark.parametrize(("message", "reached", "loc"), [
+    ("the image oci:/x has no kernel", True, ("image", "ref")),
+    ("the image needs about 2.0 GB but a root slot is 1.0 GB", True, ("layout", "root_size")),
+    ("not enough free space in /tmp for the image file (about 2.0 GB needed, 1.0 GB free)", True,
+     ("target", "image_file")),
+    ("image file /tmp/x.img already exists", False, ("target", "image_file")),
+    ("/dev/sdz has serial A, but the plan is pinned to serial B: nothing was written", True, ("target", "serial")),
+    ("TPM2 unlock was asked for, but this machine has no TPM", False, ("encryption", "tpm2")),
+    ("encryption needs device-mapper with dm-crypt: no", False, ("encryption",)),
+    ("blob sha256:abc does not match its digest", True, ("image", "ref")),
+    ("missing tools: sgdisk", False, ()),
+])
+def test_engine_errors_are_keyed_by_what_they_say(message: str, reached: bool, loc: tuple) -> None:
+    assert preflight_loc(message, image_reached=reached) == loc
