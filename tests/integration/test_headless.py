@@ -229,3 +229,16 @@ def test_ctrl_c_is_exit_130_and_leaves_nothing_behind(synthetic_image: str, tmp_
     assert proc.wait(120) == 130, proc.stderr.read() if proc.stderr else ""
     assert events[-1]["type"] == "error" and "Interrupted" in events[-1]["details"]["error"]
     assert loop_devices_of(tmp_path / "os.img") == [] and nbc_mounts() == []
+
+
+def test_answers_by_path_on_the_kernel_command_line(synthetic_image: str, tmp_path: Path) -> None:
+    answers = image_answers(tmp_path, synthetic_image)
+    cmdline = tmp_path / "cmdline"
+    cmdline.write_text(f"quiet nbc.answers={answers} splash\n")
+    r = run_cli("--headless", "--answers-from-cmdline", "--dry-run", "--json", log_file=tmp_path / "log",
+                env={CMDLINE_ENV: str(cmdline)})
+    assert r.returncode == 0, r.stderr
+    events = assert_valid_stream(r.stdout)
+    assert events[0]["message"] == f"Answers: {answers}"
+    assert events[-1]["details"] == {"dry_run": True}
+    assert not (tmp_path / "os.img").exists()
