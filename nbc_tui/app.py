@@ -83,6 +83,8 @@ class NbcTuiApp(App[str]):
         self.outcome: Outcome | None = None
         self.choice: str | None = None
         """What the user chose on the done screen: reboot, poweroff or stay."""
+        self.answers_path: Path | None = None
+        """The path the done screen offers for the answer file (None: /root, else /var/log/nbc-tui)."""
         self.tpm: bool | None = None
         """Whether this machine has a TPM (None: look at /dev/tpmrm0, /dev/tpm0 and NBC_TUI_TPM)."""
         self._scrollbar_renderer: type[ScrollBarRender] | None = None
@@ -120,7 +122,8 @@ class NbcTuiApp(App[str]):
         while True:
             self.plan = plan = await self.walk_to_plan()
             self.outcome = outcome = await self.push_screen_wait(self.progress_screen(plan))
-            choice = await self.push_screen_wait(DoneScreen(outcome, self.draft, dry_run=self.dry_run))
+            choice = await self.push_screen_wait(DoneScreen(outcome, self.draft, dry_run=self.dry_run, plan=plan,
+                                                            answers_path=self.answers_path))
             if choice != "retry":
                 self.choice = choice
                 self.exit(choice)

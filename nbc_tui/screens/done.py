@@ -1,21 +1,38 @@
-"""DoneScreen: the end of an install. On success: reboot, power off or stay; on failure: the error in
+"""DoneScreen: the end of an install. On success: reboot, power off or stay, and "save these answers"
+(the answer file of this install, secrets left out, for ``nbc-tui --headless``); on failure: the error in
 words, where the log is, and a retry from the start without rebooting.
-
-Saving the answers of this install (issue 5) is not offered yet.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Literal, Protocol
 
+from textual import on
 from textual.app import ComposeResult
 from textual.binding import Binding
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Footer, Input, Label, Static
 
+from ..backend.answers import save_answers
+from ..backend.errors import NbcError
+from ..backend.plan import InstallPlan
 from ..draft import PlanDraft
+
+ANSWERS_PATHS = (Path("/root/nbc-tui-answers.toml"), Path("/var/log/nbc-tui/answers.toml"))
+"""Where the answers are offered to go: root's home, else beside the logs (a live system's /root may be
+read-only)."""
+
+
+def default_answers_path(candidates: tuple[Path, ...] = ANSWERS_PATHS) -> Path:
+    """The first candidate whose folder this process can write to (the first one when none can)."""
+    for path in candidates:
+        if path.parent.is_dir() and os.access(path.parent, os.W_OK):
+            return path
+    return candidates[0]
 
 Choice = Literal["reboot", "poweroff", "stay", "retry"]
 
@@ -35,11 +52,18 @@ class DoneScreen(Screen[str]):
             "After a failure, Retry starts from the first screen again with your answers kept.")
     BINDINGS = [Binding("escape", "choose('stay')", "Leave", show=False)]
 
-    def __init__(self, outcome: Outcome, draft: PlanDraft, *, dry_run: bool | None = None) -> None:
+    def __init__(self, outcome: Outcome, draft: PlanDraft, *, dry_run: bool | None = None,
+                 plan: InstallPlan | None = None, answers_path: Path | None = None) -> None:
         super().__init__()
         self.outcome = outcome
         self.draft = draft
         self._dry_run = dry_run
+        self.plan = plan
+        """The plan that ran: offered as an answer file after a success (None: nothing to save)."""
+        self.answers_path = answers_path
+        """The path offered for the answer file (None: :func:`default_answers_path`)."""
+        self.saved: Path | None = None
+        """Where the answers were last saved."""
 
     @property
     def dry_run(self) -> bool:
@@ -58,6 +82,12 @@ class DoneScreen(Screen[str]):
             log_path = getattr(self.outcome, "log_path", "")
             if log_path:
                 yield Static(Content(f"The log of this run: {log_path}"), id="log-path", classes="lead")
+            if self.can_save:
+                with Horizontal(id="save-row"):
+                    yield Label("Save these answers to:")
+                    yield Input(str(self.answers_path or default_answers_path()), id="answers-path")
+                    yield Button("Save answers", id="save-answers")
+                yield Static("", id="save-message", classes="message")
         with Horizontal(classes="buttons"):
             if self.can_restart_machine:
                 yield Button("Stay", id="stay")
@@ -70,6 +100,10 @@ class DoneScreen(Screen[str]):
                 yield Button("Leave", id="stay")
                 yield Button("Retry from the start", id="retry", variant="primary")
         yield Footer()
+
+    @property
+    def can_save(self) -> bool:
+        return self.outcome.ok and self.plan is not None
 
     def _words(self) -> str:
         outcome = self.outcome
@@ -96,7 +130,40 @@ class DoneScreen(Screen[str]):
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         event.stop()
-        self.action_choose(event.button.id or "stay")
+        if event.button.id == "save-answers":
+            self.save()
+        else:
+            self.action_choose(event.button.id or "stay")
+
+    @on(Input.Submitted, "#answers-path")
+    def _path_submitted(self, event: Input.Submitted) -> None:
+        event.stop()
+        self.save()
+
+    def save(self) -> Path | None:
+        """Write the answer file to the typed path; says where, or why not, in words."""
+        assert self.plan is not None
+        message = self.query_one("#save-message", Static)
+        text = self.query_one("#answers-path", Input).value.strip()
+        if not text:
+            message.update("Type the path of the answer file first.")
+            message.set_classes("message -error")
+            return None
+        path = Path(text).expanduser().absolute()
+        try:
+            self.saved = save_answers(self.plan, path)
+        except (OSError, NbcError) as exc:
+            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            message.update(Content(f"Could not save to {path}: {why}. Choose another place."))
+            message.set_classes("message -error")
+            return None
+        secrets = [w for w, given in (("the root password", self.plan.system.root_password),
+                                      ("the passphrase", self.plan.encryption and self.plan.encryption.passphrase))
+                   if given is not None]
+        left_out = f" ({' and '.join(secrets)} left out: the file says how to give them)" if secrets else ""
+        message.update(Content(f"Saved to {path}{left_out}. Replay with: nbc-tui --headless --answers {path}"))
+        message.set_classes("message -good")
+        return self.saved
 
     def action_choose(self, choice: str) -> None:
         self.dismiss(choice)

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import logging
 import os
+import threading
 from dataclasses import dataclass
 
+from pydantic import SecretStr
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual import on, work
@@ -35,7 +37,7 @@ from ..backend.events import (
     StepEvent,
     WarningEvent,
 )
-from ..backend.install import STEPS, run_install
+from ..backend.install import run_install, steps_for
 from ..backend.logfile import RunLog, log_file_path
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext
@@ -131,6 +133,49 @@ class CancelInstallScreen(ModalScreen[bool]):
         self.dismiss(True)
 
 
+def key_lines(key: str, width: int = 40) -> str:
+    """A recovery key broken between its dash-separated groups (never inside one) to fit ``width``."""
+    groups, lines, line = key.split("-"), [], ""
+    for group in groups:
+        piece = group if not line else f"-{group}"
+        if line and len(line) + len(piece) > width:
+            lines.append(line + "-")
+            line = group
+        else:
+            line += piece
+    return "\n".join([*lines, line])
+
+
+class RecoveryKeyScreen(ModalScreen[None]):
+    """The TPM2 recovery key, shown once: the install waits until the user says it is written down."""
+
+    BINDINGS = [Binding("escape", "nothing", show=False)]
+
+    def __init__(self, key: SecretStr) -> None:
+        super().__init__()
+        self.key = key
+
+    def compose(self) -> ComposeResult:
+        with Vertical(classes="dialog", id="recovery-key-dialog"):
+            yield Static("Write down this recovery key", classes="lead")
+            yield Static(key_lines(self.key.get_secret_value()), id="recovery-key")
+            yield Static("It unlocks the disk when the TPM will not (after a firmware, Secure Boot or "
+                         "motherboard change). It is shown only this once and is not in any log. Keep it "
+                         "apart from this machine.", classes="lead")
+            with Horizontal(classes="buttons"):
+                yield Button("I have written it down", id="recovery-key-noted", variant="primary")
+
+    def on_mount(self) -> None:
+        self.query_one("#recovery-key-noted", Button).focus()
+
+    @on(Button.Pressed, "#recovery-key-noted")
+    def _noted(self) -> None:
+        self.dismiss(None)
+
+    def action_nothing(self) -> None:
+        pass  # Esc must not hide the key before the user has confirmed it is written down
+
+
 class ProgressScreen(Screen[InstallOutcome]):
     """Runs the plan with the real engine and shows it; dismisses with an :class:`InstallOutcome`."""
 
@@ -203,6 +248,16 @@ class ProgressScreen(Screen[InstallOutcome]):
             super().__init__()
             self.line = line
 
+    class RecoveryKey(Message):
+        """The engine made a TPM2 recovery key; ``noted`` is set once the user has seen it."""
+
+        bubble = False
+
+        def __init__(self, key: SecretStr, noted: threading.Event) -> None:
+            super().__init__()
+            self.key = key
+            self.noted = noted
+
     class Finished(Message):
         """The engine returned; posted after its last event, so the screen has shown everything."""
 
@@ -240,12 +295,13 @@ class ProgressScreen(Screen[InstallOutcome]):
             with VerticalScroll(id="progress-steps") as steps:
                 steps.border_title = "Steps"
                 steps.can_focus = False
-                yield StepList([title for _key, title, _step in STEPS], ascii_only=ascii_only, id="step-list")
+                yield StepList([title for _key, title, _step in steps_for(self.plan)], ascii_only=ascii_only,
+                               id="step-list")
             log_view = LogView(id="progress-log")
             log_view.border_title = "Log"
             yield log_view
         yield Label("Starting", id="progress-status")
-        yield ProgressBar(total=len(STEPS), show_eta=False, id="progress-bar")
+        yield ProgressBar(total=len(steps_for(self.plan)), show_eta=False, id="progress-bar")
         yield Footer()
 
     def on_mount(self) -> None:
@@ -270,7 +326,8 @@ class ProgressScreen(Screen[InstallOutcome]):
             self.log_path = path = str(run_log.path)
             try:
                 run_install(self.plan, emit=lambda event: self.post_message(self.Engine(event)), ctx=self.ctx,
-                            confirm=lambda _what: True, log_snapshot=run_log.this_run)
+                            confirm=lambda _what: True, log_snapshot=run_log.this_run,
+                            on_recovery_key=self._recovery_key)
             except Cancelled as exc:
                 return InstallOutcome(ok=False, message="The install was cancelled", log_path=path,
                                       error=exc.message, hint=exc.hint, cancelled=True)
@@ -289,6 +346,20 @@ class ProgressScreen(Screen[InstallOutcome]):
             return InstallOutcome(ok=True, message="Dry run complete: nothing was written", log_path=path)
         return InstallOutcome(ok=True, message="Installation complete! You can now boot from this disk.",
                               log_path=path)
+
+    def _recovery_key(self, key: SecretStr) -> None:
+        """In the engine thread: show the key and wait until it is noted (or the install is cancelled)."""
+        self.ctx.redactor.add(key)  # from now on no log line or tool output can carry it
+        noted = threading.Event()
+        self.post_message(self.RecoveryKey(key, noted))
+        while not noted.wait(0.2):
+            if self.ctx.cancel.is_set():
+                return
+
+    @on(RecoveryKey)
+    def _show_recovery_key(self, message: RecoveryKey) -> None:
+        self.query_one(LogView).add("A recovery key was created and is shown now (it is not logged)", LineKind.STEP)
+        self.app.push_screen(RecoveryKeyScreen(message.key), lambda _: message.noted.set())
 
     # -- events --------------------------------------------------------------------------------------
     @on(Engine)

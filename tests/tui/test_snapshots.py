@@ -22,8 +22,9 @@ from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.sizes import GiB
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.disk import DiskScreen
+from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.encryption import EncryptionScreen
-from nbc_tui.screens.progress import ProgressScreen
+from nbc_tui.screens.progress import InstallOutcome, ProgressScreen, RecoveryKeyScreen
 from nbc_tui.widgets.disk_table import DiskEntry
 from nbc_tui.widgets.step_list import StepList
 from tests.tui.test_screens_simple import CONSOLE, SIZE, rendered_text
@@ -33,6 +34,7 @@ SNAPSHOTS = Path(__file__).parent / "__snapshots__"
 # Glyphs Textual draws by default that console fonts lack (NOTES.md, textual #5011), and their kin.
 CONSOLE_MISSING = set("▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕━╸╺⭘·✓✗▸…")
 PASSPHRASE = "Snap-Luks-pass-77d1"
+RECOVERY_KEY = "fjkbdhvn-ctbcrhit-ujtgclrb-vbjnhbnl-kltrhjvf-nlfhvcbe-ilejiuvg-ennvdcdc"
 
 FAKE_DISKS = [
     DiskEntry(Disk(device="/dev/nvme0n1", name="nvme0n1", size=512 * GiB, model="Samsung SSD 980 PRO",
@@ -143,6 +145,19 @@ async def cancel_state(pilot: Pilot[Any]) -> None:
     await pilot.pause()
 
 
+async def recovery_key_state(pilot: Pilot[Any]) -> None:
+    await progress_state(pilot)
+    await pilot.app.push_screen(RecoveryKeyScreen(SecretStr(RECOVERY_KEY)))
+    await pilot.pause()
+
+
+async def done_dry_run_state(pilot: Pilot[Any]) -> None:
+    outcome = InstallOutcome(ok=True, message="Dry run complete: nothing was written",
+                             log_path="/var/log/nbc-tui/nbc-tui.log")
+    await push(pilot, DoneScreen(outcome, PlanDraft(), dry_run=True, plan=progress_plan(),
+                                 answers_path=Path("/root/nbc-tui-answers.toml")))
+
+
 STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "disk": disk_state,
     "disk-chosen": disk_chosen_state,
@@ -150,6 +165,8 @@ STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "encryption-no-tpm": encryption_no_tpm_state,
     "progress": progress_state,
     "cancel-install": cancel_state,
+    "recovery-key": recovery_key_state,
+    "done-dry-run": done_dry_run_state,
 }
 
 
