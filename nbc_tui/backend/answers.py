@@ -821,6 +821,7 @@ def preflight_loc(message: str, *, image_reached: bool) -> Loc:
                        ("cannot be installed to", ("target",)), ("choose another disk", ("target",)),
                        ("root slot", ("layout", "root_size")), ("systemd-boot", ("boot", "bootloader")),
                        ("image file", ("target", "image_file")), ("free space", ("target", "image_file")),
+                       ("in cache", ("image", "staged_digest")), ("multiple matches", ("image", "staged_digest")),
                        ("the image", ("image", "ref")),
                        ("recovery key", ("encryption", "recovery_key_file")),
                        ("LUKS passphrase", ("encryption", "passphrase_file")), ("TPM", ("encryption", "tpm2")),

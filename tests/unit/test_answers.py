@@ -369,6 +369,7 @@ def test_locator_finds_the_line_of_every_key(text: str) -> None:
     ("TPM2 unlock was asked for, but this machine has no TPM", False, ("encryption", "tpm2")),
     ("encryption needs device-mapper with dm-crypt: no", False, ("encryption",)),
     ("blob sha256:abc does not match its digest", True, ("image", "ref")),
+    ("image not found in cache", True, ("image", "staged_digest")),
     ("missing tools: sgdisk", False, ()),
 ])
 def test_engine_errors_are_keyed_by_what_they_say(message: str, reached: bool, loc: tuple) -> None:
