@@ -672,10 +672,23 @@ def answers_json_schema() -> dict[str, Any]:
         for name, prop in definition.get("properties", {}).items():
             if name.endswith("_size"):
                 definition["properties"][name] = _size_schema(prop)
+    # Every key described (editors show it): sections whose model has no docstring get one here.
+    for name, text in _SECTION_DOCS.items():
+        schema["$defs"][name].setdefault("description", text)
+    schema.setdefault("description", "An unattended install: the plan nbc-tui runs (docs/answers.md).")
+    for prop in schema["properties"].values():
+        ref = prop.get("$ref", "").rsplit("/", 1)[-1]
+        if ref and "description" not in prop:
+            prop["description"] = schema["$defs"][ref]["description"]
     return {"$schema": "https://json-schema.org/draft/2020-12/schema",
             "title": "nbc-tui answer file", **{k: v for k, v in schema.items() if k != "title"}}
 
 
+_SECTION_DOCS = {
+    "ImageSpec": "The image to install, and where the installed system gets its updates from.",
+    "Boot": "The bootloader and extra kernel arguments.",
+    "System": "The installed system's root password (from a file or as a hash) and SSH keys for root.",
+}
 _SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
 
 

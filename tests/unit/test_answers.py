@@ -374,3 +374,11 @@ def test_locator_finds_the_line_of_every_key(text: str) -> None:
 ])
 def test_engine_errors_are_keyed_by_what_they_say(message: str, reached: bool, loc: tuple) -> None:
     assert preflight_loc(message, image_reached=reached) == loc
+
+
+def test_every_key_of_the_schema_is_described() -> None:
+    schema = answers_json_schema()
+    for name, definition in [("InstallPlan", schema), *schema["$defs"].items()]:
+        assert definition.get("description"), name
+        for key, prop in definition.get("properties", {}).items():
+            assert prop.get("description"), f"{name}.{key}"
