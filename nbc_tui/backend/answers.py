@@ -566,7 +566,9 @@ _ALWAYS = {("layout", "filesystem"), ("layout", "esp_size"), ("layout", "root_si
 def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
     out = [f"[{section}]"]
     doc = type(value).__doc__
-    if doc and type(value).__doc__ != BaseModel.__doc__:
+    if not doc or doc == BaseModel.__doc__:
+        doc = _SECTION_DOCS.get(type(value).__name__)
+    if doc:
         out = [*_comment(doc), *out]
     later: list[str] = []
     header = len(out)
