@@ -65,17 +65,21 @@ def cmd_headless(args: argparse.Namespace) -> int:
     ctx = RunContext(dry_run=args.tui_dry_run)
     if args.headless_verbose:
         ctx.on_output = lambda line: emit(MessageEvent(message=f"  | {line}", details={"verbose": True}))
-    with RunLog(ctx.redactor) as run_log, contextlib.ExitStack() as stack:
+    with RunLog(ctx.redactor) as run_log:
         try:
-            checked = _checked_answers(args, ctx, stack, emit)
-        except NbcError as exc:
-            _report(emit, exc)
-            raise
-        plan = checked.plan
-        log.info("headless: running the plan\n%s", plan.model_dump_json(indent=2))
-        run_install(plan, emit=keyed_engine_errors(checked.answers, emit), ctx=ctx,
-                    confirm=_consented(emit, checked), log_snapshot=run_log.this_run)
-        print(f"Log: {run_log.path}", file=sys.stderr)
+            # The stack holds the answers' partition (LABEL=): mounted for the install, gone before a reboot.
+            with contextlib.ExitStack() as stack:
+                try:
+                    checked = _checked_answers(args, ctx, stack, emit)
+                except NbcError as exc:
+                    _report(emit, exc)
+                    raise
+                plan = checked.plan
+                log.info("headless: running the plan\n%s", plan.model_dump_json(indent=2))
+                run_install(plan, emit=keyed_engine_errors(checked.answers, emit), ctx=ctx,
+                            confirm=_consented(emit, checked), log_snapshot=run_log.this_run)
+        finally:
+            print(f"Log: {run_log.path}", file=sys.stderr)  # also after a failure: that is when it is read
         try:
             perform_after(plan, dry_run=ctx.dry_run)
         except NbcError as exc:
