@@ -16,7 +16,7 @@ import pytest
 
 from nbc_tui.backend.answers import load_answers
 from nbc_tui.backend.disk_rules import SHOW_LOOP_ENV
-from tests.conftest import REPO, CliResult, nbc_mounts
+from tests.conftest import REPO, CliResult, loop_devices_of
 from tests.integration.test_install_refusals import digest_of
 from tests.support.loopdev import attached_loop
 from tests.support.synthetic import make_image
@@ -63,6 +63,14 @@ def run_cli(*args: str, env: dict[str, str] | None = None, log_file: Path | None
     proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", *args], capture_output=True, text=True,
                           env=full_env, timeout=600, cwd=REPO, input=stdin)
     return CliResult(proc.returncode, proc.stdout, proc.stderr)
+
+
+def left_behind(files: list[Path], keep: tuple[str, ...] | list[str] = ()) -> list[str]:
+    """Loop devices on the test's files other than its own, and mounts of any of them. (Only the test's own
+    files: other engineers' runs may mount under /run/nbc-tui at the same time.)"""
+    loops = [dev for f in files for dev in loop_devices_of(f)]
+    mounts = [line for line in Path("/proc/mounts").read_text().splitlines() if line.split()[0] in loops]
+    return [dev for dev in loops if dev not in keep] + mounts
 
 
 @dataclass
@@ -139,7 +147,7 @@ def test_bad_answer_file_exits_2_names_key_and_line_and_changes_nothing(
         else:
             assert where in r.stderr and case.words in r.stderr, r.stderr
     assert disks.digests() == before
-    assert nbc_mounts() == []
+    assert left_behind(disks.files, keep=disks.devices) == []
 
 
 def test_valid_file_prints_the_resolved_plan(disks: Disks, synthetic_image: str, tmp_path: Path) -> None:

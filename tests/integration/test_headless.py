@@ -16,9 +16,8 @@ import jsonschema
 import pytest
 
 from nbc_tui.commands.headless_cmd import AFTER_DRY_RUN_ENV, ANSWERS_MOUNT_BASE, CMDLINE_ENV
-from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.disk_image import gpt
-from tests.integration.test_answers_cli import DISK_SIZE, LAYOUT, run_cli
+from tests.integration.test_answers_cli import DISK_SIZE, LAYOUT, left_behind, run_cli
 from tests.support.loopdev import attached_loop
 from tests.support.oci import flip_byte
 from tests.support.synthetic import make_image
@@ -68,7 +67,7 @@ def test_headless_installs_into_an_image_file(filesystem: str, synthetic_image: 
     assert events[-1]["details"]["filesystem"] == filesystem
     image = tmp_path / "os.img"
     assert [p["name"] for p in gpt(image)["partitions"]] == ["boot", "root1", "root2", "var"]
-    assert loop_devices_of(image) == [] and nbc_mounts() == []
+    assert left_behind([image]) == []
     for text in (r.stdout, r.stderr, log.read_text()):
         assert ROOT_PASSWORD not in text
 
@@ -103,8 +102,7 @@ def test_headless_onto_a_disk_picked_by_a_rule_then_the_after_action(
         assert "dry-run, not running: systemctl reboot" in log.read_text()
         assert ROOT_HASH not in r.stdout + r.stderr + log.read_text()  # a hash is attackable offline
         assert [p["name"] for p in gpt(Path(dev))["partitions"]] == ["boot", "root1", "root2", "var"]
-        assert loop_devices_of(backing) == [str(dev)]
-    assert nbc_mounts() == []
+        assert left_behind([backing], keep=[str(dev)]) == []
 
 
 def test_encrypted_plan_never_shows_its_secrets(synthetic_image: str, tmp_path: Path) -> None:
@@ -162,7 +160,7 @@ def test_answers_from_a_labelled_partition_on_the_kernel_command_line(
         answers_at = Path(events[0]["message"].removeprefix("Answers: "))
         assert answers_at.parent.parent.parent == ANSWERS_MOUNT_BASE and answers_at.name == "answers.toml"
         assert f"{dev} (label {label}) mounted read-only" in log.read_text()
-        assert str(dev) not in Path("/proc/mounts").read_text()  # unmounted again
+        assert left_behind([fs], keep=[str(dev)]) == []  # unmounted again
         assert not answers_at.parent.parent.exists()  # and its mount point removed
     assert [p["name"] for p in gpt(target)["partitions"]] == ["boot", "root1", "root2", "var"]
     assert (sorted(ANSWERS_MOUNT_BASE.glob("answers-*")) if ANSWERS_MOUNT_BASE.exists() else []) == mounts_before
@@ -210,7 +208,7 @@ def test_a_damaged_image_is_exit_1(tmp_path: Path) -> None:
     r = run_cli("--headless", "--answers", str(image_answers(tmp_path, ref)), "--json", log_file=tmp_path / "log")
     assert r.returncode == 1, r.stdout + r.stderr
     assert r.events[-1]["type"] == "error"
-    assert nbc_mounts() == []
+    assert left_behind([tmp_path / "os.img"]) == []
 
 
 def test_ctrl_c_is_exit_130_and_leaves_nothing_behind(synthetic_image: str, tmp_path: Path) -> None:
@@ -228,7 +226,7 @@ def test_ctrl_c_is_exit_130_and_leaves_nothing_behind(synthetic_image: str, tmp_
     events += [json.loads(line) for line in proc.stdout]
     assert proc.wait(120) == 130, proc.stderr.read() if proc.stderr else ""
     assert events[-1]["type"] == "error" and "Interrupted" in events[-1]["details"]["error"]
-    assert loop_devices_of(tmp_path / "os.img") == [] and nbc_mounts() == []
+    assert left_behind([tmp_path / "os.img"]) == []
 
 
 def test_answers_by_path_on_the_kernel_command_line(synthetic_image: str, tmp_path: Path) -> None:
