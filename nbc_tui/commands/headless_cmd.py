@@ -26,7 +26,7 @@ from ..backend.disk_rules import describe
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.filesystems import mounted
-from ..backend.install import run_install
+from ..backend.install import Confirm, run_install
 from ..backend.logfile import RunLog
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext, run
@@ -113,7 +113,7 @@ def _checked_answers(args: argparse.Namespace, ctx: RunContext, stack: contextli
     return checked
 
 
-def _consented(emit: Emit, checked: Checked):  # type: ignore[no-untyped-def]
+def _consented(emit: Emit, checked: Checked) -> Confirm:
     """The answer file's ``wipe = true`` is the consent the engine asks for; say what is erased."""
     line = checked.answers.line(("target", "wipe"))
 
