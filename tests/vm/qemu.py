@@ -203,3 +203,27 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
 def _opt(path: Path) -> str:
     """A path inside a QEMU option value, where a comma must be doubled."""
     return str(path).replace(",", ",,")
+
+
+@contextlib.contextmanager
+def software_tpm(state: Path) -> Iterator[Path]:
+    """A swtpm TPM 2.0 keeping its state in ``state`` (reuse the directory to boot the same "chip" again);
+    yields the control socket for :func:`booted`'s ``tpm_socket``. Always stopped on exit."""
+    if shutil.which("swtpm") is None:
+        raise VmError("swtpm is missing: install the 'swtpm' package")
+    state.mkdir(parents=True, exist_ok=True)
+    sock = state / "swtpm.sock"
+    sock.unlink(missing_ok=True)
+    with (state / "swtpm.log").open("ab") as out:
+        process = subprocess.Popen(["swtpm", "socket", "--tpm2", "--tpmstate", f"dir={state}",
+                                    "--ctrl", f"type=unixio,path={sock}"],
+                                   stdin=subprocess.DEVNULL, stdout=out, stderr=out)
+    try:
+        deadline = time.monotonic() + 10
+        while not sock.exists():
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise VmError(f"swtpm did not start (see {state / 'swtpm.log'})")
+            time.sleep(0.05)
+        yield sock
+    finally:
+        _stop(process)

@@ -19,9 +19,9 @@ import pytest
 
 from tests.vm.image_builder import read_report
 from tests.vm.live_builder import LiveSystem, build_live_system, make_payload
-from tests.vm.qemu import Vm, booted
+from tests.vm.qemu import Vm, booted, software_tpm
 
-pytestmark = [pytest.mark.vm, pytest.mark.root]
+pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSPHRASE = "vm-luks-Secret-4711"
 LIVE_TIMEOUT = 2400
@@ -31,11 +31,16 @@ PROMPT = re.compile(r"Please enter passphrase for disk")
 RUN_INSTALL = """\
 export NBC_TUI_TEST_FAST_PBKDF=1 NBC_TUI_LOG_FILE=/run/nbc-tui.log
 start=$(date +%s)
-nbc-tui install --image {image} --device /dev/vdb --encrypt --passphrase-file /payload/secrets/passphrase \\
+{{ nbc-tui install --image {image} --device /dev/vdb --encrypt --passphrase-file /payload/secrets/passphrase \\
     --esp-size 512M --root-size 2G --var-min-size 1G --filesystem {fs} --bootloader {bootloader} \\
-    --karg console=ttyS0 --yes --json >/run/install.jsonl 2>/run/install.err
-rc=$?
+    --karg console=ttyS0 --yes --json {extra} 2>/run/install.err; echo $? >/run/install.rc; }} \\
+    | tee /run/install.jsonl | grep --line-buffered '"type":"step"' | sed -u 's/^/NBC-STEP /'
+rc=$(cat /run/install.rc)
 echo "NBC-INSTALL rc=$rc seconds=$(( $(date +%s) - start ))"
+if [ -e /run/recovery.key ]; then
+    m='[cbdefghijklnrtuv]{{8}}'
+    echo "NBC-RECOVERY-KEY mode=$(stat -c %a /run/recovery.key) form=$(grep -cE "^($m-){{7}}$m\\$" /run/recovery.key)"
+fi
 sed 's/^/NBC-J /' /run/install.jsonl
 sed 's/^/NBC-E /' /run/install.err
 sed 's/^/NBC-L /' /run/nbc-tui.log
@@ -44,18 +49,19 @@ for n in 2 3 4; do echo "NBC-LUKS p$n $(cryptsetup luksUUID /dev/vdb$n 2>&1)"; d
 """
 
 
-def live_install(live: LiveSystem, tmp_path: Path, *, fs: str, bootloader: str) -> tuple[Path, str, float]:
+def live_install(live: LiveSystem, tmp_path: Path, *, fs: str, bootloader: str, extra: str = "",
+                 tpm_socket: Path | None = None) -> tuple[Path, str, float]:
     """Install encrypted inside the live VM; returns the target disk, the console text and the seconds."""
     target = tmp_path / "target.img"
     with target.open("wb") as f:
         f.truncate(6 << 30)
     payload = make_payload(tmp_path / "payload.img",
-                           RUN_INSTALL.format(image=live.image_ref, fs=fs, bootloader=bootloader),
+                           RUN_INSTALL.format(image=live.image_ref, fs=fs, bootloader=bootloader, extra=extra),
                            {"secrets/passphrase": PASSPHRASE.encode() + b"\n"})
     started = time.monotonic()
     with booted(live.root, snapshot=True, kernel=live.kernel, initrd=live.initrd,
                 append="root=/dev/vda rw console=ttyS0 nbc.live=1", extra_disks=[target, payload],
-                log=tmp_path / "live-console.log", timeout=LIVE_TIMEOUT) as vm:
+                log=tmp_path / "live-console.log", timeout=LIVE_TIMEOUT, tpm_socket=tpm_socket) as vm:
         vm.wait_for(r"NBC-LIVE-DONE rc=\d+", LIVE_TIMEOUT)
         console = vm.console()
     return target, console, time.monotonic() - started
@@ -82,11 +88,8 @@ def type_passphrases(vm: Vm, until: re.Pattern[str], timeout: float) -> int:
     return answered
 
 
-@pytest.mark.parametrize(("fs", "bootloader"), [("ext4", "grub")])
-def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_path: Path, fs: str,
-                                                     bootloader: str) -> None:
-    live = build_live_system(debian_image)
-    target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader)
+def check_live_install(console: str, seconds: float, what: str) -> dict[str, str]:
+    """The install inside the live VM succeeded and left nothing open; returns the LUKS UUIDs by partition."""
     rc = re.search(r"NBC-INSTALL rc=(\d+) seconds=(\d+)", console)
     events = events_of(console)
     assert rc and rc.group(1) == "0", f"install failed in the live VM: {events[-3:]}\n{console[-4000:]}"
@@ -95,18 +98,11 @@ def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_pat
     luks_uuids = dict(re.findall(r"NBC-LUKS (p\d) ([0-9a-f-]{36})", console))
     assert set(luks_uuids) == {"p2", "p3", "p4"}, console[-2000:]
     assert PASSPHRASE not in console, "the passphrase reached the live console, the events or the log"
-    print(f"encrypted {fs}/{bootloader}: install inside the live VM {install_seconds:.0f} s "
-          f"(nbc-tui itself {rc.group(2)} s)")
+    print(f"{what}: install inside the live VM {seconds:.0f} s (nbc-tui itself {rc.group(2)} s)")
+    return luks_uuids
 
-    log = tmp_path / "console.log"
-    with booted(target, log=log, timeout=BOOT_TIMEOUT, interactive=True) as vm:
-        prompts = type_passphrases(vm, re.compile(r"NBC-REPORT-END"), BOOT_TIMEOUT)
-        report = read_report(vm, 10)
-        vm.wait_for(r"login:", BOOT_TIMEOUT)
-        print(f"encrypted {fs}/{bootloader}: booted to login in {vm.elapsed:.0f} s, {prompts} passphrase prompt(s)")
-        boot_console = vm.console()
 
-    facts = f"report: {report}; console: {log}"
+def check_report(report: dict[str, str], fs: str, luks_uuids: dict[str, str], facts: str) -> None:
     cmdline = report["cmdline"].split()
     assert report["root"] == "ro", facts
     assert report["etc"] == "overlay", facts
@@ -117,6 +113,51 @@ def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_pat
     assert f"rd.luks.name={luks_uuids['p4']}=var" in cmdline, facts
     assert not any(luks_uuids["p3"] in token for token in cmdline), "the inactive root is not on the cmdline"
     assert "rd.etc.overlay.var=/dev/mapper/var" in cmdline, facts
+
+
+@pytest.mark.parametrize(("fs", "bootloader"), [("ext4", "grub")])
+def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_path: Path, fs: str,
+                                                     bootloader: str) -> None:
+    live = build_live_system(debian_image)
+    target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader)
+    luks_uuids = check_live_install(console, install_seconds, f"encrypted {fs}/{bootloader}")
+
+    log = tmp_path / "console.log"
+    with booted(target, log=log, timeout=BOOT_TIMEOUT, interactive=True) as vm:
+        prompts = type_passphrases(vm, re.compile(r"NBC-REPORT-END"), BOOT_TIMEOUT)
+        report = read_report(vm, 10)
+        vm.wait_for(r"login:", BOOT_TIMEOUT)
+        print(f"encrypted {fs}/{bootloader}: booted to login in {vm.elapsed:.0f} s, {prompts} passphrase prompt(s)")
+        boot_console = vm.console()
+
+    check_report(report, fs, luks_uuids, f"report: {report}; console: {log}")
     assert prompts >= 1, "no passphrase was asked for: is the disk encrypted?"
     assert "root2" not in " ".join(PROMPT.findall(boot_console)), "root2 is noauto and must not be asked for"
+    target.unlink()
+
+
+@pytest.mark.parametrize(("fs", "bootloader", "pcrs"), [("btrfs", "systemd-boot", "")])
+def test_tpm2_install_unlocks_by_itself(debian_image: Path, tmp_path: Path, fs: str, bootloader: str,
+                                        pcrs: str) -> None:
+    """Enrolled inside the live VM against a swtpm; the installed disk then boots with the same TPM state
+    and reaches the report without any passphrase prompt."""
+    live = build_live_system(debian_image)
+    tpm_state = tmp_path / "tpm"
+    extra = f"--tpm2 --tpm2-pcrs={pcrs!r} --recovery-key-file /run/recovery.key"
+    with software_tpm(tpm_state) as sock:
+        target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader,
+                                                        extra=extra, tpm_socket=sock)
+    luks_uuids = check_live_install(console, install_seconds, f"TPM2 {fs}/{bootloader}")
+    assert "NBC-RECOVERY-KEY mode=600 form=1" in console, "no recovery key of systemd's form was written"
+    assert re.search(r"Enrolling TPM2 for var", console), "no TPM2 enrolment was reported"
+
+    log = tmp_path / "console.log"
+    with software_tpm(tpm_state) as sock, booted(target, log=log, timeout=BOOT_TIMEOUT, tpm_socket=sock) as vm:
+        report = read_report(vm, BOOT_TIMEOUT)
+        vm.wait_for(r"login:", BOOT_TIMEOUT)
+        print(f"TPM2 {fs}/{bootloader}: booted to login without a prompt in {vm.elapsed:.0f} s")
+        boot_console = vm.console()
+    check_report(report, fs, luks_uuids, f"report: {report}; console: {log}")
+    assert f"rd.luks.options={luks_uuids['p2']}=tpm2-device=auto" in report["cmdline"].split()
+    assert not PROMPT.search(boot_console), "a passphrase was asked for although the TPM2 should unlock"
     target.unlink()
