@@ -10,38 +10,34 @@ travel together, e.g. on a labelled USB partition).
 
 from __future__ import annotations
 
-import contextlib
 import difflib
 import json
 import re
 import tomllib
 import types
 import typing
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from .answer_format import ANSWERS_VERSION, INLINE_SECRETS, PATH_KEYS, answers_json_schema, schema_text
+from .answer_lines import Loc, locate_json, locate_toml, strip_indices
+from .answer_writer import dump_answers, save_answers
 from .disk_rules import Resolved, resolve_target
 from .disks import Disk
 from .errors import InputError, NbcError
 from .events import Emit, ErrorEvent, Event, MessageEvent, StepEvent
 from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext
-from .sizes import GiB, MiB, human
-from .state import write_atomically
+from .sizes import human
 
-ANSWERS_VERSION = 1
-# (section, key) of every path in the plan: relative ones are resolved against the answer file's directory.
-PATH_KEYS = (("target", "image_file"), ("encryption", "passphrase_file"), ("encryption", "recovery_key_file"),
-             ("system", "root_password_file"))
-# Secrets the model can hold (typed in the TUI) but an answer file must not: the key that replaces each.
-INLINE_SECRETS = {("encryption", "passphrase"): "passphrase_file", ("system", "root_password"): "root_password_file"}
-SECTIONS = ("image", "target", "layout", "encryption", "boot", "system")
-
-Loc = tuple[str | int, ...]
+# The answers API in one place; the format, the line finder and the writer live in answer_*.py.
+__all__ = ["AnswerFile", "AnswerFileError", "Checked", "Problem", "answers_json_schema", "check_answers",
+           "dump_answers", "keyed_engine_errors", "load_answers", "parse_answers", "preflight_loc", "read_answers",
+           "save_answers", "schema_text"]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -81,216 +77,6 @@ class AnswerFileError(InputError):
         self.problems = problems
         rendered = "\n".join(p.render(source) for p in problems)
         super().__init__(rendered, details={"file": source, "problems": [p.as_dict() for p in problems]})
-
-
-# ---------------------------------------------------------------------------------------------------
-# Locating a key's line in the raw text (tomllib and json keep no positions)
-
-
-_PUNCT = set("[]{}=,.:")
-_BARE_END = set("[]{}=,.:#\"' \t\r\n")
-
-
-@dataclass
-class _Tok:
-    kind: str  # "str", "bare", "nl", or the punctuation character itself
-    value: str
-    line: int
-    col: int
-
-
-def _tokens(text: str) -> Iterator[_Tok]:
-    """A lenient tokenizer for TOML and JSON: strings (all four TOML kinds), bare words, punctuation."""
-    i, line, col0, n = 0, 1, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            yield _Tok("nl", c, line, i - col0)
-            line, i, col0 = line + 1, i + 1, i + 1
-        elif c in " \t\r":
-            i += 1
-        elif c == "#":
-            while i < n and text[i] != "\n":
-                i += 1
-        elif text.startswith(('"""', "'''"), i):
-            quote, start, start_line = text[i:i + 3], i, line
-            end = text.find(quote, i + 3)
-            while quote == '"""' and end > 0 and _escaped(text, end):
-                end = text.find(quote, end + 1)
-            end = n if end < 0 else end + 3
-            while end < n and text[end] == quote[0]:  # up to two quotes may close the content
-                end += 1
-            line += text.count("\n", start, end)
-            yield _Tok("str", text[start + 3:end - 3], start_line, start - col0)
-            i = end
-        elif c in "\"'":
-            j = i + 1
-            while j < n and text[j] != c and text[j] != "\n":
-                j += 2 if c == '"' and text[j] == "\\" else 1
-            raw = text[i + 1:j]
-            yield _Tok("str", _unescape(raw) if c == '"' else raw, line, i - col0)
-            i = j + 1
-        elif c in _PUNCT:
-            yield _Tok(c, c, line, i - col0)
-            i += 1
-        else:
-            j = i
-            while j < n and text[j] not in _BARE_END:
-                j += 1
-            j = max(j, i + 1)
-            yield _Tok("bare", text[i:j], line, i - col0)
-            i = j
-
-
-def _escaped(text: str, pos: int) -> bool:
-    backslashes = 0
-    while pos - 1 - backslashes >= 0 and text[pos - 1 - backslashes] == "\\":
-        backslashes += 1
-    return backslashes % 2 == 1
-
-
-def _unescape(raw: str) -> str:
-    if "\\" not in raw:
-        return raw
-    with contextlib.suppress(ValueError):
-        return json.loads('"' + re.sub(r"\\U([0-9a-fA-F]{8})", lambda m: chr(int(m.group(1), 16)), raw) + '"')
-    return raw
-
-
-class _Parser:
-    """Walks the tokens of an already-valid document and records the line where each key path starts."""
-
-    def __init__(self, text: str) -> None:
-        self.toks = list(_tokens(text))
-        self.pos = 0
-        self.lines: dict[Loc, int] = {}
-
-    def peek(self, skip_nl: bool = False) -> _Tok | None:
-        while skip_nl and self.pos < len(self.toks) and self.toks[self.pos].kind == "nl":
-            self.pos += 1
-        return self.toks[self.pos] if self.pos < len(self.toks) else None
-
-    def take(self) -> _Tok:
-        tok = self.toks[self.pos]
-        self.pos += 1
-        return tok
-
-    def mark(self, path: Loc, line: int) -> None:
-        for i in range(1, len(path) + 1):
-            self.lines.setdefault(path[:i], line)
-
-    # -- TOML ----------------------------------------------------------------------------------------
-    def toml(self) -> dict[Loc, int]:
-        table: Loc = ()
-        arrays: dict[Loc, int] = {}  # array-of-tables path -> index of its current element
-        while (tok := self.peek(skip_nl=True)) is not None:
-            if tok.kind == "[":
-                self.take()
-                nxt = self.peek()
-                is_array = nxt is not None and nxt.kind == "[" and nxt.col == tok.col + 1
-                if is_array:
-                    self.take()
-                keys = self.key()
-                while (t := self.peek()) is not None and t.kind == "]":
-                    self.take()
-                path: Loc = ()
-                for number, k in enumerate(keys, start=1):
-                    path = (*path, k)
-                    # [a.b] below [[a]] belongs to a's current element; [[a]] itself starts a new one.
-                    if path in arrays and not (is_array and number == len(keys)):
-                        path = (*path, arrays[path])
-                if is_array:
-                    arrays[path] = arrays.get(path, -1) + 1
-                    self.mark(path, tok.line)
-                    path = (*path, arrays[path])
-                self.mark(path, tok.line)
-                table = path
-            else:
-                start = tok.line
-                keys = self.key()
-                self.expect("=")
-                full = (*table, *keys)
-                self.mark(full, start)
-                self.value(full)
-        return self.lines
-
-    def key(self) -> list[str]:
-        keys: list[str] = []
-        while (tok := self.peek()) is not None:
-            if tok.kind in ("str", "bare"):
-                keys.append(self.take().value)
-            elif tok.kind == ".":
-                self.take()
-            else:
-                break
-        return keys
-
-    def expect(self, kind: str) -> None:
-        tok = self.peek()
-        if tok is not None and tok.kind == kind:
-            self.take()
-
-    def value(self, path: Loc, *, json_mode: bool = False) -> None:
-        tok = self.peek(skip_nl=True)
-        if tok is None:
-            return
-        if tok.kind == "{":
-            self.take()
-            self.mark(path, tok.line)
-            while (t := self.peek(skip_nl=True)) is not None and t.kind != "}":
-                if t.kind == ",":
-                    self.take()
-                    continue
-                keys = self.key()
-                if not keys:
-                    self.take()  # unexpected: skip rather than loop
-                    continue
-                self.expect(":" if json_mode else "=")
-                self.mark((*path, *keys), t.line)
-                self.value((*path, *keys), json_mode=json_mode)
-            self.expect("}")
-        elif tok.kind == "[":
-            self.take()
-            index = 0
-            while (t := self.peek(skip_nl=True)) is not None and t.kind != "]":
-                if t.kind == ",":
-                    self.take()
-                    continue
-                self.mark((*path, index), t.line)
-                self.value((*path, index), json_mode=json_mode)
-                index += 1
-            self.expect("]")
-        elif tok.kind == "str":
-            self.take()
-        else:  # a number, boolean or date: every token up to the next delimiter
-            while (t := self.peek()) is not None and t.kind not in (",", "]", "}", "nl"):
-                self.take()
-
-    # -- JSON ----------------------------------------------------------------------------------------
-    def json(self) -> dict[Loc, int]:
-        self.toks = [t for t in self.toks if t.kind != "nl"]
-        self.value((), json_mode=True)
-        return self.lines
-
-
-def _strip_ints(path: Loc) -> Loc:
-    return tuple(p for p in path if not isinstance(p, int))
-
-
-def locate_toml(text: str) -> dict[Loc, int]:
-    """Line of every key path in a TOML document (tables, dotted keys, inline tables, arrays of tables,
-    array elements). Never raises: a path it cannot place is simply missing."""
-    parser = _Parser(text)
-    with contextlib.suppress(Exception):
-        parser.toml()
-    return parser.lines
-
-
-def locate_json(text: str) -> dict[Loc, int]:
-    parser = _Parser(text)
-    with contextlib.suppress(Exception):
-        parser.json()
-    return parser.lines
 
 
 @dataclass
@@ -521,7 +307,7 @@ def _field_names(loc: Loc) -> list[str]:
     model = _model_at(loc)
     if model is None:
         return []
-    hidden = {k for (s, k) in INLINE_SECRETS if (s,) == _strip_ints(loc)}
+    hidden = {k for (s, k) in INLINE_SECRETS if (s,) == strip_indices(loc)}
     return [name for name in model.model_fields if name not in hidden]
 
 
@@ -531,189 +317,6 @@ def _description(loc: Loc) -> str | None:
     if info is None or not info.description:
         return None
     return " ".join(info.description.split())
-
-
-# ---------------------------------------------------------------------------------------------------
-# Writing: a commented TOML file that loads back to the same plan (secrets left out)
-
-
-def dump_answers(plan: InstallPlan) -> str:
-    out = ["# nbc-tui answer file: run it with  nbc-tui --headless --answers FILE",
-           "# Check it on the target machine first:  nbc-tui answers validate FILE",
-           "# Format: docs/answers.md; schema: nbc-tui answers schema", ""]
-    out += [*_doc(InstallPlan, "version"), f"version = {ANSWERS_VERSION}"]
-    out += [*_doc(InstallPlan, "after"), f"after = {_toml(plan.after)}", ""]
-    for section in SECTIONS:
-        value = getattr(plan, section)
-        if value is None:
-            continue
-        out += _table(section, value, plan)
-    return "\n".join(out).rstrip("\n") + "\n"
-
-
-def save_answers(plan: InstallPlan, path: str | Path) -> Path:
-    """Write the plan as an answer file, readable only by its owner (it names secret files)."""
-    path = Path(path)
-    write_atomically(path, dump_answers(plan).encode(), mode=0o600)
-    return path
-
-
-# Always written, even at their defaults: what a reader of the file needs to see to know what happens.
-_ALWAYS = {("layout", "filesystem"), ("layout", "esp_size"), ("layout", "root_size"), ("layout", "var_min_size"),
-           ("boot", "bootloader")}
-
-
-def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
-    out = [f"[{section}]"]
-    doc = type(value).__doc__
-    if not doc or doc == BaseModel.__doc__:
-        doc = _SECTION_DOCS.get(type(value).__name__)
-    if doc:
-        out = [*_comment(doc), *out]
-    later: list[str] = []
-    header = len(out)
-    for name, info in type(value).model_fields.items():
-        current = getattr(value, name)
-        if info.exclude:
-            if current is not None:  # a typed secret: say how to give it, never write it
-                out += _secret_note(section, name)
-            continue
-        if name == "match":
-            for rule in current:
-                later += ["", *(_comment(info.description or "") if not later else []), "[[target.match]]"]
-                for rname, _rinfo in type(rule).model_fields.items():
-                    rvalue = getattr(rule, rname)
-                    if rvalue is not None:
-                        later += [*_doc(type(rule), rname), f"{rname} = {_toml(rvalue, rname)}"]
-            continue
-        if section == "target" and name == "wipe" and not plan.target.is_image_file:
-            out += _doc(type(value), name)
-            if not current:
-                out.append("# Not given: nbc-tui --headless refuses to erase the disk until this says true.")
-            out.append(f"wipe = {_toml(current)}")
-            continue
-        if current is None or ((section, name) not in _ALWAYS and current == info.default):
-            continue
-        if section == "target" and name in ("image_size", "overwrite") and not plan.target.is_image_file:
-            continue
-        out += [*_doc(type(value), name), f"{name} = {_toml(current, name)}"]
-    if not later and len(out) == header:
-        return []  # nothing but defaults: an empty table says nothing
-    return [*out, *later, ""]
-
-
-def _secret_note(section: str, name: str) -> list[str]:
-    what = "LUKS passphrase" if name == "passphrase" else "root password"
-    return [f"# The {what} was typed in and is not saved in this file. For an unattended install, put it",
-            "# in a file readable only by root (chmod 600) and uncomment:",
-            f'# {name}_file = "/root/{name.replace("_", "-")}"']
-
-
-def _doc(model: type[BaseModel], name: str) -> list[str]:
-    info = model.model_fields[name]
-    return _comment(info.description) if info.description else []
-
-
-def _comment(text: str, width: int = 100) -> list[str]:
-    words = " ".join(text.split()).split(" ")
-    lines, current = [], "#"
-    for word in words:
-        if len(current) + 1 + len(word) > width and current != "#":
-            lines.append(current)
-            current = "#"
-        current += " " + word
-    if current != "#":
-        lines.append(current)
-    return lines
-
-
-def _toml(value: Any, name: str = "") -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int):
-        if name.endswith("_size"):
-            for unit, factor in (("T", 1 << 40), ("G", GiB), ("M", MiB)):
-                if value and value % factor == 0:
-                    return _toml(f"{value // factor}{unit}")
-        return str(value)
-    if isinstance(value, Path):
-        return _toml(str(value.absolute()))
-    if isinstance(value, tuple | list):
-        items = [_toml(v, name) for v in value]
-        if sum(len(i) for i in items) > 80:
-            return "[\n" + "".join(f"    {i},\n" for i in items) + "]"
-        return "[" + ", ".join(items) + "]"
-    return '"' + "".join(_escape_char(c) for c in str(value)) + '"'
-
-
-def _escape_char(c: str) -> str:
-    if c in '"\\':
-        return "\\" + c
-    if c == "\n":
-        return "\\n"
-    if c == "\t":
-        return "\\t"
-    if ord(c) < 0x20 or ord(c) == 0x7F:
-        return f"\\u{ord(c):04x}"
-    return c
-
-
-# ---------------------------------------------------------------------------------------------------
-# JSON Schema of the answer file
-
-
-def answers_json_schema() -> dict[str, Any]:
-    """The plan's schema as an answer file sees it: ``version`` required, no inline secrets, sizes as
-    numbers or strings ("2G")."""
-    schema = InstallPlan.model_json_schema(mode="validation")
-    for (section, key), _instead in INLINE_SECRETS.items():
-        definition = schema["$defs"][section.capitalize()]
-        definition["properties"].pop(key, None)
-    schema["required"] = sorted({*schema.get("required", []), "version"})
-    for definition in [schema, *schema["$defs"].values()]:
-        for name, prop in definition.get("properties", {}).items():
-            if name.endswith("_size"):
-                definition["properties"][name] = _size_schema(prop)
-    # Every key described (editors show it): sections whose model has no docstring get one here.
-    for name, text in _SECTION_DOCS.items():
-        schema["$defs"][name].setdefault("description", text)
-    schema.setdefault("description", "An unattended install: the plan nbc-tui runs (docs/answers.md).")
-    for prop in schema["properties"].values():
-        ref = prop.get("$ref", "").rsplit("/", 1)[-1]
-        if ref and "description" not in prop:
-            prop["description"] = schema["$defs"][ref]["description"]
-    return {"$schema": "https://json-schema.org/draft/2020-12/schema",
-            "title": "nbc-tui answer file", **{k: v for k, v in schema.items() if k != "title"}}
-
-
-_SECTION_DOCS = {
-    "ImageSpec": "The image to install, and where the installed system gets its updates from.",
-    "Boot": "The bootloader and extra kernel arguments.",
-    "System": "The installed system's root password (from a file or as a hash) and SSH keys for root.",
-}
-_SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
-
-
-def _size_schema(prop: dict[str, Any]) -> dict[str, Any]:
-    def widen(node: dict[str, Any]) -> dict[str, Any]:
-        if node.get("type") == "integer":
-            return {"anyOf": [node, {"type": "string", "pattern": _SIZE_PATTERN}]}
-        if "anyOf" in node:
-            branches = []
-            for branch in node["anyOf"]:
-                widened = widen(branch)
-                branches += widened["anyOf"] if "anyOf" in widened and "anyOf" not in branch else [widened]
-            return {**node, "anyOf": branches}
-        return node
-
-    meta = {k: v for k, v in prop.items() if k in ("default", "description", "title")}
-    body = {k: v for k, v in prop.items() if k not in meta}
-    widened = widen(body)
-    return {**widened, **meta}
-
-
-def schema_text(schema: dict[str, Any]) -> str:
-    return json.dumps(schema, indent=2) + "\n"
 
 
 # ---------------------------------------------------------------------------------------------------

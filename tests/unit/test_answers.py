@@ -11,13 +11,12 @@ from pathlib import Path
 import jsonschema
 import pytest
 
+from nbc_tui.backend.answer_lines import locate_json, locate_toml
 from nbc_tui.backend.answers import (
     AnswerFileError,
     answers_json_schema,
     dump_answers,
     load_answers,
-    locate_json,
-    locate_toml,
     parse_answers,
     preflight_loc,
     save_answers,
