@@ -71,10 +71,6 @@ class DiskRule(_Strict):
             raise ValueError("an empty disk rule would match any disk: give at least one field")
         return self
 
-    def describe(self) -> str:
-        parts = [f"{name}={value}" for name, value in self.model_dump(exclude_none=True).items()]
-        return ", ".join(parts)
-
 
 class Target(_Strict):
     """Where the system goes: a whole disk (by path, or found by rules), or a disk-image file (sparse)."""
