@@ -388,6 +388,9 @@ def enroll_tpm(inst: Install) -> None:
             inst.message(f"  [{index}/{len(raws)}] Enrolling TPM2 for {role} ({inst.partitions[role]}), {pcrs}")
             tpm.enroll_tpm2(inst.partitions[role], unlock_key_file=unlock, pcrs=enc.tpm2_pcrs, ctx=inst.ctx)
         recovery = tpm.enroll_recovery_key(raws, unlock_key_file=unlock, ctx=inst.ctx)
+    for role in luks.ENCRYPTED_ROLES:
+        if not tpm.has_tpm2_token(inst.partitions[role], ctx=inst.ctx):
+            raise NbcError(f"{role}: no systemd-tpm2 token in the LUKS header after enrolling the TPM2")
     if enc.recovery_key_file is not None:
         tpm.write_recovery_key(enc.recovery_key_file, recovery)
         inst.message(f"Recovery key written to {enc.recovery_key_file} (keep it apart from this machine)")
@@ -677,6 +680,7 @@ def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Conf
         message="Installation complete! You can now boot from this disk.",
         details={"image": result.image_ref, "device": result.device, "image_digest": result.image_digest,
                  "bootloader": result.bootloader, "filesystem": result.filesystem, "slot": SLOT_A,
+                 **({"encryption": {"luks2": True, "tpm2": plan.encryption.tpm2}} if plan.encryption else {}),
                  "step_seconds": {k: round(v, 2) for k, v in timings.items()}},
     ))
     return result

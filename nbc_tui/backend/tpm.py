@@ -117,6 +117,14 @@ def enroll_tpm2(device: Path, *, unlock_key_file: Path, pcrs: Sequence[int], ctx
          pcrs_arg(pcrs), device], ctx=ctx, timeout=300, what="systemd-cryptenroll --tpm2-device")
 
 
+def has_tpm2_token(device: Path, *, ctx: RunContext) -> bool:
+    """Whether the LUKS2 header of ``device`` carries a systemd-tpm2 token (read back after enrolment)."""
+    if ctx.dry_run:
+        return True
+    dump = run(["cryptsetup", "luksDump", device], ctx=ctx, changes_system=False).out
+    return re.search(r"^\s+\d+: systemd-tpm2$", dump, re.MULTILINE) is not None
+
+
 def enroll_recovery_key(devices: Sequence[Path], *, unlock_key_file: Path, ctx: RunContext) -> SecretStr:
     """Generate one recovery key on the first device (systemd-cryptenroll, read from its stdout, registered
     with the redactor before anything is logged) and add the same key to the others."""

@@ -211,8 +211,10 @@ def test_tpm2_enrolment_with_a_software_tpm(tmp_path: Path, fast_pbkdf: None, sw
     caplog.set_level(logging.DEBUG, logger="nbc_tui")
     with attached_loop(tmp_path / "a.img", size=32 * MiB) as dev:
         luks.luks_format(dev, secret, ctx=ctx)
+        assert not tpm.has_tpm2_token(dev, ctx=ctx)
         with tpm.key_file(secret, name="luks") as unlock:
             tpm.enroll_tpm2(dev, unlock_key_file=unlock, pcrs=pcrs, ctx=ctx, tpm2_device=swtpm)
+        assert tpm.has_tpm2_token(dev, ctx=ctx)
         dump = subprocess.run(["cryptsetup", "luksDump", str(dev)], capture_output=True, text=True,
                               check=True).stdout
         luks.check_passphrase(dev, secret, ctx=ctx)  # the passphrase stays as a fallback

@@ -209,6 +209,9 @@ def _configure(root: Path, out: IO[str]) -> None:
     wants = root / "etc/systemd/system/multi-user.target.wants"
     wants.mkdir(parents=True, exist_ok=True)
     (wants / unit).symlink_to(f"/usr/lib/systemd/system/{unit}")
+    dracut_conf = root / "etc/dracut.conf.d/50-tpm2.conf"
+    dracut_conf.parent.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(IMAGE_DIR / "dracut-tpm2.conf", dracut_conf)
 
 
 def _bootc_kernel(root: Path, out: IO[str]) -> str:

@@ -9,6 +9,13 @@ layout under ``/srv/image`` and a unit that runs ``/payload/run.sh`` from a seco
 nbc-tui source tree, a run script, secrets) lives on that small payload disk, made with ``mke2fs -d`` for
 each test: the cached root never changes and is attached with ``snapshot=on``.
 
+The layout under ``/srv/image`` has two tags. ``latest`` is the test image as built (its initramfs lacks
+the etc-overlay module, so nbc-tui regenerates it with dracut: about ten minutes under TCG). ``preloaded``
+is the same image plus one small layer: nbc-tui's 95etc-overlay module and an initramfs regenerated with it
+on the host (``dracut --no-hostonly --add etc-overlay``, which also carries dracut's crypt support and,
+through the image's dracut.conf.d, tpm2-tss). For that image the engine finds everything it needs in the
+shipped initramfs and skips the regeneration, as it does for any image that ships such an initramfs.
+
 The root is booted directly (``-kernel``/``-initrd`` from the image, ``root=/dev/vda``): no bootloader.
 The cache entry ``live-<key>/`` holds ``root.img`` (ext4), ``vmlinuz`` and ``initrd``; ``key`` hashes
 this file, the base image entry and the venv's installed distributions.
@@ -28,7 +35,9 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
+from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
 from tests.vm import image_builder as ib
 
 log = logging.getLogger(__name__)
@@ -37,6 +46,7 @@ LIVE_PREFIX = "live-"
 LIVE_PACKAGES = ("python3", "cryptsetup-bin", "gdisk", "fdisk", "dosfstools", "mtools")
 SITE_DIR = "opt/nbc-tui/site-packages"
 IMAGE_DIR = "srv/image"
+PRELOADED_TAG = "preloaded"
 PAYLOAD_LABEL = "nbc-payload"
 ROOT_IMAGE_SLACK = 768 << 20
 """Free space in the live root for logs and the overlay of a snapshot run."""
@@ -95,6 +105,8 @@ class LiveSystem:
     initrd: Path
     image_ref: str
     """The test image as nbc-tui inside the VM sees it (``oci:/srv/image:latest``)."""
+    preloaded_ref: str
+    """The same image with the etc-overlay module in its shipped initramfs (``oci:/srv/image:preloaded``)."""
 
 
 def site_packages() -> Path:
@@ -111,6 +123,8 @@ def live_key(base_layout: Path) -> str:
     h.update(Path(__file__).read_bytes())
     h.update(base_layout.parent.name.encode())
     h.update(_dists_key().encode())
+    for f in sorted(_module_source().iterdir()):
+        h.update(f.name.encode() + f.read_bytes())
     return h.hexdigest()[:16]
 
 
@@ -126,7 +140,8 @@ def build_live_system(base_layout: Path, cache_root: Path = ib.DEFAULT_CACHE_ROO
             _remove_other_entries(cache_root, keep=entry)
     else:
         os.utime(entry / "info.json")
-    return LiveSystem(entry / "root.img", entry / "vmlinuz", entry / "initrd", f"oci:/{IMAGE_DIR}:latest")
+    return LiveSystem(entry / "root.img", entry / "vmlinuz", entry / "initrd", f"oci:/{IMAGE_DIR}:latest",
+                      f"oci:/{IMAGE_DIR}:{PRELOADED_TAG}")
 
 
 def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
@@ -145,15 +160,16 @@ def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
         build_log = cache_root / "last-live-build.log"
         (rootfs / "etc/resolv.conf").unlink(missing_ok=True)
         shutil.copyfile("/etc/resolv.conf", rootfs / "etc/resolv.conf")
+        kver = str(info["kver"])
         with build_log.open("w") as out, ib._chroot_mounts(rootfs, apt_cache):
+            preload = _preloaded_layer(rootfs, kver, out)
             ib._chroot(rootfs, ["apt-get", "update"], out)
             ib._chroot(rootfs, ["apt-get", "install", "-y", "--no-install-recommends", *LIVE_PACKAGES], out)
         ib._clean(rootfs)
         _add_runner(rootfs)
         log.info("copying site-packages and the test image")
         shutil.copytree(site_packages(), rootfs / SITE_DIR, symlinks=True, ignore=_skip_tooling)
-        shutil.copytree(base_layout, rootfs / IMAGE_DIR)
-        kver = str(info["kver"])
+        _write_layouts(base_layout, preload, rootfs / IMAGE_DIR)
         out_dir = work / "entry"
         out_dir.mkdir()
         moddir = rootfs / "usr/lib/modules" / kver
@@ -171,6 +187,52 @@ def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
         log.info("live system ready in %.0f s: %s", time.monotonic() - started, entry)
     finally:
         ib._remove_tree(work)
+
+
+def _module_source() -> Path:
+    return Path(__file__).resolve().parents[2] / "nbc_tui" / "dracut" / "95etc-overlay"
+
+
+def _preloaded_layer(rootfs: Path, kver: str, out: IO[str]) -> bytes:
+    """A layer tar: nbc-tui's etc-overlay module and an initramfs regenerated with it (in the pristine image
+    tree, before anything is added for the live system; both are removed from the live root again)."""
+    module_dir = rootfs / "usr/lib/dracut/modules.d/95etc-overlay"
+    module_dir.mkdir(mode=0o755)
+    for f in _module_source().iterdir():
+        shutil.copyfile(f, module_dir / f.name)
+        (module_dir / f.name).chmod(0o755)
+    output = "/var/tmp/initramfs-preloaded.img"
+    log.info("dracut --add etc-overlay for the preloaded image")
+    ib._chroot(rootfs, ["dracut", "--force", "--no-hostonly", "--add", "etc-overlay", "--kver", kver, output], out)
+    tar = TarBuilder()
+    for d in ("usr", "usr/lib", "usr/lib/modules", f"usr/lib/modules/{kver}", "usr/lib/dracut",
+              "usr/lib/dracut/modules.d", "usr/lib/dracut/modules.d/95etc-overlay"):
+        tar.dir(d)
+    for f in sorted(module_dir.iterdir()):
+        tar.file(f"usr/lib/dracut/modules.d/95etc-overlay/{f.name}", f.read_bytes(), mode=0o755)
+    initramfs = rootfs / output.lstrip("/")
+    tar.file(f"usr/lib/modules/{kver}/initramfs.img", initramfs.read_bytes(), mode=0o600)
+    initramfs.unlink()
+    shutil.rmtree(module_dir)
+    return tar.bytes()
+
+
+def _write_layouts(base_layout: Path, preload: bytes, dest: Path) -> None:
+    """The base image as ``latest`` and base + ``preload`` as ``preloaded``, in one layout at ``dest``."""
+    index = json.loads((base_layout / "index.json").read_text())
+    manifest = json.loads(_blob(base_layout, index["manifests"][0]["digest"]))
+    config = json.loads(_blob(base_layout, manifest["config"]["digest"]))
+    base = [Layer(tar=base_layout / "blobs/sha256" / layer["digest"].split(":", 1)[1], compression="zstd",
+                  diff_id=diff_id) for layer, diff_id in zip(manifest["layers"], config["rootfs"]["diff_ids"],
+                                                             strict=True)]
+    labels = config.get("config", {}).get("Labels") or {}
+    write_layout(dest, [ImageSpec(layers=base, labels=labels),
+                        ImageSpec(layers=[*base, Layer(tar=preload, compression="zstd")], tag=PRELOADED_TAG,
+                                  labels=labels)])
+
+
+def _blob(layout: Path, digest: str) -> bytes:
+    return (layout / "blobs/sha256" / digest.split(":", 1)[1]).read_bytes()
 
 
 def _unpack(blob: Path, rootfs: Path) -> None:
