@@ -161,9 +161,10 @@ class DiskScreen(Screen[bool]):
         yield Static("", id="disk-notice")
         with Horizontal(id="image-file-row"):
             yield Label("Or a disk-image file:")
-            yield Input(str(self.draft.image_file or ""), placeholder="/var/tmp/nbc-disk.img", id="image-path")
+            yield Input(str(self.draft.image_file or ""), placeholder="/var/tmp/nbc-disk.img", id="image-path",
+                        select_on_focus=False)
             yield Input(str(max(self.draft.image_size_gib, min_gib)), type="integer", id="image-size",
-                        tooltip="size in GiB")
+                        tooltip="size in GiB", select_on_focus=False)
             yield Button("Use file", id="use-image")
         with Horizontal(id="disk-buttons"):
             yield Button("Back", id="back")

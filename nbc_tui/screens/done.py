@@ -85,7 +85,8 @@ class DoneScreen(Screen[str]):
             if self.can_save:
                 with Horizontal(id="save-row"):
                     yield Label("Save these answers to:")
-                    yield Input(str(self.answers_path or default_answers_path()), id="answers-path")
+                    yield Input(str(self.answers_path or default_answers_path()), id="answers-path",
+                                select_on_focus=False)
                     yield Button("Save answers", id="save-answers")
                 yield Static("", id="save-message", classes="message")
         with Horizontal(classes="buttons"):

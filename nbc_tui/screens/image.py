@@ -121,7 +121,7 @@ class ImageScreen(Screen[bool]):
         with VerticalScroll(classes="body"):
             yield Static("Image reference (Enter looks it up):", classes="field-label")
             yield Input(self.draft.image_ref if not self.draft.staged_digest else "",
-                        placeholder=PLACEHOLDER, id="image-ref")
+                        placeholder=PLACEHOLDER, id="image-ref", select_on_focus=False)
             yield Static("", id="ref-status", classes="message")
             yield Static("", id="image-facts")
             yield Static("Or pick a staged image (offline install):", id="staged-label", classes="field-label")

@@ -73,7 +73,7 @@ class OptionsScreen(Screen[bool]):
             with Horizontal(classes="row"):
                 yield Static("Kernel arguments", classes="row-label")
                 yield Input(" ".join(self.draft.kernel_args), placeholder="e.g. console=ttyS0 quiet",
-                            id="kernel-args")
+                            id="kernel-args", select_on_focus=False)
             with Horizontal(classes="row"):
                 yield Static("Root password", classes="row-label")
                 yield SecretInput(placeholder="empty: no root password", id="password")

@@ -107,7 +107,7 @@ class ReviewScreen(Screen[InstallPlan]):
         # Outside the scrolling plan, so the plan's first lines stay in view while the name is typed.
         with Vertical(id="confirm-box"):
             yield Static("", id="confirm-label")
-            yield Input(id="confirm-input")
+            yield Input(id="confirm-input", select_on_focus=False)
             yield Static("", id="review-message", classes="message")
         with Horizontal(classes="buttons"):
             yield Button("Back", id="back")

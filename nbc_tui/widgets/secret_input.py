@@ -1,4 +1,8 @@
-"""SecretInput: a masked Input that masks with "*" on the console look (console fonts may lack "•")."""
+"""SecretInput: a masked Input that masks with "*" on the console look (console fonts may lack "•").
+
+Like every Input of the installer it does not select its text on focus: Textual selects on the Focus
+event, and keys typed right after Tab on a loaded machine (or a serial line) would replace the text
+already typed."""
 
 from __future__ import annotations
 
@@ -11,7 +15,8 @@ class SecretInput(Input):
 
     def __init__(self, value: str | None = None, *, placeholder: str = "", id: str | None = None,
                  classes: str | None = None) -> None:
-        super().__init__(value, placeholder=placeholder, password=True, id=id, classes=classes)
+        super().__init__(value, placeholder=placeholder, password=True, id=id, classes=classes,
+                         select_on_focus=False)
 
     @property
     def _value(self) -> Text:

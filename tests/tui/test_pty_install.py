@@ -4,71 +4,27 @@ on the done screen; then the result is read back from the disk-image file with r
 
 from __future__ import annotations
 
-import io
 import json
-import os
 import re
 import subprocess
-import time
 from pathlib import Path
 
-import pexpect
 import pytest
 
 from nbc_tui.backend.answers import load_answers
 from tests.conftest import loop_devices_of
 from tests.integration.disk_image import mounted_partition
+from tests.tui.pty_driver import Tui, install_by_keys, plain, tui_environment
 
 pytestmark = pytest.mark.root
 
-REPO = Path(__file__).resolve().parents[2]
-BINARY = REPO / ".venv" / "bin" / "nbc-tui"
 PASSWORD = "Pty-Root-pw-6d02b"
 KARG = "nbc.test=pty"
-ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
-# Keys as the Linux console sends them.
-TAB, SHIFT_TAB, ENTER, ESC, RIGHT, HOME, KILL_TO_END = "\t", "\x1b[Z", "\r", "\x1b", "\x1b[C", "\x01", "\x0b"
-
-
-def plain(raw: str) -> str:
-    return ANSI.sub("", raw)
-
-
-class Tui:
-    """The binary in a pty, everything it drew kept (for the checks and for a readable failure)."""
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.seen = io.StringIO()
-        self.child = pexpect.spawn(str(BINARY), [], env=env, cwd=str(REPO), dimensions=(24, 80),
-                                   encoding="utf-8", codec_errors="replace", timeout=60)
-        self.child.logfile_read = self.seen
-
-    def wait(self, text: str, timeout: float = 60) -> None:
-        try:
-            self.child.expect_exact(text, timeout=timeout)
-        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
-            tail = plain(self.seen.getvalue())[-1500:]
-            raise AssertionError(
-                f"{text!r} never appeared ({type(exc).__name__}); the screen ended with:\n{tail}") from None
-
-    def keys(self, *keys: str) -> None:
-        # A person's pace: each key after the screen has taken the one before (focus moves, screens change).
-        for key in keys:
-            time.sleep(0.04 if key.isprintable() and len(key) == 1 else 0.15)
-            self.child.send(key)
-
-    def close(self) -> None:
-        self.child.close(force=True)
 
 
 @pytest.fixture
 def tui_env(tmp_path: Path) -> dict[str, str]:
-    env = {**os.environ, "TERM": "linux", "NBC_TUI_LOG_FILE": str(tmp_path / "nbc-tui.log"),
-           "NBC_TUI_LOCK_DIR": str(tmp_path / "locks"), "NBC_TUI_CACHE_ROOT": str(tmp_path / "cache"),
-           "NBC_TUI_TPM": "0"}
-    for name in ("NO_COLOR", "COLUMNS", "LINES", "NBC_TUI_SHOW_LOOP"):
-        env.pop(name, None)
-    return env
+    return tui_environment(tmp_path)
 
 
 def sgdisk_partitions(image: Path) -> list[tuple[int, str, str]]:
@@ -84,33 +40,7 @@ def test_a_person_installs_with_the_keyboard_on_the_linux_console(
     answers = tmp_path / "answers.toml"
     tui = Tui(tui_env)
     try:
-        tui.wait("Running as root")  # the welcome screen has surveyed the machine
-        tui.keys(ENTER)
-        tui.wait("Image reference")
-        tui.keys(*synthetic_image)
-        tui.wait(synthetic_image[-20:])
-        tui.keys(ENTER)
-        tui.wait("Digest sha256:", timeout=300)  # looked up and checked; the focus is on Continue
-        tui.keys(ENTER)
-        tui.wait("Contents")  # the disk table has read the disks
-        tui.keys(TAB, *str(image))  # from the disk table to the path
-        tui.wait(str(image)[-16:])  # the end of it: the field scrolls
-        tui.keys(ENTER)  # uses the file
-        tui.wait("Disk encryption")
-        tui.keys(TAB, TAB, ENTER)  # no encryption: Back, Continue
-        tui.wait("Root password")
-        # ext4; the bootloader stays automatic; a kernel argument (seen typed); the root password twice
-        tui.keys(RIGHT, " ", TAB, TAB, *KARG)
-        tui.wait(KARG)
-        tui.keys(TAB, *PASSWORD, TAB, *PASSWORD, TAB, TAB, ENTER)
-        tui.wait("type disk.img here")
-        tui.keys(*"disk.img", ENTER)
-        tui.wait("Save these answers", timeout=900)
-        # Leave has the focus: back over "Install again" and "Save answers" to the path.
-        tui.keys(SHIFT_TAB, SHIFT_TAB, SHIFT_TAB, HOME, KILL_TO_END, *str(answers), ENTER)
-        tui.wait("Saved to")
-        tui.keys(ESC)  # leave the installer
-        tui.child.expect(pexpect.EOF, timeout=60)
+        install_by_keys(tui, synthetic_image, image, answers, password=PASSWORD, karg=KARG)
     finally:
         tui.close()
     seen = plain(tui.seen.getvalue())

@@ -1,0 +1,97 @@
+"""The real ``nbc-tui`` binary in a pty, driven by keys as a person would (the end-to-end test and
+bench/tui_bench.py share it)."""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+import time
+from pathlib import Path
+
+import pexpect
+
+REPO = Path(__file__).resolve().parents[2]
+BINARY = REPO / ".venv" / "bin" / "nbc-tui"
+ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
+# Keys as the Linux console sends them.
+TAB, SHIFT_TAB, ENTER, ESC, RIGHT, HOME, KILL_TO_END = "\t", "\x1b[Z", "\r", "\x1b", "\x1b[C", "\x01", "\x0b"
+WELCOME_TEXT = "install a bootable container image"
+"""On the welcome screen's title line: the first screen is up."""
+
+
+def plain(raw: str) -> str:
+    return ANSI.sub("", raw)
+
+
+def tui_environment(tmp: Path, term: str = "linux") -> dict[str, str]:
+    """This process's environment with private log, lock and cache places, no TPM, the given TERM."""
+    env = {**os.environ, "TERM": term, "NBC_TUI_LOG_FILE": str(tmp / "nbc-tui.log"),
+           "NBC_TUI_LOCK_DIR": str(tmp / "locks"), "NBC_TUI_CACHE_ROOT": str(tmp / "cache"), "NBC_TUI_TPM": "0"}
+    for name in ("NO_COLOR", "COLUMNS", "LINES", "NBC_TUI_SHOW_LOOP"):
+        env.pop(name, None)
+    return env
+
+
+class Tui:
+    """The binary in an 80x24 pty, everything it drew kept (for the checks and for a readable failure)."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        self.seen = io.StringIO()
+        self.child = pexpect.spawn(str(BINARY), [], env=env, cwd=str(REPO), dimensions=(24, 80),
+                                   encoding="utf-8", codec_errors="replace", timeout=60)
+        self.child.logfile_read = self.seen
+
+    @property
+    def pid(self) -> int:
+        return int(self.child.pid)
+
+    def wait(self, text: str, timeout: float = 60) -> None:
+        try:
+            self.child.expect_exact(text, timeout=timeout)
+        except (pexpect.TIMEOUT, pexpect.EOF) as exc:
+            tail = plain(self.seen.getvalue())[-1500:]
+            raise AssertionError(
+                f"{text!r} never appeared ({type(exc).__name__}); the screen ended with:\n{tail}") from None
+
+    def keys(self, *keys: str) -> None:
+        # A person's pace: each key after the screen has taken the one before (focus moves, screens change).
+        for key in keys:
+            time.sleep(0.04 if key.isprintable() and len(key) == 1 else 0.15)
+            self.child.send(key)
+
+    def close(self) -> None:
+        self.child.close(force=True)
+
+
+def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, password: str, karg: str) -> None:
+    """Welcome to done: the image by reference, a disk-image file, no encryption, ext4, one kernel
+    argument, the root password twice, the name typed to confirm; then the answers saved and the
+    installer left. Returns when the binary has exited."""
+    tui.wait("Running as root")  # the welcome screen has surveyed the machine
+    tui.keys(ENTER)
+    tui.wait("Image reference")
+    tui.keys(*image_ref)
+    tui.wait(image_ref[-20:])
+    tui.keys(ENTER)
+    tui.wait("Digest sha256:", timeout=300)  # looked up and checked; the focus is on Continue
+    tui.keys(ENTER)
+    tui.wait("Contents")  # the disk table has read the disks
+    tui.keys(TAB, *str(image))  # from the disk table to the path
+    tui.wait(str(image)[-16:])  # the end of it: the field scrolls
+    tui.keys(ENTER)  # uses the file
+    tui.wait("Disk encryption")
+    tui.keys(TAB, TAB, ENTER)  # no encryption: Back, Continue
+    tui.wait("Root password")
+    # ext4; the bootloader stays automatic; a kernel argument (seen typed); the root password twice
+    tui.keys(RIGHT, " ", TAB, TAB, *karg)
+    tui.wait(karg)
+    tui.keys(TAB, *password, TAB, *password, TAB, TAB, ENTER)
+    tui.wait(f"type {image.name} here")
+    tui.keys(*image.name, ENTER)
+    tui.wait("Save these answers", timeout=900)
+    # Leave has the focus: back over "Install again" and "Save answers" to the path.
+    tui.keys(SHIFT_TAB, SHIFT_TAB, SHIFT_TAB, HOME, KILL_TO_END, *str(answers), ENTER)
+    tui.wait("Saved to")
+    tui.keys(ESC)  # leave the installer
+    tui.child.expect(pexpect.EOF, timeout=60)
