@@ -163,8 +163,12 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
         # QEMU waits for our connection before it starts the guest, so nothing printed is lost.
         argv[serial_at:serial_at + 2] = ["-chardev", f"socket,id=ser0,path={sock_path},server=on,wait=on",
                                          "-serial", "chardev:ser0"]
+        # The CD-ROM on virtio-scsi (OVMF and the live initramfs both drive it): several times faster
+        # under TCG than the q35 board's emulated AHCI. A direct kernel boot takes bootindex 0 itself;
+        # else the CD-ROM comes before the disks.
         argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={_opt(live.iso)}",
-                 "-device", "ide-cd,drive=live,bootindex=0"]
+                 "-device", "virtio-scsi-pci,id=scsi0",
+                 "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0")]
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         serial: socket.socket | None = None

@@ -4,6 +4,8 @@ virtio disk, checked on the serial console.
 - UEFI boot through the ISO's GRUB: the live system comes up, the installer starts by itself on the serial
   console, quitting it leaves a shell prompt, and ``nbc-tui list`` there offers the blank disk and refuses
   the live medium.
+- ``--stage``: the staged image is in the ISO's top layer under ``/var/cache/nbc/staged-install`` (checked
+  in the ISO itself, without booting it).
 - ``nbc.answers=`` on the kernel command line: the headless unit runs instead of the TUI and prints its
   exit marker (the answer file given here does not exist: only the wiring is checked, not an install).
 """
@@ -13,11 +15,13 @@ from __future__ import annotations
 import base64
 import json
 import re
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.vm.image_builder import image_reference
 from tests.vm.iso_builder import (
     CTRL_C,
     HEADLESS_EXIT,
@@ -55,7 +59,7 @@ def shell_output(vm: LiveVm, command: str, timeout: float = 60) -> str:
     base64-encoded on one marker line, so nothing the terminal does to it (wrapping, CRLF) matters; the
     marker's "$((1))" is "1" only in the output, never in the echo of the typed line."""
     start = vm.mark()
-    vm.send(f"echo NBC-OUT-$((1)) $({command} 2>&1 | base64 -w0)\r")
+    vm.send(f"echo NBC-OUT-$((1)) $({{ {command}; }} 2>&1 | base64 -w0)\r")
     match = vm.wait_after(start, re.compile(r"NBC-OUT-1 ([A-Za-z0-9+/=]*)\n"), timeout)
     return base64.b64decode(match.group(1)).decode(errors="replace")
 
@@ -78,6 +82,9 @@ def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, tmp
 
         medium = shell_output(vm, "findmnt -no SOURCE,FSTYPE /run/live/medium").split()
         assert medium == ["/dev/sr0", "iso9660"], medium
+        # The installer runs on tty1 too (no display in this VM, but the virtual console exists).
+        on_tty1 = shell_output(vm, "pgrep -a -t tty1 -f bin/nbc-tui").strip()
+        assert "nbc-tui" in on_tty1, f"no nbc-tui on tty1: {on_tty1!r}"
         layers = shell_output(vm, "ls /run/live/rootfs").split()
         assert layers[:3] == ["00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs"], layers
 
@@ -107,3 +114,20 @@ def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: Liv
         disk_untouched = disk.stat().st_blocks == 0
         print(f"\nlive ISO headless: exit marker rc={rc} after {time.monotonic() - started:.0f} s")
     assert disk_untouched, "a failed unattended run wrote to the disk"
+
+
+def test_iso_carries_staged_images(debian_image: Path, tmp_path: Path) -> None:
+    live = build_iso(stage=[image_reference(debian_image)])
+    listing = subprocess.run(["xorriso", "-indev", str(live.iso), "-find", "/live", "-name", "*.squashfs"],
+                             capture_output=True, text=True, check=True).stdout.split()
+    assert [Path(p.strip("'")).name for p in listing] == [
+        "00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs", "30-staged.squashfs"]
+    staged = tmp_path / "30-staged.squashfs"
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(live.iso),
+                    "-extract", "/live/30-staged.squashfs", str(staged)], capture_output=True, check=True)
+    files = subprocess.run(["unsquashfs", "-l", "-d", "", str(staged)], capture_output=True, text=True,
+                           check=True).stdout.split()
+    entries = [f for f in files if re.fullmatch(r"/var/cache/nbc/staged-install/sha256-[0-9a-f]{64}/metadata.json", f)]
+    assert len(entries) == 1, files
+    digest = json.loads((debian_image / "index.json").read_text())["manifests"][0]["digest"]
+    assert entries[0].split("/")[-2] == digest.replace(":", "-")
