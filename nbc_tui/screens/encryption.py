@@ -97,7 +97,8 @@ class EncryptionScreen(Screen[bool]):
     HELP = ("Encryption: LUKS2 encrypts root1, root2 and var (the boot partition stays readable). The "
             "passphrase unlocks them at boot; keep it safe, a lost passphrase means lost data. With a TPM2 "
             "the disk can unlock itself: PCR 7 ties that to the Secure Boot state (recommended), no PCRs "
-            "unlocks on any boot of this machine. The passphrase always stays as a fallback.")
+            "unlocks on any boot of this machine. The passphrase always stays as a fallback, and a recovery "
+            "key is created and shown once during the install.")
 
     def __init__(self, draft: PlanDraft, *, tpm: bool | None = None) -> None:
         super().__init__()

@@ -59,7 +59,7 @@ def describe_encryption(plan: InstallPlan) -> str:
     """What is encrypted and how it unlocks, in one line."""
     enc = plan.encryption
     if enc is None:
-        return "Encryption: none (root1, root2 and var are readable by anyone holding the disk)"
+        return "Encryption: none (anyone holding the disk can read it)"
     if not enc.tpm2:
         unlock = "the passphrase is asked at every boot"
     elif enc.tpm2_pcrs:

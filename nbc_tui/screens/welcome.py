@@ -19,9 +19,9 @@ from ..backend.errors import NbcError
 from ..backend.image.cache import CacheKind, list_cached
 from ..backend.install import BASE_TOOLS
 from ..backend.runner import which
+from .encryption import TPM_DEVICES, tpm_present
 
 EFI_DIR = Path("/sys/firmware/efi")
-TPM_DEVICE = Path("/dev/tpmrm0")
 MKFS_TOOLS = ("mkfs.btrfs", "mkfs.ext4")
 # How each state is marked: plain ASCII so the Linux console shows it too.
 MARK = {"ok": "[ ok ]", "notice": "[note]", "problem": "[ !! ]"}
@@ -42,7 +42,7 @@ class Check:
     text: str
 
 
-def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path = TPM_DEVICE) -> list[Check]:
+def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path | None = None) -> list[Check]:
     """Look at the machine (no changes): root, UEFI, tools, TPM, staged images. Blocking (the cache lock)."""
     checks = [
         Check("root", Severity.OK, "Running as root.") if os.geteuid() == 0 else
@@ -59,7 +59,7 @@ def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path = TPM_DEVICE) ->
               "provide them (on Debian, tools/install-deps.sh lists them), then start again."))
     checks.append(
         Check("tpm", Severity.OK, "A TPM 2.0 is present: an encrypted disk could unlock itself at boot.")
-        if tpm_device.exists() else
+        if tpm_present((tpm_device,) if tpm_device is not None else TPM_DEVICES) else
         Check("tpm", Severity.NOTICE, "No TPM 2.0 found: an encrypted disk would ask for its passphrase "
               "at every boot."))
     checks.append(_staged_check())

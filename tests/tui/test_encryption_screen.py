@@ -182,3 +182,24 @@ async def test_review_says_what_is_encrypted() -> None:
         text = shown.text("#plan-text")
         assert "Encryption: LUKS2 on root1, root2 and var (not the ESP)" in text
         assert PASSPHRASE not in text
+
+
+async def test_choosing_a_disk_pins_its_serial_and_a_file_drops_it(tmp_path: Path) -> None:
+    from tests.tui.test_snapshots import FAKE_DISKS, FakeDiskScreen
+
+    draft = PlanDraft(image_ref="oci:/x")
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        screen = FakeDiskScreen(draft, FAKE_DISKS)
+        shown = await show(pilot, screen)
+        await pilot.press("down", "down", "down", "enter")  # vdb
+        assert (draft.device, draft.serial) == ("/dev/vdb", "nbc-target-1")
+        await pilot.press("up", "up", "enter")  # sda, the live medium: refused, the choice stays
+        assert (draft.device, draft.serial) == ("/dev/vdb", "nbc-target-1")
+        await pilot.press("up", "enter")  # nvme0n1
+        assert (draft.device, draft.serial) == ("/dev/nvme0n1", "S69ENF0R812345")
+        plan = draft.to_plan()
+        assert plan.target.serial == "S69ENF0R812345" and plan.target.wipe
+        screen.query_one("#image-path", Input).value = str(tmp_path / "disk.img")
+        await pilot.click("#use-image")
+        assert shown.results == [True]
+    assert (draft.device, draft.serial, draft.image_file) == (None, None, tmp_path / "disk.img")
