@@ -47,6 +47,7 @@ def test_a_person_installs_with_the_keyboard_on_the_linux_console(
     (tmp_path / "screen.txt").write_text(tui.seen.getvalue())  # what was drawn, for a failing run
     assert tui.child.exitstatus == 0, seen[-1500:]
     assert "Finished" in seen and "The install failed" not in seen
+    assert sorted({ch for ch in seen if ord(ch) > 127}) == []  # every screen, ASCII only on the console
 
     # The disk: nbc's GPT, nothing left attached.
     assert sgdisk_partitions(image) == [(1, "EF00", "boot"), (2, "8300", "root1"), (3, "8300", "root2"),
