@@ -90,6 +90,11 @@ def test_image_is_a_bootc_style_debian(debian_image: Path, rootfs: Path) -> None
     assert (rootfs / "usr/bin/grub-mkimage").exists()
     assert (rootfs / "usr/lib/systemd/boot/efi/systemd-bootx64.efi").exists()
     assert (rootfs / "etc/systemd/system/multi-user.target.wants/nbc-test-report.service").is_symlink()
+    # Encrypted installs: systemd-cryptsetup for LUKS, and for TPM2 tpm2-tools, the TCTI and dracut's tpm2-tss.
+    assert (rootfs / "usr/lib/systemd/systemd-cryptsetup").exists()
+    assert (rootfs / "usr/bin/tpm2").exists()
+    assert list(rootfs.glob("usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so*"))
+    assert "tpm2-tss" in (rootfs / "etc/dracut.conf.d/50-tpm2.conf").read_text()
 
 
 @pytest.mark.vm
