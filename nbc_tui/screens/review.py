@@ -49,25 +49,24 @@ def describe_creation(plan: InstallPlan) -> list[str]:
     return [
         f"GPT: {parts}",
         f"{plan.layout.filesystem} on root1, root2 and var; the system goes into root1 (slot A)",
-        describe_encryption(plan),
+        *describe_encryption(plan),
         f"Bootloader: {BOOTLOADER_WORDS.get(plan.boot.bootloader, plan.boot.bootloader)}",
         f"Kernel arguments: {kargs}. Root password: {password}.",
     ]
 
 
-def describe_encryption(plan: InstallPlan) -> str:
-    """What is encrypted and how it unlocks, in one line."""
+def describe_encryption(plan: InstallPlan) -> list[str]:
+    """What is encrypted and how it unlocks, in a line or two."""
     enc = plan.encryption
     if enc is None:
-        return "Encryption: none (anyone holding the disk can read it)"
+        return ["Encryption: none (anyone holding the disk can read it)"]
     if not enc.tpm2:
-        unlock = "the passphrase is asked at every boot"
+        unlock = "the passphrase, at every boot"
     elif enc.tpm2_pcrs:
-        pcrs = ", ".join(str(p) for p in enc.tpm2_pcrs)
-        unlock = f"the TPM2 unlocks it while PCR {pcrs} is unchanged, else the passphrase"
+        unlock = f"the TPM2 while PCR {'+'.join(str(p) for p in enc.tpm2_pcrs)} is unchanged, else the passphrase"
     else:
-        unlock = "the TPM2 unlocks it on any boot of this machine, else the passphrase"
-    return f"Encryption: LUKS2 on root1, root2 and var (not the ESP); {unlock}"
+        unlock = "the TPM2 on any boot of this machine, else the passphrase"
+    return ["Encryption: LUKS2 on root1, root2 and var (not the ESP)", f"Unlocking: {unlock}"]
 
 
 def describe_image_file(path: Path, size: int) -> list[str]:

@@ -79,14 +79,14 @@ def test_draft_encryption_becomes_the_plans() -> None:
 
 def test_review_words_for_encryption() -> None:
     base = image_file_draft()
-    assert describe_encryption(base.to_plan()).startswith("Encryption: none")
+    assert describe_encryption(base.to_plan()) == ["Encryption: none (anyone holding the disk can read it)"]
     words = describe_encryption(image_file_draft(encrypt=True, passphrase=SecretStr(PASSPHRASE)).to_plan())
-    assert words == ("Encryption: LUKS2 on root1, root2 and var (not the ESP); the passphrase is asked at "
-                     "every boot")
+    assert words == ["Encryption: LUKS2 on root1, root2 and var (not the ESP)",
+                     "Unlocking: the passphrase, at every boot"]
     tpm = image_file_draft(encrypt=True, passphrase=SecretStr(PASSPHRASE), tpm2=True, tpm2_pcrs=(7,))
-    assert "the TPM2 unlocks it while PCR 7 is unchanged" in describe_encryption(tpm.to_plan())
+    assert describe_encryption(tpm.to_plan())[1] == "Unlocking: the TPM2 while PCR 7 is unchanged, else the passphrase"
     tpm.tpm2_pcrs = ()
-    assert "on any boot of this machine" in describe_encryption(tpm.to_plan())
+    assert "on any boot of this machine" in describe_encryption(tpm.to_plan())[1]
 
 
 # -- the screen ----------------------------------------------------------------------------------------

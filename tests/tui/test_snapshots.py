@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from pydantic import SecretStr
+from textual import work
 from textual.pilot import Pilot
 from textual.screen import Screen
 
@@ -25,6 +26,7 @@ from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.progress import InstallOutcome, ProgressScreen, RecoveryKeyScreen
+from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.widgets.disk_table import DiskEntry
 from nbc_tui.widgets.step_list import StepList
 from tests.tui.test_screens_simple import CONSOLE, SIZE, rendered_text
@@ -158,6 +160,28 @@ async def done_dry_run_state(pilot: Pilot[Any]) -> None:
                                  answers_path=Path("/root/nbc-tui-answers.toml")))
 
 
+class FakeDiskReview(ReviewScreen):
+    """The real review screen reading a fixed disk instead of this machine's."""
+
+    @work(thread=True, exclusive=True, exit_on_error=False, group="disk")
+    def read_disk(self, device: str) -> Disk:
+        return next(e.disk for e in FAKE_DISKS if e.disk.device == device)
+
+
+async def review_disk_encrypted_state(pilot: Pilot[Any]) -> None:
+    draft = PlanDraft(image_ref="quay.io/example/os:stable", device="/dev/nvme0n1", serial="S69ENF0R812345",
+                      encrypt=True, passphrase=SecretStr(PASSPHRASE), tpm2=True, tpm2_pcrs=(7,),
+                      image_summary="Example OS 42, version 42\nArchitecture amd64, 2.1 GB of files",
+                      root_password=SecretStr(PASSPHRASE))
+    screen = FakeDiskReview(draft)
+    await push(pilot, screen)
+    for _ in range(100):
+        if screen.confirm_word is not None:
+            break
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "disk": disk_state,
     "disk-chosen": disk_chosen_state,
@@ -167,6 +191,7 @@ STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "cancel-install": cancel_state,
     "recovery-key": recovery_key_state,
     "done-dry-run": done_dry_run_state,
+    "review-disk-encrypted": review_disk_encrypted_state,
 }
 
 
