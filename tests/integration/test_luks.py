@@ -10,13 +10,16 @@ the VM tier (tests/vm/test_luks.py). Every output and log is searched for the te
 from __future__ import annotations
 
 import logging
+import os
 import re
 import shutil
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pexpect
 import pytest
 from pydantic import SecretStr
 
@@ -223,3 +226,29 @@ def test_tpm2_enrolment_with_a_software_tpm(tmp_path: Path, fast_pbkdf: None, sw
     assert bound and bound.group(1) == ("7" if pcrs else "n/a"), dump
     assert PASSPHRASE not in caplog.text
     assert "--unlock-key-file=/run/nbc-tui/luks-" in caplog.text
+
+
+def test_passphrase_is_asked_twice_on_a_terminal(synthetic_image: str, tmp_path: Path, log_file: Path) -> None:
+    """On a tty the passphrase is typed twice without echo; two different ones are refused."""
+    env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
+    argv = ["-m", "nbc_tui.cli", "install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"),
+            "--image-size", "3", *SMALL, "--encrypt", "--dry-run"]
+    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=120)
+    child.expect("LUKS passphrase: ")
+    child.sendline(PASSPHRASE)
+    child.expect(r"LUKS passphrase \(again\): ")
+    child.sendline(PASSPHRASE)
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 0, child.before
+    assert "LUKS2 encryption of p2 root1" in child.before
+    assert PASSPHRASE not in child.before and PASSPHRASE not in log_file.read_text()
+
+    child = pexpect.spawn(sys.executable, argv, env=env, encoding="utf-8", timeout=120)
+    child.expect("LUKS passphrase: ")
+    child.sendline(PASSPHRASE)
+    child.expect(r"\(again\): ")
+    child.sendline(PASSPHRASE + "x")
+    child.expect(pexpect.EOF)
+    child.close()
+    assert child.exitstatus == 2 and "the two passphrases differ" in child.before
