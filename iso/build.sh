@@ -89,7 +89,7 @@ cleanup() {
   fi
 }
 trap cleanup EXIT
-trap 'exit 130' INT TERM
+trap 'log "interrupted: cleaning up"; exit 130' INT TERM
 
 mounts_under() {  # mount points at or below $1, deepest first
   awk -v p="$1" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
@@ -140,7 +140,7 @@ publish() {  # publish WORKDIR ENTRY: rename a finished build into place
 prune() {  # prune GLOB KEEP MINUTES: remove other entries unused for that long
   local old
   for old in "$CACHE"/$1; do
-    [ -d "$old" ] && [ "$old" != "$2" ] || continue
+    if [ ! -d "$old" ] || [ "$old" = "$2" ]; then continue; fi
     if [ -z "$(find "$old/done" -mmin "-$3" 2>/dev/null)" ]; then
       log "removing unused cache entry $old"
       remove_tree "$old"
@@ -179,8 +179,8 @@ build_base() {  # build_base DIR: DIR/rootfs, DIR/00-base.squashfs, DIR/vmlinuz,
   chroot_mounts "$root"
   do_mount "$root/var/cache/apt/archives" --bind "$CACHE/apt-archives"
   log "installing $(packages | wc -w) packages (log: $dir/apt.log)"
+  # shellcheck disable=SC2046  # the package names are words
   { in_chroot "$root" apt-get update &&
-    # shellcheck disable=SC2046
     in_chroot "$root" apt-get install -y --no-install-recommends $(packages); } > "$dir/apt.log" 2>&1 \
     || { tail -30 "$dir/apt.log" >&2; die "apt-get in the chroot failed"; }
   kver=$(ls "$root/lib/modules")
@@ -200,6 +200,7 @@ build_base() {  # build_base DIR: DIR/rootfs, DIR/00-base.squashfs, DIR/vmlinuz,
   cp "$root/boot/vmlinuz-$kver" "$dir/vmlinuz"
   cp "$root/boot/initrd.img-$kver" "$dir/initrd.img"
   rm -f "$root/etc/dpkg/dpkg.cfg.d/zz-nbc-iso-build" "$root/usr/sbin/policy-rc.d"
+  # shellcheck disable=SC2115  # $root is "$1/rootfs": never empty
   rm -rf "$root"/var/lib/apt/lists/* "$root"/var/cache/apt/*.bin "$root"/var/log/* "$root"/tmp/* \
     "$root"/var/tmp/* "$root"/boot/*
   mkdir -p "$root/var/lib/apt/lists/partial"
@@ -228,7 +229,7 @@ mkdir -p "$app_src"
 cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/nbc_tui" "$app_src/"
 find "$app_src" \( -name __pycache__ -o -name '*.pyc' -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 "$VENV/bin/pip" freeze --exclude-editable --all 2>/dev/null | grep -v '^nbc-tui' > "$WORK/constraints.txt"
-wheels_key=$( { cat "$WORK/constraints.txt"; python3 -c 'import sys, tomllib
+wheels_key=$( { cat "$WORK/constraints.txt"; "$VENV/bin/python" -c 'import sys, tomllib
 print(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])' "$REPO/pyproject.toml"; } | key_of)
 WHEELS=$CACHE/wheels-$wheels_key
 if ! finished "$WHEELS"; then
@@ -238,7 +239,7 @@ if ! finished "$WHEELS"; then
     > "$WORK/pip-wheel.log" 2>&1 || { tail -30 "$WORK/pip-wheel.log" >&2
       die "pip wheel failed (PyPI reachable? versions in $VENV installable?)"; }
   rm -f "$WORK"/wheels/nbc_tui-*.whl
-  (cd "$WORK/wheels" && ls ./*.whl | sed 's|^\./|/wheels/|') > "$WORK/wheels/requirements.txt"
+  (cd "$WORK/wheels" && printf '/wheels/%s\n' ./*.whl | sed 's|/\./|/|') > "$WORK/wheels/requirements.txt"
   publish "$WORK/wheels" "$WHEELS"
 fi
 log "building the nbc-tui wheel from $REPO"
@@ -320,11 +321,12 @@ build_app() {  # build_app DIR: nbc-tui into the venv, iso/rootfs on top, the he
 }
 make_efi_image() {  # make_efi_image FILE: a FAT image with EFI/BOOT/BOOTX64.EFI (GRUB; no mount needed)
   local efi=$1 grub=$WORK/BOOTX64.EFI
-  # shellcheck disable=SC2086
-  grub-mkstandalone -O x86_64-efi --install-modules="$(echo $GRUB_MODULES)" --modules="$(echo $GRUB_MODULES)" \
+  local modules
+  modules=$(xargs <<< "$GRUB_MODULES")  # one line
+  grub-mkstandalone -O x86_64-efi --install-modules="$modules" --modules="$modules" \
     --locales= --fonts= --themes= -o "$grub" "boot/grub/grub.cfg=$ISO_SRC/grub/early.cfg"
   rm -f "$efi"
-  mkfs.vfat -C -n NBCTUIEFI "$efi" $(( ($(stat -c %s "$grub") / 1024 + 512) )) >/dev/null
+  mkfs.vfat -C -n NBCTUIEFI "$efi" $(( $(stat -c %s "$grub") / 1024 + 512 )) >/dev/null
   mmd -i "$efi" ::/EFI ::/EFI/BOOT
   mcopy -i "$efi" "$grub" ::/EFI/BOOT/BOOTX64.EFI
 }

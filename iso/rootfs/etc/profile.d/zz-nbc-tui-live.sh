@@ -10,9 +10,11 @@ if [ "$(id -u)" = 0 ] && [ -z "${NBC_TUI_LIVE_STARTED:-}" ]; then
                 echo "the full log: journalctl -u nbc-tui-headless"
             else
                 nbc-tui
+                nbc_tui_live_rc=$?
                 echo
-                echo "nbc-tui exited (code $?). Type 'nbc-tui' to start the installer again,"
+                echo "nbc-tui exited (code $nbc_tui_live_rc). Type 'nbc-tui' to start the installer again,"
                 echo "'nbc-tui --help' for its commands, 'poweroff' or 'reboot' to leave."
+                unset nbc_tui_live_rc
             fi
             ;;
     esac
