@@ -4,8 +4,8 @@ virtio disk, checked on the serial console.
 - UEFI boot through the ISO's GRUB: the live system comes up, the installer starts by itself on the serial
   console, quitting it leaves a shell prompt, and ``nbc-tui list`` there offers the blank disk and refuses
   the live medium.
-- ``--stage``: the staged image is in the ISO's top layer under ``/var/cache/nbc/staged-install`` (checked
-  in the ISO itself, without booting it).
+- ``--stage``: the Debian test image is staged in the ISO's top layer under
+  ``/var/cache/nbc/staged-install`` (checked in the ISO file, and by ``nbc-tui cache list`` in the live system).
 - ``nbc.answers=`` on the kernel command line: the headless unit runs instead of the TUI and prints its
   exit marker (the answer file given here does not exist: only the wiring is checked, not an install).
 """
@@ -43,8 +43,14 @@ PROMPT = re.compile(r"root@nbc-tui-live:~# ")
 
 
 @pytest.fixture(scope="module")
-def live_iso() -> LiveIso:
-    return build_iso()
+def live_iso(debian_image: Path) -> LiveIso:
+    """The ISO with the Debian test image staged (what the offline install scenarios boot, too)."""
+    return build_iso(stage=[image_reference(debian_image)])
+
+
+def staged_digest(layout: Path) -> str:
+    """The manifest digest an OCI layout written by the image builder stages under."""
+    return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
 
 
 def blank_disk(tmp_path: Path) -> Path:
@@ -64,7 +70,8 @@ def shell_output(vm: LiveVm, command: str, timeout: float = 60) -> str:
     return base64.b64decode(match.group(1)).decode(errors="replace")
 
 
-def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, tmp_path: Path) -> None:
+def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, debian_image: Path,
+                                                          tmp_path: Path) -> None:
     disk = blank_disk(tmp_path)
     with booted_iso(live_iso, log=tmp_path / "console.log", disks=[disk], timeout=BOOT_TIMEOUT) as vm:
         vm.wait_for(r"nbc-tui live: install a container image", timeout=120)  # the GRUB menu, on serial too
@@ -86,7 +93,10 @@ def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, tmp
         on_tty1 = shell_output(vm, "pgrep -a -t tty1 -f bin/nbc-tui").strip()
         assert "nbc-tui" in on_tty1, f"no nbc-tui on tty1: {on_tty1!r}"
         layers = shell_output(vm, "ls /run/live/rootfs").split()
-        assert layers[:3] == ["00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs"], layers
+        assert layers == ["00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs",
+                          "30-staged.squashfs"], layers
+        staged = json.loads(shell_output(vm, "nbc-tui cache list --install-images --json", timeout=120))
+        assert [i["image_digest"] for i in staged["images"]] == [staged_digest(debian_image)], staged
 
         listing = json.loads(shell_output(vm, "nbc-tui list --json --all", timeout=120))
         disks = {d["name"]: d for d in listing["disks"]}
@@ -116,18 +126,17 @@ def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: Liv
     assert disk_untouched, "a failed unattended run wrote to the disk"
 
 
-def test_iso_carries_staged_images(debian_image: Path, tmp_path: Path) -> None:
-    live = build_iso(stage=[image_reference(debian_image)])
-    listing = subprocess.run(["xorriso", "-indev", str(live.iso), "-find", "/live", "-name", "*.squashfs"],
+def test_iso_carries_staged_images(live_iso: LiveIso, debian_image: Path, tmp_path: Path) -> None:
+    listing = subprocess.run(["xorriso", "-indev", str(live_iso.iso), "-find", "/live", "-name", "*.squashfs"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert [Path(p.strip("'")).name for p in listing] == [
         "00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs", "30-staged.squashfs"]
     staged = tmp_path / "30-staged.squashfs"
-    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(live.iso),
+    subprocess.run(["xorriso", "-osirrox", "on", "-indev", str(live_iso.iso),
                     "-extract", "/live/30-staged.squashfs", str(staged)], capture_output=True, check=True)
     files = subprocess.run(["unsquashfs", "-l", "-d", "", str(staged)], capture_output=True, text=True,
                            check=True).stdout.split()
-    entries = [f for f in files if re.fullmatch(r"/var/cache/nbc/staged-install/sha256-[0-9a-f]{64}/metadata.json", f)]
+    pattern = r"/var/cache/nbc/staged-install/sha256-[0-9a-f]{64}/metadata.json"
+    entries = [f for f in files if re.fullmatch(pattern, f)]
     assert len(entries) == 1, files
-    digest = json.loads((debian_image / "index.json").read_text())["manifests"][0]["digest"]
-    assert entries[0].split("/")[-2] == digest.replace(":", "-")
+    assert entries[0].split("/")[-2] == staged_digest(debian_image).replace(":", "-")
