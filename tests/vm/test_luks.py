@@ -154,13 +154,20 @@ def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_pat
     target.unlink()
 
 
-@pytest.mark.parametrize(("fs", "bootloader", "pcrs"), [("btrfs", "systemd-boot", "")])
+@pytest.mark.parametrize(("fs", "bootloader", "pcrs"), [
+    ("btrfs", "systemd-boot", ""),
+    # Bound to PCR 7 while the live VM booted its kernel directly: the installed disk boots through GRUB
+    # with the same firmware and Secure Boot state (off), so PCR 7 must be the same.
+    pytest.param("ext4", "grub", "7", marks=SLOW),
+])
 def test_tpm2_install_unlocks_by_itself(debian_image: Path, tmp_path: Path, fs: str, bootloader: str,
                                         pcrs: str) -> None:
     """Enrolled inside the live VM against a swtpm; the installed disk then boots with the same TPM state
     and reaches the report without any passphrase prompt."""
     live = build_live_system(debian_image)
     tpm_state = tmp_path / "tpm"
+    # The TPM state carries over from the install to the boot (one machine); the firmware NVRAM starts from
+    # the same template each time, so the Secure Boot variables PCR 7 measures are the same.
     extra = f"--tpm2 --tpm2-pcrs={pcrs!r} --recovery-key-file /run/recovery.key"
     with software_tpm(tpm_state) as sock:
         target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader,
@@ -168,6 +175,7 @@ def test_tpm2_install_unlocks_by_itself(debian_image: Path, tmp_path: Path, fs: 
     luks_uuids = check_live_install(console, install_seconds, f"TPM2 {fs}/{bootloader}")
     assert "NBC-RECOVERY-KEY mode=600 form=1" in console, "no recovery key of systemd's form was written"
     assert re.search(r"Enrolling TPM2 for var", console), "no TPM2 enrolment was reported"
+    assert f"Enrolling TPM2 for var (/dev/vdb4), {'PCR ' + pcrs if pcrs else 'no PCRs'}" in console
 
     log = tmp_path / "console.log"
     with software_tpm(tpm_state) as sock, booted(target, log=log, timeout=BOOT_TIMEOUT, tpm_socket=sock) as vm:
