@@ -69,13 +69,13 @@ def _key(passphrase: SecretStr) -> bytes:
 def device_mapper_problem(*, ctx: RunContext | None = None) -> str | None:
     """Why this kernel cannot open LUKS mappings, or None. Reads /dev, /proc and /sys; with ``ctx`` (not
     in a dry run) it first loads dm_mod when the module is installed but not loaded (no disk is touched)."""
-    if not _kernel_has_dm() and ctx is not None and _module_installed("dm-mod.ko"):
-        with contextlib.suppress(NbcError):
-            run(["modprobe", "dm_mod"], ctx=ctx, timeout=60)
     if not _kernel_has_dm():
         # /dev/mapper/control alone proves nothing: libdevmapper creates the node whether or not the
         # kernel has a driver behind it.
         return "this kernel has no device-mapper (no device-mapper in /proc/misc, and no dm_mod module)"
+    if not DM_CONTROL.exists() and ctx is not None:
+        with contextlib.suppress(NbcError):  # loading it makes the kernel create the node
+            run(["modprobe", "dm_mod"], ctx=ctx, timeout=60)
     if not DM_CONTROL.exists():
         return f"{DM_CONTROL} is missing although the kernel has device-mapper (is /dev populated?)"
     if not _dm_crypt_available():
@@ -84,11 +84,14 @@ def device_mapper_problem(*, ctx: RunContext | None = None) -> str | None:
 
 
 def _kernel_has_dm() -> bool:
+    """Loaded (it shows in sysfs and /proc/misc), or a module the kernel loads on the first open of
+    /dev/mapper/control (a static node systemd creates at boot)."""
     if Path("/sys/class/misc/device-mapper").exists():
         return True
     with contextlib.suppress(OSError):
-        return any(line.split()[-1:] == ["device-mapper"] for line in Path("/proc/misc").read_text().splitlines())
-    return False
+        if any(line.split()[-1:] == ["device-mapper"] for line in Path("/proc/misc").read_text().splitlines()):
+            return True
+    return _module_installed("dm-mod.ko")
 
 
 def _dm_crypt_available() -> bool:
