@@ -137,15 +137,18 @@ publish() {  # publish WORKDIR ENTRY: rename a finished build into place
   rm -rf -- "$2"
   mv "$1" "$2"
 }
-prune() {  # prune GLOB KEEP MINUTES: remove other entries unused for that long
-  local old
-  for old in "$CACHE"/$1; do
-    if [ ! -d "$old" ] || [ "$old" = "$2" ]; then continue; fi
-    if [ -z "$(find "$old/done" -mmin "-$3" 2>/dev/null)" ]; then
+prune() {  # prune PREFIX KEEP MINUTES [MAX]: remove other entries unused for MINUTES, and those beyond the
+  local old n=0 _  # MAX most recently used that are unused for 10 minutes (an ISO is 250-400 MB, and every
+  # change to nbc-tui makes one; a test that is booting one uses it within minutes)
+  while read -r _ old; do
+    [ "$old" != "$2" ] || continue
+    n=$((n + 1))
+    if [ -z "$(find "$old/done" -mmin "-$3")" ] ||
+        { [ "$n" -gt "${4:-1000}" ] && [ -z "$(find "$old/done" -mmin -10)" ]; }; then
       log "removing unused cache entry $old"
       remove_tree "$old"
     fi
-  done
+  done < <(find "$CACHE" -mindepth 2 -maxdepth 2 -path "$CACHE/$1-*/done" -printf '%T@ %h\n' | sort -rn)
 }
 packages() { sed 's/#.*//' "$ISO_SRC/packages" | xargs; }
 
@@ -375,11 +378,11 @@ fi
 ln -sfn "iso-$iso_key" "$CACHE/latest"
 
 # Old entries: ISOs unused for an hour, layers unused for a day (another checkout may still use them).
-prune 'iso-*' "$ISO" 60
-prune 'base-*' "$BASE" 1440
-prune 'python-*' "$PYLAYER" 1440
-prune 'wheels-*' "$WHEELS" 1440
-prune 'staged-*' "${STAGED:-none}" 1440
+prune iso "$ISO" 60 6
+prune base "$BASE" 1440
+prune python "$PYLAYER" 1440
+prune wheels "$WHEELS" 1440
+prune staged "${STAGED:-none}" 1440
 
 iso_path=$ISO/nbc-tui-live.iso
 if [ -n "$out" ]; then

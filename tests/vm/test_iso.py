@@ -118,6 +118,7 @@ def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: Liv
         marker = vm.wait_for(HEADLESS_EXIT)
         rc = int(marker.group(1))
         assert rc != 0, "an answer file that does not exist cannot succeed"
+        assert "cannot read the answer file" in vm.console(), "nbc-tui's own message should be on the console"
         vm.wait_after(marker.end(), r"Unattended install \(nbc\.answers=", timeout=60)
         vm.wait_after(marker.end(), PROMPT, timeout=60)
         assert not TUI_FIRST_SCREEN.search(vm.console()), "the TUI must not start in an unattended boot"
