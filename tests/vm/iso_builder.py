@@ -137,11 +137,13 @@ class LiveVm(Vm):
 
 @contextlib.contextmanager
 def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_args: str | None = None,
-               memory: str = "2048", timeout: float = 300) -> Iterator[LiveVm]:
+               memory: str = "2048", timeout: float = 300, extra_args: Sequence[str] = ()) -> Iterator[LiveVm]:
     """Boot ``live`` with ``disks`` as virtio disks; yield a LiveVm; always stop QEMU on exit.
 
     ``kernel_args`` None: UEFI boot from the CD-ROM through OVMF and the ISO's GRUB (its default entry).
-    A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``."""
+    A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``.
+    ``extra_args`` go to QEMU as they are (a TPM: ``-chardev socket,id=chrtpm,path=S -tpmdev
+    emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0``; a display: ``-device VGA``)."""
     for needed in (OVMF_CODE, OVMF_VARS):
         if not needed.exists():
             raise VmError(f"{needed} is missing: install the 'ovmf' package")
@@ -168,7 +170,8 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
         # else the CD-ROM comes before the disks.
         argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={_opt(live.iso)}",
                  "-device", "virtio-scsi-pci,id=scsi0",
-                 "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0")]
+                 "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0"),
+                 *extra_args]
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         serial: socket.socket | None = None
