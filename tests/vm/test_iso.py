@@ -8,6 +8,7 @@ virtio disk, checked on the serial console.
   ``/var/cache/nbc/staged-install`` (checked in the ISO file, and by ``nbc-tui cache list`` in the live system).
 - ``nbc.answers=`` on the kernel command line: the headless unit runs instead of the TUI and prints its
   exit marker (the answer file given here does not exist: only the wiring is checked, not an install).
+- ``iso/build.sh`` refuses bad arguments with a message before building anything (no VM, no root).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import pytest
 
 from tests.vm.image_builder import image_reference
 from tests.vm.iso_builder import (
+    BUILD_SCRIPT,
     CTRL_C,
     HEADLESS_EXIT,
     TUI_EXITED,
@@ -32,8 +34,6 @@ from tests.vm.iso_builder import (
     booted_iso,
     build_iso,
 )
-
-pytestmark = [pytest.mark.vm, pytest.mark.root]
 
 BOOT_TIMEOUT = 300
 """Seconds from QEMU's start to the installer on the console (about 60-90 s under TCG here)."""
@@ -70,6 +70,8 @@ def shell_output(vm: LiveVm, command: str, timeout: float = 60) -> str:
     return base64.b64decode(match.group(1)).decode(errors="replace")
 
 
+@pytest.mark.vm
+@pytest.mark.root
 def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, debian_image: Path,
                                                           tmp_path: Path) -> None:
     disk = blank_disk(tmp_path)
@@ -110,6 +112,8 @@ def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, deb
               f"ISO build {live_iso.build_seconds:.0f} s")
 
 
+@pytest.mark.vm
+@pytest.mark.root
 def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: LiveIso, tmp_path: Path) -> None:
     disk = blank_disk(tmp_path)
     started = time.monotonic()
@@ -127,6 +131,8 @@ def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: Liv
     assert disk_untouched, "a failed unattended run wrote to the disk"
 
 
+@pytest.mark.vm
+@pytest.mark.root
 def test_iso_carries_staged_images(live_iso: LiveIso, debian_image: Path, tmp_path: Path) -> None:
     listing = subprocess.run(["xorriso", "-indev", str(live_iso.iso), "-find", "/live", "-name", "*.squashfs"],
                              capture_output=True, text=True, check=True).stdout.split()
@@ -141,3 +147,16 @@ def test_iso_carries_staged_images(live_iso: LiveIso, debian_image: Path, tmp_pa
     entries = [f for f in files if re.fullmatch(pattern, f)]
     assert len(entries) == 1, files
     assert entries[0].split("/")[-2] == staged_digest(debian_image).replace(":", "-")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--bogus"], "unknown option --bogus"),
+    (["--stage"], "--stage needs an image reference"),
+    (["a.iso", "b.iso"], "only one output path"),
+])
+def test_build_script_says_what_is_wrong(args: list[str], message: str) -> None:
+    """Bad arguments are refused before anything is built (no root needed)."""
+    done = subprocess.run([str(BUILD_SCRIPT), *args], capture_output=True, text=True, timeout=30, check=False)
+    assert done.returncode == 1
+    assert message in done.stderr
+    assert done.stdout == ""
