@@ -30,7 +30,9 @@ from tests.conftest import nbc_mounts
 from tests.integration.test_install_refusals import SMALL, digest_of, loop_disk  # noqa: F401
 from tests.support.loopdev import attached_loop
 
-pytestmark = pytest.mark.root
+pytestmark = [pytest.mark.root,
+              pytest.mark.skipif(shutil.which("cryptsetup") is None or shutil.which("systemd-cryptenroll") is None,
+                                 reason="needs cryptsetup and systemd-cryptenroll (tools/install-deps.sh)")]
 
 PASSPHRASE = "Integration-LUKS-passphrase-0815"
 MiB = 1 << 20

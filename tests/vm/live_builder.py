@@ -15,6 +15,9 @@ is the same image plus one small layer: nbc-tui's 95etc-overlay module and an in
 on the host (``dracut --no-hostonly --add etc-overlay``, which also carries dracut's crypt support and,
 through the image's dracut.conf.d, tpm2-tss). For that image the engine finds everything it needs in the
 shipped initramfs and skips the regeneration, as it does for any image that ships such an initramfs.
+``no-unlock`` is an image that cannot boot an encrypted disk (no systemd-cryptsetup, no 90crypt, an
+initramfs without an unlocker): the engine refuses it once it sees the extracted tree, which proves that a
+failed encrypted install closes its mappers and unmounts everything.
 
 The root is booted directly (``-kernel``/``-initrd`` from the image, ``root=/dev/vda``): no bootloader.
 The cache entry ``live-<key>/`` holds ``root.img`` (ext4), ``vmlinuz`` and ``initrd``; ``key`` hashes
@@ -38,6 +41,7 @@ from pathlib import Path
 from typing import IO
 
 from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
+from tests.support.synthetic import cpio_gz
 from tests.vm import image_builder as ib
 
 log = logging.getLogger(__name__)
@@ -47,6 +51,7 @@ LIVE_PACKAGES = ("python3", "cryptsetup-bin", "gdisk", "fdisk", "dosfstools", "m
 SITE_DIR = "opt/nbc-tui/site-packages"
 IMAGE_DIR = "srv/image"
 PRELOADED_TAG = "preloaded"
+NO_UNLOCK_TAG = "no-unlock"
 PAYLOAD_LABEL = "nbc-payload"
 ROOT_IMAGE_SLACK = 768 << 20
 """Free space in the live root for logs and the overlay of a snapshot run."""
@@ -107,6 +112,8 @@ class LiveSystem:
     """The test image as nbc-tui inside the VM sees it (``oci:/srv/image:latest``)."""
     preloaded_ref: str
     """The same image with the etc-overlay module in its shipped initramfs (``oci:/srv/image:preloaded``)."""
+    no_unlock_ref: str
+    """An image that cannot unlock LUKS at boot (``oci:/srv/image:no-unlock``)."""
 
 
 def site_packages() -> Path:
@@ -141,7 +148,7 @@ def build_live_system(base_layout: Path, cache_root: Path = ib.DEFAULT_CACHE_ROO
     else:
         os.utime(entry / "info.json")
     return LiveSystem(entry / "root.img", entry / "vmlinuz", entry / "initrd", f"oci:/{IMAGE_DIR}:latest",
-                      f"oci:/{IMAGE_DIR}:{PRELOADED_TAG}")
+                      f"oci:/{IMAGE_DIR}:{PRELOADED_TAG}", f"oci:/{IMAGE_DIR}:{NO_UNLOCK_TAG}")
 
 
 def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
@@ -169,7 +176,7 @@ def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
         _add_runner(rootfs)
         log.info("copying site-packages and the test image")
         shutil.copytree(site_packages(), rootfs / SITE_DIR, symlinks=True, ignore=_skip_tooling)
-        _write_layouts(base_layout, preload, rootfs / IMAGE_DIR)
+        _write_layouts(base_layout, preload, _no_unlock_layer(kver), rootfs / IMAGE_DIR)
         out_dir = work / "entry"
         out_dir.mkdir()
         moddir = rootfs / "usr/lib/modules" / kver
@@ -217,8 +224,20 @@ def _preloaded_layer(rootfs: Path, kver: str, out: IO[str]) -> bytes:
     return tar.bytes()
 
 
-def _write_layouts(base_layout: Path, preload: bytes, dest: Path) -> None:
-    """The base image as ``latest`` and base + ``preload`` as ``preloaded``, in one layout at ``dest``."""
+def _no_unlock_layer(kver: str) -> bytes:
+    """Whiteouts for everything that unlocks LUKS, and an initramfs with the etc-overlay hook but no unlocker."""
+    initramfs = cpio_gz({"init": b"#!/bin/sh\n", "usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh": b"#\n"})
+    tar = TarBuilder()
+    tar.whiteout("usr/lib/systemd/systemd-cryptsetup")
+    tar.whiteout("usr/lib/systemd/system-generators/systemd-cryptsetup-generator")
+    tar.whiteout("usr/lib/dracut/modules.d/90crypt")
+    tar.file(f"usr/lib/modules/{kver}/initramfs.img", initramfs, mode=0o600)
+    return tar.bytes()
+
+
+def _write_layouts(base_layout: Path, preload: bytes, no_unlock: bytes, dest: Path) -> None:
+    """The base image as ``latest``, base + ``preload`` as ``preloaded`` and base + ``no_unlock`` as
+    ``no-unlock``, in one layout at ``dest``."""
     index = json.loads((base_layout / "index.json").read_text())
     manifest = json.loads(_blob(base_layout, index["manifests"][0]["digest"]))
     config = json.loads(_blob(base_layout, manifest["config"]["digest"]))
@@ -228,6 +247,8 @@ def _write_layouts(base_layout: Path, preload: bytes, dest: Path) -> None:
     labels = config.get("config", {}).get("Labels") or {}
     write_layout(dest, [ImageSpec(layers=base, labels=labels),
                         ImageSpec(layers=[*base, Layer(tar=preload, compression="zstd")], tag=PRELOADED_TAG,
+                                  labels=labels),
+                        ImageSpec(layers=[*base, Layer(tar=no_unlock, compression="gzip")], tag=NO_UNLOCK_TAG,
                                   labels=labels)])
 
 

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 
@@ -37,6 +38,15 @@ PROMPT = re.compile(r"Please enter passphrase for disk")
 SLOW_ENV = "NBC_TUI_VM_SLOW"
 SLOW = pytest.mark.skipif(os.environ.get(SLOW_ENV) != "1",
                           reason=f"dracut in a TCG VM takes about 12 minutes: set {SLOW_ENV}=1 to run it")
+
+FAILING_INSTALL = """\
+export NBC_TUI_TEST_FAST_PBKDF=1 NBC_TUI_LOG_FILE=/run/nbc-tui.log
+nbc-tui install --image {bad_image} --device /dev/vdb --encrypt --passphrase-file /payload/secrets/passphrase \\
+    --esp-size 512M --root-size 2G --var-min-size 1G --filesystem {fs} --yes --json >/run/fail.jsonl 2>/dev/null
+echo "NBC-FAILED rc=$? mappers=$(ls /dev/mapper | grep -vx control | tr '\\n' ,) \
+mounts=$(grep -c nbc-tui /proc/mounts) loops=$(losetup -a | wc -l)"
+sed 's/^/NBC-F /' /run/fail.jsonl
+"""
 
 RUN_INSTALL = """\
 export NBC_TUI_TEST_FAST_PBKDF=1 NBC_TUI_LOG_FILE=/run/nbc-tui.log
@@ -60,17 +70,22 @@ for n in 2 3 4; do echo "NBC-LUKS p$n $(cryptsetup luksUUID /dev/vdb$n 2>&1)"; d
 
 
 def live_install(live: LiveSystem, tmp_path: Path, *, fs: str, bootloader: str, initramfs: str, extra: str = "",
-                 tpm_socket: Path | None = None) -> tuple[Path, str, float]:
+                 tpm_socket: Path | None = None, failing_first: bool = False) -> tuple[Path, str, float]:
     """Install encrypted inside the live VM; returns the target disk, the console text and the seconds.
 
     ``initramfs`` "preloaded" installs the image whose shipped initramfs already has what the disk needs
-    (the engine keeps it); "regenerate" the one whose initramfs lacks etc-overlay (dracut runs in the VM)."""
+    (the engine keeps it); "regenerate" the one whose initramfs lacks etc-overlay (dracut runs in the VM).
+    ``failing_first`` first runs an encrypted install of an image that cannot unlock LUKS onto the same disk:
+    it must fail after the mappers were opened and the image extracted, and leave nothing behind for the
+    real install that follows (a retry without a reboot)."""
     image = live.preloaded_ref if initramfs == "preloaded" else live.image_ref
     target = tmp_path / "target.img"
     with target.open("wb") as f:
         f.truncate(6 << 30)
-    payload = make_payload(tmp_path / "payload.img",
-                           RUN_INSTALL.format(image=image, fs=fs, bootloader=bootloader, extra=extra),
+    script = RUN_INSTALL.format(image=image, fs=fs, bootloader=bootloader, extra=extra)
+    if failing_first:
+        script = FAILING_INSTALL.format(bad_image=live.no_unlock_ref, fs=fs) + script
+    payload = make_payload(tmp_path / "payload.img", script,
                            {"secrets/passphrase": PASSPHRASE.encode() + b"\n"})
     started = time.monotonic()
     with booted(live.root, snapshot=True, kernel=live.kernel, initrd=live.initrd,
@@ -142,7 +157,12 @@ def test_encrypted_install_boots_with_the_passphrase(debian_image: Path, tmp_pat
                                                      bootloader: str, initramfs: str) -> None:
     live = build_live_system(debian_image)
     target, console, install_seconds = live_install(live, tmp_path, fs=fs, bootloader=bootloader,
-                                                    initramfs=initramfs)
+                                                    initramfs=initramfs, failing_first=True)
+    failed = [json.loads(line[len("NBC-F "):]) for line in console.splitlines() if line.startswith("NBC-F {")]
+    assert failed and failed[-1]["type"] == "error", console[-3000:]
+    assert "cannot boot an encrypted disk" in failed[-1]["details"]["error"], failed[-1]
+    assert any(e.get("step_name") == "Configuring system" for e in failed), "it should fail after extracting"
+    assert "NBC-FAILED rc=2 mappers= mounts=0 loops=0" in console, "the failed install left something open"
     luks_uuids = check_live_install(console, install_seconds, f"encrypted {fs}/{bootloader}/{initramfs}")
     check_initramfs_choice(console, initramfs)
 
@@ -170,6 +190,8 @@ def test_tpm2_install_unlocks_by_itself(debian_image: Path, tmp_path: Path, fs: 
                                         pcrs: str) -> None:
     """Enrolled inside the live VM against a swtpm; the installed disk then boots with the same TPM state
     and reaches the report without any passphrase prompt."""
+    if shutil.which("swtpm") is None:
+        pytest.skip("needs swtpm (tools/install-deps.sh)")
     live = build_live_system(debian_image)
     tpm_state = tmp_path / "tpm"
     # The TPM state carries over from the install to the boot (one machine); the firmware NVRAM starts from
