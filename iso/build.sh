@@ -282,7 +282,7 @@ if ((${#stage_refs[@]})); then
   staged_key=$(for ref in "${stage_refs[@]}"; do
       echo "$ref"
       path=${ref#oci:}; path=${path%:*}
-      [[ $ref == oci:* && -f $path/index.json ]] && sha256sum < "$path/index.json"
+      if [[ $ref == oci:* && -f $path/index.json ]]; then sha256sum < "$path/index.json"; fi
     done | key_of)
   STAGED=$CACHE/staged-$staged_key
   if finished "$STAGED"; then
