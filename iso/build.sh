@@ -232,21 +232,29 @@ mkdir -p "$app_src"
 cp -r "$REPO/pyproject.toml" "$REPO/README.md" "$REPO/nbc_tui" "$app_src/"
 find "$app_src" \( -name __pycache__ -o -name '*.pyc' -o -name '*.egg-info' \) -prune -exec rm -rf {} +
 "$VENV/bin/pip" freeze --exclude-editable --all 2>/dev/null | grep -v '^nbc-tui' > "$WORK/constraints.txt"
-wheels_key=$( { cat "$WORK/constraints.txt"; "$VENV/bin/python" -c 'import sys, tomllib
-print(tomllib.load(open(sys.argv[1], "rb"))["project"]["dependencies"])' "$REPO/pyproject.toml"; } | key_of)
+pyproject_field() {  # pyproject_field SECTION KEY: a list from pyproject.toml, one item a line
+  "$VENV/bin/python" -c 'import sys, tomllib
+print("\n".join(tomllib.load(open(sys.argv[1], "rb"))[sys.argv[2]][sys.argv[3]]))' "$REPO/pyproject.toml" "$@"
+}
+# build/: the build backend's wheels (setuptools), so that building nbc-tui's own wheel needs no network.
+wheels_key=$( { echo "layout 2"; cat "$WORK/constraints.txt"; pyproject_field project dependencies
+                pyproject_field build-system requires; } | key_of)
 WHEELS=$CACHE/wheels-$wheels_key
 if ! finished "$WHEELS"; then
   log "downloading nbc-tui's dependencies as wheels (pinned to $VENV's versions)"
   mkdir -p "$WORK/wheels"
-  "$VENV/bin/pip" wheel -q --wheel-dir "$WORK/wheels" --constraint "$WORK/constraints.txt" "$app_src" \
-    > "$WORK/pip-wheel.log" 2>&1 || { tail -30 "$WORK/pip-wheel.log" >&2
+  { "$VENV/bin/pip" wheel -q --wheel-dir "$WORK/wheels" --constraint "$WORK/constraints.txt" "$app_src" &&
+    mapfile -t build_requires < <(pyproject_field build-system requires) &&
+    "$VENV/bin/pip" download -q --only-binary :all: --dest "$WORK/wheels/build" "${build_requires[@]}" wheel
+  } > "$WORK/pip-wheel.log" 2>&1 || { tail -30 "$WORK/pip-wheel.log" >&2
       die "pip wheel failed (PyPI reachable? versions in $VENV installable?)"; }
   rm -f "$WORK"/wheels/nbc_tui-*.whl
   (cd "$WORK/wheels" && printf '/wheels/%s\n' ./*.whl | sed 's|/\./|/|') > "$WORK/wheels/requirements.txt"
   publish "$WORK/wheels" "$WHEELS"
 fi
 log "building the nbc-tui wheel from $REPO"
-"$VENV/bin/pip" wheel -q --no-deps --wheel-dir "$WORK/app-wheel" "$app_src" > "$WORK/pip-wheel.log" 2>&1 \
+"$VENV/bin/pip" wheel -q --no-deps --no-index --find-links "$WHEELS/build" --wheel-dir "$WORK/app-wheel" \
+  "$app_src" > "$WORK/pip-wheel.log" 2>&1 \
   || { tail -30 "$WORK/pip-wheel.log" >&2; die "building the nbc-tui wheel failed"; }
 
 # --- 10-python: the venv with the dependencies ----------------------------------------------------------
