@@ -16,6 +16,8 @@ BINARY = REPO / ".venv" / "bin" / "nbc-tui"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 # Keys as the Linux console sends them.
 TAB, SHIFT_TAB, ENTER, ESC, RIGHT, HOME, KILL_TO_END = "\t", "\x1b[Z", "\r", "\x1b", "\x1b[C", "\x01", "\x0b"
+SETTLE = 0.5
+"""Seconds after a key that moves the focus before the next key (see Tui.keys)."""
 WELCOME_TEXT = "install a bootable container image"
 """On the welcome screen's title line: the first screen is up."""
 
@@ -55,10 +57,26 @@ class Tui:
                 f"{text!r} never appeared ({type(exc).__name__}); the screen ended with:\n{tail}") from None
 
     def keys(self, *keys: str) -> None:
-        # A person's pace: each key after the screen has taken the one before (focus moves, screens change).
+        """Send keys at a person's pace. A key that moves the focus (Tab, Enter...) travels through
+        Textual's message queues before the focus moves; a key sent meanwhile would reach the widget that
+        had the focus, so the next key waits a little longer."""
+        settle = 0.0
         for key in keys:
-            time.sleep(0.04 if key.isprintable() and len(key) == 1 else 0.15)
+            time.sleep(max(settle, 0.04))
             self.child.send(key)
+            settle = 0.0 if key.isprintable() and len(key) == 1 and key != " " else SETTLE
+
+    def fill(self, text: str, *, shown: int = 20, attempts: int = 3) -> None:
+        """Type ``text`` into the focused field and check it arrived whole: back at its start the field
+        shows its first characters. A field that missed a key (a loaded machine) is cleared and typed again."""
+        for attempt in range(attempts):
+            self.keys(HOME, KILL_TO_END, *text, HOME)
+            try:
+                self.wait(text[:shown], timeout=15)
+                return
+            except AssertionError:
+                if attempt == attempts - 1:
+                    raise
 
     def close(self) -> None:
         self.child.close(force=True)
@@ -71,27 +89,28 @@ def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, pas
     tui.wait("Running as root")  # the welcome screen has surveyed the machine
     tui.keys(ENTER)
     tui.wait("Image reference")
-    tui.keys(*image_ref)
-    tui.wait(image_ref[-20:])
+    tui.fill(image_ref)
     tui.keys(ENTER)
     tui.wait("Digest sha256:", timeout=300)  # looked up and checked; the focus is on Continue
     tui.keys(ENTER)
     tui.wait("Contents")  # the disk table has read the disks
-    tui.keys(TAB, *str(image))  # from the disk table to the path
-    tui.wait(str(image)[-16:])  # the end of it: the field scrolls
+    tui.keys(TAB)  # from the disk table to the path
+    tui.fill(str(image))
     tui.keys(ENTER)  # uses the file
     tui.wait("Disk encryption")
     tui.keys(TAB, TAB, ENTER)  # no encryption: Back, Continue
     tui.wait("Root password")
-    # ext4; the bootloader stays automatic; a kernel argument (seen typed); the root password twice
-    tui.keys(RIGHT, " ", TAB, TAB, *karg)
-    tui.wait(karg)
+    # ext4; the bootloader stays automatic; a kernel argument; the root password twice
+    tui.keys(RIGHT, " ", TAB, TAB)
+    tui.fill(karg)
     tui.keys(TAB, *password, TAB, *password, TAB, TAB, ENTER)
     tui.wait(f"type {image.name} here")
     tui.keys(*image.name, ENTER)
     tui.wait("Save these answers", timeout=900)
     # Leave has the focus: back over "Install again" and "Save answers" to the path.
-    tui.keys(SHIFT_TAB, SHIFT_TAB, SHIFT_TAB, HOME, KILL_TO_END, *str(answers), ENTER)
+    tui.keys(SHIFT_TAB, SHIFT_TAB, SHIFT_TAB)
+    tui.fill(str(answers))
+    tui.keys(ENTER)
     tui.wait("Saved to")
     tui.keys(ESC)  # leave the installer
     tui.child.expect(pexpect.EOF, timeout=60)
