@@ -46,7 +46,7 @@ class Vm:
     _sock: socket.socket | None = None
 
     def connect(self, path: Path, timeout: float = 30) -> None:
-        """Attach to the serial port's socket; a thread drains what the guest writes (QEMU logs it)."""
+        """Attach to the serial port's socket; a thread copies what the guest writes to ``log``."""
         deadline = time.monotonic() + timeout
         while True:
             sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
@@ -62,9 +62,10 @@ class Vm:
         threading.Thread(target=self._drain, args=(sock,), daemon=True).start()
 
     def _drain(self, sock: socket.socket) -> None:
-        with contextlib.suppress(OSError):
-            while sock.recv(65536):
-                pass
+        with contextlib.suppress(OSError), self.log.open("ab") as out:
+            while data := sock.recv(65536):
+                out.write(data)
+                out.flush()
 
     def disconnect(self) -> None:
         if self._sock is not None:
@@ -126,14 +127,16 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
 
     ``snapshot`` attaches ``disk`` with writes going to a temp overlay (a cached image stays untouched);
     ``tpm_socket`` adds a TPM 2.0 (tpm-tis) backed by a running swtpm's control socket;
-    ``console_socket`` makes the serial port a unix socket (for typing into it) still logged to ``log``."""
+    ``console_socket`` makes the serial port a unix socket (for typing into it); :class:`Vm` logs it."""
     argv = [
         QEMU, "-machine", "q35", "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
         # -nodefaults drops the default CD-ROM, VGA and monitor the guest would spend time probing;
         # virtio-rng lets the guest's entropy pool fill at once instead of stalling systemd for seconds.
         "-nodefaults", "-display", "none", "-no-reboot", "-device", "virtio-rng-pci",
-        *(["-chardev", f"socket,id=ser0,path={_opt(console_socket)},server=on,wait=off,logfile={_opt(log)}",
-            "-serial", "chardev:ser0"] if console_socket else ["-serial", f"file:{_opt(log)}"]),
+        # With a socket, QEMU waits for the test to connect before it starts the guest; the test writes what
+        # it reads to ``log`` (QEMU's own logfile= option repeated bytes on a busy socket).
+        *(["-chardev", f"socket,id=ser0,path={_opt(console_socket)},server=on,wait=on", "-serial", "chardev:ser0"]
+          if console_socket else ["-serial", f"file:{_opt(log)}"]),
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(OVMF_CODE)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={_opt(vars_file)}",
     ]
