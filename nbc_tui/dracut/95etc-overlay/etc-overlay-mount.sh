@@ -47,7 +47,7 @@ eo_cmdline() {
 
 # The device named by rd.etc.overlay.var (UUID=, PARTUUID=, LABEL=, or a path such as /dev/mapper/var).
 eo_var_device() {
-    local _spec="$1" _dev=""
+    local _spec="$1" _dev="" _found
     case "$_spec" in
         "")
             # No parameter: the discoverable-partitions type for /var, as nbc looks for it.
@@ -61,9 +61,14 @@ eo_var_device() {
         *) _dev="$_spec" ;;
     esac
     if [ ! -b "$_dev" ] && command -v blkid >/dev/null 2>&1; then
-        # No udev link (yet): ask blkid, which scans the devices itself.
+        # No udev link (yet): ask blkid to probe every device. Not its cache, and not -l: both can answer
+        # from what a device held before (a re-used loop device, a disk just reformatted) and miss it.
         case "$_spec" in
-            UUID=*|PARTUUID=*|LABEL=*) _dev=$(blkid -l -o device -t "$_spec" 2>/dev/null) || _dev="" ;;
+            UUID=*|PARTUUID=*|LABEL=*)
+                _dev=""
+                for _found in $(blkid -c /dev/null -o device -t "$_spec" 2>/dev/null); do
+                    _dev=$_found && break  # the first match (no head(1) in a minimal initramfs)
+                done ;;
         esac
     fi
     [ -n "$_dev" ] && [ -b "$_dev" ] && { echo "$_dev"; return 0; }
@@ -74,7 +79,7 @@ eo_var_device() {
 eo_var_fstype() {
     local _type="" _arg _rest
     if command -v blkid >/dev/null 2>&1; then
-        _type=$(blkid -o value -s TYPE "$1" 2>/dev/null) || _type=""
+        _type=$(blkid -c /dev/null -o value -s TYPE "$1" 2>/dev/null) || _type=""
     fi
     if [ -z "$_type" ]; then
         for _arg in $(eo_cmdline); do
