@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
+from nbc_tui.backend.disk_rules import describe_rule
 from nbc_tui.backend.plan import DiskRule, Encryption, InstallPlan, System, Target
 
 SMALL = {"esp_size": "100M", "root_size": "1G", "var_min_size": "256M"}
@@ -16,7 +17,8 @@ SMALL = {"esp_size": "100M", "root_size": "1G", "var_min_size": "256M"}
 def test_an_empty_disk_rule_would_match_anything() -> None:
     with pytest.raises(ValidationError, match="empty disk rule"):
         DiskRule()
-    assert DiskRule(size="largest").size == "largest"
+    assert describe_rule(DiskRule(size="largest")) == "size=largest"
+    assert describe_rule(DiskRule(transport="nvme", min_size="200G")) == "transport=nvme, min_size=200.0 GB"
 
 
 def test_rules_are_a_target_that_still_needs_resolving() -> None:
