@@ -6,6 +6,7 @@ import argparse
 import logging
 import os
 import sys
+from pathlib import Path
 
 from . import __version__
 from .backend.errors import NbcError
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print("nbc-tui: --headless runs an answer file and takes no command", file=sys.stderr)
         return 2
     if args.command is None and not headless:
-        return run_tui(dry_run=args.tui_dry_run)
+        return run_tui(dry_run=args.tui_dry_run, answers=args.answers)
     func = cmd_headless if headless else getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
@@ -73,20 +74,30 @@ def main(argv: list[str] | None = None) -> int:
         return 1
 
 
-def run_tui(*, dry_run: bool = False) -> int:
-    """The full-screen installer. Textual is imported only here, after the look (console or not) has
-    put its settings into the environment, which Textual reads at import time."""
+def run_tui(*, dry_run: bool = False, answers: Path | None = None) -> int:
+    """The full-screen installer, started from an answer file's plan when one is given. Textual is
+    imported only here, after the look (console or not) has put its settings into the environment,
+    which Textual reads at import time."""
+    from .backend.answers import load_answers
+    from .draft import PlanDraft
     from .look import detect_look
 
     if not (sys.stdin.isatty() and sys.stdout.isatty()):
-        print("nbc-tui: the full-screen installer needs a terminal; for scripts use a command "
-              "(nbc-tui --help lists them)", file=sys.stderr)
+        hint = "run it with --headless" if answers else "for scripts use a command (nbc-tui --help lists them)"
+        print(f"nbc-tui: the full-screen installer needs a terminal; {hint}", file=sys.stderr)
         return 2
+    draft = None
+    if answers is not None:
+        try:
+            draft = PlanDraft.from_plan(load_answers(answers))
+        except NbcError as exc:
+            print(f"nbc-tui: {exc}", file=sys.stderr)
+            return exc.exit_code
     look = detect_look()
     os.environ.update(look.environment())
     from .app import NbcTuiApp
 
-    app = NbcTuiApp(dry_run=dry_run, look=look)
+    app = NbcTuiApp(draft=draft, dry_run=dry_run, look=look)
     app.run(mouse=look.mouse)
     app.perform_choice()
     if app.return_code:

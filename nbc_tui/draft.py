@@ -38,24 +38,61 @@ class PlanDraft:
     esp_size: str = "2G"
     root_size: str = "12G"
     var_min_size: str = "4G"
+    kept: dict[str, Any] = field(default_factory=dict)
+    """Parts of a plan loaded from an answer file that no screen edits (a password file or hash, SSH keys,
+    the after-install action, a passphrase file): carried into the plan as they came."""
+
+    @classmethod
+    def from_plan(cls, plan: InstallPlan) -> PlanDraft:
+        """A draft that starts where an answer file says (``nbc-tui --answers FILE``). Disk rules are
+        not carried: the disk is chosen on the disk screen, and typing its name there is the consent."""
+        t, enc, system = plan.target, plan.encryption, plan.system
+        kept: dict[str, Any] = {
+            "after": plan.after,
+            "system": system.model_dump(include={"root_password_file", "root_password_hash",
+                                                 "ssh_authorized_keys"}, exclude_defaults=True),
+        }
+        if enc is not None and enc.passphrase_file is not None:
+            kept["encryption"] = {"passphrase_file": enc.passphrase_file, "recovery_key_file": enc.recovery_key_file}
+        return cls(
+            image_ref=plan.image.ref, staged_digest=plan.image.staged_digest,
+            device=str(t.device) if t.device else None, serial=t.serial if t.device else None,
+            image_file=t.image_file, image_size_gib=-(-t.image_size // (1 << 30)),
+            encrypt=enc is not None, passphrase=enc.passphrase if enc else None,
+            tpm2=bool(enc and enc.tpm2),
+            tpm2_pcrs=enc.tpm2_pcrs if enc and enc.tpm2 else TPM2_RECOMMENDED_PCRS,
+            filesystem=plan.layout.filesystem, bootloader=plan.boot.bootloader,
+            kernel_args=list(plan.boot.kernel_args), root_password=system.root_password,
+            esp_size=str(plan.layout.esp_size), root_size=str(plan.layout.root_size),
+            var_min_size=str(plan.layout.var_min_size), kept=kept,
+        )
 
     def to_plan(self) -> InstallPlan:
         # A chosen disk is pinned by its serial; the typed name on the review screen is the consent to wipe.
         target: dict[str, object] = (
             {"device": self.device, "serial": self.serial or None, "wipe": True} if self.device else
             {"image_file": self.image_file, "image_size": self.image_size_gib << 30, "overwrite": True})
+        system: dict[str, Any] = dict(self.kept.get("system", {}))
+        if self.root_password is not None:  # typed on the options screen: it replaces a file or a hash
+            system = {k: v for k, v in system.items() if k == "ssh_authorized_keys"}
+            system["root_password"] = self.root_password
         return InstallPlan.model_validate({
+            "after": self.kept.get("after", "none") if self.device else "none",
             "image": {"ref": self.image_ref, "staged_digest": self.staged_digest},
             "target": target,
             "layout": {"filesystem": self.filesystem, "esp_size": self.esp_size, "root_size": self.root_size,
                        "var_min_size": self.var_min_size},
             "encryption": self._encryption(),
             "boot": {"bootloader": self.bootloader, "kernel_args": tuple(self.kernel_args)},
-            "system": {"root_password": self.root_password},
+            "system": system,
         })
 
     def _encryption(self) -> dict[str, Any] | None:
         if not self.encrypt:
             return None
-        return {"passphrase": self.passphrase, "tpm2": self.tpm2,
-                "tpm2_pcrs": self.tpm2_pcrs if self.tpm2 else ()}
+        kept = self.kept.get("encryption", {})
+        secret: dict[str, Any] = ({"passphrase": self.passphrase} if self.passphrase is not None
+                                  else {"passphrase_file": kept.get("passphrase_file")})
+        recovery_file = kept.get("recovery_key_file") if self.tpm2 else None
+        recovery = {"recovery_key_file": recovery_file} if recovery_file else {}
+        return {**secret, **recovery, "tpm2": self.tpm2, "tpm2_pcrs": self.tpm2_pcrs if self.tpm2 else ()}

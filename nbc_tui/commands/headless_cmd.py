@@ -46,7 +46,9 @@ def add_headless_flags(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--headless", action="store_true",
                    help="install without asking anything, from an answer file (--answers or "
                         "--answers-from-cmdline)")
-    g.add_argument("--answers", type=Path, metavar="FILE", help="the answer file (TOML or JSON; docs/answers.md)")
+    g.add_argument("--answers", type=Path, metavar="FILE",
+                   help="the answer file (TOML or JSON; docs/answers.md); without --headless the full-screen "
+                        "installer starts with its answers filled in")
     g.add_argument("--answers-from-cmdline", action="store_true",
                    help="take the answer file from nbc.answers= on the kernel command line: a path, or "
                         "LABEL=<filesystem label>:<path>")
@@ -57,7 +59,9 @@ def add_headless_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def wants_headless(args: argparse.Namespace) -> bool:
-    return bool(args.headless or args.answers or args.answers_from_cmdline)
+    """``--answers FILE`` alone starts the full-screen installer with those answers filled in: running
+    unattended takes ``--headless`` (the kernel command line form is for unattended boots only)."""
+    return bool(args.headless or args.answers_from_cmdline)
 
 
 def cmd_headless(args: argparse.Namespace) -> int:

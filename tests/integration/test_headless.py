@@ -183,7 +183,10 @@ def test_cmdline_problems_exit_2(cmdline: str, words: str, tmp_path: Path) -> No
 def test_flags_that_do_not_go_together(tmp_path: Path) -> None:
     answers = tmp_path / "a.toml"
     answers.write_text("version = 1\n")
+    # --answers alone is the full-screen installer with the answers filled in: it needs a terminal.
     r = run_cli("--answers", str(answers), log_file=tmp_path / "log")
+    assert r.returncode == 2 and "needs a terminal; run it with --headless" in r.stderr
+    r = run_cli("--answers-from-cmdline", log_file=tmp_path / "log")
     assert r.returncode == 2 and "go with --headless" in r.stderr
     r = run_cli("--headless", log_file=tmp_path / "log")
     assert r.returncode == 2 and "needs an answer file" in r.stderr
