@@ -1,11 +1,41 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is needed, builds (or reuses) the Debian 12 demo image, and
-# installs it with nbc-tui into a disk-image file (never a real disk), then says how to boot it.
+# starts the full-screen installer with the demo's answers filled in: the image, and a disk-image file
+# (demo/debian.img, never a real disk) as the target. Walk through the screens (Enter), confirm, and it
+# installs. Without a terminal (a script, CI) the same answers run unattended (--headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 ref=$(tools/build-test-image)
 mkdir -p demo
-echo "Installing $ref into demo/debian.img"
-.venv/bin/nbc-tui install --image "$ref" --via-loopback demo/debian.img --image-size 10 \
-  --esp-size 512M --root-size 3G --var-min-size 1G --filesystem btrfs --karg console=ttyS0 --yes "$@"
+cat > demo/answers.toml <<TOML
+# The demo's answers (written by tools/demo.sh). Relative paths are relative to this file.
+version = 1
+
+[image]
+ref = "$ref"
+
+[target]
+image_file = "debian.img"
+image_size = "10G"
+overwrite = true
+
+[layout]
+filesystem = "btrfs"
+esp_size = "512M"
+root_size = "3G"
+var_min_size = "1G"
+
+[boot]
+kernel_args = ["console=ttyS0"]
+TOML
+if [ -t 0 ] && [ -t 1 ]; then
+    .venv/bin/nbc-tui --answers demo/answers.toml "$@"
+else
+    echo "No terminal: installing $ref into demo/debian.img unattended"
+    .venv/bin/nbc-tui --headless --answers demo/answers.toml "$@"
+fi
+if [ -s demo/debian.img ]; then
+    echo "Boot it: qemu-system-x86_64 -accel tcg -m 2048 -bios /usr/share/ovmf/OVMF.fd \\"
+    echo "         -drive file=demo/debian.img,format=raw,if=virtio -serial mon:stdio -nographic"
+fi
