@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import shlex
 import signal
 import subprocess
@@ -55,6 +56,24 @@ class Redactor:
 
     def join(self, argv: Sequence[str | os.PathLike[str]]) -> str:
         return self(shlex.join(str(a) for a in argv))
+
+
+class ShapeRedactor(Redactor):
+    """Another redactor plus a pattern: masks a secret by its shape. For tool output that carries a secret
+    the runner logs as the tool returns, before it can be read and registered (a credential helper's
+    reply, a generated recovery key)."""
+
+    def __init__(self, inner: Redactor, pattern: re.Pattern[str], replacement: str = REDACTED) -> None:
+        super().__init__()
+        self._inner = inner
+        self._pattern = pattern
+        self._replacement = replacement
+
+    def add(self, secret: str | SecretStr | None) -> None:
+        self._inner.add(secret)
+
+    def __call__(self, text: str) -> str:
+        return self._pattern.sub(self._replacement, self._inner(text))
 
 
 class RedactingFilter(logging.Filter):

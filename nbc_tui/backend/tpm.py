@@ -22,7 +22,7 @@ from pydantic import SecretStr
 
 from .errors import InputError, NbcError
 from .luks import add_key
-from .runner import REDACTED, Redactor, RunContext, run, which
+from .runner import RunContext, ShapeRedactor, run, which
 from .state import write_atomically
 
 TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
@@ -145,25 +145,10 @@ def enroll_recovery_key(devices: Sequence[Path], *, unlock_key_file: Path, ctx: 
     return recovery
 
 
-class _MaskRecoveryKeys(Redactor):
-    """The run's redactor, also masking anything shaped like a recovery key: the runner logs a tool's
-    output as it returns, before the key read from it can be registered as a secret."""
-
-    def __init__(self, inner: Redactor) -> None:
-        super().__init__()
-        self._inner = inner
-
-    def add(self, secret: str | SecretStr | None) -> None:
-        self._inner.add(secret)
-
-    def __call__(self, text: str) -> str:
-        return _RECOVERY_KEY_ANYWHERE.sub(REDACTED, self._inner(text))
-
-
 def _quiet(ctx: RunContext) -> RunContext:
     """The same context with recovery keys masked and no per-line output hook (--verbose, the TUI's log
     pane): the recovery key is on this command's stdout."""
-    return dataclasses.replace(ctx, on_output=None, redactor=_MaskRecoveryKeys(ctx.redactor))
+    return dataclasses.replace(ctx, on_output=None, redactor=ShapeRedactor(ctx.redactor, _RECOVERY_KEY_ANYWHERE))
 
 
 def write_recovery_key(path: Path, key: SecretStr) -> None:

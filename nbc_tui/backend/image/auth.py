@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -27,7 +27,7 @@ from oras.auth.utils import get_basic_auth
 from pydantic import SecretStr
 
 from ..errors import CommandFailed, InputError, NbcError
-from ..runner import REDACTED, Redactor, RunContext, run, which
+from ..runner import REDACTED, RunContext, ShapeRedactor, run, which
 from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 
 log = logging.getLogger("nbc_tui")
@@ -37,24 +37,6 @@ _HUB_KEYS = ("https://index.docker.io/v1/", "index.docker.io", "docker.io", "reg
              "registry.hub.docker.com")
 IDENTITY_TOKEN_USER = "<token>"  # what credential helpers return as username for an identity token
 _SECRET_FIELD = re.compile(r'("Secret"\s*:\s*)"(?:[^"\\]|\\.)*"')
-
-
-class _HelperOutputRedactor(Redactor):
-    """The runner logs a tool's output before we can parse it: mask the helper's "Secret" field by shape,
-    on top of every secret already known."""
-
-    def __init__(self, inner: Redactor) -> None:
-        super().__init__()
-        self._inner = inner
-
-    def add(self, secret: str | SecretStr | None) -> None:
-        self._inner.add(secret)
-
-    def __call__(self, text: str) -> str:
-        return _SECRET_FIELD.sub(rf'\1"{REDACTED}"', self._inner(text))
-
-    def join(self, argv: Sequence[str | os.PathLike[str]]) -> str:
-        return self._inner.join(argv)
 
 
 @dataclass(frozen=True)
@@ -176,7 +158,8 @@ def _from_helper(helper: str, host: str, ctx: RunContext) -> Credential | None:
     if which(tool) is None:
         raise NbcError(f"The credential helper {tool} named in your Docker config is not installed",
                        hint=f"Install {tool}, or remove it from the config to pull anonymously")
-    helper_ctx = replace(ctx, redactor=_HelperOutputRedactor(ctx.redactor))
+    # A helper's reply is logged before we parse it: its "Secret" field is masked by shape.
+    helper_ctx = replace(ctx, redactor=ShapeRedactor(ctx.redactor, _SECRET_FIELD, rf'\1"{REDACTED}"'))
     for key in host_keys(host):
         try:
             done = run([tool, "get"], ctx=helper_ctx, stdin=SecretStr(key), changes_system=False, timeout=60,
