@@ -8,8 +8,12 @@ PACKAGES=(
   # the engine's tools
   gdisk fdisk util-linux dosfstools mtools e2fsprogs btrfs-progs rsync kmod cpio zstd
   efibootmgr grub-efi-amd64-bin grub-common openssl coreutils
+  # encryption: LUKS2 (cryptsetup) and TPM2 enrolment (systemd-cryptenroll is part of systemd)
+  cryptsetup-bin systemd
   # tests: VM tier and image building
   qemu-system-x86 ovmf debootstrap skopeo umoci
+  # tests: a software TPM2 for enrolment and the VM's TPM
+  swtpm swtpm-tools libtss2-tcti-swtpm0
   # tests: a real registry, a real Podman API socket, htpasswd for basic auth
   docker-registry podman uidmap apache2-utils
   # benchmarks: GNU time for peak memory
