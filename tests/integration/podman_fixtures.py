@@ -75,7 +75,9 @@ def podman_images(podman_storage: Path) -> PodmanImages:
     """Three images in the private store: two copied from OCI layouts by skopeo, one `podman import`ed."""
     gz_layout, zstd_layout = podman_storage / "gz-layout", podman_storage / "zstd-layout"
     write_layout(gz_layout, [ImageSpec([Layer(base_layer(), "gzip"), Layer(second_layer(), "gzip")])])
-    make_image(zstd_layout)
+    # A base of its own: otherwise both images chain the same two layers in the store, and which
+    # compression the store remembers for the shared upper layer (gzip or zstd) depends on the copy order.
+    make_image(zstd_layout, padding=4096)
     sh("skopeo", "copy", "-q", f"oci:{gz_layout}:latest", f"containers-storage:{GZ_IMAGE}")
     sh("skopeo", "copy", "-q", f"oci:{zstd_layout}:latest", f"containers-storage:{ZSTD_IMAGE}")
     import_tar = podman_storage / "rootfs.tar"
