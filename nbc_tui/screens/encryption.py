@@ -22,11 +22,11 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, RadioSet, Static
 
 from ..backend.plan import MIN_PASSPHRASE
+from ..backend.tpm import TPM_DEVICES  # the engine's own list: the TUI and the engine agree
 from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
 from ..widgets.secret_input import SecretInput
 from .options import ChoiceButton
 
-TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
 TPM_ENV = "NBC_TUI_TPM"
 """Set to 1 or 0 to say whether a TPM is present (tests, demos); unset, the device nodes decide."""
 

@@ -19,7 +19,8 @@ from ..backend.errors import NbcError
 from ..backend.image.cache import CacheKind, list_cached
 from ..backend.install import BASE_TOOLS
 from ..backend.runner import which
-from .encryption import TPM_DEVICES, tpm_present
+from ..backend.tpm import TPM_DEVICES
+from .encryption import tpm_present
 
 EFI_DIR = Path("/sys/firmware/efi")
 MKFS_TOOLS = ("mkfs.btrfs", "mkfs.ext4")
