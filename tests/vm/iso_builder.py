@@ -21,16 +21,14 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import tempfile
-import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.qemu import OVMF_CODE, OVMF_VARS, POLL_SECONDS, QEMU, Vm, VmError, qemu_argv
+from tests.vm.qemu import OVMF_VARS, POLL_SECONDS, Vm, VmError, option_path, qemu_argv, require_qemu, stop_qemu
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "iso" / "build.sh"
@@ -93,16 +91,7 @@ def build_iso(stage: Sequence[str] = (), *, cache: Path | None = None,
 
 
 class LiveVm(Vm):
-    """A Vm whose serial console also takes input."""
-
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, qemu_log: Path, timeout: float,
-                 serial: socket.socket) -> None:
-        super().__init__(process, log, qemu_log, timeout)
-        self.serial = serial
-
-    def send(self, data: str | bytes) -> None:
-        """Type ``data`` on the serial console (a str is sent as UTF-8; use "\\r" for Enter)."""
-        self.serial.sendall(data.encode() if isinstance(data, str) else data)
+    """A Vm on the live ISO, whose serial console also takes input (:meth:`Vm.send`)."""
 
     def mark(self) -> int:
         """The console's length now: pass it to :meth:`wait_after` to match only what comes later."""
@@ -144,11 +133,7 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
     A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``.
     ``extra_args`` go to QEMU as they are (a TPM: ``-chardev socket,id=chrtpm,path=S -tpmdev
     emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0``; a display: ``-device VGA``)."""
-    for needed in (OVMF_CODE, OVMF_VARS):
-        if not needed.exists():
-            raise VmError(f"{needed} is missing: install the 'ovmf' package")
-    if shutil.which(QEMU) is None:
-        raise VmError(f"{QEMU} is missing: install the 'qemu-system-x86' package")
+    require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     log.touch()
@@ -158,69 +143,26 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
         shutil.copyfile(OVMF_VARS, vars_file)
         sock_path = Path(tmp) / "serial.sock"
         direct = kernel_args is not None
+        # The serial port is a socket QEMU waits on before it starts the guest, so nothing printed is lost.
         argv = qemu_argv(None, log=log, vars_file=vars_file, memory=memory, extra_disks=disks,
                          kernel=live.kernel if direct else None, initrd=live.initrd if direct else None,
-                         append=f"{live.cmdline} {kernel_args}".strip() if direct else None)
-        serial_at = argv.index("-serial")
-        # QEMU waits for our connection before it starts the guest, so nothing printed is lost.
-        argv[serial_at:serial_at + 2] = ["-chardev", f"socket,id=ser0,path={sock_path},server=on,wait=on",
-                                         "-serial", "chardev:ser0"]
+                         append=f"{live.cmdline} {kernel_args}".strip() if direct else None,
+                         console_socket=sock_path)
         # The CD-ROM on virtio-scsi (OVMF and the live initramfs both drive it): several times faster
         # under TCG than the q35 board's emulated AHCI. A direct kernel boot takes bootindex 0 itself;
         # else the CD-ROM comes before the disks.
-        argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={_opt(live.iso)}",
+        argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={option_path(live.iso)}",
                  "-device", "virtio-scsi-pci,id=scsi0",
                  "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0"),
                  *extra_args]
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        serial: socket.socket | None = None
+        vm = LiveVm(process, log, qemu_log, timeout)
         try:
-            serial = _connect(sock_path, process)
-            reader = threading.Thread(target=_copy_to_log, args=(serial, log), daemon=True)
-            reader.start()
-            yield LiveVm(process, log, qemu_log, timeout, serial)
+            vm.connect(sock_path)
+            yield vm
         finally:
-            if process.poll() is None:
-                process.terminate()
-                try:
-                    process.wait(timeout=10)
-                except subprocess.TimeoutExpired:
-                    process.kill()
-                    process.wait()
-            if serial is not None:
-                serial.close()
+            stop_qemu(process)
+            vm.disconnect()
 
 
-def _connect(path: Path, process: subprocess.Popen[bytes], timeout: float = 30) -> socket.socket:
-    deadline = time.monotonic() + timeout
-    while True:
-        if process.poll() is not None:
-            raise VmError(f"QEMU exited with code {process.returncode} before its serial socket appeared")
-        try:
-            sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-            sock.connect(str(path))
-            return sock
-        except (FileNotFoundError, ConnectionRefusedError):
-            sock.close()
-            if time.monotonic() > deadline:
-                raise VmError(f"no serial socket {path} from QEMU after {timeout:.0f} s") from None
-            time.sleep(0.1)
-
-
-def _copy_to_log(sock: socket.socket, log: Path) -> None:
-    """Append everything the guest writes to ``log`` until the socket closes."""
-    with log.open("ab", buffering=0) as out:
-        while True:
-            try:
-                chunk = sock.recv(65536)
-            except OSError:
-                return
-            if not chunk:
-                return
-            out.write(chunk)
-
-
-def _opt(path: Path) -> str:
-    """A path inside a QEMU option value, where a comma must be doubled."""
-    return str(path).replace(",", ",,")

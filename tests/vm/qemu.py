@@ -73,11 +73,11 @@ class Vm:
                 self._sock.close()
             self._sock = None
 
-    def send(self, text: str) -> None:
-        """Type ``text`` on the serial console (booted with ``interactive=True``)."""
+    def send(self, text: str | bytes) -> None:
+        """Type ``text`` on the serial console (booted with ``interactive=True``; "\\r" is Enter)."""
         if self._sock is None:
             raise VmError("the console is not interactive: boot with interactive=True")
-        self._sock.sendall(text.encode())
+        self._sock.sendall(text.encode() if isinstance(text, str) else text)
 
     @property
     def elapsed(self) -> float:
@@ -135,18 +135,18 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
         "-nodefaults", "-display", "none", "-no-reboot", "-device", "virtio-rng-pci",
         # With a socket, QEMU waits for the test to connect before it starts the guest; the test writes what
         # it reads to ``log`` (QEMU's own logfile= option repeated bytes on a busy socket).
-        *(["-chardev", f"socket,id=ser0,path={_opt(console_socket)},server=on,wait=on", "-serial", "chardev:ser0"]
-          if console_socket else ["-serial", f"file:{_opt(log)}"]),
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={_opt(OVMF_CODE)}",
-        "-drive", f"if=pflash,format=raw,unit=1,file={_opt(vars_file)}",
+        *(["-chardev", f"socket,id=ser0,path={option_path(console_socket)},server=on,wait=on",
+           "-serial", "chardev:ser0"] if console_socket else ["-serial", f"file:{option_path(log)}"]),
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_path(OVMF_CODE)}",
+        "-drive", f"if=pflash,format=raw,unit=1,file={option_path(vars_file)}",
     ]
     if disk:
-        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={_opt(disk)}"
+        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={option_path(disk)}"
                  + (",snapshot=on" if snapshot else "")]
     for path in extra_disks:
-        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={_opt(path)}"]
+        argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={option_path(path)}"]
     if tpm_socket:
-        argv += ["-chardev", f"socket,id=chrtpm,path={_opt(tpm_socket)}",
+        argv += ["-chardev", f"socket,id=chrtpm,path={option_path(tpm_socket)}",
                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]
     if kernel:
         argv += ["-kernel", str(kernel)]
@@ -166,11 +166,7 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
     with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default.
     ``vars_file``: an OVMF NVRAM to use (and keep) instead of a fresh copy, for boots that must see the
     same firmware state (TPM PCR 7). ``interactive``: the console also takes input (:meth:`Vm.send`)."""
-    for needed in (OVMF_CODE, OVMF_VARS):
-        if not needed.exists():
-            raise VmError(f"{needed} is missing: install the 'ovmf' package")
-    if shutil.which(QEMU) is None:
-        raise VmError(f"{QEMU} is missing: install the 'qemu-system-x86' package")
+    require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
     qemu_log = log.with_name(log.name + ".qemu")
@@ -189,11 +185,20 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
                 vm.connect(Path(tmp) / "console.sock")
             yield vm
         finally:
-            _stop(process)
+            stop_qemu(process)
             vm.disconnect()
 
 
-def _stop(process: subprocess.Popen[bytes]) -> None:
+def require_qemu() -> None:
+    """QEMU and the OVMF firmware are installed (tools/install-deps.sh), else a VmError saying which."""
+    for needed in (OVMF_CODE, OVMF_VARS):
+        if not needed.exists():
+            raise VmError(f"{needed} is missing: install the 'ovmf' package")
+    if shutil.which(QEMU) is None:
+        raise VmError(f"{QEMU} is missing: install the 'qemu-system-x86' package")
+
+
+def stop_qemu(process: subprocess.Popen[bytes]) -> None:
     if process.poll() is None:
         process.terminate()
         try:
@@ -203,7 +208,7 @@ def _stop(process: subprocess.Popen[bytes]) -> None:
             process.wait()
 
 
-def _opt(path: Path) -> str:
+def option_path(path: Path) -> str:
     """A path inside a QEMU option value, where a comma must be doubled."""
     return str(path).replace(",", ",,")
 
@@ -229,4 +234,4 @@ def software_tpm(state: Path) -> Iterator[Path]:
             time.sleep(0.05)
         yield sock
     finally:
-        _stop(process)
+        stop_qemu(process)
