@@ -12,6 +12,7 @@ import importlib.resources
 import logging
 import os
 import shutil
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from .boot.kernel import resolve_in_target
@@ -22,8 +23,12 @@ from .runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")
 
+MODULES_D = "usr/lib/dracut/modules.d"
 MODULE_NAME = "etc-overlay"
-MODULE_DIR = "usr/lib/dracut/modules.d/95etc-overlay"
+MODULE_DIR = f"{MODULES_D}/95etc-overlay"
+# The image's own modules an encrypted disk needs in a rebuilt initramfs.
+CRYPT_MODULE = "crypt"
+TPM2_MODULE = "tpm2-tss"
 MODULE_FILES = ("module-setup.sh", "etc-overlay-mount.sh")
 HOOK_SCRIPT = "etc-overlay-mount.sh"
 # inst_hook pre-pivot 50 puts the hook in the initramfs under a name that varies with dracut's version:
@@ -70,6 +75,27 @@ def initramfs_has_etc_overlay(initramfs: Path) -> bool:
         return False
 
 
+def module_glob(name: str) -> str:
+    """The glob dracut finds module ``name`` by: modules.d/<two digits><name>. The digits move between
+    releases (dracut-ng renamed 90crypt to 70crypt), so a check for one number would miss the module."""
+    return f"{MODULES_D}/[0-9][0-9]{name}"
+
+
+def modules_to_add(*, crypt: bool, tpm2: bool, image_matches: Callable[[str], bool]) -> list[str]:
+    """The ``--add`` list of a rebuild: etc-overlay always; crypt for an encrypted disk and tpm2-tss for TPM2
+    unlock, each only when ``image_matches(module_glob(name))`` says the image has it.
+
+    crypt is in a ``--no-hostonly`` build anyway when its check passes, but asking for it makes a missing
+    cryptsetup an error instead of an initramfs that cannot unlock. tpm2-tss must be asked for: its check
+    returns 255 (only on request) and nothing requests it without host-only. A module dracut cannot find
+    or install on ``--add`` makes it exit 1, hence the filter (the preflight refuses such images first).
+    """
+    wanted = [CRYPT_MODULE] if crypt else []
+    if crypt and tpm2:
+        wanted.append(TPM2_MODULE)
+    return [MODULE_NAME, *(m for m in wanted if image_matches(module_glob(m)))]
+
+
 def find_dracut(target_root: Path) -> str | None:
     """dracut's path inside the target (e.g. /usr/bin/dracut), or None when the image has none."""
     for rel in DRACUT_CANDIDATES:
@@ -79,8 +105,10 @@ def find_dracut(target_root: Path) -> str | None:
     return None
 
 
-def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext) -> Path:
-    """Rebuild ``usr/lib/modules/<kver>/initramfs.img`` with the image's dracut, adding etc-overlay.
+def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext,
+                         modules: Sequence[str] = (MODULE_NAME,)) -> Path:
+    """Rebuild ``usr/lib/modules/<kver>/initramfs.img`` with the image's dracut, adding ``modules`` (one
+    ``--add`` each; :func:`modules_to_add` picks them).
 
     Runs in a chroot of the target with /dev, /proc and /sys bound (always unbound again), with
     ``--no-hostonly`` so the initramfs boots any machine rather than the installer's. Returns the host
@@ -106,7 +134,7 @@ def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext) -> Pa
         for name in BIND_MOUNTS:
             stack.enter_context(bind_mounted(Path("/", name), target_root / name, ctx=ctx))
         run(["chroot", target_root, dracut, "--force", "--no-hostonly", "--tmpdir", CHROOT_TMPDIR,
-             "--add", MODULE_NAME, "--kver", kver, image],
+             *(arg for m in modules for arg in ("--add", m)), "--kver", kver, image],
             ctx=chroot_ctx, timeout=1800, what="dracut")
     if not output.is_file():
         raise NbcError(f"dracut finished but wrote no {image}")

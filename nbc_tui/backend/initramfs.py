@@ -11,7 +11,7 @@ import bz2
 import lzma
 import re
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, BinaryIO
 
@@ -155,12 +155,13 @@ def initramfs_names(stream: BinaryIO) -> Iterator[str]:
 def initramfs_contains(path_or_stream: str | Path | BinaryIO, basename: str) -> bool:
     """Whether a member's file name is ``basename``, also with dracut's hook priority in front
     ("50etc-overlay-mount.sh" counts for "etc-overlay-mount.sh"). Stops reading at the first match."""
-    pattern = re.compile(r"\d*-?" + re.escape(basename))
     if isinstance(path_or_stream, (str, Path)):
         with Path(path_or_stream).open("rb") as f:
-            return _contains(f, pattern)
-    return _contains(path_or_stream, pattern)
+            return names_contain(initramfs_names(f), basename)
+    return names_contain(initramfs_names(path_or_stream), basename)
 
 
-def _contains(stream: Any, pattern: re.Pattern[str]) -> bool:
-    return any(pattern.fullmatch(name.rpartition("/")[2]) for name in initramfs_names(stream))
+def names_contain(names: Iterable[str], basename: str) -> bool:
+    """:func:`initramfs_contains` over member names already read."""
+    pattern = re.compile(r"\d*-?" + re.escape(basename))
+    return any(pattern.fullmatch(name.rpartition("/")[2]) for name in names)

@@ -16,6 +16,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TypeVar
@@ -44,6 +45,7 @@ from .image.cache import CachedImage
 from .image.extract import extract_image
 from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource, open_image
+from .initramfs import names_contain
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
 from .plan import MIN_PASSPHRASE, InstallPlan
@@ -285,6 +287,8 @@ def _check_image(inst: Install, inv: ImageInventory) -> None:
         raise InputError(
             f"the image {ref} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module "
             "and it has no dracut to add it", hint="install dracut in the image")
+    if plan.encryption is not None:
+        _check_unlock_support(plan, inv)
     if plan.boot.bootloader == "systemd-boot" and not inv.has_systemd_boot_efi:
         raise InputError(f"the image {ref} has no systemd-boot EFI binary",
                          hint="choose --bootloader grub, or add systemd-boot (systemd-boot-efi) to the image")
@@ -298,6 +302,44 @@ def _check_image(inst: Install, inv: ImageInventory) -> None:
         if free < need + 512 * 1024 * 1024:
             raise InputError(f"not enough free space in {inst.disk_path.parent} for the image file "
                              f"(about {human(need)} needed, {human(free)} free)")
+
+
+def _check_unlock_support(plan: InstallPlan, inv: ImageInventory) -> None:
+    """The image must be able to unlock its encrypted root at boot, and with TPM2 reach the TPM: checked on
+    the scan's inventory, before the wipe. The shipped initramfs counts only when it is kept (it lacks
+    nothing the plan needs); otherwise what boots is the one dracut rebuilds from the image."""
+    assert plan.encryption is not None
+    members = inv.initramfs_members.get(_newest_kernel(inv), frozenset())
+    gaps = initramfs_gaps(plan, members)
+    shipped = None if gaps else members
+    problems = [luks.unlock_support_problem(inv.exists, inv.matches, initramfs_members=shipped)]
+    if plan.encryption.tpm2:
+        problems.append(tpm.image_tpm2_problem(inv.exists, inv.matches, initramfs_members=shipped))
+    problem = "; ".join(p for p in problems if p)
+    if problem and gaps:
+        problem += f" (its initramfs must be rebuilt: it lacks {' and '.join(gaps)})"
+    if not problem and gaps and not inv.has_dracut:
+        problem = f"its initramfs lacks {' and '.join(gaps)}, and the image has no dracut to rebuild it"
+    if problem:
+        raise InputError(f"the image cannot boot an encrypted disk: {problem}",
+                         hint="add cryptsetup (and for TPM2 tpm2-tools and libtss2) to the image, or install "
+                              "without encryption")
+
+
+def initramfs_gaps(plan: InstallPlan, members: AbstractSet[str]) -> list[str]:
+    """What an initramfs (its member names) lacks for this plan. The image's initramfs is generic (the unlock
+    is driven by rd.luks.* on the kernel command line, not by a crypttab inside it), so one that has these
+    parts boots this disk."""
+    missing = []
+    if not names_contain(members, dracut.HOOK_SCRIPT):
+        missing.append("the etc-overlay module")
+    enc = plan.encryption
+    if enc is not None:
+        if not luks.initramfs_can_unlock(members):
+            missing.append("LUKS support")
+        if enc.tpm2 and not tpm.initramfs_has_tpm2(members):
+            missing.append("TPM2 support")
+    return missing
 
 
 def confirm_wipe(inst: Install) -> None:
@@ -428,8 +470,6 @@ def configure(inst: Install) -> None:
     root, plan, inv = inst.root, inst.plan, inst.inventory
     target.verify_extraction(root)
     inst.kernel = find_kernel(root)
-    if plan.encryption is not None:
-        _check_unlock_support(inst)
     inst.bootloader_kind = boot.resolve_bootloader(plan.boot.bootloader, root)
     target.ensure_system_dirs(root)
     target.write_fstab(root, target.fstab_text(
@@ -485,22 +525,6 @@ def _encryption_state(inst: Install) -> EncryptionState | None:
                            root2_luks_uuid=inst.luks_uuids["root2"], var_luks_uuid=inst.luks_uuids["var"])
 
 
-def _check_unlock_support(inst: Install) -> None:
-    """The image must be able to unlock its encrypted root at boot (its initramfs as shipped, or dracut
-    with the crypt module); with TPM2 its initramfs must also reach the TPM."""
-    assert inst.root and inst.kernel and inst.plan.encryption
-    root = inst.root
-    members = luks.initramfs_member_names(inst.kernel.initramfs)
-    problem = luks.unlock_support_problem(lambda rel: (root / rel).exists() or (root / rel).is_symlink(),
-                                          initramfs_members=members)
-    if problem is None and inst.plan.encryption.tpm2:
-        problem = tpm.image_tpm2_problem(root, initramfs_members=members)
-    if problem:
-        raise InputError(f"the image cannot boot an encrypted disk: {problem}",
-                         hint="add cryptsetup (and for TPM2 tpm2-tools and libtss2) to the image, or install "
-                              "without encryption")
-
-
 def _disk_id(inst: Install) -> str:
     if inst.plan.target.is_image_file:
         return ""
@@ -509,35 +533,27 @@ def _disk_id(inst: Install) -> str:
 
 def build_initramfs(inst: Install) -> None:
     assert inst.root and inst.kernel and inst.inventory
-    kver = inst.kernel.version
-    missing = _initramfs_missing(inst)
+    plan, kver = inst.plan, inst.kernel.version
+    # The scan read the very file extraction wrote (same verified layers, same final tree).
+    missing = initramfs_gaps(plan, inst.inventory.initramfs_members.get(kver, frozenset()))
     if not missing:
         inst.message("The image's initramfs already has the etc-overlay module"
-                     + (" and can unlock LUKS" if inst.plan.encryption else ""))
+                     + (" and can unlock LUKS" if plan.encryption else ""))
         return
     inst.message(f"The image's initramfs lacks {' and '.join(missing)}", verbose=True)
     if not (inst.root / dracut.MODULE_DIR / "module-setup.sh").exists():
         dracut.install_etc_overlay_module(inst.root)
-    inst.message(f"Regenerating the initramfs of kernel {kver} with the etc-overlay module")
-    inst.kernel = SlotKernel(kver, inst.kernel.vmlinuz,
-                             dracut.regenerate_initramfs(inst.root, kver, ctx=inst.ctx))
-
-
-def _initramfs_missing(inst: Install) -> list[str]:
-    """What the shipped initramfs lacks for this plan. It is generic (the unlock is driven by rd.luks.* on
-    the kernel command line, not by a crypttab inside it), so one that has these parts boots this disk."""
-    assert inst.kernel
-    missing = []
-    if not dracut.initramfs_has_etc_overlay(inst.kernel.initramfs):
-        missing.append("the etc-overlay module")
-    enc = inst.plan.encryption
-    if enc is not None:
-        members = luks.initramfs_member_names(inst.kernel.initramfs)
-        if not luks.initramfs_can_unlock(members):
-            missing.append("LUKS support")
-        if enc.tpm2 and not tpm.initramfs_has_tpm2(members):
-            missing.append("TPM2 support")
-    return missing
+    enc = plan.encryption
+    modules = dracut.modules_to_add(crypt=enc is not None, tpm2=enc is not None and enc.tpm2,
+                                    image_matches=inst.inventory.matches)
+    inst.message(f"Regenerating the initramfs of kernel {kver} with dracut modules {', '.join(modules)}")
+    initramfs = dracut.regenerate_initramfs(inst.root, kver, ctx=inst.ctx, modules=modules)
+    if not inst.ctx.dry_run:
+        still = initramfs_gaps(plan, luks.initramfs_member_names(initramfs))
+        if still:
+            raise NbcError(f"the regenerated initramfs of kernel {kver} still lacks {' and '.join(still)}",
+                           hint="check the image's dracut modules (crypt, tpm2-tss) and their requirements")
+    inst.kernel = SlotKernel(kver, inst.kernel.vmlinuz, initramfs)
 
 
 def install_bootloader(inst: Install) -> None:

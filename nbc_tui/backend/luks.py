@@ -16,11 +16,13 @@ import contextlib
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from pydantic import SecretStr
 
 from .boot.cmdline import ROOT_MAPPERS, VAR_MAPPER
+from .dracut import CRYPT_MODULE, module_glob
 from .errors import InputError, NbcError
 from .initramfs import InitramfsError, initramfs_names
 from .runner import RunContext, run, which
@@ -41,13 +43,14 @@ FAST_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 # A recovery key is 256 random bits: stretching adds nothing (systemd-cryptenroll uses minimal PBKDF2 too).
 HIGH_ENTROPY_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 
-# What in an initramfs means it can unlock LUKS, and what in an image lets dracut add that.
+# What in an initramfs means it can unlock LUKS, and what in an image lets dracut add that (its crypt
+# module's check wants systemd-cryptsetup or cryptsetup). No initramfs-tools hook counts: the installer
+# only ever rebuilds an initramfs with dracut.
 INITRAMFS_UNLOCKERS = ("usr/lib/systemd/systemd-cryptsetup", "lib/systemd/systemd-cryptsetup",
                        "usr/sbin/cryptsetup", "sbin/cryptsetup", "usr/bin/cryptsetup", "bin/cryptsetup")
 IMAGE_UNLOCKERS = ("usr/lib/systemd/systemd-cryptsetup", "usr/lib64/systemd/systemd-cryptsetup",
                    "usr/sbin/cryptsetup", "usr/bin/cryptsetup", "sbin/cryptsetup")
-DRACUT_CRYPT_MODULE = "usr/lib/dracut/modules.d/90crypt"
-INITRAMFS_TOOLS_CRYPT_HOOK = "usr/share/initramfs-tools/hooks/cryptroot"
+DRACUT_CRYPT_MODULE = module_glob(CRYPT_MODULE)
 
 
 def fast_pbkdf_requested() -> bool:
@@ -142,25 +145,25 @@ def check_can_encrypt(*, ctx: RunContext | None = None) -> None:
             details={"mappers": taken})
 
 
-def unlock_support_problem(exists: Callable[[str], bool], *,
-                           initramfs_members: set[str] | None = None) -> str | None:
+def unlock_support_problem(exists: Callable[[str], bool], matches: Callable[[str], bool], *,
+                           initramfs_members: AbstractSet[str] | None = None) -> str | None:
     """Why the image cannot unlock LUKS at boot, or None.
 
-    ``exists`` is a callable telling whether a path (relative to the image root) exists. The image is fine
-    when its shipped initramfs already holds an unlocker, or when dracut can add one (90crypt plus
-    systemd-cryptsetup or cryptsetup in the image), or when initramfs-tools has its cryptroot hook.
+    ``exists(path)`` and ``matches(glob)`` answer for the image's final tree (paths relative to its root;
+    the pre-install scan's :class:`~nbc_tui.backend.image.scan.ImageInventory`, before anything is
+    written). Give ``initramfs_members`` when the shipped initramfs is the one that boots: an unlocker in
+    it is then enough. Otherwise dracut rebuilds it, and needs its crypt module and systemd-cryptsetup or
+    cryptsetup in the image.
     """
     if initramfs_members is not None and initramfs_can_unlock(initramfs_members):
         return None
-    tools = [p for p in IMAGE_UNLOCKERS if exists(p)]
-    if exists(DRACUT_CRYPT_MODULE) and tools:
-        return None
-    if exists(INITRAMFS_TOOLS_CRYPT_HOOK):
-        return None
-    if not tools:
+    if not any(exists(p) for p in IMAGE_UNLOCKERS):
         return ("the image has neither systemd-cryptsetup nor cryptsetup, so its initramfs cannot unlock "
                 "an encrypted root")
-    return "the image has no dracut crypt module (90crypt), so its initramfs cannot unlock an encrypted root"
+    if not matches(DRACUT_CRYPT_MODULE):
+        return ("the image has no dracut crypt module (90crypt), so its initramfs cannot unlock an encrypted "
+                "root")
+    return None
 
 
 def initramfs_member_names(initramfs: Path) -> set[str]:
@@ -172,7 +175,7 @@ def initramfs_member_names(initramfs: Path) -> set[str]:
         return set()
 
 
-def initramfs_can_unlock(names: set[str]) -> bool:
+def initramfs_can_unlock(names: AbstractSet[str]) -> bool:
     return any(n in names for n in INITRAMFS_UNLOCKERS)
 
 

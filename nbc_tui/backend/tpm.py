@@ -16,10 +16,12 @@ import os
 import re
 import secrets
 from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 
 from pydantic import SecretStr
 
+from .dracut import TPM2_MODULE, module_glob
 from .errors import InputError, NbcError
 from .luks import add_key
 from .runner import RunContext, ShapeRedactor, run, which
@@ -27,11 +29,12 @@ from .state import write_atomically
 
 TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
 KEY_DIR = Path("/run/nbc-tui")
-# What lets an initramfs use a TPM2: dracut's 91tpm2-tss module (which needs tpm2-tools' `tpm2`) or the
-# TCTI library systemd-cryptsetup loads.
-DRACUT_TPM2_MODULE = "usr/lib/dracut/modules.d/91tpm2-tss"
+# What lets an initramfs use a TPM2: the TCTI library systemd-cryptsetup loads, which a rebuild gets from
+# dracut's tpm2-tss module (91tpm2-tss); that module's check wants tpm2-tools' `tpm2` command.
+DRACUT_TPM2_MODULE = module_glob(TPM2_MODULE)
 TCTI_DEVICE_GLOBS = ("usr/lib/*/libtss2-tcti-device.so*", "usr/lib64/libtss2-tcti-device.so*",
                      "usr/lib/libtss2-tcti-device.so*")
+TPM2_TOOLS = ("usr/bin/tpm2", "usr/sbin/tpm2", "bin/tpm2", "sbin/tpm2")
 _TCTI_NAME = re.compile(r"(?:^|/)libtss2-tcti-device\.so(?:\.\d+)*$")
 # systemd's recovery keys: 32 random bytes in "modhex", 8 groups of 8 characters.
 _RECOVERY_KEY_TEXT = r"[cbdefghijklnrtuv]{8}(?:-[cbdefghijklnrtuv]{8}){7}"
@@ -57,21 +60,28 @@ def check_can_enroll() -> None:
                          "nothing was written", hint="install systemd, or install without --tpm2")
 
 
-def initramfs_has_tpm2(names: set[str]) -> bool:
+def initramfs_has_tpm2(names: AbstractSet[str]) -> bool:
     """Whether an initramfs (its member names) carries the TPM2 TCTI that systemd-cryptsetup loads."""
     return any(_TCTI_NAME.search(n) for n in names)
 
 
-def image_tpm2_problem(root: Path, *, initramfs_members: set[str] | None = None) -> str | None:
-    """Why the image's initramfs cannot unlock with the TPM2, or None (``root`` is the extracted image)."""
+def image_tpm2_problem(exists: Callable[[str], bool], matches: Callable[[str], bool], *,
+                       initramfs_members: AbstractSet[str] | None = None) -> str | None:
+    """Why the image's initramfs cannot unlock with the TPM2, or None.
+
+    Like :func:`~nbc_tui.backend.luks.unlock_support_problem`: ``exists``/``matches`` answer for the image's
+    final tree, and ``initramfs_members`` is given when the shipped initramfs is the one that boots.
+    """
     if initramfs_members is not None and initramfs_has_tpm2(initramfs_members):
         return None
-    has_tcti = any(any(root.glob(g)) for g in TCTI_DEVICE_GLOBS)
-    if not has_tcti:
+    if not any(matches(g) for g in TCTI_DEVICE_GLOBS):
         return ("the image lacks libtss2-tcti-device (tpm2-tss), so systemd-cryptsetup in its initramfs "
                 "cannot talk to the TPM")
-    if not (root / DRACUT_TPM2_MODULE).is_dir():
+    if not matches(DRACUT_TPM2_MODULE):
         return "the image has no dracut tpm2-tss module (91tpm2-tss) to put the TPM2 libraries in its initramfs"
+    if not any(exists(p) for p in TPM2_TOOLS):
+        return ("the image lacks tpm2-tools (the tpm2 command), without which dracut's tpm2-tss module cannot "
+                "put the TPM2 libraries in its initramfs")
     return None
 
 

@@ -348,7 +348,8 @@ def test_regenerate_binds_and_always_unbinds(tmp_path: Path) -> None:
     # No shell in this chroot: chroot fails to run dracut (exit 127), after the binds were made.
     (root / "usr/bin/dracut").write_text("#!/bin/sh\nexit 1\n")
     os.chmod(root / "usr/bin/dracut", 0o755)
-    with pytest.raises(CommandFailed):
-        dracut.regenerate_initramfs(root, "6.1", ctx=RunContext())
+    with pytest.raises(CommandFailed) as info:
+        dracut.regenerate_initramfs(root, "6.1", ctx=RunContext(), modules=["etc-overlay", "crypt", "tpm2-tss"])
+    assert "--add etc-overlay --add crypt --add tpm2-tss --kver 6.1" in info.value.message
     assert mounts_under(root) == []
     assert (root / "var/tmp").is_dir()

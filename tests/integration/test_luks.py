@@ -5,6 +5,10 @@ written (the disk byte for byte the same), saying why. ``luksFormat``, ``luksUUI
 ``open --test-passphrase`` and ``luksAddKey`` need no device-mapper, so the formatting, the passphrase
 bytes (no trailing newline) and the recovery key are proven here for real; opening a mapper is proven in
 the VM tier (tests/vm/test_luks.py). Every output and log is searched for the test secrets.
+
+An image that cannot unlock LUKS (or reach the TPM2) is refused by the preflight's scan, before the wipe:
+a dry run gets that far here (it only warns about device-mapper), and so does a real install once the
+device-mapper refusal is taken out of the way in-process.
 """
 
 from __future__ import annotations
@@ -24,11 +28,17 @@ import pytest
 from pydantic import SecretStr
 
 from nbc_tui.backend import luks, tpm
-from nbc_tui.backend.errors import CommandFailed
+from nbc_tui.backend.answers import AnswerFileError, check_answers, read_answers
+from nbc_tui.backend.errors import CommandFailed, InputError
+from nbc_tui.backend.events import Event, StepEvent
+from nbc_tui.backend.install import run_install
+from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import RunContext
-from tests.conftest import nbc_mounts
+from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.test_install_refusals import SMALL, digest_of, loop_disk  # noqa: F401
 from tests.support.loopdev import attached_loop
+from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
+from tests.support.synthetic import INITRAMFS_UNLOCKER, KVER, base_layer, cpio_gz, make_image
 
 pytestmark = [pytest.mark.root,
               pytest.mark.skipif(shutil.which("cryptsetup") is None or shutil.which("systemd-cryptenroll") is None,
@@ -254,3 +264,112 @@ def test_passphrase_is_asked_twice_on_a_terminal(synthetic_image: str, tmp_path:
     child.expect(pexpect.EOF)
     child.close()
     assert child.exitstatus == 2 and "the two passphrases differ" in child.before
+
+
+# -- an image that cannot boot an encrypted disk: refused in preflight, before the wipe ---------------------
+
+CANNOT_BOOT = "the image cannot boot an encrypted disk"
+
+
+@pytest.fixture(scope="module")
+def cannot_unlock(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """"luks": an initramfs with the etc-overlay hook but no unlocker, and no cryptsetup, dracut or crypt
+    module in the image. "tpm2": an upper layer swaps in an initramfs that unlocks LUKS but has no TPM2
+    TCTI, and the image has no tpm2-tss to rebuild it with."""
+    d = tmp_path_factory.mktemp("cannot-unlock")
+    no_tcti = cpio_gz({"init": b"#!/bin/sh\n", "usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh": b"#\n",
+                       INITRAMFS_UNLOCKER: b"\x7fELF stand-in\n"})
+    upper = TarBuilder().file(f"usr/lib/modules/{KVER}/initramfs.img", no_tcti).bytes()
+    write_layout(d / "tpm2", [ImageSpec([Layer(base_layer(initramfs_unlocks=False), "gzip"), Layer(upper, "zstd")])])
+    return {"luks": make_image(d / "luks", initramfs_unlocks=False), "tpm2": f"oci:{d / 'tpm2'}:latest"}
+
+
+@pytest.mark.parametrize(("kind", "why"), [("luks", "neither systemd-cryptsetup nor cryptsetup"),
+                                           ("tpm2", "lacks libtss2-tcti-device")])
+def test_an_image_that_cannot_unlock_is_refused_before_the_wipe(
+        nbc, cannot_unlock: dict[str, str], loop_disk, tmp_path: Path,  # noqa: F811
+        passphrase_file: Path, log_file: Path, kind: str, why: str) -> None:
+    """The real CLI on a loop disk: exit 2 from the preflight step (the image scan), the disk unchanged. A
+    dry run stops after preflight, so a check made after extraction would let this run succeed."""
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    tpm2 = ["--tpm2", "--recovery-key-file", str(tmp_path / "recovery.key")] if kind == "tpm2" else []
+    r = nbc("install", "--image", cannot_unlock[kind], "--device", dev, *SMALL, "--encrypt", "--passphrase-file",
+            str(passphrase_file), *tpm2, "--yes", "--dry-run", "--json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    error = r.events[-1]
+    assert error["type"] == "error", r.events
+    assert error["details"]["error"].startswith(f"{CANNOT_BOOT}: ") and why in error["details"]["error"]
+    assert "add cryptsetup" in error["details"]["hint"]
+    steps = [e["step"] for e in r.events if e["type"] == "step"]
+    assert steps == [1]  # preflight
+    assert any(e["type"] == "progress" for e in r.events)  # the image was scanned
+    assert digest_of(backing) == before
+    assert nbc_mounts() == [] and not (tmp_path / "recovery.key").exists()
+    for text in (r.stdout, r.stderr, log_file.read_text()):
+        assert PASSPHRASE not in text
+
+
+def test_an_image_file_is_left_as_it_was_when_the_image_cannot_unlock(
+        nbc, cannot_unlock: dict[str, str], tmp_path: Path, passphrase_file: Path) -> None:
+    image = tmp_path / "existing.img"
+    with image.open("wb") as f:
+        f.truncate(3 << 30)
+        f.seek(1 << 20)
+        f.write(b"old data that must survive" * 100)
+    before = digest_of(image)
+    r = nbc("install", "--image", cannot_unlock["luks"], "--via-loopback", str(image), "--image-size", "3", *SMALL,
+            "--encrypt", "--passphrase-file", str(passphrase_file), "--yes", "--dry-run")
+    assert r.returncode == 2 and CANNOT_BOOT in r.stderr, r.stdout + r.stderr
+    assert digest_of(image) == before
+
+
+def _encrypted_plan(ref: str, image_file: Path, passphrase_file: Path) -> InstallPlan:
+    return InstallPlan.model_validate({
+        "image": {"ref": ref},
+        "target": {"image_file": image_file, "image_size": 3 << 30},
+        "layout": {"filesystem": "ext4", "esp_size": "100M", "root_size": "1G", "var_min_size": "256M"},
+        "encryption": {"passphrase_file": passphrase_file},
+    })
+
+
+def test_a_real_install_is_refused_before_the_image_file_is_made(
+        cannot_unlock: dict[str, str], tmp_path: Path, passphrase_file: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Not a dry run: with this kernel's device-mapper refusal taken out of the way, the engine would go on to
+    wipe (create the image file), partition and luksFormat. The unlock check must stop it first."""
+    monkeypatch.setattr(luks, "check_can_encrypt", lambda **_kw: None)
+    target = tmp_path / "disk.img"
+    events: list[Event] = []
+    with pytest.raises(InputError, match=CANNOT_BOOT) as info:
+        run_install(_encrypted_plan(cannot_unlock["luks"], target, passphrase_file), emit=events.append,
+                    ctx=RunContext())
+    assert info.value.exit_code == 2
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1]
+    assert not target.exists() and loop_devices_of(target) == []
+    assert nbc_mounts() == []
+
+
+def test_answer_files_get_the_refusal_keyed_to_the_image(nbc, cannot_unlock: dict[str, str], tmp_path: Path,
+                                                        passphrase_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """--headless --dry-run runs the engine's preflight (device-mapper only warns there): the refusal is keyed
+    to the answer file's image line. `answers validate` runs the same preflight once the machine can encrypt."""
+    answers = tmp_path / "answers.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "{cannot_unlock["luks"]}"\n'
+                       '[target]\nimage_file = "os.img"\nimage_size = "3G"\n'
+                       '[layout]\nfilesystem = "ext4"\nesp_size = "100M"\nroot_size = "1G"\nvar_min_size = "256M"\n'
+                       f'[encryption]\npassphrase_file = "{passphrase_file}"\n')
+    r = nbc("--headless", "--answers", str(answers), "--dry-run")
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert f"{answers}:3: image.ref: {CANNOT_BOOT}" in r.stderr, r.stderr
+    assert not (tmp_path / "os.img").exists()
+    # validate reports a machine that cannot encrypt on its own, without running the engine's preflight:
+    r = nbc("answers", "validate", str(answers))
+    assert r.returncode == 2, r.stdout + r.stderr
+    assert ("encryption needs device-mapper" if no_device_mapper() else CANNOT_BOOT) in r.stderr, r.stderr
+    # ... and on a machine that can encrypt (faked in-process), the image's problem:
+    monkeypatch.setattr(luks, "check_can_encrypt", lambda **_kw: None)
+    with pytest.raises(AnswerFileError) as info:
+        check_answers(read_answers(answers), ctx=RunContext(dry_run=True))
+    assert [(p.key, p.line) for p in info.value.problems] == [("image.ref", 3)]
+    assert info.value.problems[0].message.startswith(CANNOT_BOOT)

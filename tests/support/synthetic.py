@@ -14,6 +14,9 @@ KVER = "6.1.0-test"
 OS_RELEASE = 'PRETTY_NAME="Synthetic Linux 1 (test)"\nNAME="Synthetic Linux"\nID=synthetic\nVERSION_ID=1\n'
 SHADOW = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
 FAKE_KERNEL = b"MZ" + bytes(range(256)) * 64  # a few KiB standing in for vmlinuz
+# What makes an initramfs able to unlock LUKS, and with the TPM2 (stand-ins, like the hook).
+INITRAMFS_UNLOCKER = "usr/lib/systemd/systemd-cryptsetup"
+INITRAMFS_TCTI = "usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"
 
 
 def cpio_gz(files: dict[str, bytes]) -> bytes:
@@ -30,7 +33,9 @@ def cpio_gz(files: dict[str, bytes]) -> bytes:
 
 
 def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow: bool = True,
-               systemd_boot: bool = True, padding: int = 0) -> bytes:
+               systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True) -> bytes:
+    """The image's one big layer. By default its initramfs has the etc-overlay hook and can unlock LUKS
+    with the TPM2 (so encrypted dry runs pass preflight); the image itself has no dracut or cryptsetup."""
     t = TarBuilder()
     for d in ("etc", "usr", "usr/bin", "usr/lib", "usr/lib/systemd", "usr/lib/modules", "var", "var/lib",
               "boot", "root"):
@@ -58,6 +63,9 @@ def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow
         if initramfs_has_module:
             files["usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh"] = b"# stand-in\n"
             files["var/lib/dracut/hooks/pre-pivot/etc-overlay-mount.sh"] = b"# stand-in\n"
+        if initramfs_unlocks:
+            files[INITRAMFS_UNLOCKER] = b"\x7fELF stand-in\n"
+            files[INITRAMFS_TCTI] = b"\x7fELF stand-in\n"
         t.file(f"usr/lib/modules/{KVER}/initramfs.img", cpio_gz(files))
     if padding:
         t.file("usr/lib/padding.bin", os.urandom(1024) * (padding // 1024))

@@ -10,11 +10,20 @@ from pathlib import Path
 
 import pytest
 
+from nbc_tui.backend import luks, tpm
 from nbc_tui.backend.errors import Cancelled, InputError, NbcError
 from nbc_tui.backend.image.layer_rules import LayerApplier
 from nbc_tui.backend.image.layers import TarReader
 from nbc_tui.backend.image.resolve import DIR, LINK, MISSING, OTHER, Refused, clean_name, resolve
-from nbc_tui.backend.image.scan import KernelInfo, VirtualTree, parse_os_release, scan_image, version_key
+from nbc_tui.backend.image.scan import (
+    PROBED_GLOBS,
+    PROBED_PATHS,
+    KernelInfo,
+    VirtualTree,
+    parse_os_release,
+    scan_image,
+    version_key,
+)
 from nbc_tui.backend.image.source import open_image
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, newc_cpio, write_layout
 
@@ -82,6 +91,71 @@ def test_inventory_follows_symlinks_inside_the_image(tmp_path: Path) -> None:
     assert inv.systemd_version == 255
     assert inv.has_dracut  # usr/bin/dracut through usr/bin -> ../bin
     assert inv.kernels == [] and not inv.has_systemd_boot_efi and not inv.has_shim
+
+
+UNLOCKER, TCTI = "usr/lib/systemd/systemd-cryptsetup", "usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"
+CRYPT_DIR, TPM2_DIR = "usr/lib/dracut/modules.d/90crypt", "usr/lib/dracut/modules.d/91tpm2-tss"
+
+
+def _kernel(t: TarBuilder, kver: str, initramfs: bytes) -> TarBuilder:
+    return (t.dir(f"usr/lib/modules/{kver}").file(f"usr/lib/modules/{kver}/vmlinuz", b"k")
+            .file(f"usr/lib/modules/{kver}/initramfs.img", initramfs))
+
+
+def test_inventory_keeps_initramfs_member_names_and_unlock_facts(tmp_path: Path) -> None:
+    """Each initramfs's names, read while the layer streams by, and what the encryption checks ask of the
+    final tree: an upper layer's whiteout of 90crypt counts, and so does a symlinked TCTI library."""
+    unlocks = gzip.compress(newc_cpio({"init": b"x", HOOK: b"#", UNLOCKER: b"\x7fELF", TCTI: b"\x7fELF"}))
+    layer1 = _base().dir("usr/lib/modules").dir("usr/lib/dracut").dir("usr/lib/dracut/modules.d")
+    _kernel(layer1, "6.1", unlocks)
+    _kernel(layer1, "6.2", WITHOUT_HOOK)
+    _kernel(layer1, "6.3", b"\x1f\x8b not really gzip")  # unreadable: counts as empty
+    (layer1.file(UNLOCKER, b"\x7fELF", mode=0o755)
+     .file("usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0.0.0", b"\x7fELF")
+     .symlink(TCTI, "libtss2-tcti-device.so.0.0.0")
+     .dir(CRYPT_DIR).file(f"{CRYPT_DIR}/module-setup.sh", b"#!/bin/bash\n")
+     .dir(TPM2_DIR).file(f"{TPM2_DIR}/module-setup.sh", b"#!/bin/bash\n")
+     .file("usr/bin/tpm2", b"\x7fELF", mode=0o755))
+    layer2 = TarBuilder().whiteout(CRYPT_DIR).bytes()
+    inv = scan_image(open_image(_image(tmp_path, layer1.bytes(), layer2)))
+    assert {UNLOCKER, TCTI, HOOK, "init"} <= inv.initramfs_members["6.1"]
+    assert inv.initramfs_members["6.2"] == {"init"} and inv.initramfs_members["6.3"] == frozenset()
+    assert inv.initramfs_has_etc_overlay == {"6.1": True, "6.2": False, "6.3": False}
+    assert luks.initramfs_can_unlock(inv.initramfs_members["6.1"])
+    assert tpm.initramfs_has_tpm2(inv.initramfs_members["6.1"])
+    assert not luks.initramfs_can_unlock(inv.initramfs_members["6.2"])
+    assert inv.exists(UNLOCKER) and inv.exists("usr/bin/tpm2") and not inv.exists("sbin/tpm2")
+    assert not inv.exists("usr/sbin/cryptsetup")
+    assert not inv.matches(luks.DRACUT_CRYPT_MODULE)  # whited out by the upper layer
+    assert inv.matches(tpm.DRACUT_TPM2_MODULE)
+    assert inv.matches("usr/lib/*/libtss2-tcti-device.so*") and not inv.matches("usr/lib64/libtss2-tcti-device.so*")
+    assert set(inv.probed_paths) == set(PROBED_PATHS) and set(inv.probed_globs) == set(PROBED_GLOBS)
+    with pytest.raises(KeyError):
+        inv.exists("etc/crypttab")  # not probed: the scan cannot be asked afterwards
+
+
+def test_unlock_facts_are_found_through_symlinked_directories(tmp_path: Path) -> None:
+    """/usr merged the other way round (usr/lib -> ../lib, absolute links resolved inside the image), a
+    module under a newer number (dracut-ng's 70crypt), a dangling cryptsetup link, and files written
+    through the lib -> usr/lib link of a merged /usr."""
+    layer = (TarBuilder().dir("usr").dir("lib").symlink("usr/lib", "../lib").dir("usr/sbin").dir("usr/lib64")
+             .file("lib/systemd/systemd-cryptsetup", b"\x7fELF")
+             .dir("lib/dracut").dir("lib/dracut/modules.d").dir("lib/dracut/modules.d/70crypt")
+             .symlink("usr/sbin/cryptsetup", "/nonexistent/cryptsetup")
+             .file("lib/x86_64-linux-gnu/libtss2-tcti-device.so.0.0.0", b"")
+             .symlink("usr/lib64/libtss2-tcti-device.so.0", "/lib/x86_64-linux-gnu/gone.so")  # a name counts
+             .bytes())
+    inv = scan_image(open_image(_image(tmp_path, layer)))
+    assert inv.exists("usr/lib/systemd/systemd-cryptsetup") and not inv.exists("usr/sbin/cryptsetup")
+    assert inv.matches(luks.DRACUT_CRYPT_MODULE) and not inv.matches(tpm.DRACUT_TPM2_MODULE)
+    assert inv.matches("usr/lib/*/libtss2-tcti-device.so*") and inv.matches("usr/lib64/libtss2-tcti-device.so*")
+    assert luks.unlock_support_problem(inv.exists, inv.matches) is None
+
+    merged = (_base().file("lib/systemd/systemd-cryptsetup", b"\x7fELF")  # lands in usr/lib/systemd
+              .dir("usr/lib/dracut").dir("usr/lib/dracut/modules.d").dir("lib/dracut/modules.d/90crypt")
+              .bytes())
+    inv = scan_image(open_image(_image(tmp_path / "merged", merged)))
+    assert inv.exists(UNLOCKER) and inv.matches(luks.DRACUT_CRYPT_MODULE)
 
 
 def _apply(tree: VirtualTree, data: bytes) -> None:

@@ -4,16 +4,18 @@ and the checks of what an image's initramfs can unlock."""
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import json
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
 
-from nbc_tui.backend import luks, tpm
+from nbc_tui.backend import dracut, luks, tpm
 from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
-from nbc_tui.backend.install import STEPS, steps_for
+from nbc_tui.backend.image.scan import PROBED_GLOBS, PROBED_PATHS, ImageInventory, KernelInfo
+from nbc_tui.backend.install import STEPS, _check_unlock_support, initramfs_gaps, steps_for
 from nbc_tui.backend.plan import Encryption, ImageSpec, InstallPlan, Target
 from nbc_tui.backend.runner import REDACTED, Redactor, RunContext
 from nbc_tui.backend.state import EncryptionState, SystemConfig, write_system_config
@@ -146,21 +148,116 @@ def test_steps_follow_the_plan() -> None:
     assert tpm2.index("enroll-tpm") < tpm2.index("extract") < tpm2.index("bootloader")
 
 
+class FakeTree:
+    """``exists``/``matches`` over a set of paths (fnmatch per path), like the scan's inventory answers."""
+
+    def __init__(self, *paths: str) -> None:
+        self.paths = set(paths)
+
+    def exists(self, path: str) -> bool:
+        return path in self.paths
+
+    def matches(self, glob: str) -> bool:
+        return any(fnmatch.fnmatchcase(p, glob) and p.count("/") == glob.count("/") for p in self.paths)
+
+
 def test_unlock_support() -> None:
-    paths: set[str] = set()
-    has = paths.__contains__
-    assert "neither systemd-cryptsetup nor cryptsetup" in str(luks.unlock_support_problem(has))
-    paths.add("usr/lib/systemd/systemd-cryptsetup")
-    assert "90crypt" in str(luks.unlock_support_problem(has))
-    paths.add(luks.DRACUT_CRYPT_MODULE)
-    assert luks.unlock_support_problem(has) is None
+    tree = FakeTree()
+    assert "neither systemd-cryptsetup nor cryptsetup" in str(luks.unlock_support_problem(tree.exists, tree.matches))
+    tree.paths.add("usr/lib/systemd/systemd-cryptsetup")
+    assert "90crypt" in str(luks.unlock_support_problem(tree.exists, tree.matches))
+    tree.paths.add("usr/lib/dracut/modules.d/90crypt")
+    assert luks.unlock_support_problem(tree.exists, tree.matches) is None
+    # dracut finds a module by name under any number: dracut-ng calls it 70crypt.
+    assert luks.unlock_support_problem(FakeTree("usr/sbin/cryptsetup", "usr/lib/dracut/modules.d/70crypt").exists,
+                                       FakeTree("usr/lib/dracut/modules.d/70crypt").matches) is None
+    # An initramfs-tools hook does not count: the installer rebuilds with dracut only.
+    hook = FakeTree("usr/sbin/cryptsetup", "usr/share/initramfs-tools/hooks/cryptroot")
+    assert "90crypt" in str(luks.unlock_support_problem(hook.exists, hook.matches))
     shipped = {"usr/lib/systemd/systemd-cryptsetup", "init"}
-    assert luks.unlock_support_problem(lambda _p: False, initramfs_members=shipped) is None
+    empty = FakeTree()
+    assert luks.unlock_support_problem(empty.exists, empty.matches, initramfs_members=shipped) is None
+    assert luks.unlock_support_problem(empty.exists, empty.matches, initramfs_members=frozenset({"init"}))
 
 
 def test_tpm2_support_in_an_initramfs() -> None:
     assert tpm.initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"})
     assert not tpm.initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-esys.so.0"})
+
+
+def test_tpm2_support_in_an_image() -> None:
+    tree = FakeTree()
+    problem = lambda **kw: tpm.image_tpm2_problem(tree.exists, tree.matches, **kw)  # noqa: E731
+    assert "libtss2-tcti-device" in str(problem())
+    tree.paths.add("usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0")
+    assert "91tpm2-tss" in str(problem())
+    tree.paths.add("usr/lib/dracut/modules.d/91tpm2-tss")
+    assert "tpm2-tools" in str(problem())  # the module's check wants `tpm2`: dracut --add would exit 1
+    tree.paths.add("usr/bin/tpm2")
+    assert problem() is None
+    # The shipped initramfs is enough when it is kept and has the TCTI.
+    assert tpm.image_tpm2_problem(FakeTree().exists, FakeTree().matches,
+                                  initramfs_members={"usr/lib64/libtss2-tcti-device.so.0"}) is None
+
+
+def test_dracut_modules_added_for_the_plan() -> None:
+    assert luks.DRACUT_CRYPT_MODULE == dracut.module_glob("crypt") == "usr/lib/dracut/modules.d/[0-9][0-9]crypt"
+    everything = FakeTree("usr/lib/dracut/modules.d/90crypt", "usr/lib/dracut/modules.d/91tpm2-tss").matches
+    add = dracut.modules_to_add
+    assert add(crypt=False, tpm2=False, image_matches=everything) == ["etc-overlay"]
+    assert add(crypt=True, tpm2=False, image_matches=everything) == ["etc-overlay", "crypt"]
+    assert add(crypt=True, tpm2=True, image_matches=everything) == ["etc-overlay", "crypt", "tpm2-tss"]
+    # dracut exits 1 on an --add module it cannot find: one the image lacks is never asked for.
+    only_crypt = FakeTree("usr/lib/dracut/modules.d/70crypt").matches
+    assert add(crypt=True, tpm2=True, image_matches=only_crypt) == ["etc-overlay", "crypt"]
+    assert add(crypt=True, tpm2=True, image_matches=FakeTree().matches) == ["etc-overlay"]
+
+
+def _inventory(members: set[str], *paths: str, dracut_binary: bool = True) -> ImageInventory:
+    tree = FakeTree(*paths)
+    return ImageInventory(kernels=[KernelInfo("6.1", "usr/lib/modules/6.1/vmlinuz", "usr/lib/modules/6.1/i.img")],
+                          initramfs_members={"6.1": frozenset(members)}, has_dracut=dracut_binary,
+                          probed_paths={p: tree.exists(p) for p in PROBED_PATHS},
+                          probed_globs={g: tree.matches(g) for g in PROBED_GLOBS})
+
+
+HOOK = "usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh"
+CAN_UNLOCK = {HOOK, "usr/lib/systemd/systemd-cryptsetup"}
+DRACUT_LUKS = ("usr/sbin/cryptsetup", "usr/lib/dracut/modules.d/90crypt")
+DRACUT_TPM2 = ("usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0", "usr/lib/dracut/modules.d/91tpm2-tss",
+               "usr/bin/tpm2")
+
+
+@pytest.mark.parametrize(("tpm2", "members", "paths", "dracut_binary", "refused"), [
+    (False, CAN_UNLOCK, (), False, None),                              # kept as shipped
+    (False, {HOOK}, DRACUT_LUKS, True, None),                           # rebuilt with crypt
+    (False, {HOOK}, (), True, "neither systemd-cryptsetup nor cryptsetup"),
+    (False, {"usr/lib/systemd/systemd-cryptsetup"}, (), True, "must be rebuilt: it lacks the etc-overlay"),
+    (False, {HOOK}, DRACUT_LUKS, False, "no dracut to rebuild it"),
+    (True, CAN_UNLOCK, DRACUT_LUKS, True, "libtss2-tcti-device"),       # the TPM2 gap forces a rebuild
+    (True, CAN_UNLOCK, DRACUT_LUKS + DRACUT_TPM2, True, None),
+    (True, CAN_UNLOCK | {"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"}, (), False, None),
+])
+def test_preflight_unlock_check(tpm2: bool, members: set[str], paths: tuple[str, ...], dracut_binary: bool,
+                                refused: str | None) -> None:
+    """The shipped initramfs counts only when it is kept; a rebuilt one has what dracut in the image can add."""
+    plan = _plan(Encryption(passphrase_file=Path("/p"), tpm2=tpm2))
+    inv = _inventory(members, *paths, dracut_binary=dracut_binary)
+    if refused is None:
+        _check_unlock_support(plan, inv)
+        return
+    with pytest.raises(InputError, match=refused) as info:
+        _check_unlock_support(plan, inv)
+    assert info.value.message.startswith("the image cannot boot an encrypted disk: ")
+    assert info.value.exit_code == 2
+
+
+def test_initramfs_gaps_follow_the_plan() -> None:
+    enc = _plan(Encryption(passphrase_file=Path("/p"), tpm2=True))
+    assert initramfs_gaps(_plan(None), {HOOK}) == []
+    assert initramfs_gaps(_plan(None), set()) == ["the etc-overlay module"]
+    assert initramfs_gaps(enc, {HOOK}) == ["LUKS support", "TPM2 support"]
+    assert initramfs_gaps(enc, CAN_UNLOCK | {"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"}) == []
 
 
 def test_recovery_keys_are_masked_in_tool_output() -> None:

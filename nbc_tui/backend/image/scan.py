@@ -2,19 +2,22 @@
 
 It verifies every blob (digest and size), applies the layers to a virtual tree with the same rules the
 extraction uses (so an entry extraction would refuse is refused here first, with nothing written), and
-reads what the install needs to know about the final tree: kernels and initramfs images, os-release,
-bootloader files, dracut and the etc-overlay module, the systemd version, the uncompressed size.
+reads what the install needs to know about the final tree: kernels and the member names of their
+initramfs images, os-release, bootloader files, dracut and the etc-overlay module, what an encrypted disk
+needs (LUKS and TPM2 unlock), the systemd version, the uncompressed size.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from .. import luks, tpm
 from ..errors import Cancelled, InputError, NbcError
-from ..initramfs import InitramfsError, initramfs_contains
+from ..initramfs import InitramfsError, initramfs_names, names_contain
 from ..osrelease import parse_os_release
 from .layer_rules import LayerApplier, find
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
@@ -42,6 +45,10 @@ MODULES_DIR = "usr/lib/modules"
 _INITRAMFS_NAMES = ("initramfs.img", "initrd.img", "initramfs-{kver}.img", "initrd.img-{kver}")
 _INITRAMFS_FILE = re.compile(
     r"(?:^|/)modules/[^/]+/(?:initramfs\.img|initrd\.img|initramfs-[^/]+\.img|initrd\.img-[^/]+)$")
+# What the encryption checks (luks.unlock_support_problem, tpm.image_tpm2_problem) ask of the final tree:
+# ImageInventory.exists() and matches() answer these and nothing else.
+PROBED_PATHS = (*luks.IMAGE_UNLOCKERS, *tpm.TPM2_TOOLS)
+PROBED_GLOBS = (luks.DRACUT_CRYPT_MODULE, tpm.DRACUT_TPM2_MODULE, *tpm.TCTI_DEVICE_GLOBS)
 _SYSTEMD_SHARED = re.compile(r"^libsystemd-shared-(\d+)[.\-].*so")
 _OS_RELEASE_MAX = 64 << 10
 _PROGRESS_STEP = 1 << 20
@@ -68,17 +75,33 @@ class ImageInventory:
     has_shim: bool = False
     has_dracut: bool = False
     has_etc_overlay_module: bool = False
+    initramfs_members: dict[str, frozenset[str]] = field(default_factory=dict)
+    """Per kernel version: the member names of its initramfs (empty when it has none or it cannot be read,
+    which counts as lacking everything)."""
     initramfs_has_etc_overlay: dict[str, bool] = field(default_factory=dict)
     """Per kernel version: its initramfs already holds the etc-overlay hook."""
+    probed_paths: dict[str, bool] = field(default_factory=dict)
+    """Each of PROBED_PATHS: whether it exists (symlinks followed inside the image)."""
+    probed_globs: dict[str, bool] = field(default_factory=dict)
+    """Each of PROBED_GLOBS: whether some path matches it."""
     systemd_version: int | None = None
     uncompressed_bytes: int = 0
     """Bytes of regular files in the final tree (hard-linked files once)."""
     entries: int = 0
     """Entries in the final tree (the root excluded)."""
 
+    def exists(self, path: str) -> bool:
+        """Whether one of PROBED_PATHS exists in the final tree (KeyError for a path the scan did not probe:
+        the scan streams each layer once, so it cannot be asked afterwards)."""
+        return self.probed_paths[path]
+
+    def matches(self, glob: str) -> bool:
+        """Whether some path of the final tree matches one of PROBED_GLOBS (KeyError for another glob)."""
+        return self.probed_globs[glob]
+
 
 class _Node:
-    __slots__ = ("children", "data", "etc_overlay", "kind", "size", "target")
+    __slots__ = ("children", "data", "kind", "members", "size", "target")
 
     def __init__(self, kind: int, *, target: str | None = None, size: int = 0) -> None:
         self.kind = kind
@@ -86,7 +109,7 @@ class _Node:
         self.size = size
         self.children: set[str] | None = set() if kind == K_DIR else None
         self.data: bytes | None = None        # content kept for os-release files
-        self.etc_overlay: bool | None = None  # for initramfs images: holds the etc-overlay hook
+        self.members: frozenset[str] | None = None  # for initramfs images: their member names
 
 
 class VirtualTree:
@@ -169,10 +192,11 @@ class VirtualTree:
         if path.endswith("os-release") and node.size <= _OS_RELEASE_MAX:
             node.data = content.read()
         elif _INITRAMFS_FILE.search(path):
+            # Names only (a few thousand for a distribution's initramfs); the contents stream by.
             try:
-                node.etc_overlay = initramfs_contains(content.stream(), ETC_OVERLAY_HOOK)
+                node.members = frozenset(initramfs_names(content.stream()))
             except InitramfsError:
-                node.etc_overlay = False  # unreadable: treat as "needs regenerating"
+                node.members = frozenset()  # unreadable: treat as "needs regenerating"
 
     def node(self, path: str) -> _Node | None:
         """The node ``path`` leads to (symlinks followed inside the root), if any."""
@@ -182,6 +206,24 @@ class VirtualTree:
     def exists(self, path: str, *, kind: int = K_OTHER) -> bool:
         node = self.node(path)
         return node is not None and node.kind == kind
+
+    def matches(self, pattern: str) -> bool:
+        """Whether some path matches ``pattern`` (fnmatch per component, like Path.glob): directories are
+        followed through symlinks inside the root, and a symlink counts as a match by its own name."""
+        parts = pattern.split("/")
+        dirs = [""]
+        for depth, part in enumerate(parts):
+            last = depth == len(parts) - 1
+            found: list[str] = []
+            for d in dirs:
+                for name in fnmatch.filter(self.children(d), part):
+                    if last:
+                        return True
+                    canonical = find(self, f"{d}/{name}" if d else name)
+                    if canonical is not None and self.nodes[canonical].kind == K_DIR:
+                        found.append(canonical)
+            dirs = found
+        return False
 
 
 def scan_image(
@@ -250,13 +292,16 @@ def refusal_error(desc: Descriptor | str, exc: Refused) -> InputError:
 
 def _inventory(tree: VirtualTree) -> ImageInventory:
     inv = ImageInventory()
-    inv.kernels, inv.initramfs_has_etc_overlay = _kernels(tree)
+    inv.kernels, inv.initramfs_members = _kernels(tree)
+    inv.initramfs_has_etc_overlay = {k: names_contain(m, ETC_OVERLAY_HOOK) for k, m in inv.initramfs_members.items()}
     inv.os_release = _os_release(tree)
     inv.has_systemd_boot_efi = any(tree.exists(p) for p in SYSTEMD_BOOT_EFI)
     inv.has_grub_efi_modules = tree.exists(GRUB_EFI_MODULE)
     inv.has_shim = any(tree.exists(p) for p in SHIM_PATHS)
     inv.has_dracut = any(tree.exists(p) for p in DRACUT_PATHS)
     inv.has_etc_overlay_module = tree.exists(ETC_OVERLAY_MODULE)
+    inv.probed_paths = {p: tree.node(p) is not None for p in PROBED_PATHS}
+    inv.probed_globs = {g: tree.matches(g) for g in PROBED_GLOBS}
     inv.systemd_version = _systemd_version(tree)
     seen: set[int] = set()
     for node in tree.nodes.values():
@@ -272,12 +317,12 @@ def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
     return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d.\-+_~]+", version))
 
 
-def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, bool]]:
+def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[str]]]:
     modules = find(tree, MODULES_DIR)
     if modules is None or tree.nodes[modules].kind != K_DIR:
         return [], {}
     kernels: list[KernelInfo] = []
-    etc_overlay: dict[str, bool] = {}
+    members: dict[str, frozenset[str]] = {}
     for kver in tree.children(modules):
         base = f"{MODULES_DIR}/{kver}"
         if not tree.exists(base, kind=K_DIR):
@@ -290,9 +335,9 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, bool]]:
                           if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
         kernels.append(KernelInfo(kver, vmlinuz, initramfs))
         node = tree.node(initramfs) if initramfs else None
-        etc_overlay[kver] = bool(node is not None and node.etc_overlay)
+        members[kver] = node.members if node is not None and node.members is not None else frozenset()
     kernels.sort(key=lambda k: version_key(k.version), reverse=True)
-    return kernels, etc_overlay
+    return kernels, members
 
 
 def _os_release(tree: VirtualTree) -> dict[str, str]:
