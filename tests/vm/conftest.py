@@ -1,4 +1,5 @@
-"""Fixtures of the VM tier: the cached Debian test image, and skips where the tier cannot run."""
+"""Fixtures of the VM tier: the cached Debian test image, its variants, the live ISO, and skips where the
+tier cannot run."""
 
 from __future__ import annotations
 
@@ -9,6 +10,9 @@ from pathlib import Path
 import pytest
 
 from tests.vm.image_builder import DEFAULT_CACHE_ROOT, build_debian_image
+from tests.vm.image_variants import ImageVariants
+from tests.vm.image_variants import image_variants as build_variants
+from tests.vm.iso_builder import LiveIso, build_iso
 from tests.vm.qemu import OVMF_CODE, QEMU
 
 CACHE_ENV = "NBC_TUI_TEST_CACHE"
@@ -35,3 +39,15 @@ def debian_image() -> Path:
     if os.geteuid() != 0:
         pytest.skip("building the test image needs root")
     return build_debian_image(Path(os.environ.get(CACHE_ENV, DEFAULT_CACHE_ROOT)))
+
+
+@pytest.fixture(scope="session")
+def image_variants(debian_image: Path) -> ImageVariants:
+    """The test image as built (``latest``) and with a preloaded initramfs (``preloaded``), in one layout."""
+    return build_variants(debian_image)
+
+
+@pytest.fixture(scope="session")
+def live_iso(image_variants: ImageVariants) -> LiveIso:
+    """The live ISO with the preloaded test image staged for offline installs (built once, cached)."""
+    return build_iso(stage=[image_variants.preloaded_ref])

@@ -16,6 +16,7 @@ methods), and :meth:`LiveVm.send` types on it.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import json
 import os
@@ -112,27 +113,28 @@ class LiveVm(Vm):
                 raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
             time.sleep(POLL_SECONDS)
 
-    def run(self, command: str, timeout: float = 60) -> str:
-        """Type ``command`` at the shell prompt and return what it printed (up to an end marker)."""
-        token = f"NBC-DONE-{time.monotonic_ns()}"
-        # The echo of the typed line shows "$((1))"; only the output has the digits joined up.
+    def shell(self, command: str, timeout: float = 60) -> str:
+        """Run ``command`` at the live system's shell prompt; return its stdout+stderr. The output travels
+        base64-encoded on one marker line, so nothing the terminal does to it (wrapping, CRLF) matters, and
+        a secret a command handles never shows on the console as itself; the marker's "$((1))" is "1" only
+        in the output, never in the echo of the typed line."""
         start = self.mark()
-        self.send(f"{command}; echo {token[:-3]}$((1)){token[-3:]}\r")
-        end = self.wait_after(start, re.escape(token[:-3] + "1" + token[-3:]), timeout)
-        text = self.console()[start:end.start()]
-        first_newline = text.find("\n")
-        return text[first_newline + 1:] if first_newline >= 0 else text
+        self.send(f"echo NBC-OUT-$((1)) $({{ {command}; }} 2>&1 | base64 -w0)\r")
+        # No output: echo prints the marker alone (the empty word is dropped).
+        match = self.wait_after(start, re.compile(r"NBC-OUT-1 ?([A-Za-z0-9+/=]*)\n"), timeout)
+        return base64.b64decode(match.group(1)).decode(errors="replace")
 
 
 @contextlib.contextmanager
 def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_args: str | None = None,
-               memory: str = "2048", timeout: float = 300, extra_args: Sequence[str] = ()) -> Iterator[LiveVm]:
+               memory: str = "2048", timeout: float = 300, tpm_socket: Path | None = None,
+               extra_args: Sequence[str] = ()) -> Iterator[LiveVm]:
     """Boot ``live`` with ``disks`` as virtio disks; yield a LiveVm; always stop QEMU on exit.
 
     ``kernel_args`` None: UEFI boot from the CD-ROM through OVMF and the ISO's GRUB (its default entry).
     A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``.
-    ``extra_args`` go to QEMU as they are (a TPM: ``-chardev socket,id=chrtpm,path=S -tpmdev
-    emulator,id=tpm0,chardev=chrtpm -device tpm-tis,tpmdev=tpm0``; a display: ``-device VGA``)."""
+    ``tpm_socket``: a TPM 2.0 backed by a running swtpm (:func:`~tests.vm.qemu.software_tpm`).
+    ``extra_args`` go to QEMU as they are (a display: ``-device VGA``)."""
     require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
@@ -147,7 +149,7 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
         argv = qemu_argv(None, log=log, vars_file=vars_file, memory=memory, extra_disks=disks,
                          kernel=live.kernel if direct else None, initrd=live.initrd if direct else None,
                          append=f"{live.cmdline} {kernel_args}".strip() if direct else None,
-                         console_socket=sock_path)
+                         console_socket=sock_path, tpm_socket=tpm_socket)
         # The CD-ROM on virtio-scsi (OVMF and the live initramfs both drive it): several times faster
         # under TCG than the q35 board's emulated AHCI. A direct kernel boot takes bootindex 0 itself;
         # else the CD-ROM comes before the disks.

@@ -50,8 +50,9 @@ def install(image: Path, disk: Path, *, filesystem: str, bootloader: str) -> lis
     return events
 
 
-# The other two pairs boot encrypted in test_luks.py (ext4 + GRUB, btrfs + systemd-boot): the VM tier boots
-# every filesystem with every bootloader once, within the suite's time budget (each boot here is ~2 min).
+# The other two pairs boot encrypted, installed from the live ISO (test_iso_encrypted.py: ext4 + GRUB,
+# btrfs + systemd-boot): the VM tier boots every filesystem with every bootloader within the suite's time
+# budget (each boot here is ~2 min).
 @pytest.mark.parametrize(("bootloader", "filesystem"), [("systemd-boot", "ext4"), ("grub", "btrfs")])
 def test_installed_disk_boots(debian_image: Path, tmp_path: Path, bootloader: str, filesystem: str) -> None:
     disk = tmp_path / "disk.img"

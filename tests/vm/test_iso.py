@@ -1,19 +1,19 @@
-"""Smoke tests of the live ISO: built (cached) by ``iso/build.sh``, booted in QEMU + OVMF with a blank
-virtio disk, checked on the serial console.
+"""The live ISO: built (cached) by ``iso/build.sh``, booted in QEMU + OVMF with a blank virtio disk, driven
+and checked on the serial console.
 
-- UEFI boot through the ISO's GRUB: the live system comes up, the installer starts by itself on the serial
-  console, quitting it leaves a shell prompt, and ``nbc-tui list`` there offers the blank disk and refuses
-  the live medium.
-- ``--stage``: the Debian test image is staged in the ISO's top layer under
-  ``/var/cache/nbc/staged-install`` (checked in the ISO file, and by ``nbc-tui cache list`` in the live system).
-- ``nbc.answers=`` on the kernel command line: the headless unit runs instead of the TUI and prints its
-  exit marker (the answer file given here does not exist: only the wiring is checked, not an install).
+- UEFI boot through the ISO's GRUB: the installer starts by itself on the serial console and, driven by keys
+  (pexpect-style, over the console socket), installs the staged image onto the blank disk without
+  encryption; everything it drew is ASCII; leaving it leaves a shell, where the live system is checked
+  (medium, layers, the installer on tty1 too, the staged image, the live medium refused); the installed disk
+  then boots and reports /, /etc, /var and /boot as the layout promises.
+- ``--stage``: the staged image is in the ISO's top layer under ``/var/cache/nbc/staged-install``.
 - ``iso/build.sh`` refuses bad arguments with a message before building anything (no VM, no root).
+
+The unattended, encrypted installs from the ISO (``nbc.answers=``) are in test_iso_encrypted.py.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import subprocess
@@ -22,118 +22,128 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.image_builder import image_reference
-from tests.vm.iso_builder import (
-    BUILD_SCRIPT,
-    CTRL_C,
-    HEADLESS_EXIT,
-    TUI_EXITED,
-    TUI_FIRST_SCREEN,
-    LiveIso,
-    LiveVm,
-    booted_iso,
-    build_iso,
-)
+from tests.vm.image_builder import read_report
+from tests.vm.image_variants import PRELOADED_TAG, ImageVariants
+from tests.vm.installed import check_layout, sparse_disk
+from tests.vm.iso_builder import BUILD_SCRIPT, TUI_EXITED, TUI_FIRST_SCREEN, LiveIso, LiveVm, booted_iso
+from tests.vm.qemu import booted
 
 BOOT_TIMEOUT = 300
 """Seconds from QEMU's start to the installer on the console (about 60-90 s under TCG here)."""
 BLANK_DISK_BYTES = 32 << 30
 """Sparse; nbc's default layout needs 30 GB."""
+INSTALL_TIMEOUT = 1200
+"""Seconds the install itself may take once confirmed (about 3 minutes under TCG here)."""
+INSTALLED_BOOT_TIMEOUT = 420
 PROMPT = re.compile(r"root@nbc-tui-live:~# ")
-
-
-@pytest.fixture(scope="module")
-def live_iso(debian_image: Path) -> LiveIso:
-    """The ISO with the Debian test image staged (what the offline install scenarios boot, too)."""
-    return build_iso(stage=[image_reference(debian_image)])
-
-
-def staged_digest(layout: Path) -> str:
-    """The manifest digest an OCI layout written by the image builder stages under."""
-    return json.loads((layout / "index.json").read_text())["manifests"][0]["digest"]
+# Keys as a VT220 serial terminal sends them.
+TAB, ENTER, ESC, DOWN, CTRL_N = "\t", "\r", "\x1b", "\x1b[B", "\x0e"
+SETTLE = 0.7
+"""Seconds after a key that moves the focus before the next key (see keys())."""
+KERNEL_ARG = "console=ttyS0"
 
 
 def blank_disk(tmp_path: Path) -> Path:
-    disk = tmp_path / "blank.img"
-    with disk.open("wb") as f:
-        f.truncate(BLANK_DISK_BYTES)
-    return disk
+    return sparse_disk(tmp_path / "blank.img", BLANK_DISK_BYTES)
 
 
-def shell_output(vm: LiveVm, command: str, timeout: float = 60) -> str:
-    """Run ``command`` at the live system's shell prompt; return its stdout+stderr. The output travels
-    base64-encoded on one marker line, so nothing the terminal does to it (wrapping, CRLF) matters; the
-    marker's "$((1))" is "1" only in the output, never in the echo of the typed line."""
+def keys(vm: LiveVm, *sequence: str) -> None:
+    """Type keys on the serial console at a person's pace: a key that moves the focus (Tab, Enter, an
+    arrow) travels through Textual's queues before the focus moves, so the next key waits a little."""
+    settle = 0.0
+    for key in sequence:
+        time.sleep(max(settle, 0.05))
+        vm.send(key)
+        settle = 0.0 if key.isprintable() and len(key) == 1 and key != " " else SETTLE
+
+
+def install_by_keys(vm: LiveVm) -> tuple[str, re.Match[str], float]:
+    """Welcome to done on the serial console: the staged image, the blank disk from the table, no
+    encryption, the default filesystem and bootloader, console=ttyS0, no root password, the disk's name typed
+    to confirm; then leave it. Returns what the installer drew, the shell's "nbc-tui exited" line and the
+    seconds the install itself took."""
     start = vm.mark()
-    vm.send(f"echo NBC-OUT-$((1)) $({{ {command}; }} 2>&1 | base64 -w0)\r")
-    match = vm.wait_after(start, re.compile(r"NBC-OUT-1 ([A-Za-z0-9+/=]*)\n"), timeout)
-    return base64.b64decode(match.group(1)).decode(errors="replace")
+    vm.wait_after(start, "Running as root")  # the welcome screen has surveyed the machine
+    keys(vm, ENTER)
+    vm.wait_after(start, "Or pick a staged image")
+    keys(vm, TAB, DOWN, ENTER)  # from the reference field to the staged list; its first (only) image
+    vm.wait_after(start, re.escape("(staged, offline)"))
+    keys(vm, ENTER)  # the focus moved to Continue
+    at_disks = vm.mark()
+    shown = vm.wait_after(at_disks, r"/dev/(sr0|vda), ")  # the detail line of the disk under the cursor
+    if shown.group(1) == "sr0":  # the live medium sorts first: refused, so move down to the blank disk
+        keys(vm, DOWN)
+        vm.wait_after(at_disks, "/dev/vda, ")
+    keys(vm, ENTER, CTRL_N)  # choose it, continue
+    vm.wait_after(at_disks, "Disk encryption")
+    keys(vm, TAB, TAB, ENTER)  # no encryption: Back, Continue
+    vm.wait_after(at_disks, "Root password")
+    keys(vm, TAB, TAB, *KERNEL_ARG)  # over the filesystem and bootloader choices to the kernel arguments
+    keys(vm, TAB, TAB, TAB, TAB, ENTER)  # password, again (both empty), Back, Continue
+    word = vm.wait_after(at_disks, r"type (\S+) here").group(1)
+    keys(vm, *word, ENTER)
+    installing = time.monotonic()
+    vm.wait_after(at_disks, "Save these answers", timeout=INSTALL_TIMEOUT)
+    install_seconds = time.monotonic() - installing
+    leaving = vm.mark()
+    keys(vm, ESC)  # leave the installer
+    exited = vm.wait_after(leaving, TUI_EXITED, timeout=60)
+    return vm.console()[start:exited.start()], exited, install_seconds
 
 
 @pytest.mark.vm
 @pytest.mark.root
-def test_iso_boots_to_the_installer_on_the_serial_console(live_iso: LiveIso, debian_image: Path,
-                                                          tmp_path: Path) -> None:
+def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso, image_variants: ImageVariants,
+                                                                tmp_path: Path) -> None:
+    """UEFI boot through the ISO's GRUB; the installer starts by itself on the serial console and, driven by
+    keys, installs the staged image onto the blank disk without encryption; leaving it leaves a shell, where
+    the live system is checked; the installed disk then boots with the layout the installer promised."""
     disk = blank_disk(tmp_path)
-    with booted_iso(live_iso, log=tmp_path / "console.log", disks=[disk], timeout=BOOT_TIMEOUT) as vm:
+    with booted_iso(live_iso, log=tmp_path / "live-console.log", disks=[disk], timeout=BOOT_TIMEOUT,
+                    memory="3072") as vm:
         vm.wait_for(r"nbc-tui live: install a container image", timeout=120)  # the GRUB menu, on serial too
         grub_seconds = vm.elapsed
         vm.wait_for(TUI_FIRST_SCREEN)
         tui_seconds = vm.elapsed
-
-        start = vm.mark()
-        vm.send(CTRL_C)  # the installer asks first
-        vm.wait_after(start, r"Quit the installer\?", timeout=60)
-        vm.send("y")
-        exited = vm.wait_after(start, TUI_EXITED, timeout=60)
-        assert exited.group(1) == "0"
+        drawn, exited, install_seconds = install_by_keys(vm)
+        assert exited.group(1) == "0", drawn[-3000:]
+        assert "The install failed" not in drawn
+        assert sorted({ch for ch in drawn if ord(ch) > 127}) == [], "the serial console look is ASCII only"
         vm.wait_after(exited.end(), PROMPT, timeout=30)
 
-        medium = shell_output(vm, "findmnt -no SOURCE,FSTYPE /run/live/medium").split()
+        medium = vm.shell("findmnt -no SOURCE,FSTYPE /run/live/medium").split()
         assert medium == ["/dev/sr0", "iso9660"], medium
         # The installer runs on tty1 too (no display in this VM, but the virtual console exists).
-        on_tty1 = shell_output(vm, "pgrep -a -t tty1 -f bin/nbc-tui").strip()
+        on_tty1 = vm.shell("pgrep -a -t tty1 -f bin/nbc-tui").strip()
         assert "nbc-tui" in on_tty1, f"no nbc-tui on tty1: {on_tty1!r}"
-        layers = shell_output(vm, "ls /run/live/rootfs").split()
+        layers = vm.shell("ls /run/live/rootfs").split()
         assert layers == ["00-base.squashfs", "10-python.squashfs", "20-nbc-tui.squashfs",
                           "30-staged.squashfs"], layers
-        staged = json.loads(shell_output(vm, "nbc-tui cache list --install-images --json", timeout=120))
-        assert [i["image_digest"] for i in staged["images"]] == [staged_digest(debian_image)], staged
-
-        listing = json.loads(shell_output(vm, "nbc-tui list --json --all", timeout=120))
+        staged = json.loads(vm.shell("nbc-tui cache list --install-images --json", timeout=120))
+        assert [i["image_digest"] for i in staged["images"]] == [image_variants.digests[PRELOADED_TAG]], staged
+        listing = json.loads(vm.shell("nbc-tui list --json --all", timeout=120))
         disks = {d["name"]: d for d in listing["disks"]}
-        assert "vda" in disks, f"the blank virtio disk is not listed: {sorted(disks)}"
-        assert disks["vda"]["eligible"], disks["vda"].get("refusals")
-        assert disks["vda"]["size"] == BLANK_DISK_BYTES
+        assert disks["vda"]["size"] == BLANK_DISK_BYTES, sorted(disks)
         if "sr0" in disks:
-            assert not disks["sr0"]["eligible"]
-        print(f"\nlive ISO: GRUB menu at {grub_seconds:.0f} s, installer on the serial console at "
-              f"{tui_seconds:.0f} s after QEMU started, checks done at {vm.elapsed:.0f} s; "
-              f"ISO build {live_iso.build_seconds:.0f} s")
+            assert not disks["sr0"]["eligible"], "the live medium must never be offered"
+        vm.send("poweroff\r")
+        vm.process.wait(timeout=180)
+
+    log = tmp_path / "console.log"
+    with booted(disk, log=log, timeout=INSTALLED_BOOT_TIMEOUT) as boot:
+        report = read_report(boot, INSTALLED_BOOT_TIMEOUT)
+        boot.wait_for(r"login:", INSTALLED_BOOT_TIMEOUT)
+        boot_seconds = boot.elapsed
+    check_layout(report, filesystem="btrfs", facts=f"report: {report}; console: {log}")
+    print(f"\nlive ISO, TUI on the serial console: GRUB menu at {grub_seconds:.0f} s, installer at "
+          f"{tui_seconds:.0f} s after QEMU started, install by keys {install_seconds:.0f} s; installed disk at "
+          f"login {boot_seconds:.0f} s after its start; ISO build {live_iso.build_seconds:.0f} s")
+    disk.unlink()
 
 
 @pytest.mark.vm
 @pytest.mark.root
-def test_iso_runs_headless_with_answers_on_the_kernel_command_line(live_iso: LiveIso, tmp_path: Path) -> None:
-    disk = blank_disk(tmp_path)
-    started = time.monotonic()
-    with booted_iso(live_iso, log=tmp_path / "console.log", disks=[disk], timeout=BOOT_TIMEOUT,
-                    kernel_args="nbc.answers=/run/nbc-test/no-such-answers.toml") as vm:
-        marker = vm.wait_for(HEADLESS_EXIT)
-        rc = int(marker.group(1))
-        assert rc != 0, "an answer file that does not exist cannot succeed"
-        assert "cannot read the answer file" in vm.console(), "nbc-tui's own message should be on the console"
-        vm.wait_after(marker.end(), r"Unattended install \(nbc\.answers=", timeout=60)
-        vm.wait_after(marker.end(), PROMPT, timeout=60)
-        assert not TUI_FIRST_SCREEN.search(vm.console()), "the TUI must not start in an unattended boot"
-        disk_untouched = disk.stat().st_blocks == 0
-        print(f"\nlive ISO headless: exit marker rc={rc} after {time.monotonic() - started:.0f} s")
-    assert disk_untouched, "a failed unattended run wrote to the disk"
-
-
-@pytest.mark.vm
-@pytest.mark.root
-def test_iso_carries_staged_images(live_iso: LiveIso, debian_image: Path, tmp_path: Path) -> None:
+def test_iso_carries_staged_images(live_iso: LiveIso, image_variants: ImageVariants, tmp_path: Path) -> None:
     listing = subprocess.run(["xorriso", "-indev", str(live_iso.iso), "-find", "/live", "-name", "*.squashfs"],
                              capture_output=True, text=True, check=True).stdout.split()
     assert [Path(p.strip("'")).name for p in listing] == [
@@ -146,7 +156,7 @@ def test_iso_carries_staged_images(live_iso: LiveIso, debian_image: Path, tmp_pa
     pattern = r"/var/cache/nbc/staged-install/sha256-[0-9a-f]{64}/metadata.json"
     entries = [f for f in files if re.fullmatch(pattern, f)]
     assert len(entries) == 1, files
-    assert entries[0].split("/")[-2] == staged_digest(debian_image).replace(":", "-")
+    assert entries[0].split("/")[-2] == image_variants.digests[PRELOADED_TAG].replace(":", "-")
 
 
 @pytest.mark.parametrize(("args", "message"), [

@@ -1,0 +1,78 @@
+"""What the VM scenarios check on a disk nbc-tui installed: read on the host (the LUKS2 headers) and on the
+installed system's console (the ``NBC-REPORT`` line of the test image, the passphrase prompts)."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import time
+from pathlib import Path
+
+from tests.vm.qemu import Vm
+
+PASSPHRASE_PROMPT = re.compile(r"Please enter passphrase for disk")
+"""systemd-cryptsetup's prompt on the console (it names the disk)."""
+LUKS2_MAGIC = b"LUKS\xba\xbe\x00\x02"
+LUKS2_UUID_OFFSET = 168
+"""magic 6, version 2, header size 8, seqid 8, label 48, checksum algorithm 32, salt 64: then the UUID."""
+PARTITIONS = {"root1": 2, "root2": 3, "var": 4}
+
+
+def sparse_disk(path: Path, size: int) -> Path:
+    with path.open("wb") as f:
+        f.truncate(size)
+    return path
+
+
+def luks_uuids(disk: Path) -> dict[str, str]:
+    """The LUKS2 UUID of root1, root2 and var on ``disk`` (a raw image), read from each partition's header.
+    A partition without a LUKS2 header fails the test."""
+    uuids = {}
+    for name, number in PARTITIONS.items():
+        info = subprocess.run(["sgdisk", "-i", str(number), str(disk)], capture_output=True, text=True,
+                              check=True).stdout
+        first = re.search(r"^First sector: (\d+)", info, re.MULTILINE)
+        assert first, f"no partition {number} on {disk}:\n{info}"
+        with disk.open("rb") as f:
+            f.seek(int(first.group(1)) * 512)
+            header = f.read(LUKS2_UUID_OFFSET + 40)
+        assert header.startswith(LUKS2_MAGIC), f"partition {number} ({name}) of {disk} is not LUKS2"
+        uuids[name] = header[LUKS2_UUID_OFFSET:].split(b"\0", 1)[0].decode()
+    return uuids
+
+
+def type_passphrases(vm: Vm, passphrase: str, until: re.Pattern[str], timeout: float) -> int:
+    """Answer every passphrase prompt until ``until`` shows; returns how many prompts were answered."""
+    answered = 0
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        text = vm.console()
+        if until.search(text):
+            return answered
+        if len(PASSPHRASE_PROMPT.findall(text)) > answered:
+            time.sleep(1)  # the prompt is printed before the password agent reads the console
+            vm.send(passphrase + "\r")
+            answered += 1
+        time.sleep(0.5)
+    vm.wait_for(until, 1)  # raises with the console tail
+    return answered
+
+
+def check_layout(report: dict[str, str], *, filesystem: str, facts: str) -> None:
+    """/ read-only, /etc the overlay, /var and /boot (the ESP) mounted: what the layout promises."""
+    assert report["root"] == "ro", facts
+    assert report["etc"] == "overlay", facts
+    assert report["rootfs"] == filesystem, facts
+    assert report["var"] == "mounted" and report["varfs"] == filesystem, facts
+    assert report["boot"] == "mounted" and report["bootfs"] == "vfat", facts
+    assert "console=ttyS0" in report["cmdline"].split(), facts
+
+
+def check_encrypted_cmdline(report: dict[str, str], uuids: dict[str, str], facts: str) -> None:
+    """Reference §12: the active root and var by LUKS UUID, the inactive root nowhere (it stays locked)."""
+    cmdline = report["cmdline"].split()
+    assert "root=/dev/mapper/root1" in cmdline, facts
+    assert f"rd.luks.name={uuids['root1']}=root1" in cmdline, facts
+    assert f"rd.luks.name={uuids['var']}=var" in cmdline, facts
+    assert not any(uuids["root2"] in token for token in cmdline), "the inactive root is not on the cmdline"
+    assert "rd.etc.overlay.var=/dev/mapper/var" in cmdline, facts
