@@ -46,6 +46,7 @@ from .image.extract import extract_image
 from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource, open_image
 from .initramfs import names_contain
+from .live import on_live_system
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
 from .plan import MIN_PASSPHRASE, InstallPlan
@@ -610,8 +611,14 @@ def finish(inst: Install) -> None:
     run(["sync"], ctx=inst.ctx)
     if inst.staged and not inst.plan.target.is_image_file:
         # nbc empties the staged-install cache after installing a real disk from it (reference §7.5).
+        # Not on the live ISO: its staged images are on the read-only medium, so clearing them frees
+        # nothing and every later install in this boot ("Install again", a second disk) would lack them.
         from .image.cache import CacheKind, clear_cache
 
+        if on_live_system():
+            inst.message("Kept the staged images: they are part of the live medium and stay available for "
+                         "another install")
+            return
         try:
             clear_cache(CacheKind.INSTALL)
         except NbcError as exc:

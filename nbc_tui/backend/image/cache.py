@@ -10,6 +10,9 @@ Only dot-less directories with readable metadata are entries. A download is writ
 inside the cache dir (same filesystem), checked, and renamed into place under the exclusive cache lock,
 so nothing half-written ever looks like an entry. ``NBC_TUI_CACHE_ROOT`` moves the cache (tests).
 
+Like nbc, an install onto a real disk empties ``staged-install`` afterwards, except on the nbc-tui live
+ISO, whose staged images are part of its read-only medium (see ``install.finish`` and :mod:`..live`).
+
 Unlike nbc, metadata values are true: os-release comes from the image's own os-release file and
 ``size_bytes`` is the uncompressed size (see :func:`_metadata`).
 """
