@@ -37,7 +37,7 @@ INSTALL_TIMEOUT = 1200
 INSTALLED_BOOT_TIMEOUT = 420
 PROMPT = re.compile(r"root@nbc-tui-live:~# ")
 # Keys as a VT220 serial terminal sends them.
-TAB, ENTER, ESC, DOWN, CTRL_N = "\t", "\r", "\x1b", "\x1b[B", "\x0e"
+TAB, ENTER, ESC, DOWN, RIGHT, CTRL_N = "\t", "\r", "\x1b", "\x1b[B", "\x1b[C", "\x0e"
 SETTLE = 0.7
 """Seconds after a key that moves the focus before the next key (see keys())."""
 KERNEL_ARG = "console=ttyS0"
@@ -59,7 +59,7 @@ def keys(vm: LiveVm, *sequence: str) -> None:
 
 def install_by_keys(vm: LiveVm) -> tuple[str, re.Match[str], float]:
     """Welcome to done on the serial console: the staged image, the blank disk from the table, no
-    encryption, the default filesystem and bootloader, console=ttyS0, no root password, the disk's name typed
+    encryption, ext4 and the automatic bootloader, console=ttyS0, no root password, the disk's name typed
     to confirm; then leave it. Returns what the installer drew, the shell's "nbc-tui exited" line and the
     seconds the install itself took."""
     start = vm.mark()
@@ -78,7 +78,9 @@ def install_by_keys(vm: LiveVm) -> tuple[str, re.Match[str], float]:
     vm.wait_after(at_disks, "Disk encryption")
     keys(vm, TAB, TAB, ENTER)  # no encryption: Back, Continue
     vm.wait_after(at_disks, "Root password")
-    keys(vm, TAB, TAB, *KERNEL_ARG)  # over the filesystem and bootloader choices to the kernel arguments
+    # ext4 (the second filesystem choice), the bootloader left automatic (systemd-boot: the image has it),
+    # then the kernel arguments
+    keys(vm, RIGHT, " ", TAB, TAB, *KERNEL_ARG)
     keys(vm, TAB, TAB, TAB, TAB, ENTER)  # password, again (both empty), Back, Continue
     word = vm.wait_after(at_disks, r"type (\S+) here").group(1)
     keys(vm, *word, ENTER)
@@ -134,7 +136,7 @@ def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso,
         report = read_report(boot, INSTALLED_BOOT_TIMEOUT)
         boot.wait_for(r"login:", INSTALLED_BOOT_TIMEOUT)
         boot_seconds = boot.elapsed
-    check_layout(report, filesystem="btrfs", facts=f"report: {report}; console: {log}")
+    check_layout(report, filesystem="ext4", facts=f"report: {report}; console: {log}")
     print(f"\nlive ISO, TUI on the serial console: GRUB menu at {grub_seconds:.0f} s, installer at "
           f"{tui_seconds:.0f} s after QEMU started, install by keys {install_seconds:.0f} s; installed disk at "
           f"login {boot_seconds:.0f} s after its start; ISO build {live_iso.build_seconds:.0f} s")
