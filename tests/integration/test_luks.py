@@ -85,14 +85,20 @@ def test_no_device_mapper_refuses_before_writing(nbc, synthetic_image: str, loop
         assert PASSPHRASE not in text
 
 
-@pytest.mark.skipif(not no_device_mapper(), reason="this kernel has device-mapper: the refusal cannot happen")
-def test_no_device_mapper_leaves_an_image_file_as_it_was(nbc, synthetic_image: str, tmp_path: Path,
-                                                         passphrase_file: Path) -> None:
+def existing_image_file(tmp_path: Path) -> Path:
+    """A 3 GiB disk-image file with data on it that a refused install must leave as it was."""
     image = tmp_path / "existing.img"
     with image.open("wb") as f:
         f.truncate(3 << 30)
         f.seek(1 << 20)
         f.write(b"old data that must survive" * 100)
+    return image
+
+
+@pytest.mark.skipif(not no_device_mapper(), reason="this kernel has device-mapper: the refusal cannot happen")
+def test_no_device_mapper_leaves_an_image_file_as_it_was(nbc, synthetic_image: str, tmp_path: Path,
+                                                         passphrase_file: Path) -> None:
+    image = existing_image_file(tmp_path)
     before = digest_of(image)
     r = nbc("install", "--image", synthetic_image, "--via-loopback", str(image), "--image-size", "3", *SMALL,
             "--encrypt", "--passphrase-file", str(passphrase_file), "--yes")
@@ -312,11 +318,7 @@ def test_an_image_that_cannot_unlock_is_refused_before_the_wipe(
 
 def test_an_image_file_is_left_as_it_was_when_the_image_cannot_unlock(
         nbc, cannot_unlock: dict[str, str], tmp_path: Path, passphrase_file: Path) -> None:
-    image = tmp_path / "existing.img"
-    with image.open("wb") as f:
-        f.truncate(3 << 30)
-        f.seek(1 << 20)
-        f.write(b"old data that must survive" * 100)
+    image = existing_image_file(tmp_path)
     before = digest_of(image)
     r = nbc("install", "--image", cannot_unlock["luks"], "--via-loopback", str(image), "--image-size", "3", *SMALL,
             "--encrypt", "--passphrase-file", str(passphrase_file), "--yes", "--dry-run")
