@@ -234,7 +234,9 @@ def shell_checks(vm: LiveVm, variants: ImageVariants) -> dict[str, str]:
         " --filesystem ext4 --yes --json >/run/stopped.jsonl 2>/run/stopped.err & pid=$!;"
         " for i in $(seq 900); do grep -q '\"step_name\":\"Extracting container filesystem\"' /run/stopped.jsonl"
         " && break; kill -0 $pid 2>/dev/null || break; sleep 1; done; sleep 5; kill -TERM $pid; wait $pid; rc=$?;"
-        " echo rc=$rc mappers=$(ls /dev/mapper | grep -vx control | tr '\\n' ,) mounts=$(grep -c nbc-tui /proc/mounts)",
+        # The engine mounts under /run/nbc-tui (the live system's own layers have "nbc-tui" in their names).
+        " echo rc=$rc mappers=$(ls /dev/mapper | grep -vx control | tr '\\n' ,)"
+        " mounts=$(grep -c ' /run/nbc-tui/' /proc/mounts)",
         timeout=1200)
     print(f"\nISO: the install stopped with SIGTERM took {time.monotonic() - started:.0f} s to run and clean up")
     if not cancel.strip().startswith("rc=130"):
