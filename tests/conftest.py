@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,6 +56,18 @@ def nbc(log_file: Path):
         return CliResult(proc.returncode, proc.stdout, proc.stderr)
 
     return run
+
+
+@contextlib.contextmanager
+def sigint_not_ignored() -> Iterator[None]:
+    """Start a child that will be sent SIGINT inside this block. A test run started as a background job of a
+    non-interactive shell has SIGINT ignored, which a child inherits; Python then installs no
+    KeyboardInterrupt handler, so Ctrl-C would do nothing and the test would prove nothing about it."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # a handler becomes SIG_DFL on exec
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def loop_devices_of(path: Path) -> list[str]:

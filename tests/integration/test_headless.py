@@ -16,6 +16,7 @@ import jsonschema
 import pytest
 
 from nbc_tui.commands.headless_cmd import AFTER_DRY_RUN_ENV, ANSWERS_MOUNT_BASE, CMDLINE_ENV
+from tests.conftest import sigint_not_ignored
 from tests.integration.disk_image import gpt
 from tests.integration.test_answers_cli import DISK_SIZE, LAYOUT, left_behind, run_cli
 from tests.support.loopdev import attached_loop
@@ -217,8 +218,10 @@ def test_a_damaged_image_is_exit_1(tmp_path: Path) -> None:
 def test_ctrl_c_is_exit_130_and_leaves_nothing_behind(synthetic_image: str, tmp_path: Path) -> None:
     answers = image_answers(tmp_path, synthetic_image)
     env = {**os.environ, "NBC_TUI_LOG_FILE": str(tmp_path / "log")}
-    proc = subprocess.Popen([sys.executable, "-m", "nbc_tui.cli", "--headless", "--answers", str(answers), "--json"],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    with sigint_not_ignored():
+        proc = subprocess.Popen([sys.executable, "-m", "nbc_tui.cli", "--headless", "--answers", str(answers),
+                                 "--json"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                                cwd=REPO)
     assert proc.stdout is not None
     events = []
     for line in proc.stdout:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import REPO, loop_devices_of, nbc_mounts
+from tests.conftest import REPO, loop_devices_of, nbc_mounts, sigint_not_ignored
 from tests.support.synthetic import make_image
 
 pytestmark = pytest.mark.root
@@ -43,7 +43,8 @@ def test_interrupted_during_extraction(tmp_path: Path, log_file: Path, sig: sign
     env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
     argv = [sys.executable, "-m", "nbc_tui.cli", "install", "--image", ref, "--via-loopback", str(image),
             *SMALL, "--json"]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    with sigint_not_ignored():
+        proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
     events = []
     assert proc.stdout
     for line in proc.stdout:
