@@ -6,9 +6,11 @@ from __future__ import annotations
 import re
 import subprocess
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.qemu import Vm
+from tests.vm.image_builder import read_report
+from tests.vm.qemu import Vm, booted
 
 PASSPHRASE_PROMPT = re.compile(r"Please enter passphrase for disk")
 """systemd-cryptsetup's prompt on the console (it names the disk)."""
@@ -16,6 +18,7 @@ LUKS2_MAGIC = b"LUKS\xba\xbe\x00\x02"
 LUKS2_UUID_OFFSET = 168
 """magic 6, version 2, header size 8, seqid 8, label 48, checksum algorithm 32, salt 64: then the UUID."""
 PARTITIONS = {"root1": 2, "root2": 3, "var": 4}
+REPORT_END = re.compile(r"NBC-REPORT-END")
 
 
 def sparse_disk(path: Path, size: int) -> Path:
@@ -56,6 +59,30 @@ def type_passphrases(vm: Vm, passphrase: str, until: re.Pattern[str], timeout: f
         time.sleep(0.5)
     vm.wait_for(until, 1)  # raises with the console tail
     return answered
+
+
+@dataclass(frozen=True)
+class InstalledBoot:
+    """What a boot of an installed disk showed, up to its login prompt."""
+
+    report: dict[str, str]
+    console: str
+    seconds: float
+    """From QEMU's start to the login prompt."""
+    prompts: int
+    """Passphrase prompts answered."""
+    facts: str
+    """The report and where the console log is: for assertion messages."""
+
+
+def boot_installed(disk: Path, log: Path, *, timeout: float, passphrase: str | None = None,
+                   tpm_socket: Path | None = None) -> InstalledBoot:
+    """Boot ``disk`` under OVMF to its login prompt, typing ``passphrase`` at every prompt when given."""
+    with booted(disk, log=log, timeout=timeout, interactive=passphrase is not None, tpm_socket=tpm_socket) as vm:
+        prompts = type_passphrases(vm, passphrase, REPORT_END, timeout) if passphrase is not None else 0
+        report = read_report(vm, timeout)
+        vm.wait_for(r"login:", timeout)
+        return InstalledBoot(report, vm.console(), vm.elapsed, prompts, f"report: {report}; console: {log}")
 
 
 def check_layout(report: dict[str, str], *, filesystem: str, facts: str) -> None:

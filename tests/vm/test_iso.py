@@ -22,11 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.image_builder import read_report
 from tests.vm.image_variants import PRELOADED_TAG, ImageVariants
-from tests.vm.installed import check_layout, sparse_disk
+from tests.vm.installed import boot_installed, check_layout, sparse_disk
 from tests.vm.iso_builder import BUILD_SCRIPT, TUI_EXITED, TUI_FIRST_SCREEN, LiveIso, LiveVm, booted_iso
-from tests.vm.qemu import booted
 
 BOOT_TIMEOUT = 300
 """Seconds from QEMU's start to the installer on the console (about 60-90 s under TCG here)."""
@@ -131,15 +129,11 @@ def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso,
         vm.send("poweroff\r")
         vm.process.wait(timeout=180)
 
-    log = tmp_path / "console.log"
-    with booted(disk, log=log, timeout=INSTALLED_BOOT_TIMEOUT) as boot:
-        report = read_report(boot, INSTALLED_BOOT_TIMEOUT)
-        boot.wait_for(r"login:", INSTALLED_BOOT_TIMEOUT)
-        boot_seconds = boot.elapsed
-    check_layout(report, filesystem="ext4", facts=f"report: {report}; console: {log}")
+    boot = boot_installed(disk, tmp_path / "console.log", timeout=INSTALLED_BOOT_TIMEOUT)
+    check_layout(boot.report, filesystem="ext4", facts=boot.facts)
     print(f"\nlive ISO, TUI on the serial console: GRUB menu at {grub_seconds:.0f} s, installer at "
           f"{tui_seconds:.0f} s after QEMU started, install by keys {install_seconds:.0f} s; installed disk at "
-          f"login {boot_seconds:.0f} s after its start; ISO build {live_iso.build_seconds:.0f} s")
+          f"login {boot.seconds:.0f} s after its start; ISO build {live_iso.build_seconds:.0f} s")
     disk.unlink()
 
 

@@ -34,18 +34,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.image_builder import read_report
 from tests.vm.image_variants import PRELOADED_TAG, ImageVariants
 from tests.vm.installed import (
     PASSPHRASE_PROMPT,
+    boot_installed,
     check_encrypted_cmdline,
     check_layout,
     luks_uuids,
     sparse_disk,
-    type_passphrases,
 )
 from tests.vm.iso_builder import HEADLESS_EXIT, LiveIso, LiveVm, booted_iso, build_iso
-from tests.vm.qemu import booted, software_tpm
+from tests.vm.qemu import software_tpm
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
@@ -149,20 +148,13 @@ def test_unattended_install_boots_with_the_passphrase(live_iso: LiveIso, image_v
     assert "After the install: poweroff" in console
     uuids = luks_uuids(target)
 
-    log = tmp_path / "console.log"
-    with booted(target, log=log, timeout=BOOT_TIMEOUT, interactive=True) as boot:
-        prompts = type_passphrases(boot, PASSPHRASE, re.compile(r"NBC-REPORT-END"), BOOT_TIMEOUT)
-        report = read_report(boot, 10)
-        boot.wait_for(r"login:", BOOT_TIMEOUT)
-        boot_seconds = boot.elapsed
-        boot_console = boot.console()
-    facts = f"report: {report}; console: {log}"
-    check_layout(report, filesystem="ext4", facts=facts)
-    check_encrypted_cmdline(report, uuids, facts)
-    assert prompts >= 1, "no passphrase was asked for: is the disk encrypted?"
-    assert "root2" not in " ".join(PASSPHRASE_PROMPT.findall(boot_console)), "root2 is noauto: never asked for"
+    boot = boot_installed(target, tmp_path / "console.log", timeout=BOOT_TIMEOUT, passphrase=PASSPHRASE)
+    check_layout(boot.report, filesystem="ext4", facts=boot.facts)
+    check_encrypted_cmdline(boot.report, uuids, boot.facts)
+    assert boot.prompts >= 1, "no passphrase was asked for: is the disk encrypted?"
+    assert "root2" not in " ".join(PASSPHRASE_PROMPT.findall(boot.console)), "root2 is noauto: never asked for"
     print(f"\nISO, unattended LUKS2 (ext4/GRUB): install done {install_seconds:.0f} s after QEMU started; "
-          f"installed disk at login {boot_seconds:.0f} s after its start, {prompts} passphrase prompt(s)")
+          f"installed disk at login {boot.seconds:.0f} s after its start, {boot.prompts} passphrase prompt(s)")
     target.unlink()
 
 
@@ -200,19 +192,14 @@ def test_unattended_tpm2_install_unlocks_by_itself(live_iso: LiveIso, image_vari
     assert after_install["cancel"] == "rc=130 mappers= mounts=0", "the stopped install left something behind"
     uuids = luks_uuids(target)
 
-    log = tmp_path / "console.log"
-    with software_tpm(tpm_state) as sock, booted(target, log=log, timeout=BOOT_TIMEOUT, tpm_socket=sock) as boot:
-        report = read_report(boot, BOOT_TIMEOUT)
-        boot.wait_for(r"login:", BOOT_TIMEOUT)
-        boot_seconds = boot.elapsed
-        boot_console = boot.console()
-    facts = f"report: {report}; console: {log}"
-    check_layout(report, filesystem="btrfs", facts=facts)
-    check_encrypted_cmdline(report, uuids, facts)
-    assert f"rd.luks.options={uuids['root1']}=tpm2-device=auto" in report["cmdline"].split(), facts
-    assert not PASSPHRASE_PROMPT.search(boot_console), "a passphrase was asked for although the TPM2 should unlock"
+    with software_tpm(tpm_state) as sock:
+        boot = boot_installed(target, tmp_path / "console.log", timeout=BOOT_TIMEOUT, tpm_socket=sock)
+    check_layout(boot.report, filesystem="btrfs", facts=boot.facts)
+    check_encrypted_cmdline(boot.report, uuids, boot.facts)
+    assert f"rd.luks.options={uuids['root1']}=tpm2-device=auto" in boot.report["cmdline"].split(), boot.facts
+    assert not PASSPHRASE_PROMPT.search(boot.console), "a passphrase was asked for although the TPM2 should unlock"
     print(f"\nISO, unattended LUKS2 + TPM2 (btrfs/systemd-boot): install done {install_seconds:.0f} s after QEMU "
-          f"started; installed disk at login {boot_seconds:.0f} s after its start, no prompt")
+          f"started; installed disk at login {boot.seconds:.0f} s after its start, no prompt")
     target.unlink()
 
 
