@@ -14,6 +14,8 @@ PACKAGES=(
   qemu-system-x86 ovmf debootstrap skopeo umoci
   # tests: a software TPM2 for enrolment and the VM's TPM
   swtpm swtpm-tools libtss2-tcti-swtpm0
+  # systemd-cryptenroll loads the TPM2 stack at run time (dlopen), so nothing pulls these in by itself
+  libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0
   # tests: a real registry, a real Podman API socket, htpasswd for basic auth
   docker-registry podman uidmap apache2-utils
   # benchmarks: GNU time for peak memory
