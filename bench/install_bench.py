@@ -23,7 +23,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from nbc_tui.backend.image.extract import extract_image  # noqa: E402
-from nbc_tui.backend.image.source import open_image  # noqa: E402
+from nbc_tui.backend.image.opener import open_image  # noqa: E402
 from nbc_tui.backend.runner import RunContext  # noqa: E402
 from tests.vm.image_builder import build_debian_image  # noqa: E402
 

@@ -9,9 +9,9 @@ from typing import Any
 from pydantic import BaseModel
 
 from .answer_format import ANSWERS_VERSION, SECTION_DOCS, SECTIONS
+from .atomic import write_atomically
 from .plan import InstallPlan
 from .sizes import GiB, MiB
-from .state import write_atomically
 
 
 def dump_answers(plan: InstallPlan) -> str:

@@ -30,7 +30,7 @@ from .disk_rules import Resolved, resolve_target
 from .disks import Disk
 from .errors import InputError, NbcError
 from .events import Emit, ErrorEvent, Event, MessageEvent, StepEvent
-from .plan import MIN_PASSPHRASE, InstallPlan
+from .plan import MIN_PASSPHRASE, InstallPlan, error_text
 from .runner import RunContext
 from .sizes import human
 
@@ -249,7 +249,7 @@ _TYPE_HINTS = {
 def _problem(err: Any, lines: dict[Loc, int]) -> Problem:
     loc: Loc = tuple(err["loc"])
     kind, line = err["type"], _line(lines, loc)
-    msg = str(err["msg"]).removeprefix("Value error, ")
+    msg = error_text(err)
     key = format_key(loc)
     if kind == "extra_forbidden":
         parent, name = loc[:-1], str(loc[-1])

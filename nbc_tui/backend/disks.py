@@ -33,8 +33,11 @@ from .blockdevices import (
     read_value,
 )
 from .errors import InputError
+from .inroot import resolve_in_target
+from .osrelease import OS_RELEASE_PATHS, parse_os_release
 from .runner import RunContext
 from .sizes import human
+from .slots import VAR, Slot
 from .system_disks import (
     LIVE_MEDIUM_MOUNTS,
     RUNNING_SYSTEM_MOUNTS,
@@ -81,7 +84,7 @@ _NOT_DISK_KINDS = (
 )
 
 # nbc's filesystem labels (reference §3.2): a disk carrying them holds an nbc A/B system.
-_NBC_LABELS = frozenset({"root1", "root2", "var"})
+_NBC_LABELS = frozenset({Slot.A.role, Slot.B.role, VAR})
 
 
 class Ineligible(StrEnum):
@@ -254,15 +257,14 @@ def _first(*values: str | None) -> str | None:
 
 def _pretty_name(root: Path) -> str | None:
     """PRETTY_NAME from the os-release of a mounted root, without following links out of it."""
-    for rel in ("etc/os-release", "usr/lib/os-release"):
-        path = root / rel
+    for rel in OS_RELEASE_PATHS:
+        path = resolve_in_target(root, rel)
+        if path is None:
+            continue
         with contextlib.suppress(OSError):
-            if path.is_symlink():
-                target = os.readlink(path)
-                path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
-            for line in path.read_text(errors="replace").splitlines():
-                if line.startswith("PRETTY_NAME="):
-                    return line.partition("=")[2].strip().strip("\"'") or None
+            name = parse_os_release(path.read_text(errors="replace")).get("PRETTY_NAME")
+            if name:
+                return name
     return None
 
 

@@ -15,10 +15,10 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .boot.kernel import resolve_in_target
 from .errors import InputError, NbcError
-from .filesystems import bind_mounted
 from .initramfs import InitramfsError, initramfs_contains
+from .inroot import resolve_in_target
+from .mounts import bind_mounted
 from .runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")

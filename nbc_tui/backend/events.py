@@ -14,6 +14,8 @@ from typing import Any, Literal, TextIO
 
 from pydantic import BaseModel, ConfigDict, Field, field_serializer
 
+from .errors import NbcError
+
 
 def utc_now() -> datetime:
     return datetime.now(UTC).replace(microsecond=0)
@@ -56,6 +58,13 @@ class WarningEvent(Event):
 
 class ErrorEvent(Event):
     type: Literal["error"] = "error"
+
+    @classmethod
+    def from_error(cls, title: str, exc: NbcError) -> ErrorEvent:
+        """``title`` ("Installation failed") as the message; the error's sentence, hint and details in
+        ``details`` (the sentence for people wins over a raw "error" a source may carry in its details)."""
+        details = {**exc.details, "error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
+        return cls(message=title, details=details)
 
 
 class CompleteEvent(Event):

@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from .. import __version__
 from . import disks, dracut, luks, partition, target, tpm
+from .atomic import write_atomically
 from .boot import bootloader as boot
 from .boot.cmdline import LuksCmdline, kernel_cmdline
 from .boot.efivars import register_efi_boot_entry
@@ -40,25 +41,28 @@ from .events import (
     WarningEvent,
     progress_event,
 )
-from .filesystems import make_filesystem, mounted, read_fs_label, read_fs_uuid
+from .filesystems import make_filesystem, read_fs_label, read_fs_uuid
 from .image.cache import CachedImage
 from .image.extract import extract_image
+from .image.opener import open_image
 from .image.scan import ImageInventory, scan_image
-from .image.source import ImageSource, open_image
-from .initramfs import names_contain
+from .image.source import ImageSource
+from .initramfs_needs import image_tpm2_problem, initramfs_gaps, initramfs_member_names, unlock_support_problem
 from .live import on_live_system
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
+from .mounts import mounted
 from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext, run, which
+from .secret_files import key_file, read_secret_file
 from .sizes import human
-from .state import EncryptionState, SystemConfig, local_now_rfc3339, write_atomically, write_system_config
+from .slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
+from .state import EncryptionState, SystemConfig, local_now_rfc3339, write_system_config
 
 log = logging.getLogger("nbc_tui")
 T = TypeVar("T")
 
 MOUNT_BASE = Path("/run/nbc-tui")
-SLOT_A = "A"
 # Tools every install runs; more are added by the plan (mkfs of its filesystem, openssl for a password).
 BASE_TOOLS = ("sgdisk", "sfdisk", "wipefs", "losetup", "blkid", "mount", "umount", "cp", "chroot",
               "mkfs.vfat", "mmd", "mcopy", "mdir", "mtype")
@@ -181,7 +185,7 @@ def _check_encryption(inst: Install) -> None:
     assert enc is not None
     passphrase = enc.passphrase
     if enc.passphrase_file is not None:
-        passphrase = target.read_secret_file(enc.passphrase_file, "LUKS passphrase")
+        passphrase = read_secret_file(enc.passphrase_file, "LUKS passphrase")
     assert passphrase is not None
     inst.ctx.redactor.add(passphrase)
     if len(passphrase.get_secret_value()) < MIN_PASSPHRASE:
@@ -311,11 +315,11 @@ def _check_unlock_support(plan: InstallPlan, inv: ImageInventory) -> None:
     nothing the plan needs); otherwise what boots is the one dracut rebuilds from the image."""
     assert plan.encryption is not None
     members = inv.initramfs_members.get(_newest_kernel(inv), frozenset())
-    gaps = initramfs_gaps(plan, members)
+    gaps = _gaps(plan, members)
     shipped = None if gaps else members
-    problems = [luks.unlock_support_problem(inv.exists, inv.matches, initramfs_members=shipped)]
+    problems = [unlock_support_problem(inv.exists, inv.matches, initramfs_members=shipped)]
     if plan.encryption.tpm2:
-        problems.append(tpm.image_tpm2_problem(inv.exists, inv.matches, initramfs_members=shipped))
+        problems.append(image_tpm2_problem(inv.exists, inv.matches, initramfs_members=shipped))
     problem = "; ".join(p for p in problems if p)
     if problem and gaps:
         problem += f" (its initramfs must be rebuilt: it lacks {' and '.join(gaps)})"
@@ -327,20 +331,9 @@ def _check_unlock_support(plan: InstallPlan, inv: ImageInventory) -> None:
                               "without encryption")
 
 
-def initramfs_gaps(plan: InstallPlan, members: AbstractSet[str]) -> list[str]:
-    """What an initramfs (its member names) lacks for this plan. The image's initramfs is generic (the unlock
-    is driven by rd.luks.* on the kernel command line, not by a crypttab inside it), so one that has these
-    parts boots this disk."""
-    missing = []
-    if not names_contain(members, dracut.HOOK_SCRIPT):
-        missing.append("the etc-overlay module")
+def _gaps(plan: InstallPlan, members: AbstractSet[str]) -> list[str]:
     enc = plan.encryption
-    if enc is not None:
-        if not luks.initramfs_can_unlock(members):
-            missing.append("LUKS support")
-        if enc.tpm2 and not tpm.initramfs_has_tpm2(members):
-            missing.append("TPM2 support")
-    return missing
+    return initramfs_gaps(members, encrypted=enc is not None, tpm2=bool(enc and enc.tpm2))
 
 
 def confirm_wipe(inst: Install) -> None:
@@ -408,14 +401,14 @@ def create_partitions(inst: Install) -> None:
 def encrypt_partitions(inst: Install) -> None:
     """LUKS2 on root1, root2 and var, then open them as nbc's mappers (closed again by the stack)."""
     assert inst.passphrase is not None
-    for role in luks.ENCRYPTED_ROLES:
+    for role in ENCRYPTED_ROLES:
         raw = inst.devices[role]
         inst.partitions[role] = raw
         inst.message(f"Encrypting {role} ({raw}) with LUKS2")
         luks.luks_format(raw, inst.passphrase, ctx=inst.ctx)
         inst.luks_uuids[role] = luks.luks_uuid(raw, ctx=inst.ctx)
-    for role in luks.ENCRYPTED_ROLES:
-        name = luks.MAPPER_NAMES[role]
+    for role in ENCRYPTED_ROLES:
+        name = MAPPER_NAMES[role]
         inst.devices[role] = inst.hold(luks.opened(inst.partitions[role], name, inst.passphrase, ctx=inst.ctx))
         inst.message(f"{role}: LUKS {inst.luks_uuids[role]} open as {inst.devices[role]}", verbose=True)
 
@@ -425,13 +418,13 @@ def enroll_tpm(inst: Install) -> None:
     enc = inst.plan.encryption
     assert enc is not None and inst.passphrase is not None
     pcrs = "no PCRs" if not enc.tpm2_pcrs else "PCR " + "+".join(str(p) for p in enc.tpm2_pcrs)
-    raws = [inst.partitions[role] for role in luks.ENCRYPTED_ROLES]
-    with tpm.key_file(inst.passphrase, name="luks") as unlock:
-        for index, role in enumerate(luks.ENCRYPTED_ROLES, start=1):
+    raws = [inst.partitions[role] for role in ENCRYPTED_ROLES]
+    with key_file(inst.passphrase, name="luks") as unlock:
+        for index, role in enumerate(ENCRYPTED_ROLES, start=1):
             inst.message(f"  [{index}/{len(raws)}] Enrolling TPM2 for {role} ({inst.partitions[role]}), {pcrs}")
             tpm.enroll_tpm2(inst.partitions[role], unlock_key_file=unlock, pcrs=enc.tpm2_pcrs, ctx=inst.ctx)
         recovery = tpm.enroll_recovery_key(raws, unlock_key_file=unlock, ctx=inst.ctx)
-    for role in luks.ENCRYPTED_ROLES:
+    for role in ENCRYPTED_ROLES:
         if not tpm.has_tpm2_token(inst.partitions[role], ctx=inst.ctx):
             raise NbcError(f"{role}: no systemd-tpm2 token in the LUKS header after enrolling the TPM2")
     if enc.recovery_key_file is not None:
@@ -479,7 +472,7 @@ def configure(inst: Install) -> None:
     target.reset_machine_id(root, inst.warn)
     password = plan.system.root_password
     if plan.system.root_password_file:
-        password = target.read_secret_file(plan.system.root_password_file, "root password")
+        password = read_secret_file(plan.system.root_password_file, "root password")
     if password is not None:
         inst.ctx.redactor.add(password)
         target.set_root_password(root, password, ctx=inst.ctx)
@@ -493,7 +486,7 @@ def configure(inst: Install) -> None:
                      f"/{keys_at.relative_to(root)}")
     target.write_tmpfiles_marker(root)
     if plan.encryption is not None:
-        luks.write_crypttab(root, luks.crypttab_text(inst.luks_uuids, active_root="root1",
+        luks.write_crypttab(root, luks.crypttab_text(inst.luks_uuids, active=Slot.A,
                                                      tpm2=plan.encryption.tpm2))
         inst.message("Wrote /etc/crypttab (root2 noauto)", verbose=True)
     # /etc is final from here on: the overlay's lower layer is a copy of it.
@@ -536,7 +529,7 @@ def build_initramfs(inst: Install) -> None:
     assert inst.root and inst.kernel and inst.inventory
     plan, kver = inst.plan, inst.kernel.version
     # The scan read the very file extraction wrote (same verified layers, same final tree).
-    missing = initramfs_gaps(plan, inst.inventory.initramfs_members.get(kver, frozenset()))
+    missing = _gaps(plan, inst.inventory.initramfs_members.get(kver, frozenset()))
     if not missing:
         inst.message("The image's initramfs already has the etc-overlay module"
                      + (" and can unlock LUKS" if plan.encryption else ""))
@@ -550,7 +543,7 @@ def build_initramfs(inst: Install) -> None:
     inst.message(f"Regenerating the initramfs of kernel {kver} with dracut modules {', '.join(modules)}")
     initramfs = dracut.regenerate_initramfs(inst.root, kver, ctx=inst.ctx, modules=modules)
     if not inst.ctx.dry_run:
-        still = initramfs_gaps(plan, luks.initramfs_member_names(initramfs))
+        still = _gaps(plan, initramfs_member_names(initramfs))
         if still:
             raise NbcError(f"the regenerated initramfs of kernel {kver} still lacks {' and '.join(still)}",
                            hint="check the image's dracut modules (crypt, tpm2-tss) and their requirements")
@@ -562,7 +555,7 @@ def install_bootloader(inst: Install) -> None:
     plan = inst.plan
     encryption = None
     if plan.encryption is not None:
-        encryption = LuksCmdline(root_luks_uuid=inst.luks_uuids["root1"], root_mapper="root1",
+        encryption = LuksCmdline(root_luks_uuid=inst.luks_uuids["root1"], slot=Slot.A,
                                  var_luks_uuid=inst.luks_uuids["var"], tpm2=plan.encryption.tpm2)
     options = kernel_cmdline(root_uuid=inst.fs_uuids["root1"], esp_uuid=inst.fs_uuids["esp"],
                              var_uuid=inst.fs_uuids["var"], filesystem=plan.layout.filesystem,
@@ -571,7 +564,7 @@ def install_bootloader(inst: Install) -> None:
     inst.message(f"Bootloader: {inst.bootloader_kind}; kernel command line: {' '.join(options)}")
     boot.install_bootloader(inst.bootloader_kind, target_root=inst.root,  # type: ignore[arg-type]
                             esp=Esp(inst.devices["esp"], ctx=inst.ctx), esp_uuid=inst.fs_uuids["esp"],
-                            slot=SLOT_A, kernel=inst.kernel, options=options, title=title, ctx=inst.ctx,
+                            slot=Slot.A, kernel=inst.kernel, options=options, title=title, ctx=inst.ctx,
                             warn=inst.warn)
     not_registered = register_efi_boot_entry(inst.disk_path, 1, title,  # type: ignore[arg-type]
                                              is_image_file=plan.target.is_image_file, ctx=inst.ctx)
@@ -598,7 +591,7 @@ def verify(inst: Install) -> None:
                 raise NbcError(f"{role}: LUKS UUID {read_back} read back, expected {inst.luks_uuids[role]}")
     esp_files = {f.lower() for f in Esp(inst.devices["esp"], ctx=inst.ctx).files()}
     kver = inst.kernel.version
-    for needed in ("EFI/BOOT/BOOTX64.EFI", f"{SLOT_A}/vmlinuz-{kver}", f"{SLOT_A}/initramfs-{kver}.img"):
+    for needed in ("EFI/BOOT/BOOTX64.EFI", *Slot.A.kernel_paths(kver)):
         if needed.lower() not in esp_files:
             raise NbcError(f"the ESP lacks {needed} after installing the bootloader")
     inst.message(f"Found {len(table)} partitions: " + ", ".join(f"{p.number} {p.name}" for p in table))
@@ -702,7 +695,7 @@ def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Conf
     emit(CompleteEvent(
         message="Installation complete! You can now boot from this disk.",
         details={"image": result.image_ref, "device": result.device, "image_digest": result.image_digest,
-                 "bootloader": result.bootloader, "filesystem": result.filesystem, "slot": SLOT_A,
+                 "bootloader": result.bootloader, "filesystem": result.filesystem, "slot": Slot.A.value,
                  **({"encryption": {"luks2": True, "tpm2": plan.encryption.tpm2}} if plan.encryption else {}),
                  "step_seconds": {k: round(v, 2) for k, v in timings.items()}},
     ))
@@ -720,8 +713,8 @@ def _dry_run_summary(inst: Install) -> None:
     inst.message(f"[DRY RUN] Bootloader: {plan.boot.bootloader}; filesystem: {plan.layout.filesystem}")
     enc = plan.encryption
     if enc is not None:
-        names = ", ".join(f"p{n} {role} as /dev/mapper/{luks.MAPPER_NAMES[role]}"
-                          for n, role in zip((2, 3, 4), luks.ENCRYPTED_ROLES, strict=True))
+        names = ", ".join(f"p{n} {role} as /dev/mapper/{MAPPER_NAMES[role]}"
+                          for n, role in zip((2, 3, 4), ENCRYPTED_ROLES, strict=True))
         inst.message(f"[DRY RUN] LUKS2 encryption of {names} (the ESP stays unencrypted)")
         if enc.tpm2:
             pcrs = "+".join(str(p) for p in enc.tpm2_pcrs) or "none"
@@ -732,10 +725,8 @@ def _dry_run_summary(inst: Install) -> None:
 
 
 def _emit_error(emit: Emit, exc: NbcError) -> None:
-    # The sentence for people wins over a raw "error" a source may carry in its details.
-    details = {**exc.details, "error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
     with contextlib.suppress(Exception):
-        emit(ErrorEvent(message="Installation failed", details=details))
+        emit(ErrorEvent.from_error("Installation failed", exc))
 
 
 @contextlib.contextmanager

@@ -14,23 +14,16 @@ from __future__ import annotations
 
 import contextlib
 import os
-import time
-from collections.abc import Callable, Iterable, Iterator
-from collections.abc import Set as AbstractSet
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from pydantic import SecretStr
 
-from .boot.cmdline import ROOT_MAPPERS, VAR_MAPPER
-from .dracut import CRYPT_MODULE, module_glob
+from .atomic import write_atomically
 from .errors import InputError, NbcError
-from .initramfs import InitramfsError, initramfs_names
-from .runner import RunContext, run, which
-from .state import write_atomically
+from .runner import RunContext, retry, run, which
+from .slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
 
-ENCRYPTED_ROLES = ("root1", "root2", "var")
-"""The partitions that are encrypted (the ESP never is), in the order they are set up."""
-MAPPER_NAMES = {"root1": ROOT_MAPPERS[0], "root2": ROOT_MAPPERS[1], "var": VAR_MAPPER}
 MAPPER_DIR = Path("/dev/mapper")
 DM_CONTROL = MAPPER_DIR / "control"
 CRYPTTAB = Path("etc/crypttab")
@@ -42,16 +35,6 @@ Never set it for a real install; the install says so in a warning when it is set
 FAST_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 # A recovery key is 256 random bits: stretching adds nothing (systemd-cryptenroll uses minimal PBKDF2 too).
 HIGH_ENTROPY_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
-
-# What in an initramfs means it can unlock LUKS, and what in an image lets dracut add that (its crypt
-# module's check wants systemd-cryptsetup or cryptsetup). No initramfs-tools hook counts: the installer
-# only ever rebuilds an initramfs with dracut.
-INITRAMFS_UNLOCKERS = ("usr/lib/systemd/systemd-cryptsetup", "lib/systemd/systemd-cryptsetup",
-                       "usr/sbin/cryptsetup", "sbin/cryptsetup", "usr/bin/cryptsetup", "bin/cryptsetup")
-IMAGE_UNLOCKERS = ("usr/lib/systemd/systemd-cryptsetup", "usr/lib64/systemd/systemd-cryptsetup",
-                   "usr/sbin/cryptsetup", "usr/bin/cryptsetup", "sbin/cryptsetup")
-DRACUT_CRYPT_MODULE = module_glob(CRYPT_MODULE)
-
 
 def fast_pbkdf_requested() -> bool:
     return os.environ.get(FAST_PBKDF_ENV) == "1"
@@ -145,40 +128,6 @@ def check_can_encrypt(*, ctx: RunContext | None = None) -> None:
             details={"mappers": taken})
 
 
-def unlock_support_problem(exists: Callable[[str], bool], matches: Callable[[str], bool], *,
-                           initramfs_members: AbstractSet[str] | None = None) -> str | None:
-    """Why the image cannot unlock LUKS at boot, or None.
-
-    ``exists(path)`` and ``matches(glob)`` answer for the image's final tree (paths relative to its root;
-    the pre-install scan's :class:`~nbc_tui.backend.image.scan.ImageInventory`, before anything is
-    written). Give ``initramfs_members`` when the shipped initramfs is the one that boots: an unlocker in
-    it is then enough. Otherwise dracut rebuilds it, and needs its crypt module and systemd-cryptsetup or
-    cryptsetup in the image.
-    """
-    if initramfs_members is not None and initramfs_can_unlock(initramfs_members):
-        return None
-    if not any(exists(p) for p in IMAGE_UNLOCKERS):
-        return ("the image has neither systemd-cryptsetup nor cryptsetup, so its initramfs cannot unlock "
-                "an encrypted root")
-    if not matches(DRACUT_CRYPT_MODULE):
-        return ("the image has no dracut crypt module (90crypt), so its initramfs cannot unlock an encrypted "
-                "root")
-    return None
-
-
-def initramfs_member_names(initramfs: Path) -> set[str]:
-    """Member names of an initramfs (empty when it cannot be read: then it counts as lacking everything)."""
-    try:
-        with initramfs.open("rb") as f:
-            return set(initramfs_names(f))
-    except (OSError, InitramfsError):
-        return set()
-
-
-def initramfs_can_unlock(names: AbstractSet[str]) -> bool:
-    return any(n in names for n in INITRAMFS_UNLOCKERS)
-
-
 # -- format, open, read back -----------------------------------------------------------------------
 
 def luks_format(device: Path, passphrase: SecretStr, *, ctx: RunContext) -> None:
@@ -216,16 +165,12 @@ def opened(device: Path, name: str, passphrase: SecretStr, *, ctx: RunContext) -
 
 def close(name: str, *, ctx: RunContext) -> None:
     """``cryptsetup close``; a mapper still busy a moment after an unmount gets a few retries."""
-    for attempt in range(10):
-        if not existing_mappers((name,)) and not ctx.dry_run:
-            return
-        try:
+
+    def close_once() -> None:
+        if existing_mappers((name,)) or ctx.dry_run:
             run(["cryptsetup", "close", name], ctx=ctx, timeout=60)
-            return
-        except NbcError:
-            if attempt == 9:
-                raise
-            time.sleep(0.5)
+
+    retry(close_once, attempts=10, delay=0.5)
 
 
 def add_key(device: Path, *, ctx: RunContext, unlock_key_file: Path, new_key_file: Path,
@@ -239,11 +184,10 @@ def add_key(device: Path, *, ctx: RunContext, unlock_key_file: Path, new_key_fil
 
 # -- the installed system's /etc/crypttab ----------------------------------------------------------
 
-def crypttab_text(uuids: dict[str, str], *, active_root: str = "root1", tpm2: bool = False) -> str:
-    """nbc's crypttab (reference §5.3), with the inactive root ``noauto`` so that the booted system never
-    asks for it (nbc listed it plainly: an extra passphrase prompt at every boot without TPM2)."""
-    if active_root not in ROOT_MAPPERS:
-        raise ValueError(f"active_root must be one of {ROOT_MAPPERS}")
+def crypttab_text(uuids: dict[str, str], *, active: Slot = Slot.A, tpm2: bool = False) -> str:
+    """nbc's crypttab (reference §5.3) for the system in slot ``active``, with the other root ``noauto`` so
+    that the booted system never asks for it (nbc listed it plainly: an extra passphrase prompt at every boot
+    without TPM2)."""
     lines = [
         "# /etc/crypttab - LUKS encrypted devices",
         "# Generated by nbc-tui (nbc-compatible); the root slot that is not booted is noauto",
@@ -253,7 +197,7 @@ def crypttab_text(uuids: dict[str, str], *, active_root: str = "root1", tpm2: bo
     ]
     for role in ENCRYPTED_ROLES:
         options = ["luks"]
-        if role in ROOT_MAPPERS and role != active_root:
+        if role == active.other.role:
             options.append("noauto")
         if tpm2:
             options.append("tpm2-device=auto")

@@ -6,6 +6,8 @@ import re
 import shlex
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+OS_RELEASE_PATHS = ("etc/os-release", "usr/lib/os-release")
+"""Where a root keeps its os-release, in the order os-release(5) reads them."""
 
 
 def parse_os_release(text: str) -> dict[str, str]:

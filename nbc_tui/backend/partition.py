@@ -18,12 +18,17 @@ from pathlib import Path
 
 from .errors import NbcError
 from .plan import Layout
-from .runner import RunContext, run
+from .runner import RunContext, retry, run
+from .slots import ESP_PARTITION, VAR, VAR_PARTITION, Slot
 
 log = logging.getLogger("nbc_tui")
 
 ESP_TYPE_GUID = "C12A7328-F81F-11D2-BA4B-00A0C93EC93B"
 LINUX_DATA_TYPE_GUID = "0FC63DAF-8483-4772-8E79-3D69D8477DE4"
+ESP = "esp"
+"""The engine's name for the ESP's role."""
+ESP_NAME = "boot"
+"""nbc's GPT name of the ESP (its filesystem label is UEFI)."""
 
 
 @dataclass(frozen=True)
@@ -41,10 +46,9 @@ class PartitionSpec:
 
 def nbc_layout(layout: Layout) -> list[PartitionSpec]:
     return [
-        PartitionSpec(1, "boot", "EF00", layout.esp_size, "esp"),
-        PartitionSpec(2, "root1", "8300", layout.root_size, "root1"),
-        PartitionSpec(3, "root2", "8300", layout.root_size, "root2"),
-        PartitionSpec(4, "var", "8300", None, "var"),
+        PartitionSpec(ESP_PARTITION, ESP_NAME, "EF00", layout.esp_size, ESP),
+        *(PartitionSpec(slot.partition, slot.role, "8300", layout.root_size, slot.role) for slot in Slot),
+        PartitionSpec(VAR_PARTITION, VAR, "8300", None, VAR),
     ]
 
 
@@ -164,14 +168,7 @@ def attach_loop(backing: Path, *, ctx: RunContext, offset: int = 0, size: int | 
 
 def detach_loop(device: Path, *, ctx: RunContext) -> None:
     # A filesystem that was just unmounted can keep the device busy for a moment (btrfs): retry briefly.
-    for attempt in range(10):
-        try:
-            run(["losetup", "--detach", device], ctx=ctx, timeout=30)
-            return
-        except NbcError:
-            if attempt == 9:
-                raise
-            time.sleep(0.3)
+    retry(lambda: run(["losetup", "--detach", device], ctx=ctx, timeout=30), attempts=10, delay=0.3)
 
 
 def existing_partition_nodes(disk: Path) -> list[Path]:

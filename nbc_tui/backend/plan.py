@@ -9,7 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, model_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from .sizes import GiB, MiB, human, parse_size
 
@@ -225,3 +226,22 @@ class InstallPlan(_Strict):
                 f"({human(self.layout.min_disk_size)}: {self.layout.describe()})"
             )
         return self
+
+
+# ---------------------------------------------------------------------------------------------------
+# Validation errors in words (the CLI, the review screen and answer files say them the same way)
+
+
+def error_text(err: ErrorDetails) -> str:
+    """What one validation error says, without pydantic's "Value error, " in front of our own sentences."""
+    return str(err["msg"]).removeprefix("Value error, ")
+
+
+def validation_messages(exc: ValidationError) -> list[str]:
+    """Each problem of a plan as one line: the key path, then what is wrong (``target: give exactly one of
+    ...``)."""
+    lines = []
+    for err in exc.errors():
+        where = ".".join(str(part) for part in err["loc"])
+        lines.append(f"{where}: {error_text(err)}" if where else error_text(err))
+    return lines

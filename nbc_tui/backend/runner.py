@@ -14,13 +14,15 @@ import shlex
 import signal
 import subprocess
 import threading
+import time
 from collections.abc import Callable, Container, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from pydantic import SecretStr
 
-from .errors import Cancelled, CommandFailed, InputError
+from .errors import Cancelled, CommandFailed, InputError, NbcError
 
 log = logging.getLogger("nbc_tui")
 
@@ -29,6 +31,7 @@ log = logging.getLogger("nbc_tui")
 _ENV_KEEP = ("PATH", "TERM", "TMPDIR", "SYSTEMD_LOG_LEVEL")
 _DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 REDACTED = "<redacted>"
+T = TypeVar("T")
 
 
 class Redactor:
@@ -182,6 +185,23 @@ def run(
             details={"command": shown, "returncode": proc.returncode, "stderr": tail},
         )
     return Completed(args, proc.returncode, out, err)
+
+
+def retry(action: Callable[[], T], *, attempts: int, delay: float) -> T:
+    """Run ``action`` until it succeeds, at most ``attempts`` times ``delay`` seconds apart: for a device still
+    busy a moment after what used it went away (a loop device or a LUKS mapper after an unmount). The last
+    failure is raised; a cancel is never retried."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return action()
+        except Cancelled:
+            raise
+        except NbcError:
+            if attempt == attempts:
+                raise
+            log.info("busy, trying again in %g s (%d of %d)", delay, attempt, attempts)
+            time.sleep(delay)
+    raise AssertionError("unreachable")
 
 
 def _communicate(

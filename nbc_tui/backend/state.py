@@ -6,13 +6,13 @@ Extra keys (ours) come after nbc's; nbc ignores keys it does not know.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
+
+from .atomic import write_atomically
 
 CONFIG_PATH = Path("var/lib/nbc/state/config.json")
 LEGACY_CONFIG_PATH = Path("etc/nbc/config.json")
@@ -61,27 +61,6 @@ class SystemConfig(BaseModel):
 def local_now_rfc3339() -> str:
     """nbc writes install_date in local time with its offset."""
     return datetime.now().astimezone().replace(microsecond=0).isoformat()
-
-
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: never a torn file."""
-    path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            os.fchmod(f.fileno(), mode)
-            f.flush()
-            os.fsync(f.fileno())
-        os.rename(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 def write_system_config(root: Path, config: SystemConfig) -> Path:

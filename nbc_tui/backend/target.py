@@ -14,10 +14,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .boot.cmdline import MOUNT_EXTRA_MIN_SYSTEMD
+from .atomic import write_atomically
 from .errors import InputError, NbcError
+from .inroot import path_in_target, resolve_in_target
+from .osrelease import OS_RELEASE_PATHS
 from .runner import RunContext, run
-from .state import write_atomically
 
 ETC_LOWER = Path(".etc.lower")
 OVERLAY_BASE = Path("var/lib/nbc/etc-overlay")
@@ -28,6 +29,9 @@ TMPFILES_MARKER_TEXT = (
     "# Similar to /run/ostree-booted for ostree-managed systems\n"
     "f /run/nbc-booted 0644 root root - nbc\n"
 )
+# `systemd.mount-extra=` is understood from this systemd version on. The tokens stay on the kernel command line
+# for older images too (nbc writes them), but then /boot and /var also need fstab lines.
+MOUNT_EXTRA_MIN_SYSTEMD = 254
 SYSTEM_DIRS = ("dev", "proc", "sys", "run", "tmp", "var/tmp", "boot", "mnt", "media", "opt", "srv")
 
 
@@ -36,19 +40,9 @@ def verify_extraction(root: Path) -> None:
     missing = [d for d in ("usr", "usr/lib", "etc") if not (root / d).is_dir()]
     if missing:
         raise InputError(f"the image is not a bootable OS: /{', /'.join(missing)} missing after extraction")
-    if not any(_resolve_in(root, p).is_file() for p in ("usr/lib/os-release", "etc/os-release")):
+    if not any((found := resolve_in_target(root, p)) is not None and found.is_file()
+               for p in OS_RELEASE_PATHS):
         raise InputError("the image is not a bootable OS: it has no /usr/lib/os-release")
-
-
-def _resolve_in(root: Path, rel: str) -> Path:
-    """Follow symlinks of ``rel`` as the installed system would see them (absolute links inside root)."""
-    path = root / rel
-    for _ in range(40):
-        if not path.is_symlink():
-            return path
-        target = os.readlink(path)
-        path = root / target.lstrip("/") if target.startswith("/") else path.parent / target
-    return path
 
 
 def ensure_system_dirs(root: Path) -> None:
@@ -95,17 +89,6 @@ def reset_machine_id(root: Path, warn: Callable[[str], None]) -> None:
     os.chmod(path, 0o444)
 
 
-def read_secret_file(path: Path, what: str) -> SecretStr:
-    """A secret from a file, trailing CR/LF dropped (nbc's rule)."""
-    try:
-        value = path.read_text().rstrip("\r\n")
-    except OSError as exc:
-        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
-    if not value:
-        raise InputError(f"the {what} file {path} is empty")
-    return SecretStr(value)
-
-
 def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> None:
     """Hash with openssl (the password goes on stdin) and write root's field of the target's /etc/shadow."""
     hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=ctx, stdin=password,
@@ -134,28 +117,10 @@ def set_root_password_hash(root: Path, hashed: str) -> None:
     os.chown(shadow, st.st_uid, st.st_gid)
 
 
-def _inside(root: Path, path: str) -> Path:
-    """``path`` of the target, following symlinks as the booted system would (absolute ones stay inside)."""
-    current = root
-    for part in Path(path).relative_to("/").parts:
-        candidate = current / part
-        hops = 0
-        while candidate.is_symlink():
-            hops += 1
-            if hops > 40:
-                raise NbcError(f"too many symlinks at {path} in the image")
-            link = os.readlink(candidate)
-            base = root if link.startswith("/") else candidate.parent
-            candidate = base / link.lstrip("/")
-            candidate = root / os.path.normpath(candidate.relative_to(root))
-        current = candidate
-    return current
-
-
 def write_authorized_keys(root: Path, keys: tuple[str, ...]) -> Path:
     """Append the keys to root's ``~/.ssh/authorized_keys``. Where the image makes /root a link into
     /var (``/var/roothome``), the file lands on the shared var partition and survives updates."""
-    home = _inside(root, "/root")
+    home = path_in_target(root, "/root")
     ssh = home / ".ssh"
     ssh.mkdir(mode=0o700, parents=True, exist_ok=True)
     os.chmod(ssh, 0o700)

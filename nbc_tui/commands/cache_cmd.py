@@ -24,7 +24,8 @@ from ..backend.image.cache import (
     list_cached,
     remove_cached,
 )
-from ..backend.image.source import ImageSource, open_image
+from ..backend.image.opener import open_image
+from ..backend.image.source import ImageSource
 from ..backend.locks import CACHE_LOCK_WAIT
 from ..backend.state import SystemConfig, read_system_config
 

@@ -7,6 +7,7 @@ import argparse
 from pydantic import ValidationError
 
 from ..backend.errors import InputError
+from ..backend.plan import validation_messages
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -16,12 +17,7 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 
 
 def plan_error(exc: ValidationError | ValueError) -> InputError:
-    """Turn a plan validation error into one readable sentence per problem."""
+    """A plan that does not validate, as an input error (exit 2): one sentence per problem."""
     if isinstance(exc, ValidationError):
-        parts = []
-        for err in exc.errors():
-            where = ".".join(str(x) for x in err["loc"])
-            msg = err["msg"].removeprefix("Value error, ")
-            parts.append(f"{where}: {msg}" if where else msg)
-        return InputError("; ".join(parts))
+        return InputError("; ".join(validation_messages(exc)))
     return InputError(str(exc))

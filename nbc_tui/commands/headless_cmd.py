@@ -25,9 +25,9 @@ from ..backend.answers import AnswerFileError, Checked, check_answers, keyed_eng
 from ..backend.disk_rules import describe
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
-from ..backend.filesystems import mounted
 from ..backend.install import Confirm, run_install
 from ..backend.logfile import RunLog
+from ..backend.mounts import mounted
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext, run
 
@@ -132,8 +132,7 @@ def _consented(emit: Emit, checked: Checked) -> Confirm:
 def _report(emit: Emit, exc: NbcError) -> None:
     title = "Invalid answer file" if isinstance(exc, AnswerFileError) else (
         "Invalid arguments" if isinstance(exc, InputError) else "Installation failed")
-    details = {**exc.details, "error": exc.message, **({"hint": exc.hint} if exc.hint else {})}
-    emit(ErrorEvent(message=title, details=details))
+    emit(ErrorEvent.from_error(title, exc))
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -191,8 +191,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             image = image_from_args(args, lambda text: emit(MessageEvent(message=text)))
             plan = plan_from_args(args, image)
         except NbcError as exc:
-            emit(ErrorEvent(message="Invalid arguments" if isinstance(exc, InputError) else "Installation failed",
-                            details={"error": exc.message, **({"hint": exc.hint} if exc.hint else {})}))
+            emit(ErrorEvent.from_error("Invalid arguments" if isinstance(exc, InputError) else "Installation failed",
+                                       exc))
             raise
         if args.save_answers:
             from ..backend.answers import save_answers

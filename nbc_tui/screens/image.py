@@ -20,9 +20,9 @@ from textual.worker import Worker, WorkerState
 
 from ..backend.errors import InputError, NbcError
 from ..backend.image.cache import CachedImage, CacheKind, list_cached
+from ..backend.image.opener import open_image
 from ..backend.image.reference import OciArchiveRef, OciLayoutRef, parse_reference
 from ..backend.image.scan import scan_image
-from ..backend.image.source import open_image
 from ..backend.sizes import human
 from ..draft import PlanDraft
 

@@ -23,21 +23,12 @@ from ..backend.disks import Disk, resolve_disk
 from ..backend.errors import NbcError
 from ..backend.install import describe_destruction
 from ..backend.partition import nbc_layout
-from ..backend.plan import InstallPlan
+from ..backend.plan import InstallPlan, validation_messages
 from ..backend.sizes import human
 from ..draft import PlanDraft
 
 BOOTLOADER_WORDS = {"auto": "automatic (systemd-boot when the image carries it, else GRUB)",
                     "grub": "GRUB", "systemd-boot": "systemd-boot"}
-
-
-def validation_words(exc: ValidationError) -> str:
-    """A plan's validation errors as sentences (field path, then what is wrong)."""
-    lines = []
-    for err in exc.errors():
-        where = ".".join(str(p) for p in err["loc"])
-        lines.append(f"{where}: {err['msg']}" if where else err["msg"])
-    return "\n".join(lines)
 
 
 def describe_creation(plan: InstallPlan) -> list[str]:
@@ -118,7 +109,7 @@ class ReviewScreen(Screen[InstallPlan]):
         try:
             self.plan = self.draft.to_plan()
         except ValidationError as exc:
-            self.error = validation_words(exc)
+            self.error = "\n".join(validation_messages(exc))
             self._show([f"This plan cannot be installed:\n{self.error}", "",
                         "Go back (Esc) and change what is named above."], message_error=True)
             self.query_one("#back", Button).focus()

@@ -21,6 +21,7 @@ from nbc_tui.backend.boot.cmdline import kernel_cmdline
 from nbc_tui.backend.boot.kernel import find_kernel
 from nbc_tui.backend.esp import Esp, esp_uuid
 from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.slots import Slot
 from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root
@@ -91,7 +92,7 @@ def is_pe(data: bytes) -> bool:
 def install(kind: str, target: Path, esp: Esp, warnings: list[str], kargs: tuple[str, ...] = ()) -> list[str]:
     options = kernel_cmdline(root_uuid="root-uuid", esp_uuid=UUID, var_uuid="var-uuid", filesystem="btrfs",
                              kernel_args=("console=ttyS0", *kargs))
-    install_bootloader(kind, target_root=target, esp=esp, esp_uuid=UUID, slot="A",  # type: ignore[arg-type]
+    install_bootloader(kind, target_root=target, esp=esp, esp_uuid=UUID, slot=Slot.A,  # type: ignore[arg-type]
                        kernel=find_kernel(target), options=options, title=os_title(target),
                        ctx=RunContext(), warn=warnings.append)
     return options

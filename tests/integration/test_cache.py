@@ -28,10 +28,12 @@ from nbc_tui.backend.image.cache import (
     remove_cached,
     single_staged,
 )
-from nbc_tui.backend.image.layout import REF_NAME, OciLayoutSource
+from nbc_tui.backend.image.layout import OciLayoutSource
+from nbc_tui.backend.image.oci import REF_NAME
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.reference import OciLayoutRef
 from nbc_tui.backend.image.scan import scan_image
-from nbc_tui.backend.image.source import BlobStream, Descriptor, ImageSource, open_image
+from nbc_tui.backend.image.source import BlobStream, Descriptor, ImageSource
 from nbc_tui.backend.locks import CACHE_BUSY_EXCLUSIVE, CACHE_BUSY_SHARED
 from nbc_tui.commands.cache_cmd import add_cache_parser, add_download_parser
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, write_layout, write_multiarch_layout

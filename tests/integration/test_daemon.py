@@ -140,7 +140,7 @@ def test_a_spool_in_memory_is_refused(tmp_path: Path) -> None:
 def test_open_image_reaches_the_socket_named_in_the_environment(
         tmp_path: Path, podman_socket: str, podman_images: PodmanImages, monkeypatch: pytest.MonkeyPatch) -> None:
     from nbc_tui.backend.image import daemon
-    from nbc_tui.backend.image.source import open_image
+    from nbc_tui.backend.image.opener import open_image
 
     monkeypatch.setenv(SOCKET_ENV, podman_socket.removeprefix("unix://"))
     monkeypatch.setattr(daemon, "DEFAULT_SPOOL_DIR", tmp_path / "spool")

@@ -26,8 +26,8 @@ from typing import Any
 import pytest
 
 from nbc_tui.backend.image.extract import extract_image
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.scan import scan_image
-from nbc_tui.backend.image.source import open_image
 from nbc_tui.backend.runner import RunContext
 from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
 

@@ -17,8 +17,8 @@ import pytest
 
 from nbc_tui.backend.errors import Cancelled, InputError, NbcError
 from nbc_tui.backend.image.extract import extract_image
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.scan import scan_image
-from nbc_tui.backend.image.source import open_image
 from nbc_tui.backend.runner import RunContext
 from tests.integration.test_extract_fidelity import Target, tree_state
 from tests.integration.test_extract_fidelity import target as target  # the fixture  # noqa: PLC0414

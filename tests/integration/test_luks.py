@@ -27,7 +27,7 @@ import pexpect
 import pytest
 from pydantic import SecretStr
 
-from nbc_tui.backend import luks, tpm
+from nbc_tui.backend import luks, secret_files, tpm
 from nbc_tui.backend.answers import AnswerFileError, check_answers, read_answers
 from nbc_tui.backend.errors import CommandFailed, InputError
 from nbc_tui.backend.events import Event, StepEvent
@@ -171,7 +171,7 @@ def test_one_recovery_key_opens_every_volume(tmp_path: Path, fast_pbkdf: None,
     with attached_loop(tmp_path / "a.img", size=32 * MiB) as a, attached_loop(tmp_path / "b.img", size=32 * MiB) as b:
         for dev in (a, b):
             luks.luks_format(dev, secret, ctx=ctx)
-        with tpm.key_file(secret, name="luks") as unlock:
+        with secret_files.key_file(secret, name="luks") as unlock:
             assert unlock.parent == Path("/run/nbc-tui") and unlock.stat().st_mode & 0o777 == 0o600
             key = tpm.enroll_recovery_key([a, b], unlock_key_file=unlock, ctx=ctx)
         assert not unlock.exists()
@@ -233,7 +233,7 @@ def test_tpm2_enrolment_with_a_software_tpm(tmp_path: Path, fast_pbkdf: None, sw
     with attached_loop(tmp_path / "a.img", size=32 * MiB) as dev:
         luks.luks_format(dev, secret, ctx=ctx)
         assert not tpm.has_tpm2_token(dev, ctx=ctx)
-        with tpm.key_file(secret, name="luks") as unlock:
+        with secret_files.key_file(secret, name="luks") as unlock:
             tpm.enroll_tpm2(dev, unlock_key_file=unlock, pcrs=pcrs, ctx=ctx, tpm2_device=swtpm)
         assert tpm.has_tpm2_token(dev, ctx=ctx)
         dump = subprocess.run(["cryptsetup", "luksDump", str(dev)], capture_output=True, text=True,

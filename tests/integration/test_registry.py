@@ -14,9 +14,9 @@ import pytest
 
 from nbc_tui.backend.errors import InputError, NbcError
 from nbc_tui.backend.image.layout import OciLayoutSource
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.registry import RegistrySource
 from nbc_tui.backend.image.scan import scan_image
-from nbc_tui.backend.image.source import open_image
 from nbc_tui.backend.image.transfer import RetryPolicy
 from nbc_tui.backend.runner import RunContext
 from tests.support.oci import Layer, TarBuilder, write_multiarch_layout

@@ -17,7 +17,7 @@ from textual.widgets import Button, Input, OptionList, Static
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.image.cache import CacheKind, download
-from nbc_tui.backend.image.source import open_image
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
 from nbc_tui.look import Look

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from nbc_tui.backend.boot.grub import MenuEntry, grub_quote, render_early_config, render_grub_cfg
-from nbc_tui.backend.boot.kernel import esp_kernel_paths
 from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf
+from nbc_tui.backend.slots import Slot
 
 OPTIONS = ["root=UUID=r", "ro", "rd.etc.overlay=1", "console=ttyS0"]
 
@@ -19,7 +19,7 @@ def test_loader_conf() -> None:
 
 
 def test_bootc_entry_has_nbcs_spacing_and_slot_paths() -> None:
-    linux, initrd = esp_kernel_paths("A", "6.1.0-18-amd64")
+    linux, initrd = Slot.A.kernel_paths("6.1.0-18-amd64")
     text = render_entry(title="Debian GNU/Linux 12 (bookworm)", linux=linux, initrd=initrd, options=OPTIONS)
     assert text == (
         "title   Debian GNU/Linux 12 (bookworm)\n"

@@ -7,13 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.boot.kernel import (
-    esp_kernel_paths,
-    find_kernel,
-    resolve_in_target,
-    version_key,
-)
+from nbc_tui.backend.boot.kernel import find_kernel, version_key
 from nbc_tui.backend.errors import InputError
+from nbc_tui.backend.inroot import resolve_in_target
+from nbc_tui.backend.slots import Slot
 
 
 def kernel_dir(root: Path, kver: str, *files: str) -> Path:
@@ -92,7 +89,7 @@ def test_resolve_in_target_never_leaves_the_root(tmp_path: Path) -> None:
 
 
 def test_esp_paths_per_slot() -> None:
-    assert esp_kernel_paths("A", "6.1") == ("A/vmlinuz-6.1", "A/initramfs-6.1.img")
-    assert esp_kernel_paths("B", "6.1") == ("B/vmlinuz-6.1", "B/initramfs-6.1.img")
-    with pytest.raises(ValueError):
-        esp_kernel_paths("C", "6.1")
+    assert Slot.A.kernel_paths("6.1") == ("A/vmlinuz-6.1", "A/initramfs-6.1.img")
+    assert Slot.B.kernel_paths("6.1") == ("B/vmlinuz-6.1", "B/initramfs-6.1.img")
+    with pytest.raises(ValueError, match="bad kernel version"):
+        Slot.A.kernel_paths("../6.1")

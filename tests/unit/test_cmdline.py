@@ -4,13 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from nbc_tui.backend.boot.cmdline import (
-    MOUNT_EXTRA_MIN_SYSTEMD,
-    LuksCmdline,
-    grub_cmdline,
-    kernel_cmdline,
-)
+from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
+from nbc_tui.backend.slots import Slot
+from nbc_tui.backend.target import MOUNT_EXTRA_MIN_SYSTEMD
 
 ROOT = "11111111-2222-3333-4444-555555555555"
 VAR = "66666666-7777-8888-9999-aaaaaaaaaaaa"
@@ -45,7 +42,7 @@ def test_empty_filesystem_means_ext4() -> None:
 
 @pytest.mark.parametrize("tpm2", [False, True])
 def test_encrypted_variant(tpm2: bool) -> None:
-    enc = LuksCmdline(root_luks_uuid="r-luks", root_mapper="root2", var_luks_uuid="v-luks", tpm2=tpm2)
+    enc = LuksCmdline(root_luks_uuid="r-luks", slot=Slot.B, var_luks_uuid="v-luks", tpm2=tpm2)
     line = kernel_cmdline(root_uuid=ROOT, esp_uuid=ESP, var_uuid=VAR, filesystem="btrfs",
                           kernel_args=["quiet"], encryption=enc)
     tpm = ["rd.luks.options=r-luks=tpm2-device=auto", "rd.luks.options=v-luks=tpm2-device=auto"]

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.errors import InputError, NbcError
-from nbc_tui.backend.image.layout import OciLayoutSource, host_platform
-from nbc_tui.backend.image.source import open_image
+from nbc_tui.backend.image.layout import OciLayoutSource
+from nbc_tui.backend.image.oci import host_platform
+from nbc_tui.backend.image.opener import open_image
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, write_layout, write_multiarch_layout
 
 

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend import luks, tpm
+from nbc_tui.backend.boot.kernel import version_key
 from nbc_tui.backend.errors import Cancelled, InputError, NbcError
 from nbc_tui.backend.image.layer_rules import LayerApplier
 from nbc_tui.backend.image.layers import TarReader
+from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.resolve import DIR, LINK, MISSING, OTHER, Refused, clean_name, resolve
 from nbc_tui.backend.image.scan import (
     PROBED_GLOBS,
@@ -22,9 +23,14 @@ from nbc_tui.backend.image.scan import (
     VirtualTree,
     parse_os_release,
     scan_image,
-    version_key,
 )
-from nbc_tui.backend.image.source import open_image
+from nbc_tui.backend.initramfs_needs import (
+    DRACUT_CRYPT_MODULE,
+    DRACUT_TPM2_MODULE,
+    initramfs_can_unlock,
+    initramfs_has_tpm2,
+    unlock_support_problem,
+)
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, newc_cpio, write_layout
 
 EARLY = newc_cpio({"kernel/x86/microcode/GenuineIntel.bin": b"\x01" * 3000})
@@ -121,13 +127,13 @@ def test_inventory_keeps_initramfs_member_names_and_unlock_facts(tmp_path: Path)
     assert {UNLOCKER, TCTI, HOOK, "init"} <= inv.initramfs_members["6.1"]
     assert inv.initramfs_members["6.2"] == {"init"} and inv.initramfs_members["6.3"] == frozenset()
     assert inv.initramfs_has_etc_overlay == {"6.1": True, "6.2": False, "6.3": False}
-    assert luks.initramfs_can_unlock(inv.initramfs_members["6.1"])
-    assert tpm.initramfs_has_tpm2(inv.initramfs_members["6.1"])
-    assert not luks.initramfs_can_unlock(inv.initramfs_members["6.2"])
+    assert initramfs_can_unlock(inv.initramfs_members["6.1"])
+    assert initramfs_has_tpm2(inv.initramfs_members["6.1"])
+    assert not initramfs_can_unlock(inv.initramfs_members["6.2"])
     assert inv.exists(UNLOCKER) and inv.exists("usr/bin/tpm2") and not inv.exists("sbin/tpm2")
     assert not inv.exists("usr/sbin/cryptsetup")
-    assert not inv.matches(luks.DRACUT_CRYPT_MODULE)  # whited out by the upper layer
-    assert inv.matches(tpm.DRACUT_TPM2_MODULE)
+    assert not inv.matches(DRACUT_CRYPT_MODULE)  # whited out by the upper layer
+    assert inv.matches(DRACUT_TPM2_MODULE)
     assert inv.matches("usr/lib/*/libtss2-tcti-device.so*") and not inv.matches("usr/lib64/libtss2-tcti-device.so*")
     assert set(inv.probed_paths) == set(PROBED_PATHS) and set(inv.probed_globs) == set(PROBED_GLOBS)
     with pytest.raises(KeyError):
@@ -147,15 +153,15 @@ def test_unlock_facts_are_found_through_symlinked_directories(tmp_path: Path) ->
              .bytes())
     inv = scan_image(open_image(_image(tmp_path, layer)))
     assert inv.exists("usr/lib/systemd/systemd-cryptsetup") and not inv.exists("usr/sbin/cryptsetup")
-    assert inv.matches(luks.DRACUT_CRYPT_MODULE) and not inv.matches(tpm.DRACUT_TPM2_MODULE)
+    assert inv.matches(DRACUT_CRYPT_MODULE) and not inv.matches(DRACUT_TPM2_MODULE)
     assert inv.matches("usr/lib/*/libtss2-tcti-device.so*") and inv.matches("usr/lib64/libtss2-tcti-device.so*")
-    assert luks.unlock_support_problem(inv.exists, inv.matches) is None
+    assert unlock_support_problem(inv.exists, inv.matches) is None
 
     merged = (_base().file("lib/systemd/systemd-cryptsetup", b"\x7fELF")  # lands in usr/lib/systemd
               .dir("usr/lib/dracut").dir("usr/lib/dracut/modules.d").dir("lib/dracut/modules.d/90crypt")
               .bytes())
     inv = scan_image(open_image(_image(tmp_path / "merged", merged)))
-    assert inv.exists(UNLOCKER) and inv.matches(luks.DRACUT_CRYPT_MODULE)
+    assert inv.exists(UNLOCKER) and inv.matches(DRACUT_CRYPT_MODULE)
 
 
 def _apply(tree: VirtualTree, data: bytes) -> None:

@@ -15,9 +15,17 @@ from nbc_tui.backend import dracut, luks, tpm
 from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.image.scan import PROBED_GLOBS, PROBED_PATHS, ImageInventory, KernelInfo
-from nbc_tui.backend.install import STEPS, _check_unlock_support, initramfs_gaps, steps_for
+from nbc_tui.backend.initramfs_needs import (
+    DRACUT_CRYPT_MODULE,
+    image_tpm2_problem,
+    initramfs_gaps,
+    initramfs_has_tpm2,
+    unlock_support_problem,
+)
+from nbc_tui.backend.install import STEPS, _check_unlock_support, steps_for
 from nbc_tui.backend.plan import Encryption, ImageSpec, InstallPlan, Target
 from nbc_tui.backend.runner import REDACTED, Redactor, RunContext
+from nbc_tui.backend.slots import Slot
 from nbc_tui.backend.state import EncryptionState, SystemConfig, write_system_config
 from nbc_tui.commands.install_cmd import encryption_from_args, parse_pcrs
 
@@ -38,7 +46,7 @@ def test_crypttab_marks_the_inactive_root_noauto() -> None:
 
 
 def test_crypttab_with_tpm2_booting_slot_b() -> None:
-    assert luks.crypttab_text(UUIDS, active_root="root2", tpm2=True) == HEADER + (
+    assert luks.crypttab_text(UUIDS, active=Slot.B, tpm2=True) == HEADER + (
         f"root1 UUID={UUIDS['root1']} none luks,noauto,tpm2-device=auto\n"
         f"root2 UUID={UUIDS['root2']} none luks,tpm2-device=auto\n"
         f"var UUID={UUIDS['var']} none luks,tpm2-device=auto\n")
@@ -51,25 +59,25 @@ def test_crypttab_is_written_0600(tmp_path: Path) -> None:
     assert path.read_text().endswith("none luks\n")
 
 
-@pytest.mark.parametrize(("slot", "uuid_key"), [("root1", "root1"), ("root2", "root2")])
-def test_encrypted_cmdline_per_slot_exact(slot: str, uuid_key: str) -> None:
+@pytest.mark.parametrize(("slot", "uuid_key"), [(Slot.A, "root1"), (Slot.B, "root2")])
+def test_encrypted_cmdline_per_slot_exact(slot: Slot, uuid_key: str) -> None:
     root, var = UUIDS[uuid_key], UUIDS["var"]
-    enc = LuksCmdline(root_luks_uuid=root, root_mapper=slot, var_luks_uuid=var)  # type: ignore[arg-type]
+    enc = LuksCmdline(root_luks_uuid=root, slot=slot, var_luks_uuid=var)
     line = kernel_cmdline(root_uuid="", esp_uuid="ABCD-1234", var_uuid="", filesystem="btrfs",
                           kernel_args=["console=ttyS0"], encryption=enc)
     assert line == [
-        f"root=/dev/mapper/{slot}", "ro",
-        f"rd.luks.uuid={root}", f"rd.luks.name={root}={slot}",
+        f"root=/dev/mapper/{slot.mapper}", "ro",
+        f"rd.luks.uuid={root}", f"rd.luks.name={root}={slot.mapper}",
         f"rd.luks.uuid={var}", f"rd.luks.name={var}=var",
         "systemd.mount-extra=UUID=ABCD-1234:/boot:vfat:defaults",
         "systemd.mount-extra=/dev/mapper/var:/var:btrfs:defaults",
         "rd.etc.overlay=1", "rd.etc.overlay.var=/dev/mapper/var", "nvme_core.multipath=N", "console=ttyS0",
     ]
-    assert grub_cmdline(line)[:4] == [f"root=/dev/mapper/{slot}", "ro", "console=tty0", f"rd.luks.uuid={root}"]
+    assert grub_cmdline(line)[:4] == [f"root=/dev/mapper/{slot.mapper}", "ro", "console=tty0", f"rd.luks.uuid={root}"]
 
 
 def test_encrypted_cmdline_tpm2_options_follow_the_names() -> None:
-    enc = LuksCmdline(root_luks_uuid=UUIDS["root1"], root_mapper="root1", var_luks_uuid=UUIDS["var"], tpm2=True)
+    enc = LuksCmdline(root_luks_uuid=UUIDS["root1"], slot=Slot.A, var_luks_uuid=UUIDS["var"], tpm2=True)
     line = kernel_cmdline(root_uuid="", esp_uuid="ABCD-1234", var_uuid="", filesystem="ext4",
                           kernel_args=[], encryption=enc)
     assert line[6:8] == [f"rd.luks.options={UUIDS['root1']}=tpm2-device=auto",
@@ -163,31 +171,31 @@ class FakeTree:
 
 def test_unlock_support() -> None:
     tree = FakeTree()
-    assert "neither systemd-cryptsetup nor cryptsetup" in str(luks.unlock_support_problem(tree.exists, tree.matches))
+    assert "neither systemd-cryptsetup nor cryptsetup" in str(unlock_support_problem(tree.exists, tree.matches))
     tree.paths.add("usr/lib/systemd/systemd-cryptsetup")
-    assert "90crypt" in str(luks.unlock_support_problem(tree.exists, tree.matches))
+    assert "90crypt" in str(unlock_support_problem(tree.exists, tree.matches))
     tree.paths.add("usr/lib/dracut/modules.d/90crypt")
-    assert luks.unlock_support_problem(tree.exists, tree.matches) is None
+    assert unlock_support_problem(tree.exists, tree.matches) is None
     # dracut finds a module by name under any number: dracut-ng calls it 70crypt.
-    assert luks.unlock_support_problem(FakeTree("usr/sbin/cryptsetup", "usr/lib/dracut/modules.d/70crypt").exists,
+    assert unlock_support_problem(FakeTree("usr/sbin/cryptsetup", "usr/lib/dracut/modules.d/70crypt").exists,
                                        FakeTree("usr/lib/dracut/modules.d/70crypt").matches) is None
     # An initramfs-tools hook does not count: the installer rebuilds with dracut only.
     hook = FakeTree("usr/sbin/cryptsetup", "usr/share/initramfs-tools/hooks/cryptroot")
-    assert "90crypt" in str(luks.unlock_support_problem(hook.exists, hook.matches))
+    assert "90crypt" in str(unlock_support_problem(hook.exists, hook.matches))
     shipped = {"usr/lib/systemd/systemd-cryptsetup", "init"}
     empty = FakeTree()
-    assert luks.unlock_support_problem(empty.exists, empty.matches, initramfs_members=shipped) is None
-    assert luks.unlock_support_problem(empty.exists, empty.matches, initramfs_members=frozenset({"init"}))
+    assert unlock_support_problem(empty.exists, empty.matches, initramfs_members=shipped) is None
+    assert unlock_support_problem(empty.exists, empty.matches, initramfs_members=frozenset({"init"}))
 
 
 def test_tpm2_support_in_an_initramfs() -> None:
-    assert tpm.initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"})
-    assert not tpm.initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-esys.so.0"})
+    assert initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"})
+    assert not initramfs_has_tpm2({"usr/lib/x86_64-linux-gnu/libtss2-esys.so.0"})
 
 
 def test_tpm2_support_in_an_image() -> None:
     tree = FakeTree()
-    problem = lambda **kw: tpm.image_tpm2_problem(tree.exists, tree.matches, **kw)  # noqa: E731
+    problem = lambda **kw: image_tpm2_problem(tree.exists, tree.matches, **kw)  # noqa: E731
     assert "libtss2-tcti-device" in str(problem())
     tree.paths.add("usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0")
     assert "91tpm2-tss" in str(problem())
@@ -196,12 +204,12 @@ def test_tpm2_support_in_an_image() -> None:
     tree.paths.add("usr/bin/tpm2")
     assert problem() is None
     # The shipped initramfs is enough when it is kept and has the TCTI.
-    assert tpm.image_tpm2_problem(FakeTree().exists, FakeTree().matches,
+    assert image_tpm2_problem(FakeTree().exists, FakeTree().matches,
                                   initramfs_members={"usr/lib64/libtss2-tcti-device.so.0"}) is None
 
 
 def test_dracut_modules_added_for_the_plan() -> None:
-    assert luks.DRACUT_CRYPT_MODULE == dracut.module_glob("crypt") == "usr/lib/dracut/modules.d/[0-9][0-9]crypt"
+    assert DRACUT_CRYPT_MODULE == dracut.module_glob("crypt") == "usr/lib/dracut/modules.d/[0-9][0-9]crypt"
     everything = FakeTree("usr/lib/dracut/modules.d/90crypt", "usr/lib/dracut/modules.d/91tpm2-tss").matches
     add = dracut.modules_to_add
     assert add(crypt=False, tpm2=False, image_matches=everything) == ["etc-overlay"]
@@ -252,12 +260,13 @@ def test_preflight_unlock_check(tpm2: bool, members: set[str], paths: tuple[str,
     assert info.value.exit_code == 2
 
 
-def test_initramfs_gaps_follow_the_plan() -> None:
-    enc = _plan(Encryption(passphrase_file=Path("/p"), tpm2=True))
-    assert initramfs_gaps(_plan(None), {HOOK}) == []
-    assert initramfs_gaps(_plan(None), set()) == ["the etc-overlay module"]
-    assert initramfs_gaps(enc, {HOOK}) == ["LUKS support", "TPM2 support"]
-    assert initramfs_gaps(enc, CAN_UNLOCK | {"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"}) == []
+def test_initramfs_gaps_follow_the_encryption() -> None:
+    plain, tpm2 = {"encrypted": False, "tpm2": False}, {"encrypted": True, "tpm2": True}
+    assert initramfs_gaps({HOOK}, **plain) == []
+    assert initramfs_gaps(set(), **plain) == ["the etc-overlay module"]
+    assert initramfs_gaps({HOOK}, **tpm2) == ["LUKS support", "TPM2 support"]
+    assert initramfs_gaps({HOOK}, encrypted=True, tpm2=False) == ["LUKS support"]
+    assert initramfs_gaps(CAN_UNLOCK | {"usr/lib/x86_64-linux-gnu/libtss2-tcti-device.so.0"}, **tpm2) == []
 
 
 def test_recovery_keys_are_masked_in_tool_output() -> None:

@@ -8,16 +8,17 @@ from typing import Literal
 
 from ..errors import InputError
 from ..esp import Esp
-from ..osrelease import os_name, parse_os_release
+from ..inroot import resolve_in_target
+from ..osrelease import OS_RELEASE_PATHS, os_name, parse_os_release
 from ..runner import RunContext
+from ..slots import Slot
 from .grub import grub_available, install_grub
-from .kernel import SlotKernel, esp_kernel_paths, resolve_in_target
+from .kernel import SlotKernel
 from .systemd_boot import find_systemd_boot, install_systemd_boot
 
 # The values nbc stores as config.bootloader_type (reference §8.1).
 BootloaderKind = Literal["grub2", "systemd-boot"]
 
-OS_RELEASE_FILES = ("etc/os-release", "usr/lib/os-release")
 
 
 def resolve_bootloader(choice: Literal["auto", "grub", "systemd-boot"], target_root: Path) -> BootloaderKind:
@@ -46,7 +47,7 @@ def install_bootloader(
     target_root: Path,
     esp: Esp,
     esp_uuid: str,
-    slot: str,
+    slot: Slot,
     kernel: SlotKernel,
     options: list[str],
     title: str,
@@ -63,8 +64,8 @@ def install_bootloader(
             f"no initramfs for kernel {kernel.version} in the image ({kernel.initramfs})",
             hint="install dracut in the image so that an initramfs can be built",
         )
-    linux, initrd = esp_kernel_paths(slot, kernel.version)
-    esp.mkdir(slot)
+    linux, initrd = slot.kernel_paths(kernel.version)
+    esp.mkdir(slot.esp_dir)
     esp.put_file(kernel.vmlinuz, linux)
     esp.put_file(kernel.initramfs, initrd)
     if kind == "systemd-boot":
@@ -79,7 +80,7 @@ def install_bootloader(
 
 def os_title(target_root: Path) -> str:
     """The menu title: PRETTY_NAME, else NAME, else ID from the image's os-release, else "Linux"."""
-    for rel in OS_RELEASE_FILES:
+    for rel in OS_RELEASE_PATHS:
         path = resolve_in_target(target_root, rel)
         if path is None or not path.is_file():
             continue

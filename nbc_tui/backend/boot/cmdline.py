@@ -4,21 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Literal
 
 from ..errors import InputError
-
-# `systemd.mount-extra=` is understood from this systemd version on. The tokens stay on the command line
-# for older images too (nbc writes them), but then /boot and /var also need fstab lines.
-MOUNT_EXTRA_MIN_SYSTEMD = 254
+from ..slots import VAR, Slot
 
 # Keeps NVMe device names stable (nbc's documented hack, reference §12.1); kept for compatibility.
 NVME_MULTIPATH_OFF = "nvme_core.multipath=N"
 GRUB_CONSOLE = "console=tty0"
-
-# nbc's device-mapper names for the opened LUKS containers (reference §5, §20).
-ROOT_MAPPERS = ("root1", "root2")
-VAR_MAPPER = "var"
 
 
 @dataclass(frozen=True)
@@ -27,8 +19,8 @@ class LuksCmdline:
 
     root_luks_uuid: str
     """LUKS UUID of the root slot this entry boots (cryptsetup luksUUID)."""
-    root_mapper: Literal["root1", "root2"]
-    """Mapper name of that slot: root1 for slot A (p2), root2 for slot B (p3)."""
+    slot: Slot
+    """The slot this entry boots: its root is opened as the slot's mapper (root1 for A, root2 for B)."""
     var_luks_uuid: str
     """LUKS UUID of the var partition (p4), opened as /dev/mapper/var."""
     tpm2: bool = False
@@ -66,15 +58,13 @@ def kernel_cmdline(
         ]
     enc = encryption
     _require(esp_uuid=esp_uuid, root_luks_uuid=enc.root_luks_uuid, var_luks_uuid=enc.var_luks_uuid)
-    if enc.root_mapper not in ROOT_MAPPERS:
-        raise ValueError(f"root mapper must be one of {ROOT_MAPPERS}, not {enc.root_mapper!r}")
     args = [
-        f"root=/dev/mapper/{enc.root_mapper}",
+        f"root=/dev/mapper/{enc.slot.mapper}",
         "ro",
         f"rd.luks.uuid={enc.root_luks_uuid}",
-        f"rd.luks.name={enc.root_luks_uuid}={enc.root_mapper}",
+        f"rd.luks.name={enc.root_luks_uuid}={enc.slot.mapper}",
         f"rd.luks.uuid={enc.var_luks_uuid}",
-        f"rd.luks.name={enc.var_luks_uuid}={VAR_MAPPER}",
+        f"rd.luks.name={enc.var_luks_uuid}={VAR}",
     ]
     if enc.tpm2:
         args += [
@@ -84,9 +74,9 @@ def kernel_cmdline(
     return [
         *args,
         boot_mount,
-        f"systemd.mount-extra=/dev/mapper/{VAR_MAPPER}:/var:{fs}:defaults",
+        f"systemd.mount-extra=/dev/mapper/{VAR}:/var:{fs}:defaults",
         "rd.etc.overlay=1",
-        f"rd.etc.overlay.var=/dev/mapper/{VAR_MAPPER}",
+        f"rd.etc.overlay.var=/dev/mapper/{VAR}",
         NVME_MULTIPATH_OFF,
         *kernel_args,
     ]

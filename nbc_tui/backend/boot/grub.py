@@ -17,9 +17,10 @@ from typing import Literal
 
 from ..errors import InputError, NbcError
 from ..esp import Esp
+from ..inroot import resolve_in_target
 from ..runner import RunContext, run, which
+from ..slots import Slot
 from .cmdline import grub_cmdline
-from .kernel import esp_kernel_paths, resolve_in_target
 from .shim import find_shim, find_signed_grub, install_shim_chain, shim_chain
 
 GRUB_FORMAT = "x86_64-efi"
@@ -185,7 +186,7 @@ def install_grub(
     target_root: Path,
     esp: Esp,
     esp_uuid: str,
-    slot: str,
+    slot: Slot,
     kernel_version: str,
     options: Sequence[str],
     title: str,
@@ -218,7 +219,7 @@ def install_grub(
             build_grub_efi(source, target_root=target_root, esp_uuid=esp_uuid, output=image, ctx=ctx,
                            warn=warn)
             esp.put_file(image, REMOVABLE_DEST)
-    linux, initrd = esp_kernel_paths(slot, kernel_version)
+    linux, initrd = slot.kernel_paths(kernel_version)
     entry = MenuEntry(title=title, linux=linux, initrd=initrd, options=grub_cmdline(options))
     esp.put_text(render_grub_cfg([entry]), GRUB_CFG)
 

@@ -1,4 +1,4 @@
-"""Which kernel and initramfs of the image boot, and where a slot's copies live on the ESP.
+"""Which kernel and initramfs of the image boot.
 
 One rule everywhere (nbc had three, reference §19.13): among ``usr/lib/modules/<kver>/`` directories that
 hold ``vmlinuz`` or ``vmlinuz-<kver>``, the highest version by a version sort wins.
@@ -6,21 +6,16 @@ hold ``vmlinuz`` or ``vmlinuz-<kver>``, the highest version by a version sort wi
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 
 from ..errors import InputError
+from ..inroot import resolve_in_target
 
 MODULES_DIR = "usr/lib/modules"
 INITRAMFS_NAMES = ("initramfs.img", "initrd.img", "initramfs-{kver}.img", "initrd.img-{kver}")
 KERNEL_NAMES = ("vmlinuz", "vmlinuz-{kver}")
-
-# Slot letters on the ESP and the root partitions they boot (A = root1 = p2, B = root2 = p3).
-SLOT_ROOTS = {"A": "root1", "B": "root2"}
-
-_MAX_SYMLINKS = 40
 
 
 @dataclass(frozen=True)
@@ -65,18 +60,6 @@ def find_kernel(target_root: Path) -> SlotKernel:
     return SlotKernel(version=kver, vmlinuz=vmlinuz, initramfs=initramfs)
 
 
-def esp_kernel_paths(slot: str, version: str) -> tuple[str, str]:
-    """ESP paths (no leading slash) of a slot's kernel and initramfs: ``A/vmlinuz-<kver>``, ...
-
-    Each slot has its own directory so that A and B never share a boot file.
-    """
-    if slot not in SLOT_ROOTS:
-        raise ValueError(f"slot must be one of {sorted(SLOT_ROOTS)}, not {slot!r}")
-    if not version or "/" in version:
-        raise ValueError(f"bad kernel version {version!r}")
-    return f"{slot}/vmlinuz-{version}", f"{slot}/initramfs-{version}.img"
-
-
 def _first_file(target_root: Path, kver: str, names: tuple[str, ...]) -> Path | None:
     for name in names:
         found = resolve_in_target(target_root, f"{MODULES_DIR}/{kver}/{name.format(kver=kver)}")
@@ -85,33 +68,3 @@ def _first_file(target_root: Path, kver: str, names: tuple[str, ...]) -> Path | 
     return None
 
 
-def resolve_in_target(target_root: Path, relpath: str) -> Path | None:
-    """Resolve ``relpath`` inside the target the way the target itself would (chroot semantics).
-
-    Symlinks in an image are relative to the image's root: an absolute link such as
-    ``/boot/vmlinuz-6.1`` must not reach the installer's own /boot. Returns the host path of the
-    result, or None when it does not exist or loops.
-    """
-    root = target_root.resolve()
-    pending = [p for p in PurePosixPath(relpath).parts if p not in ("/", "", ".")]
-    current = root
-    links = 0
-    while pending:
-        part = pending.pop(0)
-        if part == "..":
-            current = current.parent if current != root else root
-            continue
-        candidate = current / part
-        if candidate.is_symlink():
-            links += 1
-            if links > _MAX_SYMLINKS:
-                return None
-            target = os.readlink(candidate)
-            if target.startswith("/"):
-                current = root
-            pending = [p for p in PurePosixPath(target).parts if p not in ("/", "", ".")] + pending
-            continue
-        if not candidate.exists():
-            return None
-        current = candidate
-    return current

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..esp import Esp
-from .kernel import resolve_in_target
+from ..inroot import resolve_in_target
 
 # On the ESP: shim loads grubx64.efi (and mmx64.efi, the MOK manager) from its own directory.
 SHIM_DEST = "EFI/BOOT/BOOTX64.EFI"

@@ -11,7 +11,8 @@ from pathlib import Path
 
 from ..errors import InputError
 from ..esp import Esp
-from .kernel import esp_kernel_paths, resolve_in_target
+from ..inroot import resolve_in_target
+from ..slots import Slot
 from .shim import ShimChain, find_shim, find_signed_systemd_boot, install_shim_chain, shim_chain
 
 EFI_BINARY_CANDIDATES = (
@@ -72,7 +73,7 @@ def install_systemd_boot(
     *,
     target_root: Path,
     esp: Esp,
-    slot: str,
+    slot: Slot,
     kernel_version: str,
     options: Sequence[str],
     title: str,
@@ -99,7 +100,7 @@ def install_systemd_boot(
         esp.put_file(binary, SYSTEMD_BOOT_DEST)
         esp.put_file(binary, REMOVABLE_DEST)
     esp.put_text(render_loader_conf(), LOADER_CONF)
-    linux, initrd = esp_kernel_paths(slot, kernel_version)
+    linux, initrd = slot.kernel_paths(kernel_version)
     entry = render_entry(title=title, linux=linux, initrd=initrd, options=options)
     esp.put_text(entry, f"{ENTRIES_DIR}/{ENTRY_NAME}")
     # Only after the new entry exists: entries the image brought along would otherwise show up too.

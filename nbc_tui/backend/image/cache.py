@@ -39,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import Cancelled, InputError, NbcError
 from ..locks import CACHE_LOCK_WAIT, cache_locked
-from .layout import MANIFEST_TYPES, MT_OCI_INDEX, MT_OCI_MANIFEST, REF_NAME, OciLayoutSource
+from .layout import OciLayoutSource
+from .oci import MANIFEST_TYPES, MT_OCI_INDEX, MT_OCI_MANIFEST, REF_NAME
 from .reference import OciLayoutRef
 from .scan import ImageInventory, scan_image
 from .source import BLOB_BUFFER, Descriptor, ImageSource, verify_bytes

@@ -8,33 +8,17 @@ config are checked against their digests when read; layers are checked while the
 from __future__ import annotations
 
 import json
-import platform
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError
+from .oci import INDEX_TYPES, MANIFEST_TYPES, REF_NAME, choose_platform, host_platform
 from .reference import OciLayoutRef, parse_image_ref
 from .source import BlobStream, Descriptor, ImageSource, verified_stream, verify_bytes
 
-REF_NAME = "org.opencontainers.image.ref.name"
-MT_OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-MT_OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-MT_DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
-MT_DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
-INDEX_TYPES = {MT_OCI_INDEX, MT_DOCKER_LIST}
-MANIFEST_TYPES = {MT_OCI_MANIFEST, MT_DOCKER_MANIFEST}
-# A manifest attached to an index that describes another one (BuildKit provenance, SBOMs).
-_ATTESTATION = ("vnd.docker.reference.type", "attestation-manifest")
 _MAX_NESTING = 4
 _MAX_JSON = 8 << 20
 
-_MACHINE_TO_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64", "arm64": "arm64"}
-
-
-def host_platform() -> tuple[str, str]:
-    """(os, architecture) in OCI terms for this machine: linux plus amd64 or arm64."""
-    machine = platform.machine().lower()
-    return "linux", _MACHINE_TO_ARCH.get(machine, machine)
 
 
 class OciLayoutSource(ImageSource):
@@ -170,22 +154,6 @@ class OciLayoutSource(ImageSource):
                 hint="Platforms in the image: " + (", ".join(seen) or "(none)"),
             )
         return chosen
-
-
-def choose_platform(index: dict[str, Any], host: tuple[str, str]) -> tuple[Descriptor | None, list[str]]:
-    """The index entry for ``host`` (os, architecture), skipping attestation manifests; with the platforms
-    seen, for the message when there is none. Shared by every source that reads an index."""
-    seen: list[str] = []
-    for entry in index.get("manifests") or []:
-        desc = Descriptor.from_json(entry, what="index entry")
-        plat = entry.get("platform") or {}
-        os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
-        if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1] or (os_, arch) == ("unknown", "unknown"):
-            continue
-        seen.append(f"{os_}/{arch}" + (f"/{plat['variant']}" if plat.get("variant") else ""))
-        if (os_, arch) == host:
-            return desc, seen
-    return None, seen
 
 
 def parse_top_index(data: bytes, name: str) -> dict[str, Any]:

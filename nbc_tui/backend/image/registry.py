@@ -32,7 +32,7 @@ from requests.adapters import HTTPAdapter
 from ..errors import Cancelled, InputError, NbcError
 from ..runner import RunContext
 from .auth import Credential, find_credentials
-from .layout import INDEX_TYPES, MANIFEST_TYPES, choose_platform, host_platform
+from .oci import INDEX_TYPES, MANIFEST_TYPES, choose_platform, host_platform
 from .reference import RegistryRef, parse_registry_ref
 from .source import BlobStream, Descriptor, ImageSource, verified_stream, verify_bytes
 from .transfer import STREAM_ERRORS, TRANSIENT_STATUS, ResumingRaw, RetryPolicy, skip_bytes, sleep_or_cancel

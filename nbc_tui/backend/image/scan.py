@@ -15,10 +15,21 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from .. import luks, tpm
+from ..boot.grub import IMAGE_MODULE_DIR
+from ..boot.kernel import INITRAMFS_NAMES, KERNEL_NAMES, MODULES_DIR, version_key
+from ..boot.shim import SHIM_CANDIDATES
+from ..boot.systemd_boot import EFI_BINARY_CANDIDATES
+from ..dracut import DRACUT_CANDIDATES, HOOK_SCRIPT, MODULE_DIR
 from ..errors import Cancelled, InputError, NbcError
 from ..initramfs import InitramfsError, initramfs_names, names_contain
-from ..osrelease import parse_os_release
+from ..initramfs_needs import (
+    DRACUT_CRYPT_MODULE,
+    DRACUT_TPM2_MODULE,
+    IMAGE_UNLOCKERS,
+    TCTI_DEVICE_GLOBS,
+    TPM2_TOOLS,
+)
+from ..osrelease import OS_RELEASE_PATHS, parse_os_release
 from .layer_rules import LayerApplier, find
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
 from .resolve import DIR as K_DIR
@@ -28,27 +39,14 @@ from .resolve import OTHER as K_OTHER
 from .resolve import Refused
 from .source import Descriptor, ImageSource
 
-ETC_OVERLAY_HOOK = "etc-overlay-mount.sh"
-ETC_OVERLAY_MODULE = "usr/lib/dracut/modules.d/95etc-overlay/module-setup.sh"
-OS_RELEASE_PATHS = ("usr/lib/os-release", "etc/os-release")
-SYSTEMD_BOOT_EFI = tuple(
-    f"{lib}/systemd/boot/efi/systemd-bootx64.efi{suffix}"
-    for lib in ("usr/lib", "usr/lib64") for suffix in ("", ".signed"))
-GRUB_EFI_MODULE = "usr/lib/grub/x86_64-efi/normal.mod"
-SHIM_PATHS = (  # reference §11.5, in its search order
-    *(f"boot/efi/EFI/{d}/shimx64.efi" for d in ("fedora", "centos", "redhat", "debian", "ubuntu")),
-    "usr/lib/shim/shimx64.efi.signed", "usr/lib64/shim/shimx64.efi.signed",
-    "usr/share/shim/shimx64.efi.signed", "usr/lib/shim/shimx64.efi", "usr/lib64/shim/shimx64.efi",
-)
-DRACUT_PATHS = ("usr/bin/dracut", "sbin/dracut", "usr/sbin/dracut")
-MODULES_DIR = "usr/lib/modules"
-_INITRAMFS_NAMES = ("initramfs.img", "initrd.img", "initramfs-{kver}.img", "initrd.img-{kver}")
+# What the encryption checks (initramfs_needs.unlock_support_problem, image_tpm2_problem) ask of the final
+# tree: ImageInventory.exists() and matches() answer these and nothing else.
+PROBED_PATHS = (*IMAGE_UNLOCKERS, *TPM2_TOOLS)
+PROBED_GLOBS = (DRACUT_CRYPT_MODULE, DRACUT_TPM2_MODULE, *TCTI_DEVICE_GLOBS)
+ETC_OVERLAY_MODULE = f"{MODULE_DIR}/module-setup.sh"
+GRUB_EFI_MODULE = f"{IMAGE_MODULE_DIR}/normal.mod"
 _INITRAMFS_FILE = re.compile(
     r"(?:^|/)modules/[^/]+/(?:initramfs\.img|initrd\.img|initramfs-[^/]+\.img|initrd\.img-[^/]+)$")
-# What the encryption checks (luks.unlock_support_problem, tpm.image_tpm2_problem) ask of the final tree:
-# ImageInventory.exists() and matches() answer these and nothing else.
-PROBED_PATHS = (*luks.IMAGE_UNLOCKERS, *tpm.TPM2_TOOLS)
-PROBED_GLOBS = (luks.DRACUT_CRYPT_MODULE, tpm.DRACUT_TPM2_MODULE, *tpm.TCTI_DEVICE_GLOBS)
 _SYSTEMD_SHARED = re.compile(r"^libsystemd-shared-(\d+)[.\-].*so")
 _OS_RELEASE_MAX = 64 << 10
 _PROGRESS_STEP = 1 << 20
@@ -293,12 +291,12 @@ def refusal_error(desc: Descriptor | str, exc: Refused) -> InputError:
 def _inventory(tree: VirtualTree) -> ImageInventory:
     inv = ImageInventory()
     inv.kernels, inv.initramfs_members = _kernels(tree)
-    inv.initramfs_has_etc_overlay = {k: names_contain(m, ETC_OVERLAY_HOOK) for k, m in inv.initramfs_members.items()}
+    inv.initramfs_has_etc_overlay = {k: names_contain(m, HOOK_SCRIPT) for k, m in inv.initramfs_members.items()}
     inv.os_release = _os_release(tree)
-    inv.has_systemd_boot_efi = any(tree.exists(p) for p in SYSTEMD_BOOT_EFI)
+    inv.has_systemd_boot_efi = any(tree.exists(p) for p in EFI_BINARY_CANDIDATES)
     inv.has_grub_efi_modules = tree.exists(GRUB_EFI_MODULE)
-    inv.has_shim = any(tree.exists(p) for p in SHIM_PATHS)
-    inv.has_dracut = any(tree.exists(p) for p in DRACUT_PATHS)
+    inv.has_shim = any(tree.exists(p) for p in SHIM_CANDIDATES)
+    inv.has_dracut = any(tree.exists(p) for p in DRACUT_CANDIDATES)
     inv.has_etc_overlay_module = tree.exists(ETC_OVERLAY_MODULE)
     inv.probed_paths = {p: tree.node(p) is not None for p in PROBED_PATHS}
     inv.probed_globs = {g: tree.matches(g) for g in PROBED_GLOBS}
@@ -312,11 +310,6 @@ def _inventory(tree: VirtualTree) -> ImageInventory:
     return inv
 
 
-def version_key(version: str) -> tuple[tuple[int, int | str], ...]:
-    """Sort key for kernel versions: numbers compare as numbers ("6.10" after "6.9")."""
-    return tuple((0, int(p)) if p.isdigit() else (1, p) for p in re.findall(r"\d+|[^\d.\-+_~]+", version))
-
-
 def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[str]]]:
     modules = find(tree, MODULES_DIR)
     if modules is None or tree.nodes[modules].kind != K_DIR:
@@ -327,11 +320,11 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[s
         base = f"{MODULES_DIR}/{kver}"
         if not tree.exists(base, kind=K_DIR):
             continue
-        vmlinuz = next((f"{base}/{n}" for n in ("vmlinuz", f"vmlinuz-{kver}") if tree.exists(f"{base}/{n}")),
-                       None)
+        vmlinuz = next((f"{base}/{n.format(kver=kver)}" for n in KERNEL_NAMES
+                        if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
         if vmlinuz is None:
             continue
-        initramfs = next((f"{base}/{n.format(kver=kver)}" for n in _INITRAMFS_NAMES
+        initramfs = next((f"{base}/{n.format(kver=kver)}" for n in INITRAMFS_NAMES
                           if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
         kernels.append(KernelInfo(kver, vmlinuz, initramfs))
         node = tree.node(initramfs) if initramfs else None

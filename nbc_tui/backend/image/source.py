@@ -1,8 +1,9 @@
 """What every image source yields to the engine: a manifest, a config and layer blobs verified while read.
 
-Sources differ in where blobs come from (an OCI layout today; a registry, a daemon or an archive later);
-they all hand out layers through :meth:`ImageSource.open_blob`, whose stream checks the digest and the size
-as the bytes go by and fails at the end of the blob, so nothing downstream has to trust a blob.
+Sources differ in where blobs come from (an OCI layout or archive, a Podman or Docker daemon, a registry;
+:mod:`.opener` picks one for a reference); they all hand out layers through :meth:`ImageSource.open_blob`,
+whose stream checks the digest and the size as the bytes go by and fails at the end of the blob, so nothing
+downstream has to trust a blob.
 """
 
 from __future__ import annotations
@@ -10,17 +11,14 @@ from __future__ import annotations
 import hashlib
 import io
 import re
-import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from ..errors import InputError, NbcError
 
 if TYPE_CHECKING:
-    from ..runner import RunContext
+    pass
 
 BLOB_BUFFER = 1 << 20
 _DIGEST = re.compile(r"^(sha256:[0-9a-f]{64}|sha512:[0-9a-f]{128})$")
@@ -176,33 +174,3 @@ class ImageSource(ABC):
         return sum(d.size for d in self.layers)
 
 
-def open_image(
-    ref: str,
-    *,
-    ctx: RunContext | None = None,
-    insecure: Iterable[str] = (),
-    ca_file: Path | None = None,
-    cancel: threading.Event | None = None,
-) -> ImageSource:
-    """Open an image by reference: ``oci:DIR[:TAG]`` a layout, ``oci-archive:FILE[:TAG]`` an archive,
-    ``localhost/NAME[:TAG]`` the local Podman/Docker daemon, anything else a registry (``insecure`` names
-    hosts allowed over plain HTTP or unverified TLS, ``ca_file`` adds a CA to the system ones). Malformed
-    references raise InputError (exit 2)."""
-    from .reference import OciArchiveRef, OciLayoutRef, parse_reference  # the sources import this module
-
-    parsed = parse_reference(ref)
-    if isinstance(parsed, OciLayoutRef):
-        from .layout import OciLayoutSource
-
-        return OciLayoutSource(parsed)
-    if isinstance(parsed, OciArchiveRef):
-        from .archive import OciArchiveSource
-
-        return OciArchiveSource(parsed)
-    if parsed.is_local_daemon:
-        from .daemon import open_daemon_image
-
-        return open_daemon_image(parsed, ref)
-    from .registry import RegistrySource
-
-    return RegistrySource(parsed, ctx=ctx, insecure=insecure, ca_file=ca_file, cancel=cancel)

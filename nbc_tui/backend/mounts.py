@@ -1,0 +1,77 @@
+"""Mounts that always come undone: a mount point is only ever rmdir'ed, never deleted recursively.
+
+``RUN_DIR`` (/run/nbc-tui) is where nbc-tui mounts what it works on (the new root, the answers' partition)
+and keeps its short-lived key files.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+from .runner import RunContext, run
+
+log = logging.getLogger("nbc_tui")
+
+RUN_DIR = Path("/run/nbc-tui")
+
+
+def is_mountpoint(path: Path) -> bool:
+    with contextlib.suppress(OSError):
+        return os.path.ismount(path)
+    return False
+
+
+@contextlib.contextmanager
+def mounted(
+    source: str | Path, where: Path, *, ctx: RunContext, options: list[str] | None = None,
+    fstype: str | None = None,
+) -> Iterator[Path]:
+    """Mount ``source`` at ``where`` (created if missing) for the duration of the block.
+
+    On exit it unmounts, then removes the mount point with rmdir only if this call created it and the
+    unmount succeeded: never a recursive delete that could reach into a still-mounted filesystem.
+    """
+    created = not where.exists()
+    where.mkdir(parents=True, exist_ok=True)
+    argv: list[str | Path] = ["mount"]
+    if fstype:
+        argv += ["-t", fstype]
+    if options:
+        argv += ["-o", ",".join(options)]
+    try:
+        run([*argv, source, where], ctx=ctx)
+    except BaseException:
+        if created:
+            with contextlib.suppress(OSError):
+                where.rmdir()
+        raise
+    try:
+        yield where
+    finally:
+        unmount(where, ctx=ctx)
+        if created and not is_mountpoint(where):
+            with contextlib.suppress(OSError):
+                where.rmdir()
+
+
+@contextlib.contextmanager
+def bind_mounted(source: Path, where: Path, *, ctx: RunContext) -> Iterator[Path]:
+    """Bind-mount a host directory (/dev, /proc, /sys) into a chroot, non-recursively."""
+    with mounted(source, where, ctx=ctx, options=["bind"]) as p:
+        yield p
+
+
+def unmount(where: Path, *, ctx: RunContext) -> None:
+    """Unmount, retrying lazily only if the filesystem is busy; a failure is logged and re-raised."""
+    if not is_mountpoint(where):
+        return
+    try:
+        run(["umount", where], ctx=ctx, timeout=120)
+    except Exception:
+        log.warning("umount %s failed; retrying after sync", where)
+        run(["sync"], ctx=ctx)
+        run(["umount", where], ctx=ctx, timeout=120)

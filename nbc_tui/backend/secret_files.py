@@ -1,0 +1,56 @@
+"""Secrets in files: read from one the user gave (trailing CR/LF dropped, nbc's rule), and handed to a tool in
+a 0600 file under /run that is zeroed and removed afterwards (never on argv or in the environment)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import SecretStr
+
+from .errors import InputError
+from .mounts import RUN_DIR
+
+
+def read_secret_file(path: Path, what: str) -> SecretStr:
+    """A secret from a file, trailing CR/LF dropped (nbc's rule)."""
+    try:
+        value = path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+    if not value:
+        raise InputError(f"the {what} file {path} is empty")
+    return SecretStr(value)
+
+
+@contextlib.contextmanager
+def key_file(secret: SecretStr, *, name: str = "key") -> Iterator[Path]:
+    """A 0600 file under /run holding ``secret`` (no newline), zeroed and removed on exit."""
+    RUN_DIR.mkdir(mode=0o700, parents=True, exist_ok=True)
+    os.chmod(RUN_DIR, 0o700)
+    path = RUN_DIR / f"{name}-{secrets.token_hex(8)}"
+    data = secret.get_secret_value().encode()
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    try:
+        yield path
+    finally:
+        _shred(path, len(data))
+
+
+def _shred(path: Path, size: int) -> None:
+    with contextlib.suppress(OSError):
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.write(fd, b"\0" * max(size, 1))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    path.unlink(missing_ok=True)
