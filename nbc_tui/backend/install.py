@@ -24,14 +24,13 @@ from typing import TypeVar
 from pydantic import SecretStr
 
 from .. import __version__
-from . import disks, dracut, luks, partition, target, tpm
+from . import disks
 from .atomic import write_atomically
 from .boot import bootloader as boot
 from .boot.cmdline import LuksCmdline, kernel_cmdline
 from .boot.efivars import register_efi_boot_entry
 from .boot.kernel import SlotKernel, find_kernel
 from .errors import Cancelled, InputError, NbcError
-from .esp import Esp, esp_uuid, new_volume_id
 from .events import (
     CompleteEvent,
     Emit,
@@ -41,13 +40,11 @@ from .events import (
     WarningEvent,
     progress_event,
 )
-from .filesystems import make_filesystem, read_fs_label, read_fs_uuid
 from .image.cache import CachedImage
 from .image.extract import extract_image
 from .image.opener import open_image
 from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource
-from .initramfs_needs import image_tpm2_problem, initramfs_gaps, initramfs_member_names, unlock_support_problem
 from .live import on_live_system
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
@@ -56,8 +53,14 @@ from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext, run, which
 from .secret_files import key_file, read_secret_file
 from .sizes import human
-from .slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
-from .state import EncryptionState, SystemConfig, local_now_rfc3339, write_system_config
+from .storage import luks, partition, tpm
+from .storage.esp import Esp, esp_uuid, new_volume_id
+from .storage.filesystems import make_filesystem, read_fs_label, read_fs_uuid
+from .system import dracut
+from .system import rootfs as target
+from .system.initramfs_needs import image_tpm2_problem, initramfs_gaps, initramfs_member_names, unlock_support_problem
+from .system.slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
+from .system.state import EncryptionState, SystemConfig, local_now_rfc3339, write_system_config
 
 log = logging.getLogger("nbc_tui")
 T = TypeVar("T")

@@ -17,7 +17,7 @@ from ..backend.answers import (
     read_answers,
     schema_text,
 )
-from ..backend.disk_rules import describe
+from ..backend.disks.rules import describe
 from ..backend.events import events_json_schema
 from ..backend.runner import RunContext
 

@@ -27,7 +27,7 @@ from ..backend.image.cache import (
 from ..backend.image.opener import open_image
 from ..backend.image.source import ImageSource
 from ..backend.locks import CACHE_LOCK_WAIT
-from ..backend.state import SystemConfig, read_system_config
+from ..backend.system.state import SystemConfig, read_system_config
 
 MiB = 1024 * 1024
 

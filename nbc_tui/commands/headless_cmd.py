@@ -22,7 +22,7 @@ import tempfile
 from pathlib import Path
 
 from ..backend.answers import AnswerFileError, Checked, check_answers, keyed_engine_errors, read_answers
-from ..backend.disk_rules import describe
+from ..backend.disks.rules import describe
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.install import Confirm, run_install

@@ -17,7 +17,7 @@ from ..backend.logfile import RunLog
 from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
-from .common import add_output_flags, plan_error
+from .flags import add_output_flags, plan_error
 
 
 def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]

@@ -32,8 +32,8 @@ from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..backend.disks import Disk, Refusal, identity_changed, list_disks, refusals, resolve_disk
+from ..backend.disks.hotplug import BlockEvent, BlockWatcher
 from ..backend.errors import NbcError
-from ..backend.hotplug import BlockEvent, BlockWatcher
 from ..backend.sizes import GiB, human
 from ..draft import PlanDraft
 from ..widgets.disk_table import DiskEntry, DiskTable, describe

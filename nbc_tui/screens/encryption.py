@@ -22,7 +22,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, RadioSet, Static
 
 from ..backend.plan import MIN_PASSPHRASE
-from ..backend.tpm import TPM_DEVICES  # the engine's own list: the TUI and the engine agree
+from ..backend.storage.tpm import TPM_DEVICES  # the engine's own list: the TUI and the engine agree
 from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
 from ..widgets.secret_input import SecretInput
 from .options import ChoiceButton

@@ -22,9 +22,9 @@ from textual.worker import Worker, WorkerState
 from ..backend.disks import Disk, resolve_disk
 from ..backend.errors import NbcError
 from ..backend.install import describe_destruction
-from ..backend.partition import nbc_layout
 from ..backend.plan import InstallPlan, validation_messages
 from ..backend.sizes import human
+from ..backend.storage.partition import nbc_layout
 from ..draft import PlanDraft
 
 BOOTLOADER_WORDS = {"auto": "automatic (systemd-boot when the image carries it, else GRUB)",

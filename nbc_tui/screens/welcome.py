@@ -19,7 +19,7 @@ from ..backend.errors import NbcError
 from ..backend.image.cache import CacheKind, list_cached
 from ..backend.install import BASE_TOOLS
 from ..backend.runner import which
-from ..backend.tpm import TPM_DEVICES
+from ..backend.storage.tpm import TPM_DEVICES
 from .encryption import tpm_present
 
 EFI_DIR = Path("/sys/firmware/efi")

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.answers import load_answers
-from nbc_tui.backend.disk_rules import SHOW_LOOP_ENV
+from nbc_tui.backend.disks.rules import SHOW_LOOP_ENV
 from tests.conftest import REPO, CliResult, loop_devices_of
 from tests.integration.test_install_refusals import digest_of
 from tests.support.loopdev import attached_loop

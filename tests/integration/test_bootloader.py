@@ -19,9 +19,9 @@ import pytest
 from nbc_tui.backend.boot.bootloader import install_bootloader, os_title, resolve_bootloader
 from nbc_tui.backend.boot.cmdline import kernel_cmdline
 from nbc_tui.backend.boot.kernel import find_kernel
-from nbc_tui.backend.esp import Esp, esp_uuid
 from nbc_tui.backend.runner import RunContext
-from nbc_tui.backend.slots import Slot
+from nbc_tui.backend.storage.esp import Esp, esp_uuid
+from nbc_tui.backend.system.slots import Slot
 from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root

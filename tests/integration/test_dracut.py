@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend import dracut
+from nbc_tui.backend.system import dracut
 
 MODULE = dracut.module_source()
 HOOK = MODULE / "etc-overlay-mount.sh"

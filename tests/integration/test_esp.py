@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.esp import Esp, esp_uuid, new_volume_id
 from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.storage.esp import Esp, esp_uuid, new_volume_id
 from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root

@@ -27,13 +27,14 @@ import pexpect
 import pytest
 from pydantic import SecretStr
 
-from nbc_tui.backend import luks, secret_files, tpm
+from nbc_tui.backend import secret_files
 from nbc_tui.backend.answers import AnswerFileError, check_answers, read_answers
 from nbc_tui.backend.errors import CommandFailed, InputError
 from nbc_tui.backend.events import Event, StepEvent
 from nbc_tui.backend.install import run_install
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.storage import luks, tpm
 from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.test_install_refusals import SMALL, digest_of, loop_disk  # noqa: F401
 from tests.support.loopdev import attached_loop

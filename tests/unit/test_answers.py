@@ -11,7 +11,6 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from nbc_tui.backend.answer_lines import locate_json, locate_toml
 from nbc_tui.backend.answers import (
     AnswerFileError,
     answers_json_schema,
@@ -22,6 +21,7 @@ from nbc_tui.backend.answers import (
     save_answers,
     schema_text,
 )
+from nbc_tui.backend.answers.lines import locate_json, locate_toml
 from nbc_tui.backend.events import (
     CompleteEvent,
     ErrorEvent,

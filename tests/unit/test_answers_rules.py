@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.disk_rules import SHOW_LOOP_ENV, loops_wanted, resolve_target, rule_matches
+from nbc_tui.backend.disks.rules import SHOW_LOOP_ENV, loops_wanted, resolve_target, rule_matches
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.plan import DiskRule, ImageSpec, InstallPlan, Target
 from nbc_tui.backend.sizes import GiB

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from nbc_tui.backend.boot.grub import MenuEntry, grub_quote, render_early_config, render_grub_cfg
 from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf
-from nbc_tui.backend.slots import Slot
+from nbc_tui.backend.system.slots import Slot
 
 OPTIONS = ["root=UUID=r", "ro", "rd.etc.overlay=1", "console=ttyS0"]
 

@@ -10,7 +10,7 @@ import pytest
 from nbc_tui.backend.boot.kernel import find_kernel, version_key
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.inroot import resolve_in_target
-from nbc_tui.backend.slots import Slot
+from nbc_tui.backend.system.slots import Slot
 
 
 def kernel_dir(root: Path, kver: str, *files: str) -> Path:

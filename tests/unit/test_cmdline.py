@@ -6,8 +6,8 @@ import pytest
 
 from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
-from nbc_tui.backend.slots import Slot
-from nbc_tui.backend.target import MOUNT_EXTRA_MIN_SYSTEMD
+from nbc_tui.backend.system.rootfs import MOUNT_EXTRA_MIN_SYSTEMD
+from nbc_tui.backend.system.slots import Slot
 
 ROOT = "11111111-2222-3333-4444-555555555555"
 VAR = "66666666-7777-8888-9999-aaaaaaaaaaaa"

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend import hotplug
-from nbc_tui.backend.hotplug import BlockEvent, BlockWatcher
+from nbc_tui.backend.disks import hotplug
+from nbc_tui.backend.disks.hotplug import BlockEvent, BlockWatcher
 
 
 def events_for(watcher: BlockWatcher, name: str, *, within: float = 1.0) -> list[BlockEvent]:

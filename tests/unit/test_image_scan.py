@@ -24,7 +24,7 @@ from nbc_tui.backend.image.scan import (
     parse_os_release,
     scan_image,
 )
-from nbc_tui.backend.initramfs_needs import (
+from nbc_tui.backend.system.initramfs_needs import (
     DRACUT_CRYPT_MODULE,
     DRACUT_TPM2_MODULE,
     initramfs_can_unlock,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from nbc_tui.backend.initramfs import InitramfsError, initramfs_contains, initramfs_names
+from nbc_tui.backend.system.initramfs import InitramfsError, initramfs_contains, initramfs_names
 from tests.support.oci import newc_cpio as newc
 
 EARLY = newc({"kernel": b"", "kernel/x86": b"", "kernel/x86/microcode": b"",

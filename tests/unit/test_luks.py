@@ -11,22 +11,23 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nbc_tui.backend import dracut, luks, tpm
 from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.image.scan import PROBED_GLOBS, PROBED_PATHS, ImageInventory, KernelInfo
-from nbc_tui.backend.initramfs_needs import (
+from nbc_tui.backend.install import STEPS, _check_unlock_support, steps_for
+from nbc_tui.backend.plan import Encryption, ImageSpec, InstallPlan, Target
+from nbc_tui.backend.runner import REDACTED, Redactor, RunContext
+from nbc_tui.backend.storage import luks, tpm
+from nbc_tui.backend.system import dracut
+from nbc_tui.backend.system.initramfs_needs import (
     DRACUT_CRYPT_MODULE,
     image_tpm2_problem,
     initramfs_gaps,
     initramfs_has_tpm2,
     unlock_support_problem,
 )
-from nbc_tui.backend.install import STEPS, _check_unlock_support, steps_for
-from nbc_tui.backend.plan import Encryption, ImageSpec, InstallPlan, Target
-from nbc_tui.backend.runner import REDACTED, Redactor, RunContext
-from nbc_tui.backend.slots import Slot
-from nbc_tui.backend.state import EncryptionState, SystemConfig, write_system_config
+from nbc_tui.backend.system.slots import Slot
+from nbc_tui.backend.system.state import EncryptionState, SystemConfig, write_system_config
 from nbc_tui.commands.install_cmd import encryption_from_args, parse_pcrs
 
 UUIDS = {"root1": "11111111-1111-4111-8111-111111111111", "root2": "22222222-2222-4222-8222-222222222222",

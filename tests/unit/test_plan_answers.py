@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from nbc_tui.backend.disk_rules import describe_rule
+from nbc_tui.backend.disks.rules import describe_rule
 from nbc_tui.backend.plan import DiskRule, Encryption, InstallPlan, System, Target
 
 SMALL = {"esp_size": "100M", "root_size": "1G", "var_min_size": "256M"}

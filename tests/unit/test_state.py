@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.state import SystemConfig, read_system_config, write_system_config
+from nbc_tui.backend.system.state import SystemConfig, read_system_config, write_system_config
 
 
 def config(**kw) -> SystemConfig:

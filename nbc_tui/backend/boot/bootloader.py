@@ -7,11 +7,11 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import InputError
-from ..esp import Esp
 from ..inroot import resolve_in_target
 from ..osrelease import OS_RELEASE_PATHS, os_name, parse_os_release
 from ..runner import RunContext
-from ..slots import Slot
+from ..storage.esp import Esp
+from ..system.slots import Slot
 from .grub import grub_available, install_grub
 from .kernel import SlotKernel
 from .systemd_boot import find_systemd_boot, install_systemd_boot

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from ..errors import InputError
-from ..slots import VAR, Slot
+from ..system.slots import VAR, Slot
 
 # Keeps NVMe device names stable (nbc's documented hack, reference §12.1); kept for compatibility.
 NVME_MULTIPATH_OFF = "nvme_core.multipath=N"

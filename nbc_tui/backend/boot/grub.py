@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import InputError, NbcError
-from ..esp import Esp
 from ..inroot import resolve_in_target
 from ..runner import RunContext, run, which
-from ..slots import Slot
+from ..storage.esp import Esp
+from ..system.slots import Slot
 from .cmdline import grub_cmdline
 from .shim import find_shim, find_signed_grub, install_shim_chain, shim_chain
 

@@ -10,8 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..esp import Esp
 from ..inroot import resolve_in_target
+from ..storage.esp import Esp
 
 # On the ESP: shim loads grubx64.efi (and mmx64.efi, the MOK manager) from its own directory.
 SHIM_DEST = "EFI/BOOT/BOOTX64.EFI"

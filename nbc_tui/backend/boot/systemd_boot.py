@@ -10,9 +10,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from ..errors import InputError
-from ..esp import Esp
 from ..inroot import resolve_in_target
-from ..slots import Slot
+from ..storage.esp import Esp
+from ..system.slots import Slot
 from .shim import ShimChain, find_shim, find_signed_systemd_boot, install_shim_chain, shim_chain
 
 EFI_BINARY_CANDIDATES = (

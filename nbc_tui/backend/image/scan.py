@@ -19,17 +19,17 @@ from ..boot.grub import IMAGE_MODULE_DIR
 from ..boot.kernel import INITRAMFS_NAMES, KERNEL_NAMES, MODULES_DIR, version_key
 from ..boot.shim import SHIM_CANDIDATES
 from ..boot.systemd_boot import EFI_BINARY_CANDIDATES
-from ..dracut import DRACUT_CANDIDATES, HOOK_SCRIPT, MODULE_DIR
 from ..errors import Cancelled, InputError, NbcError
-from ..initramfs import InitramfsError, initramfs_names, names_contain
-from ..initramfs_needs import (
+from ..osrelease import OS_RELEASE_PATHS, parse_os_release
+from ..system.dracut import DRACUT_CANDIDATES, HOOK_SCRIPT, MODULE_DIR
+from ..system.initramfs import InitramfsError, initramfs_names, names_contain
+from ..system.initramfs_needs import (
     DRACUT_CRYPT_MODULE,
     DRACUT_TPM2_MODULE,
     IMAGE_UNLOCKERS,
     TCTI_DEVICE_GLOBS,
     TPM2_TOOLS,
 )
-from ..osrelease import OS_RELEASE_PATHS, parse_os_release
 from .layer_rules import LayerApplier, find
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
 from .resolve import DIR as K_DIR

@@ -16,11 +16,14 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from .disks import SYSTEM, Disk, Refusal, SystemView, list_disks, refusals, resolve_disk
-from .errors import InputError
-from .plan import DiskRule, InstallPlan, Target
-from .runner import RunContext
-from .sizes import human
+from ..errors import InputError
+from ..plan import DiskRule, InstallPlan, Target
+from ..runner import RunContext
+from ..sizes import human
+from .blockdevices import SYSTEM, SystemView
+from .discovery import list_disks, resolve_disk
+from .eligibility import refusals
+from .model import Disk, Refusal
 
 # Loop devices count as disks only when asked (tests and demos attach them); the TUI's disk screen reads
 # the same variable.

@@ -8,10 +8,10 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from .answer_format import ANSWERS_VERSION, SECTION_DOCS, SECTIONS
-from .atomic import write_atomically
-from .plan import InstallPlan
-from .sizes import GiB, MiB
+from ..atomic import write_atomically
+from ..plan import InstallPlan
+from ..sizes import GiB, MiB
+from .format import ANSWERS_VERSION, SECTION_DOCS, SECTIONS
 
 
 def dump_answers(plan: InstallPlan) -> str:

@@ -19,10 +19,10 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .atomic import write_atomically
-from .errors import InputError, NbcError
-from .runner import RunContext, retry, run, which
-from .slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
+from ..atomic import write_atomically
+from ..errors import InputError, NbcError
+from ..runner import RunContext, retry, run, which
+from ..system.slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
 
 MAPPER_DIR = Path("/dev/mapper")
 DM_CONTROL = MAPPER_DIR / "control"

@@ -17,8 +17,8 @@ import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from .errors import NbcError
-from .runner import RunContext, run
+from ..errors import NbcError
+from ..runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")
 

@@ -18,7 +18,7 @@ from typing import Any, BinaryIO
 import zstandard
 from isal import igzip, isal_zlib
 
-from .errors import NbcError
+from ..errors import NbcError
 
 _CHUNK = 1 << 20
 _CPIO_MAGICS = (b"070701", b"070702")  # newc, and newc with checksums

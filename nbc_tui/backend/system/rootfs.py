@@ -14,11 +14,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .atomic import write_atomically
-from .errors import InputError, NbcError
-from .inroot import path_in_target, resolve_in_target
-from .osrelease import OS_RELEASE_PATHS
-from .runner import RunContext, run
+from ..atomic import write_atomically
+from ..errors import InputError, NbcError
+from ..inroot import path_in_target, resolve_in_target
+from ..osrelease import OS_RELEASE_PATHS
+from ..runner import RunContext, run
 
 ETC_LOWER = Path(".etc.lower")
 OVERLAY_BASE = Path("var/lib/nbc/etc-overlay")

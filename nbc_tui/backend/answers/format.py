@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from .plan import InstallPlan
+from ..plan import InstallPlan
 
 ANSWERS_VERSION = 1
 # (section, key) of every path in the plan: relative ones are resolved against the answer file's directory.

@@ -12,7 +12,7 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
-from .atomic import write_atomically
+from ..atomic import write_atomically
 
 CONFIG_PATH = Path("var/lib/nbc/state/config.json")
 LEGACY_CONFIG_PATH = Path("etc/nbc/config.json")

@@ -1,4 +1,4 @@
-"""The two root slots of nbc's layout as one type, and which of them the running system booted from.
+"""The two root slots of nbc's layout as one type (which one is booted: ``disks.booted_slot()``).
 
 nbc finds partitions by number (reference §3): p1 the ESP, p2 ``root1`` (slot A), p3 ``root2`` (slot B), p4
 ``var``, shared by both. A root slot's GPT name, filesystem label and LUKS mapper name are all its role,
@@ -9,9 +9,6 @@ nbc finds partitions by number (reference §3): p1 the ESP, p2 ``root1`` (slot A
 from __future__ import annotations
 
 from enum import Enum
-
-from .blockdevices import SYSTEM, Machine, SystemView, read_value
-from .runner import RunContext
 
 ESP_PARTITION = 1
 VAR_PARTITION = 4
@@ -67,25 +64,3 @@ class Slot(Enum):
 ENCRYPTED_ROLES = (Slot.A.role, Slot.B.role, VAR)
 """The partitions that are encrypted (the ESP never is), in the order they are set up."""
 MAPPER_NAMES = {Slot.A.role: Slot.A.mapper, Slot.B.role: Slot.B.mapper, VAR: VAR}
-
-
-def booted_slot(*, view: SystemView = SYSTEM, ctx: RunContext | None = None) -> Slot | None:
-    """The slot the running system's ``/`` is on, or None when ``/`` is not an nbc root slot (a live ISO).
-
-    Found by the device of ``/`` (its mount, so that btrfs's anonymous device numbers do not matter): an
-    opened LUKS root by its mapper name (``root1``, ``root2``), a plain one by its partition number.
-    """
-    m = Machine.read(view, ctx)
-    for name in m.devices_mounted_at("/"):
-        node = m.nodes[name]
-        mapper = read_value(node.path / "dm" / "name")
-        if mapper is not None:
-            if mapper in (Slot.A.mapper, Slot.B.mapper):
-                return Slot.of_role(mapper)
-            continue
-        if node.parent is not None:
-            for slot in Slot:
-                if node.number == slot.partition:
-                    return slot
-    return None
-

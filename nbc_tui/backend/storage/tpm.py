@@ -17,11 +17,11 @@ from pathlib import Path
 
 from pydantic import SecretStr
 
-from .atomic import write_atomically
-from .errors import InputError, NbcError
+from ..atomic import write_atomically
+from ..errors import InputError, NbcError
+from ..runner import RunContext, ShapeRedactor, run, which
+from ..secret_files import key_file
 from .luks import add_key
-from .runner import RunContext, ShapeRedactor, run, which
-from .secret_files import key_file
 
 TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
 # systemd's recovery keys: 32 random bytes in "modhex", 8 groups of 8 characters.

@@ -16,10 +16,10 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import NbcError
-from .plan import Layout
-from .runner import RunContext, retry, run
-from .slots import ESP_PARTITION, VAR, VAR_PARTITION, Slot
+from ..errors import NbcError
+from ..plan import Layout
+from ..runner import RunContext, retry, run
+from ..system.slots import ESP_PARTITION, VAR, VAR_PARTITION, Slot
 
 log = logging.getLogger("nbc_tui")
 

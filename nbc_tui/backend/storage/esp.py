@@ -14,8 +14,8 @@ import secrets
 import tempfile
 from pathlib import Path, PurePosixPath
 
-from .errors import CommandFailed
-from .runner import RunContext, run
+from ..errors import CommandFailed
+from ..runner import RunContext, run
 
 # nbc's filesystem label for p1 (reference §3.2, §20).
 ESP_LABEL = "UEFI"

@@ -1,4 +1,5 @@
-"""The disks the running system and the live medium it started from live on (never install targets)."""
+"""The disks the running system and the live medium it started from live on (never install targets), and
+the root slot the running system booted from."""
 
 from __future__ import annotations
 
@@ -6,8 +7,9 @@ import contextlib
 import os
 import re
 
+from ..runner import RunContext
+from ..system.slots import Slot
 from .blockdevices import SYSTEM, Machine, SystemView, read_value, stdev
-from .runner import RunContext
 
 # Where live systems mount the medium they booted from (or the partition holding the ISO file):
 # live-boot (Debian), dracut dmsquash-live (Fedora), casper (Ubuntu), archiso.
@@ -110,3 +112,25 @@ def live_medium_disks(*, view: SystemView = SYSTEM, ctx: RunContext | None = Non
     /dev/disk/by-label|by-uuid or a read-only blkid.
     """
     return set(live_medium_reasons(Machine.read(view, ctx)))
+
+
+def booted_slot(*, view: SystemView = SYSTEM, ctx: RunContext | None = None) -> Slot | None:
+    """The slot the running system's ``/`` is on, or None when ``/`` is not an nbc root slot (a live ISO).
+
+    Found by the device of ``/`` (its mount, so that btrfs's anonymous device numbers do not matter): an
+    opened LUKS root by its mapper name (``root1``, ``root2``), a plain one by its partition number.
+    """
+    m = Machine.read(view, ctx)
+    for name in m.devices_mounted_at("/"):
+        node = m.nodes[name]
+        mapper = read_value(node.path / "dm" / "name")
+        if mapper is not None:
+            if mapper in (Slot.A.mapper, Slot.B.mapper):
+                return Slot.of_role(mapper)
+            continue
+        if node.parent is not None:
+            for slot in Slot:
+                if node.number == slot.partition:
+                    return slot
+    return None
+

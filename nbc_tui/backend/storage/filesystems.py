@@ -5,8 +5,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from .plan import Filesystem
-from .runner import RunContext, run
+from ..plan import Filesystem
+from ..runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")
 

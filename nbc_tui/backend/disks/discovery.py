@@ -1,72 +1,24 @@
-"""Disks: the models, discovery, identity, and eligibility with typed reasons.
-
-The machine is read by :mod:`.blockdevices` (sysfs, mounts, swaps, udev, blkid); the running system
-and the live medium are found by :mod:`.system_disks`. This module turns that reading into
-:class:`Disk` objects and judges them; every public name callers need is importable from here.
-
-Refusals are data: :func:`refusals` computes every reason a disk cannot be installed to, once; the TUI
-greys the row and shows ``message``, the CLI prints it and exits 2, JSON carries ``reason``.
-"""
+"""Finding the machine's disks: :class:`~.model.Disk` objects built from one reading of the kernel
+(:mod:`.blockdevices`: sysfs, mounts, swaps, udev, blkid), a path resolved to its whole disk, and a disk's
+stable identity (nbc's ``disk_id``, and whether it is still the disk that was chosen)."""
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import os
 import re
 import stat
 from collections.abc import Iterable
-from enum import StrEnum
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
-
-from .blockdevices import (
-    LOOP_NAME,
-    SYSTEM,
-    BlockNode,
-    Machine,
-    SystemView,
-    natural_key,
-    rdev,
-    read_int,
-    read_value,
-)
-from .errors import InputError
-from .inroot import resolve_in_target
-from .osrelease import OS_RELEASE_PATHS, parse_os_release
-from .runner import RunContext
-from .sizes import human
-from .slots import VAR, Slot
-from .system_disks import (
-    LIVE_MEDIUM_MOUNTS,
-    RUNNING_SYSTEM_MOUNTS,
-    live_medium_disks,
-    live_medium_reasons,
-    running_system_disks,
-    running_system_mounts,
-)
-
-# The public API: everything callers import from here, also what lives in blockdevices and system_disks.
-__all__ = [
-    "LIVE_MEDIUM_MOUNTS",
-    "RUNNING_SYSTEM_MOUNTS",
-    "SYSTEM",
-    "Disk",
-    "Ineligible",
-    "Partition",
-    "Refusal",
-    "SystemView",
-    "disk_id",
-    "identity_changed",
-    "list_disks",
-    "live_medium_disks",
-    "partition_name",
-    "refusals",
-    "resolve_disk",
-    "running_system_disks",
-    "split_partition_name",
-]
+from ..errors import InputError
+from ..inroot import resolve_in_target
+from ..osrelease import OS_RELEASE_PATHS, parse_os_release
+from ..runner import RunContext
+from ..sizes import human
+from ..system.slots import VAR, Slot
+from .blockdevices import LOOP_NAME, SYSTEM, BlockNode, Machine, SystemView, natural_key, rdev, read_int, read_value
+from .model import Disk, Partition
 
 # Whole disks nbc-tui installs to: SCSI/SATA/USB, NVMe namespaces, virtio, Xen, MMC/SD (not the eMMC
 # boot0/boot1/rpmb areas), old IDE. NVMe multipath paths (nvme0c0n1) are hidden controllers, not disks.
@@ -85,92 +37,6 @@ _NOT_DISK_KINDS = (
 
 # nbc's filesystem labels (reference §3.2): a disk carrying them holds an nbc A/B system.
 _NBC_LABELS = frozenset({Slot.A.role, Slot.B.role, VAR})
-
-
-class Ineligible(StrEnum):
-    """Why a disk cannot be installed to (the ``reason`` of a :class:`Refusal`)."""
-
-    TOO_SMALL = "too-small"
-    MOUNTED = "mounted"
-    HOLDERS = "holders"
-    SWAP = "swap"
-    RUNNING_SYSTEM = "running-system"
-    LIVE_MEDIUM = "live-medium"
-    READ_ONLY = "read-only"
-    NOT_A_DISK = "not-a-disk"
-    IN_USE = "in-use"
-
-
-class Refusal(BaseModel):
-    """One reason a disk is not eligible. ``message`` is a complete sentence, shown as is."""
-
-    model_config = ConfigDict(frozen=True)
-
-    reason: Ineligible
-    message: str
-
-
-class Partition(BaseModel):
-    """A partition the kernel knows about (a partition node under the disk in sysfs)."""
-
-    model_config = ConfigDict(frozen=True)
-
-    device: str
-    number: int
-    size: int
-    dev: str = ""
-    """Kernel device number, "major:minor"."""
-    fstype: str | None = None
-    label: str | None = None
-    partlabel: str | None = None
-    uuid: str | None = None
-    mountpoints: list[str] = []
-    """Where it is mounted, directly or through a device stacked on it (dm-crypt, LVM, md)."""
-    holders: list[str] = []
-    """Kernel names of the devices stacked directly on it (dm-0, md127)."""
-
-
-class Disk(BaseModel):
-    """A whole disk as the kernel sees it now: identity, partitions, and what uses it."""
-
-    model_config = ConfigDict(frozen=True)
-
-    device: str
-    """/dev/<name>."""
-    name: str
-    """Kernel name: sda, nvme0n1, vda, loop3."""
-    size: int
-    """Bytes."""
-    dev: str = ""
-    """Kernel device number, "major:minor"."""
-    model: str | None = None
-    serial: str | None = None
-    wwid: str | None = None
-    transport: str | None = None
-    """sata, nvme, usb, virtio, scsi, mmc, xen, loop, or None when unknown."""
-    removable: bool = False
-    read_only: bool = False
-    rotational: bool | None = None
-    by_id: list[str] = []
-    """/dev/disk/by-id links to it (only where udev runs)."""
-    partitions: list[Partition] = []
-    mountpoints: list[str] = []
-    """Where the whole disk is mounted (an ISO written to a stick), directly or through holders."""
-    holders: list[str] = []
-    backing_file: str | None = None
-    """The file behind a loop device."""
-    fstype: str | None = None
-    """A filesystem on the whole disk (iso9660 of a live stick), from blkid."""
-    label: str | None = None
-    pttype: str | None = None
-    """Partition table type (gpt, dos) from blkid."""
-    os_hint: str | None = None
-    """What seems to be on it: an os-release PRETTY_NAME of a mounted root, or filesystem labels."""
-
-    @property
-    def size_human(self) -> str:
-        return human(self.size)
-
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -198,11 +64,11 @@ def split_partition_name(name: str) -> tuple[str, int] | None:
     return None
 
 
-def _is_candidate(name: str) -> bool:
+def is_candidate(name: str) -> bool:
     return bool(_DISK_NAME.match(name) or LOOP_NAME.match(name))
 
 
-def _not_a_disk_kind(name: str) -> str:
+def not_a_disk_kind(name: str) -> str:
     for prefix, kind in _NOT_DISK_KINDS:
         if name.startswith(prefix):
             return kind
@@ -319,7 +185,7 @@ def _build_disk(m: Machine, node: BlockNode) -> Disk:
     p = node.path
     props, links = m.udev(node.dev)
     device_dir = p / "device"
-    candidate = _is_candidate(node.name)
+    candidate = is_candidate(node.name)
     parts = [_partition(m, child) for child in m.children(node.name)]
     whole = m.blkid(node.name) if candidate else {}
     mountpoints = m.mounts_of(node.name)
@@ -369,7 +235,7 @@ def list_disks(*, include_loop: bool = False, view: SystemView = SYSTEM,
     disks = []
     for name in sorted(m.nodes, key=natural_key):
         node = m.nodes[name]
-        if node.parent or not _is_candidate(name):
+        if node.parent or not is_candidate(name):
             continue
         if read_value(node.path / "hidden") == "1":
             continue
@@ -445,140 +311,3 @@ def identity_changed(chosen: Disk, now: Disk) -> str | None:
     return None
 
 
-# ---------------------------------------------------------------------------------------------------
-# Public API: eligibility
-
-
-def _holder_text(m: Machine, holder: str) -> tuple[str, str]:
-    """(what the holder is, what to do about it)."""
-    node = m.nodes.get(holder)
-    dm_name = read_value(node.path / "dm" / "name") if node else None
-    dm_uuid = (read_value(node.path / "dm" / "uuid") if node else None) or ""
-    if dm_name and dm_uuid.startswith("CRYPT-"):
-        return f"{holder} (the open LUKS mapping {dm_name})", f"close it with `cryptsetup close {dm_name}`"
-    if dm_name and dm_uuid.startswith("LVM-"):
-        return f"{holder} (the LVM volume {dm_name})", "deactivate its volume group with `vgchange -an`"
-    if dm_name:
-        return f"{holder} (the device-mapper device {dm_name})", f"remove it with `dmsetup remove {dm_name}`"
-    if holder.startswith("md"):
-        return f"{holder} (a software RAID array)", f"stop it with `mdadm --stop /dev/{holder}`"
-    return holder, "stop what uses it"
-
-
-def _busy(device: Path) -> bool:
-    """The kernel refuses an exclusive open: something (a mount, RAID, a running tool) claims it."""
-    try:
-        fd = os.open(device, os.O_RDONLY | os.O_EXCL | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError as exc:
-        return exc.errno == errno.EBUSY
-    os.close(fd)
-    return False
-
-
-def _places(mountpoints: list[str]) -> str:
-    # The running system's disk can carry dozens of bind mounts: name a few, count the rest.
-    shown = ", ".join(mountpoints[:3])
-    return shown if len(mountpoints) <= 3 else f"{shown} and {len(mountpoints) - 3} more"
-
-
-def _usage_refusals(m: Machine, disk: Disk) -> list[Refusal]:
-    """MOUNTED, SWAP and HOLDERS for the disk itself and for each partition."""
-    out: list[Refusal] = []
-    things = [(disk.device, disk.name, disk.mountpoints, disk.holders)]
-    things += [(f"partition {p.device}", Path(p.device).name, p.mountpoints, p.holders) for p in disk.partitions]
-    for what, name, mountpoints, holders in things:
-        if mountpoints:
-            via = f" (through {', '.join(holders)})" if holders else ""
-            out.append(Refusal(reason=Ineligible.MOUNTED, message=(
-                f"{what}{via} is mounted at {_places(mountpoints)}: unmount it or choose another disk")))
-        swap = m.swap_of(name)
-        if swap:
-            out.append(Refusal(reason=Ineligible.SWAP, message=(
-                f"{what} is in use as swap ({swap}): turn it off with `swapoff {swap}` "
-                "or choose another disk")))
-        for holder in holders:
-            desc, todo = _holder_text(m, holder)
-            out.append(Refusal(reason=Ineligible.HOLDERS, message=(
-                f"{what} is in use by {desc}: {todo}, or choose another disk")))
-    return out
-
-
-def _loop_refusals(m: Machine, disk: Disk) -> list[Refusal]:
-    """A loop device whose file is also attached elsewhere (the engine's per-partition loop devices)."""
-    siblings = m.loop_siblings(disk.name)
-    if not siblings:
-        return []
-    names = [f"/dev/{other}" for other, _ in siblings]
-    attached = ", ".join(f"/dev/{other}" + (f" (offset {human(info.offset)})" if info.offset else "")
-                         for other, info in siblings)
-    out = [Refusal(reason=Ineligible.IN_USE, message=(
-        f"the file behind {disk.device} ({disk.backing_file}) is also attached as {attached}: "
-        f"detach {'it' if len(names) == 1 else 'them'} with `losetup -d {' '.join(names)}` "
-        "or choose another disk"))]
-    for other, info in siblings:
-        where = f" at offset {human(info.offset)}" if info.offset else ""
-        mounts = m.mounts_of(other)
-        if mounts:
-            out.append(Refusal(reason=Ineligible.MOUNTED, message=(
-                f"/dev/{other}, attached to the same file{where}, is mounted at {_places(mounts)}: "
-                "unmount it or choose another disk")))
-        swap = m.swap_of(other)
-        if swap:
-            out.append(Refusal(reason=Ineligible.SWAP, message=(
-                f"/dev/{other}, attached to the same file{where}, is in use as swap: "
-                f"turn it off with `swapoff {swap}` or choose another disk")))
-    return out
-
-
-def refusals(disk: Disk, *, min_size: int, view: SystemView = SYSTEM,
-             ctx: RunContext | None = None) -> list[Refusal]:
-    """Every reason ``disk`` cannot be installed to; [] means eligible.
-
-    Judges the mounts and holders recorded in ``disk`` (read it again with :func:`resolve_disk` for a
-    fresh verdict) together with what is read now: swaps, the running system, the live medium, loop
-    devices sharing a file, and whether the kernel reports the device busy.
-    """
-    m = Machine.read(view, ctx)
-    out: list[Refusal] = []
-    loop = LOOP_NAME.match(disk.name)
-    if not _is_candidate(disk.name):
-        out.append(Refusal(reason=Ineligible.NOT_A_DISK, message=(
-            f"{disk.device} is {_not_a_disk_kind(disk.name)}, not a disk: choose a disk")))
-    elif loop and m.loop_info(disk.name) is None and not disk.backing_file:
-        out.append(Refusal(reason=Ineligible.NOT_A_DISK, message=(
-            f"{disk.device} is a loop device with no file attached: attach a disk image to it "
-            "(losetup) or choose a disk")))
-    running = running_system_mounts(m).get(disk.device)
-    if running:
-        out.append(Refusal(reason=Ineligible.RUNNING_SYSTEM, message=(
-            f"{disk.device} holds the running system ({_places(running)}): choose another disk")))
-    live = live_medium_reasons(m).get(disk.device)
-    if live:
-        out.append(Refusal(reason=Ineligible.LIVE_MEDIUM, message=(
-            f"{disk.device} is the live medium this system started from ({live}): choose another disk")))
-    if disk.read_only:
-        todo = ("attach it again without --read-only" if loop
-                else "check its write-protect switch")
-        out.append(Refusal(reason=Ineligible.READ_ONLY, message=(
-            f"{disk.device} is read-only: {todo}, or choose another disk")))
-    if disk.size == 0 and not loop:
-        out.append(Refusal(reason=Ineligible.TOO_SMALL, message=(
-            f"{disk.device} has no medium (size 0): insert one or choose another disk")))
-    elif disk.size < min_size:
-        out.append(Refusal(reason=Ineligible.TOO_SMALL, message=(
-            f"{disk.device} is too small: needs {human(min_size)}, has {human(disk.size)}")))
-    usage = _usage_refusals(m, disk)
-    out += usage
-    if loop:
-        out += _loop_refusals(m, disk)
-    if not usage and view.probe and _is_candidate(disk.name):
-        # Nothing we know of uses it, yet the kernel may still see it claimed (a tool writing it, a
-        # holder sysfs does not show): ask for an exclusive open, read-only, closed at once.
-        for device in [disk.device, *(p.device for p in disk.partitions)]:
-            if _busy(view.dev / Path(device).name):
-                out.append(Refusal(reason=Ineligible.IN_USE, message=(
-                    f"{device} is busy: the kernel reports it claimed (mounted in another mount "
-                    "namespace such as a container, or opened exclusively by a program): release it "
-                    "or choose another disk")))
-                break
-    return out

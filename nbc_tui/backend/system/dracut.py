@@ -15,11 +15,11 @@ import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .errors import InputError, NbcError
+from ..errors import InputError, NbcError
+from ..inroot import resolve_in_target
+from ..mounts import bind_mounted
+from ..runner import RunContext, run
 from .initramfs import InitramfsError, initramfs_contains
-from .inroot import resolve_in_target
-from .mounts import bind_mounted
-from .runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")
 
