@@ -45,9 +45,9 @@ from .image.extract import extract_image
 from .image.opener import open_image
 from .image.scan import ImageInventory, scan_image
 from .image.source import ImageSource
-from .live import on_live_system
 from .locks import SYSTEM_LOCK, locked
 from .logfile import TARGET_LOG_FILE
+from .machine import on_live_system
 from .mounts import mounted
 from .plan import MIN_PASSPHRASE, InstallPlan
 from .runner import RunContext, run, which

@@ -17,7 +17,7 @@ from ..backend.answers import (
     read_answers,
     schema_text,
 )
-from ..backend.disks.rules import describe
+from ..backend.disks import disk_line
 from ..backend.events import events_json_schema
 from ..backend.runner import RunContext
 
@@ -79,7 +79,7 @@ def target_line(checked: Checked) -> str:
     if checked.rule is not None:
         line = checked.answers.line(("target", "match", checked.rule))
         how = f", picked by target.match[{checked.rule}]" + (f" (line {line})" if line else "")
-    return f"Target: {describe(checked.disk)}{how}; it will be erased"
+    return f"Target: {disk_line(checked.disk)}{how}; it will be erased"
 
 
 def validated_json(checked: Checked) -> dict[str, Any]:

@@ -15,30 +15,22 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
-import os
-import shlex
 import sys
-import tempfile
 from pathlib import Path
 
 from ..backend.answers import AnswerFileError, Checked, check_answers, keyed_engine_errors, read_answers
-from ..backend.disks.rules import describe
+from ..backend.answers.sources import answers_from_cmdline
+from ..backend.disks import disk_line
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.install import Confirm, run_install
 from ..backend.logfile import RunLog
-from ..backend.mounts import mounted
+from ..backend.machine import power
 from ..backend.plan import InstallPlan
-from ..backend.runner import RunContext, run
+from ..backend.runner import RunContext
 
 log = logging.getLogger("nbc_tui")
 
-CMDLINE_ENV = "NBC_TUI_PROC_CMDLINE"
-"""Read the kernel command line from this file instead of /proc/cmdline (tests)."""
-AFTER_DRY_RUN_ENV = "NBC_TUI_AFTER_DRY_RUN"
-"""=1: announce the after-install reboot or power-off and log it as a dry run, but do not do it (tests)."""
-CMDLINE_KEY = "nbc.answers="
-ANSWERS_MOUNT_BASE = Path("/run/nbc-tui")
 
 
 def add_headless_flags(parser: argparse.ArgumentParser) -> None:
@@ -110,7 +102,7 @@ def _checked_answers(args: argparse.Namespace, ctx: RunContext, stack: contextli
     answers = read_answers(path)
     checked = check_answers(answers, ctx=ctx, preflight=False)
     target = (f"the disk-image file {checked.plan.target.image_file}" if checked.disk is None
-              else describe(checked.disk))
+              else disk_line(checked.disk))
     emit(MessageEvent(message=f"Target: {target}"))
     if checked.plan.after != "none":
         emit(MessageEvent(message=f"After the install: {checked.plan.after}"))
@@ -140,73 +132,11 @@ def _report(emit: Emit, exc: NbcError) -> None:
 
 
 def perform_after(plan: InstallPlan, *, dry_run: bool) -> None:
-    """Reboot or power off through the runner (systemctl), never in a dry run. Runs after the install's
-    ``complete`` event, so it reports on stderr and in the log, not as an event."""
+    """Reboot or power off as the answers say, never in a dry run. Runs after the install's ``complete``
+    event, so it reports on stderr and in the log, not as an event."""
     if plan.after == "none":
         return
-    argv = ["systemctl", plan.after]
-    if dry_run or os.environ.get(AFTER_DRY_RUN_ENV) == "1":
-        print(f"Would run now: {shlex.join(argv)} (dry run)", file=sys.stderr)
-        run(argv, ctx=RunContext(dry_run=True))  # logged as not run
-        return
-    print(f"Install complete: {plan.after} now", file=sys.stderr)
     try:
-        run(argv, ctx=RunContext(), timeout=60)
+        power(plan.after, dry_run=dry_run, announce=lambda text: print(text, file=sys.stderr))
     except NbcError as exc:
-        raise NbcError(f"the install succeeded, but `{shlex.join(argv)}` failed: {exc.message}",
-                       hint=f"{plan.after} the machine yourself") from exc
-
-
-# ---------------------------------------------------------------------------------------------------
-# nbc.answers= on the kernel command line
-
-
-def cmdline_answers_value(text: str) -> str | None:
-    """The value of the last ``nbc.answers=`` (as the kernel does, the last one wins)."""
-    try:
-        words = shlex.split(text)
-    except ValueError:
-        words = text.split()
-    values = [w[len(CMDLINE_KEY):] for w in words if w.startswith(CMDLINE_KEY)]
-    return values[-1] if values else None
-
-
-def answers_from_cmdline(stack: contextlib.ExitStack, ctx: RunContext) -> Path:
-    source = Path(os.environ.get(CMDLINE_ENV, "/proc/cmdline"))
-    try:
-        value = cmdline_answers_value(source.read_text())
-    except OSError as exc:
-        raise InputError(f"cannot read the kernel command line {source}: {exc.strerror}") from None
-    if not value:
-        raise InputError(f"the kernel command line ({source}) has no {CMDLINE_KEY}",
-                         hint=f"boot with {CMDLINE_KEY}/path/answers.toml or "
-                              f"{CMDLINE_KEY}LABEL=<label>:/answers.toml")
-    if not value.startswith("LABEL="):
-        return Path(value)
-    label, sep, inner = value.removeprefix("LABEL=").partition(":")
-    if not (label and sep and inner):
-        raise InputError(f"{CMDLINE_KEY}{value} is not LABEL=<filesystem label>:<path>",
-                         hint=f"for example {CMDLINE_KEY}LABEL=ANSWERS:/nbc/answers.toml")
-    return mount_labelled(label, stack, ctx) / inner.lstrip("/")
-
-
-def mount_labelled(label: str, stack: contextlib.ExitStack, ctx: RunContext) -> Path:
-    """Mount the filesystem labelled ``label`` read-only for as long as ``stack`` lives (also in a dry run:
-    reading the answers is not installing)."""
-    found = run(["blkid", "-c", "/dev/null", "-L", label], ctx=ctx, changes_system=False, ok=(0, 2))
-    device = found.out.strip().splitlines()[0] if found.out.strip() else ""
-    if found.returncode != 0 or not device:
-        raise InputError(f"no filesystem labelled {label!r} was found (for {CMDLINE_KEY})",
-                         hint="check the label (blkid shows them) and that the medium is plugged in")
-    ANSWERS_MOUNT_BASE.mkdir(parents=True, exist_ok=True, mode=0o700)
-    where = Path(tempfile.mkdtemp(prefix="answers-", dir=ANSWERS_MOUNT_BASE))
-    stack.callback(_rmdir_quietly, where)
-    reader = RunContext(redactor=ctx.redactor)
-    stack.enter_context(mounted(device, where, ctx=reader, options=["ro", "nosuid", "nodev", "noexec"]))
-    log.info("answers: %s (label %s) mounted read-only at %s", device, label, where)
-    return where
-
-
-def _rmdir_quietly(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        path.rmdir()  # only ever rmdir a mount point: never a recursive delete
+        raise NbcError(f"the install succeeded, but {exc.message}", hint=exc.hint) from exc

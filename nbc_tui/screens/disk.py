@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -31,17 +29,26 @@ from textual.timer import Timer
 from textual.widgets import Button, DataTable, Footer, Input, Label, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
-from ..backend.disks import Disk, Refusal, identity_changed, list_disks, refusals, resolve_disk
+from ..backend.disks import (
+    Disk,
+    Refusal,
+    check_image_file_path,
+    disk_line,
+    existing_file_words,
+    identity_changed,
+    list_disks,
+    loops_wanted,
+    refusals,
+    resolve_disk,
+)
 from ..backend.disks.hotplug import BlockEvent, BlockWatcher
-from ..backend.errors import NbcError
+from ..backend.errors import InputError, NbcError
 from ..backend.sizes import GiB, human
 from ..draft import PlanDraft
 from ..widgets.disk_table import DiskEntry, DiskTable, describe
 
 log = logging.getLogger("nbc_tui")
 
-SHOW_LOOP_ENV = "NBC_TUI_SHOW_LOOP"
-"""Set to 1 to list loop devices (attached to a file) among the disks."""
 DEBOUNCE = 0.2
 """Seconds to wait after a block event before reading the disks again (one read per burst)."""
 
@@ -61,7 +68,8 @@ class ImageFileCheck:
 
 
 def check_image_file(path_text: str, size_text: str, *, min_size: int) -> ImageFileCheck:
-    """Whether ``path_text`` with ``size_text`` GiB can be the target of an install of ``min_size`` bytes."""
+    """Whether ``path_text`` with ``size_text`` GiB can be the target of an install of ``min_size`` bytes (the
+    path is judged by the engine's own check, in its words)."""
     min_gib = -(-min_size // GiB)
     text = path_text.strip()
     if not text:
@@ -74,22 +82,17 @@ def check_image_file(path_text: str, size_text: str, *, min_size: int) -> ImageF
     if size_gib << 30 < min_size:
         return ImageFileCheck(path=path, size_gib=size_gib, error=(
             f"{size_gib} GiB is too small: the layout needs {human(min_size)}; give at least {min_gib}"))
-    if not path.parent.is_dir():
-        return ImageFileCheck(path=path, size_gib=size_gib, error=(
-            f"The folder {path.parent} does not exist: create it or choose another place"))
     try:
-        st = path.stat()
-    except FileNotFoundError:
-        return ImageFileCheck(path=path, size_gib=size_gib)
-    except OSError as exc:
-        return ImageFileCheck(path=path, size_gib=size_gib, error=f"Cannot read {path}: {exc.strerror}")
-    if stat.S_ISBLK(st.st_mode):
-        return ImageFileCheck(path=path, size_gib=size_gib, error=(
-            f"{path} is a block device, not a file: choose it in the table above instead"))
-    if not stat.S_ISREG(st.st_mode):
-        return ImageFileCheck(path=path, size_gib=size_gib, error=f"{path} exists and is not a regular file")
-    return ImageFileCheck(path=path, size_gib=size_gib, warning=(
-        f"{path} exists ({human(st.st_size)}) and will be overwritten"))
+        check_image_file_path(path, overwrite=True)
+    except InputError as exc:
+        return ImageFileCheck(path=path, size_gib=size_gib, error=sentence(exc))
+    return ImageFileCheck(path=path, size_gib=size_gib, warning=existing_file_words(path))
+
+
+def sentence(exc: InputError) -> str:
+    """An engine refusal as a sentence on its own: capitalised, the hint after a colon."""
+    text = f"{exc.message}: {exc.hint}" if exc.hint else exc.message
+    return text[:1].upper() + text[1:]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -136,7 +139,7 @@ class DiskScreen(Screen[bool]):
         self.draft = draft
         self.min_size = min_size
         self.watch = watch
-        self.include_loop = (os.environ.get(SHOW_LOOP_ENV) == "1") if include_loop is None else include_loop
+        self.include_loop = loops_wanted() if include_loop is None else include_loop
         self.chosen: Disk | None = None
         """The disk chosen with Enter, not yet confirmed by Continue."""
         self.refusals: list[Refusal] = []
@@ -275,7 +278,7 @@ class DiskScreen(Screen[bool]):
         if self.chosen is not None:
             now = next((e for e in message.entries if e.disk.name == self.chosen.name), None)
             if now is None:
-                self._forget_choice(f"The disk you chose, {self.chosen.device} ({self._words(self.chosen)}), is gone")
+                self._forget_choice(f"The disk you chose, {disk_line(self.chosen)}, is gone")
             elif why := identity_changed(self.chosen, now.disk):
                 self._forget_choice(why)
             elif now.refusals:
@@ -284,10 +287,6 @@ class DiskScreen(Screen[bool]):
                 self.chosen = now.disk
         self.table.show(message.entries, chosen=self.chosen.name if self.chosen else None)
         self._show_detail()
-
-    @staticmethod
-    def _words(disk: Disk) -> str:
-        return ", ".join(w for w in (disk.model, human(disk.size), disk.serial and f"serial {disk.serial}") if w)
 
     def _target(self, disk: Disk | None) -> None:
         """The draft's target becomes this disk, pinned by its serial (None: no disk)."""
@@ -310,7 +309,7 @@ class DiskScreen(Screen[bool]):
         self._target(message.disk)
         self.table.show(list(self.table.entries.values()), chosen=message.disk.name)
         self._show_detail()
-        self._say(f"Chosen: {message.disk.device} ({self._words(message.disk)}). "
+        self._say(f"Chosen: {disk_line(message.disk)}. "
                   "Enter again or Continue goes on.")
 
     def on_disk_table_refused(self, message: DiskTable.Refused) -> None:

@@ -8,10 +8,7 @@ validation (``Encryption`` in backend/plan.py) runs again at the review screen.
 from __future__ import annotations
 
 import math
-import os
 import string
-from collections.abc import Sequence
-from pathlib import Path
 
 from pydantic import SecretStr
 from textual import on
@@ -22,13 +19,10 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, RadioSet, Static
 
 from ..backend.plan import MIN_PASSPHRASE
-from ..backend.storage.tpm import TPM_DEVICES  # the engine's own list: the TUI and the engine agree
+from ..backend.storage.tpm import tpm_present  # the engine's own probe: the TUI and the engine agree
 from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
 from ..widgets.secret_input import SecretInput
 from .options import ChoiceButton
-
-TPM_ENV = "NBC_TUI_TPM"
-"""Set to 1 or 0 to say whether a TPM is present (tests, demos); unset, the device nodes decide."""
 
 # value -> (label, tpm2, pcrs). One line each, so the choice is explained where it is made.
 UNLOCK_CHOICES: dict[str, tuple[str, bool, tuple[int, ...]]] = {
@@ -44,14 +38,6 @@ _CLASSES: tuple[tuple[str, str, int], ...] = (
     ("digits", string.digits, 10),
     ("symbols", string.punctuation + " ", 33),
 )
-
-
-def tpm_present(devices: Sequence[Path] = TPM_DEVICES) -> bool:
-    """Whether this machine has a TPM (the resource manager node or the raw one); ``NBC_TUI_TPM`` overrides."""
-    forced = os.environ.get(TPM_ENV)
-    if forced in ("0", "1"):
-        return forced == "1"
-    return any(d.exists() for d in devices)
 
 
 def passphrase_strength(text: str) -> str:

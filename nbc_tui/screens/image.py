@@ -1,12 +1,11 @@
 """ImageScreen: which image to install. A reference is checked as it is typed; Enter looks it up (OS,
 version, architecture, size, digest); or a staged image is picked from the cache for an offline install.
-A ``localhost/NAME`` reference reaches the local Podman or Docker daemon like any other reference."""
+A ``localhost/NAME`` reference reaches the local Podman or Docker daemon like any other reference. What a
+reference or an image is comes from :mod:`nbc_tui.backend.image.facts`."""
 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
-from dataclasses import dataclass
 
 from textual import on, work
 from textual.app import ComposeResult
@@ -20,76 +19,11 @@ from textual.worker import Worker, WorkerState
 
 from ..backend.errors import InputError, NbcError
 from ..backend.image.cache import CachedImage, CacheKind, list_cached
-from ..backend.image.opener import open_image
-from ..backend.image.reference import OciArchiveRef, OciLayoutRef, parse_reference
-from ..backend.image.scan import scan_image
+from ..backend.image.facts import ImageFacts, describe_reference, look_up_image, staged_facts
 from ..backend.sizes import human
 from ..draft import PlanDraft
 
 PLACEHOLDER = "quay.io/org/os:tag, localhost/name, oci:/path/to/layout"
-
-
-@dataclass(frozen=True)
-class ImageFacts:
-    """What a look-up found, in the words the review shows."""
-
-    ref: str
-    os_name: str
-    version: str
-    architecture: str
-    size: int
-    """Uncompressed bytes of the image's files."""
-    compressed_size: int
-    digest: str
-    staged_digest: str | None = None
-    """Set when the image comes from the staged-install cache (an offline install)."""
-
-    def summary(self) -> str:
-        staged = " (staged, offline)" if self.staged_digest else ""
-        lines = [f"{self.os_name}" + (f", version {self.version}" if self.version else "") + staged,
-                 f"Architecture {self.architecture or 'unknown'}, {human(self.size)} of files"
-                 + (f" ({human(self.compressed_size)} to fetch)" if self.compressed_size else ""),
-                 f"Digest {self.digest}"]
-        return "\n".join(lines)
-
-
-def describe_reference(text: str) -> str:
-    """What a typed reference names, in words. Raises InputError for a malformed one."""
-    parsed = parse_reference(text)
-    if isinstance(parsed, OciLayoutRef):
-        return f"An OCI image layout directory: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
-    if isinstance(parsed, OciArchiveRef):
-        return f"An OCI archive file: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
-    if parsed.is_local_daemon:
-        return f"An image of the local Podman or Docker daemon: {parsed}"
-    return (f"A registry image: {parsed}. Looking it up reads the whole image once to check it "
-            "(for a registry that is a full download).")
-
-
-def look_up_image(ref: str, *, cancel: threading.Event | None = None,
-                  on_progress: Callable[[int, int], None] | None = None) -> ImageFacts:
-    """Open the image and scan it (every layer verified): what it is and how big. Blocking."""
-    with open_image(ref, cancel=cancel) as source:
-        inventory = scan_image(source, on_progress=on_progress, cancel=cancel)
-        release = inventory.os_release
-        return ImageFacts(
-            ref=ref,
-            os_name=release.get("PRETTY_NAME") or release.get("NAME") or "An unnamed Linux system",
-            version=release.get("VERSION_ID", ""),
-            architecture=str(source.config.get("architecture") or ""),
-            size=inventory.uncompressed_bytes,
-            compressed_size=source.compressed_size,
-            digest=source.manifest_digest,
-        )
-
-
-def staged_facts(entry: CachedImage) -> ImageFacts:
-    """A staged entry's facts come from its metadata: no scan needed (it was checked when staged)."""
-    return ImageFacts(
-        ref=entry.image_ref, os_name=entry.os_release_pretty_name or entry.image_ref,
-        version=entry.os_release_version_id, architecture=entry.architecture, size=entry.size_bytes,
-        compressed_size=entry.compressed_size_bytes or 0, digest=entry.image_digest,
-        staged_digest=entry.image_digest)
 
 
 class ImageScreen(Screen[bool]):

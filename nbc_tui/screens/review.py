@@ -8,8 +8,6 @@ is never focused first.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
@@ -19,59 +17,17 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Static
 from textual.worker import Worker, WorkerState
 
-from ..backend.disks import Disk, resolve_disk
+from ..backend.describe import creation_lines, image_file_words
+from ..backend.disks import Disk, disk_contents, disk_line, resolve_disk
 from ..backend.errors import NbcError
-from ..backend.install import describe_destruction
 from ..backend.plan import InstallPlan, validation_messages
-from ..backend.sizes import human
-from ..backend.storage.partition import nbc_layout
 from ..draft import PlanDraft
-
-BOOTLOADER_WORDS = {"auto": "automatic (systemd-boot when the image carries it, else GRUB)",
-                    "grub": "GRUB", "systemd-boot": "systemd-boot"}
-
-
-def describe_creation(plan: InstallPlan) -> list[str]:
-    """What the install creates, in words."""
-    parts = ", ".join(f"p{p.number} {p.name} {human(p.size) if p.size else '(the rest)'}"
-                      for p in nbc_layout(plan.layout))
-    kargs = " ".join(plan.boot.kernel_args) or "none"
-    password = "set" if plan.system.root_password or plan.system.root_password_file else "not set"
-    return [
-        f"GPT: {parts}",
-        f"{plan.layout.filesystem} on root1, root2 and var; the system goes into root1 (slot A)",
-        *describe_encryption(plan),
-        f"Bootloader: {BOOTLOADER_WORDS.get(plan.boot.bootloader, plan.boot.bootloader)}",
-        f"Kernel arguments: {kargs}. Root password: {password}.",
-    ]
-
-
-def describe_encryption(plan: InstallPlan) -> list[str]:
-    """What is encrypted and how it unlocks, in a line or two."""
-    enc = plan.encryption
-    if enc is None:
-        return ["Encryption: none (anyone holding the disk can read it)"]
-    if not enc.tpm2:
-        unlock = "the passphrase, at every boot"
-    elif enc.tpm2_pcrs:
-        unlock = f"the TPM2 while PCR {'+'.join(str(p) for p in enc.tpm2_pcrs)} is unchanged, else the passphrase"
-    else:
-        unlock = "the TPM2 on any boot of this machine, else the passphrase"
-    return ["Encryption: LUKS2 on root1, root2 and var (not the ESP)", f"Unlocking: {unlock}"]
-
-
-def describe_image_file(path: Path, size: int) -> list[str]:
-    lines = [f"a new disk-image file {path.absolute()}, {human(size)} (sparse)"]
-    if path.exists():
-        lines.append(f"The file there now ({human(path.stat().st_size)}) will be replaced.")
-    return lines
 
 
 def describe_disk(disk: Disk) -> list[str]:
-    what = ", ".join(x for x in (disk.model or "unknown model", f"serial {disk.serial or 'unknown'}",
-                                 disk.size_human, disk.transport or "") if x)
-    found = [line.strip() for line in describe_destruction(disk).splitlines()[1:]] or ["nothing found on it"]
-    return [f"the disk {disk.device}: {what}", "Now on it, and will be destroyed:", *(f"  {x}" for x in found)]
+    """The disk's line, then what is on it now (everything of which is destroyed)."""
+    found = disk_contents(disk) or ["nothing found on it"]
+    return [f"the disk {disk_line(disk)}", "Now on it, and will be destroyed:", *(f"  {x}" for x in found)]
 
 
 class ReviewScreen(Screen[InstallPlan]):
@@ -116,7 +72,7 @@ class ReviewScreen(Screen[InstallPlan]):
             return
         target = self.plan.target
         if target.image_file is not None:
-            self._ready(describe_image_file(target.image_file, target.image_size), target.image_file.name)
+            self._ready(image_file_words(target.image_file, target.image_size), target.image_file.name)
         else:
             self._show(["Reading the disk..."])
             self.read_disk(str(target.device))
@@ -149,7 +105,7 @@ class ReviewScreen(Screen[InstallPlan]):
         if self.plan.target.serial:
             rest.append(f"Only the disk with serial {self.plan.target.serial} is written to.")
         return [*image, f"Target: {first}", *(f"  {x}" for x in rest), "To be created:",
-                *(f"  {x}" for x in describe_creation(self.plan))]
+                *(f"  {x}" for x in creation_lines(self.plan))]
 
     def _show(self, lines: list[str], *, message_error: bool = False) -> None:
         text = self.query_one("#plan-text", Static)

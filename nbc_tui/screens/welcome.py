@@ -1,11 +1,7 @@
-"""WelcomeScreen: what this machine offers for an install, each problem in words with what to do."""
+"""WelcomeScreen: what this machine offers for an install (the engine's survey), each problem in words with
+what to do."""
 
 from __future__ import annotations
-
-import os
-from dataclasses import dataclass
-from enum import StrEnum
-from pathlib import Path
 
 from textual import work
 from textual.app import ComposeResult
@@ -15,69 +11,10 @@ from textual.content import Content
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Static
 
-from ..backend.errors import NbcError
-from ..backend.image.cache import CacheKind, list_cached
-from ..backend.install import BASE_TOOLS
-from ..backend.runner import which
-from ..backend.storage.tpm import TPM_DEVICES
-from .encryption import tpm_present
+from ..backend.machine import Check, Severity, survey_machine
 
-EFI_DIR = Path("/sys/firmware/efi")
-MKFS_TOOLS = ("mkfs.btrfs", "mkfs.ext4")
 # How each state is marked: plain ASCII so the Linux console shows it too.
 MARK = {"ok": "[ ok ]", "notice": "[note]", "problem": "[ !! ]"}
-
-
-class Severity(StrEnum):
-    OK = "ok"
-    NOTICE = "notice"
-    PROBLEM = "problem"
-
-
-@dataclass(frozen=True)
-class Check:
-    """One fact about the machine: what was found, and when it is a problem, what to do."""
-
-    key: str
-    severity: Severity
-    text: str
-
-
-def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path | None = None) -> list[Check]:
-    """Look at the machine (no changes): root, UEFI, tools, TPM, staged images. Blocking (the cache lock)."""
-    checks = [
-        Check("root", Severity.OK, "Running as root.") if os.geteuid() == 0 else
-        Check("root", Severity.PROBLEM, "Not running as root: disks cannot be written. "
-              "Quit and start it again with sudo (a dry run works without root)."),
-        Check("uefi", Severity.OK, "This machine started with UEFI firmware.") if efi_dir.is_dir() else
-        Check("uefi", Severity.NOTICE, "This machine did not start with UEFI firmware; the installed system "
-              "boots only with UEFI. Installing for another machine or into a disk-image file still works."),
-    ]
-    missing = [t for t in (*BASE_TOOLS, *MKFS_TOOLS) if which(t) is None]
-    checks.append(
-        Check("tools", Severity.OK, "Every tool the install needs is present.") if not missing else
-        Check("tools", Severity.PROBLEM, f"Missing tools: {', '.join(missing)}. Install the packages that "
-              "provide them (on Debian, tools/install-deps.sh lists them), then start again."))
-    checks.append(
-        Check("tpm", Severity.OK, "A TPM 2.0 is present: an encrypted disk could unlock itself at boot.")
-        if tpm_present((tpm_device,) if tpm_device is not None else TPM_DEVICES) else
-        Check("tpm", Severity.NOTICE, "No TPM 2.0 found: an encrypted disk would ask for its passphrase "
-              "at every boot."))
-    checks.append(_staged_check())
-    return checks
-
-
-def _staged_check() -> Check:
-    try:
-        staged = list_cached(CacheKind.INSTALL)
-    except NbcError as exc:
-        return Check("staged", Severity.NOTICE, f"The staged image cache could not be read: {exc}.")
-    if not staged:
-        return Check("staged", Severity.NOTICE, "No staged images: the image will be fetched during the install "
-                     "(the network must work), or stage one first with `nbc-tui download`.")
-    names = ", ".join(e.os_release_pretty_name or e.image_ref for e in staged[:3])
-    more = f" and {len(staged) - 3} more" if len(staged) > 3 else ""
-    return Check("staged", Severity.OK, f"{len(staged)} staged image(s) for an offline install: {names}{more}.")
 
 
 class WelcomeScreen(Screen[bool]):

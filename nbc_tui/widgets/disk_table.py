@@ -16,7 +16,7 @@ from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
 
-from ..backend.disks import Disk, Ineligible, Partition, Refusal
+from ..backend.disks import Disk, Ineligible, Refusal, disk_contents, disk_line, disk_summary
 from ..backend.sizes import human
 
 # A word or two per reason for the Status column; the full sentence is in the detail line.
@@ -56,43 +56,10 @@ def fit(text: str, width: int) -> str:
     return text if len(text) <= width else text[: max(width - 1, 0)] + _CUT
 
 
-def contents(disk: Disk) -> str:
-    """What is on the disk now, in a few words: an OS, partitions, a filesystem, or nothing found."""
-    if disk.os_hint:
-        return disk.os_hint
-    if disk.partitions:
-        n = len(disk.partitions)
-        return f"{n} partition{'s' if n > 1 else ''}" + (f" ({disk.pttype})" if disk.pttype else "")
-    if disk.fstype:
-        return disk.fstype
-    if disk.pttype:
-        return f"empty {disk.pttype} table"
-    return "none found"
-
-
-def _partition_words(part: Partition) -> str:
-    words = [part.device.removeprefix("/dev/"), human(part.size)]
-    if part.fstype:
-        words.append(part.fstype)
-    if part.label:
-        words.append(f'"{part.label}"')
-    return " ".join(words)
-
-
 def describe(entry: DiskEntry, *, chosen: bool = False) -> str:
     """Everything about one disk, for the detail lines under the table."""
     disk = entry.disk
-    ident = [disk.device, human(disk.size), disk.model or "unknown model",
-             f"serial {disk.serial}" if disk.serial else "no serial", disk.transport or "unknown bus"]
-    if disk.removable:
-        ident.append("removable")
-    if disk.backing_file:
-        ident.append(f"file {disk.backing_file}")
-    lines = [", ".join(ident)]
-    on_it = [_partition_words(p) for p in disk.partitions]
-    if disk.os_hint:
-        on_it.insert(0, disk.os_hint)
-    lines.append("On it: " + ("; ".join(on_it) if on_it else contents(disk)))
+    lines = [disk_line(disk), "On it: " + ("; ".join(disk_contents(disk)) or "none found")]
     if entry.refusals:
         lines += [f"Cannot be chosen: {r.message}" for r in entry.refusals]
     elif chosen:
@@ -183,7 +150,7 @@ class DiskTable(DataTable[Text]):
         values = {
             "Disk": disk.name, "Size": human(disk.size), "Model": disk.model or "-",
             "Serial": disk.serial or "-", "Bus": disk.transport or "-", "Rem": "yes" if disk.removable else "",
-            "Contents": contents(disk), "Status": status,
+            "Contents": disk_summary(disk), "Status": status,
         }
         cells = []
         for name in _ORDER:

@@ -15,7 +15,8 @@ from pathlib import Path
 import jsonschema
 import pytest
 
-from nbc_tui.commands.headless_cmd import AFTER_DRY_RUN_ENV, ANSWERS_MOUNT_BASE, CMDLINE_ENV
+from nbc_tui.backend.answers.sources import ANSWERS_MOUNT_BASE, CMDLINE_ENV
+from nbc_tui.backend.machine import POWER_DRY_RUN_ENV
 from tests.conftest import sigint_not_ignored
 from tests.integration.disk_image import gpt
 from tests.integration.test_answers_cli import DISK_SIZE, LAYOUT, left_behind, run_cli
@@ -92,7 +93,7 @@ def test_headless_onto_a_disk_picked_by_a_rule_then_the_after_action(
                            + f'[system]\nroot_password_hash = "{ROOT_HASH}"\n')
         log = tmp_path / "log"
         r = run_cli("--headless", "--answers", str(answers), "--json", log_file=log,
-                    env={AFTER_DRY_RUN_ENV: "1"})
+                    env={POWER_DRY_RUN_ENV: "1"})
         assert r.returncode == 0, r.stderr
         events = assert_valid_stream(r.stdout)
         messages = [e.get("message", "") for e in events if e["type"] == "message"]

@@ -15,6 +15,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Input, Static
 
 from nbc_tui.app import NbcTuiApp
+from nbc_tui.backend.machine import Check, Severity
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.cli import build_parser
 from nbc_tui.draft import PlanDraft
@@ -25,7 +26,7 @@ from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.review import ReviewScreen
-from nbc_tui.screens.welcome import Check, Severity, WelcomeScreen
+from nbc_tui.screens.welcome import WelcomeScreen
 
 SIZE = (80, 24)
 REPO = Path(__file__).resolve().parents[2]

@@ -17,10 +17,11 @@ from textual.app import App
 from textual.pilot import Pilot
 
 from nbc_tui.backend.disks import Disk, Ineligible, Partition, Refusal
+from nbc_tui.backend.disks import disk_summary as contents
 from nbc_tui.backend.sizes import GiB
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.disk import DiskScreen, check_image_file
-from nbc_tui.widgets.disk_table import DiskEntry, contents, describe, fit
+from nbc_tui.widgets.disk_table import DiskEntry, describe, fit
 
 MIN = GiB  # a small layout, so small sparse files are eligible
 PENDING = object()
@@ -132,7 +133,7 @@ def test_table_words() -> None:
     assert fit("Samsung SSD 870", 8) == "Samsung~" and fit("short", 8) == "short"
     refused = DiskEntry(disk, [Refusal(reason=Ineligible.TOO_SMALL, message="/dev/sdb is too small")])
     text = describe(refused)
-    assert "/dev/sdb, 64.0 GB, Stick, no serial, usb, removable" in text
+    assert "/dev/sdb (Stick, no serial, 64.0 GB, usb, removable)" in text
     assert 'sdb1 1.0 GB ext4 "data"' in text and "Cannot be chosen: /dev/sdb is too small" in text
     assert "Enter chooses" in describe(DiskEntry(disk))
 

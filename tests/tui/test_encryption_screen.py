@@ -11,14 +11,11 @@ from pydantic import SecretStr
 from textual.widgets import Input, RadioSet
 
 from nbc_tui.app import NbcTuiApp
+from nbc_tui.backend.describe import encryption_lines
+from nbc_tui.backend.storage.tpm import tpm_present
 from nbc_tui.draft import PlanDraft
-from nbc_tui.screens.encryption import (
-    EncryptionScreen,
-    check_passphrases,
-    passphrase_strength,
-    tpm_present,
-)
-from nbc_tui.screens.review import ReviewScreen, describe_encryption
+from nbc_tui.screens.encryption import EncryptionScreen, check_passphrases, passphrase_strength
+from nbc_tui.screens.review import ReviewScreen
 from tests.tui.test_screens_simple import SIZE, image_file_draft, rendered_text, show
 
 PASSPHRASE = "Tui-Luks-pass-51c2e"
@@ -79,14 +76,14 @@ def test_draft_encryption_becomes_the_plans() -> None:
 
 def test_review_words_for_encryption() -> None:
     base = image_file_draft()
-    assert describe_encryption(base.to_plan()) == ["Encryption: none (anyone holding the disk can read it)"]
-    words = describe_encryption(image_file_draft(encrypt=True, passphrase=SecretStr(PASSPHRASE)).to_plan())
+    assert encryption_lines(base.to_plan()) == ["Encryption: none (anyone holding the disk can read it)"]
+    words = encryption_lines(image_file_draft(encrypt=True, passphrase=SecretStr(PASSPHRASE)).to_plan())
     assert words == ["Encryption: LUKS2 on root1, root2 and var (not the ESP)",
                      "Unlocking: the passphrase, at every boot"]
     tpm = image_file_draft(encrypt=True, passphrase=SecretStr(PASSPHRASE), tpm2=True, tpm2_pcrs=(7,))
-    assert describe_encryption(tpm.to_plan())[1] == "Unlocking: the TPM2 while PCR 7 is unchanged, else the passphrase"
+    assert encryption_lines(tpm.to_plan())[1] == "Unlocking: the TPM2 while PCR 7 is unchanged, else the passphrase"
     tpm.tpm2_pcrs = ()
-    assert "on any boot of this machine" in describe_encryption(tpm.to_plan())[1]
+    assert "on any boot of this machine" in encryption_lines(tpm.to_plan())[1]
 
 
 # -- the screen ----------------------------------------------------------------------------------------

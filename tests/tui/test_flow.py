@@ -17,6 +17,7 @@ from textual.widgets import Input, Static
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.answers import AnswerFileError, load_answers
+from nbc_tui.backend.machine import Check, Severity
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.dialogs import ConfirmQuit, HelpDialog
@@ -27,7 +28,7 @@ from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.progress import InstallOutcome, RecoveryKeyScreen, key_lines
 from nbc_tui.screens.review import ReviewScreen
-from nbc_tui.screens.welcome import Check, Severity, WelcomeScreen
+from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.log_view import LogView
 from tests.tui.test_app import until_screen
 from tests.tui.test_snapshots import FAKE_DISKS, FakeDiskScreen, FrozenProgress, feed_mid_install, progress_plan

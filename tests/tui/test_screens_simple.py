@@ -17,16 +17,18 @@ from textual.widgets import Button, Input, OptionList, Static
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.image.cache import CacheKind, download
+from nbc_tui.backend.image.facts import describe_reference
 from nbc_tui.backend.image.opener import open_image
+from nbc_tui.backend.machine import Check, Severity, survey_machine
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
 from nbc_tui.look import Look
 from nbc_tui.screens.dialogs import ConfirmQuit, HelpDialog
 from nbc_tui.screens.done import DoneScreen
-from nbc_tui.screens.image import ImageScreen, describe_reference
+from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.review import ReviewScreen
-from nbc_tui.screens.welcome import Check, Severity, WelcomeScreen, survey_machine
+from nbc_tui.screens.welcome import WelcomeScreen
 
 SIZE = (80, 24)
 CONSOLE = Look(console=True, reason="TERM=linux", env={"TEXTUAL_ANIMATIONS": "none"})
@@ -284,7 +286,7 @@ async def test_review_disk_is_described_and_confirmed_by_name(loop_disk: str) ->
         shown = await show(pilot, ReviewScreen(draft))
         await wait_for(pilot, lambda: shown.screen.confirm_word is not None)  # type: ignore[attr-defined]
         text = shown.text("#plan-text")
-        assert f"Target: the disk {loop_disk}:" in text and "40.0 GB" in text
+        assert f"Target: the disk {loop_disk} (" in text and "40.0 GB" in text
         assert "will be destroyed" in text
         assert f"Erase {name} and install" in str(shown.screen.query_one("#install", Button).label)
         await pilot.press(*name)

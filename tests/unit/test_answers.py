@@ -22,6 +22,7 @@ from nbc_tui.backend.answers import (
     schema_text,
 )
 from nbc_tui.backend.answers.lines import locate_json, locate_toml
+from nbc_tui.backend.answers.sources import cmdline_answers_value
 from nbc_tui.backend.events import (
     CompleteEvent,
     ErrorEvent,
@@ -32,7 +33,6 @@ from nbc_tui.backend.events import (
 )
 from nbc_tui.backend.plan import Boot, DiskRule, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from nbc_tui.backend.sizes import GiB, MiB
-from nbc_tui.commands.headless_cmd import cmdline_answers_value
 
 REPO = Path(__file__).resolve().parents[2]
 DOCS = REPO / "docs"

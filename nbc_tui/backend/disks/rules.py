@@ -24,6 +24,7 @@ from .blockdevices import SYSTEM, SystemView
 from .discovery import list_disks, resolve_disk
 from .eligibility import refusals
 from .model import Disk, Refusal
+from .words import disk_line
 
 # Loop devices count as disks only when asked (tests and demos attach them); the TUI's disk screen reads
 # the same variable.
@@ -44,17 +45,6 @@ class Resolved:
 
 def loops_wanted() -> bool:
     return os.environ.get(SHOW_LOOP_ENV) == "1"
-
-
-def describe(disk: Disk) -> str:
-    """One line that tells disks apart: device, model, serial, size, transport."""
-    bits = [disk.model or "unknown model", f"serial {disk.serial}" if disk.serial else "no serial",
-            human(disk.size)]
-    if disk.transport:
-        bits.append(disk.transport)
-    if disk.backing_file:
-        bits.append(f"file {disk.backing_file}")
-    return f"{disk.device} ({', '.join(bits)})"
 
 
 def describe_rule(rule: DiskRule) -> str:
@@ -137,14 +127,14 @@ def _by_rules(rules: tuple[DiskRule, ...], *, min_size: int, include_loop: bool,
         if found:
             raise InputError(
                 f"disk rule {index} ({describe_rule(rule)}) matches {len(found)} disks: "
-                + "; ".join(describe(d) for d in found),
+                + "; ".join(disk_line(d) for d in found),
                 hint="make the rule narrower so that it picks one, e.g. with serial = \"...\" "
                      "(never a guess: nothing was written)",
                 details={"loc": ["target", "match", index], "disks": [d.device for d in found]})
     # Nothing matched: say what the rules did match but cannot use, and what could be used.
-    refused = [f"{describe(d)} matches rule {i} but cannot be used: {'; '.join(r.message for r in found)}"
+    refused = [f"{disk_line(d)} matches rule {i} but cannot be used: {'; '.join(r.message for r in found)}"
                for d, found in judged if found for i, rule in enumerate(rules) if rule_matches(rule, d)]
-    listing = "; ".join(describe(d) for d in eligible) or "none"
+    listing = "; ".join(disk_line(d) for d in eligible) or "none"
     loops = "" if include_loop else f" (loop devices count only with {SHOW_LOOP_ENV}=1)"
     message = "no disk rule matches an eligible disk on this machine"
     if refused:

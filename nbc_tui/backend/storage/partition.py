@@ -178,14 +178,3 @@ def existing_partition_nodes(disk: Path) -> list[Path]:
         return []
     return sorted(Path("/dev", d.name) for d in Path("/sys/block", name).glob(f"{name}*")
                   if (d / "partition").exists() and Path("/dev", d.name).exists())
-
-
-def loop_devices_backed_by(path: Path) -> list[str]:
-    """Loop devices whose backing file is ``path`` (a leftover of a killed run, or someone else's)."""
-    wanted = str(path.resolve())
-    users = []
-    for backing in Path("/sys/block").glob("loop*/loop/backing_file"):
-        with contextlib.suppress(OSError):
-            if backing.read_text().strip().removesuffix(" (deleted)") == wanted:
-                users.append("/dev/" + backing.parent.parent.name)
-    return sorted(users)

@@ -1,0 +1,77 @@
+"""What an image is, in words people read: a typed reference described, and an image looked up (OS, version,
+architecture, size, digest) by opening and scanning it, or from a staged entry's metadata."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from ..sizes import human
+from .cache import CachedImage
+from .opener import open_image
+from .reference import OciArchiveRef, OciLayoutRef, parse_reference
+from .scan import scan_image
+
+
+@dataclass(frozen=True)
+class ImageFacts:
+    """What a look-up found, in the words the review shows."""
+
+    ref: str
+    os_name: str
+    version: str
+    architecture: str
+    size: int
+    """Uncompressed bytes of the image's files."""
+    compressed_size: int
+    digest: str
+    staged_digest: str | None = None
+    """Set when the image comes from the staged-install cache (an offline install)."""
+
+    def summary(self) -> str:
+        staged = " (staged, offline)" if self.staged_digest else ""
+        lines = [f"{self.os_name}" + (f", version {self.version}" if self.version else "") + staged,
+                 f"Architecture {self.architecture or 'unknown'}, {human(self.size)} of files"
+                 + (f" ({human(self.compressed_size)} to fetch)" if self.compressed_size else ""),
+                 f"Digest {self.digest}"]
+        return "\n".join(lines)
+
+
+def describe_reference(text: str) -> str:
+    """What a typed reference names, in words. Raises InputError for a malformed one."""
+    parsed = parse_reference(text)
+    if isinstance(parsed, OciLayoutRef):
+        return f"An OCI image layout directory: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
+    if isinstance(parsed, OciArchiveRef):
+        return f"An OCI archive file: {parsed.path}" + (f", tag {parsed.tag}" if parsed.tag else "")
+    if parsed.is_local_daemon:
+        return f"An image of the local Podman or Docker daemon: {parsed}"
+    return (f"A registry image: {parsed}. Looking it up reads the whole image once to check it "
+            "(for a registry that is a full download).")
+
+
+def look_up_image(ref: str, *, cancel: threading.Event | None = None,
+                  on_progress: Callable[[int, int], None] | None = None) -> ImageFacts:
+    """Open the image and scan it (every layer verified): what it is and how big. Blocking."""
+    with open_image(ref, cancel=cancel) as source:
+        inventory = scan_image(source, on_progress=on_progress, cancel=cancel)
+        release = inventory.os_release
+        return ImageFacts(
+            ref=ref,
+            os_name=release.get("PRETTY_NAME") or release.get("NAME") or "An unnamed Linux system",
+            version=release.get("VERSION_ID", ""),
+            architecture=str(source.config.get("architecture") or ""),
+            size=inventory.uncompressed_bytes,
+            compressed_size=source.compressed_size,
+            digest=source.manifest_digest,
+        )
+
+
+def staged_facts(entry: CachedImage) -> ImageFacts:
+    """A staged entry's facts come from its metadata: no scan needed (it was checked when staged)."""
+    return ImageFacts(
+        ref=entry.image_ref, os_name=entry.os_release_pretty_name or entry.image_ref,
+        version=entry.os_release_version_id, architecture=entry.architecture, size=entry.size_bytes,
+        compressed_size=entry.compressed_size_bytes or 0, digest=entry.image_digest,
+        staged_digest=entry.image_digest)
