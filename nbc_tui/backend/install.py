@@ -651,6 +651,11 @@ def steps_for(plan: InstallPlan) -> list[tuple[str, str, Callable[[Install], Non
             or (enc is not None and (s[0] == "encrypt" or enc.tpm2))]
 
 
+def step_titles(plan: InstallPlan) -> list[str]:
+    """The titles of the steps this plan runs, in order (the progress screen lists them)."""
+    return [title for _key, title, _step in steps_for(plan)]
+
+
 def run_install(plan: InstallPlan, *, emit: Emit, ctx: RunContext, confirm: Confirm | None = None,
                 log_snapshot: Callable[[], bytes] | None = None,
                 on_recovery_key: tpm.RecoveryKeyHandler | None = None) -> InstallResult | None:

@@ -37,7 +37,7 @@ from ..backend.events import (
     StepEvent,
     WarningEvent,
 )
-from ..backend.install import run_install, steps_for
+from ..backend.install import run_install, step_titles
 from ..backend.logfile import RunLog, log_file_path
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext
@@ -295,13 +295,13 @@ class ProgressScreen(Screen[InstallOutcome]):
             with VerticalScroll(id="progress-steps") as steps:
                 steps.border_title = "Steps"
                 steps.can_focus = False
-                yield StepList([title for _key, title, _step in steps_for(self.plan)], ascii_only=ascii_only,
+                yield StepList(step_titles(self.plan), ascii_only=ascii_only,
                                id="step-list")
             log_view = LogView(id="progress-log")
             log_view.border_title = "Log"
             yield log_view
         yield Label("Starting", id="progress-status")
-        yield ProgressBar(total=len(steps_for(self.plan)), show_eta=False, id="progress-bar")
+        yield ProgressBar(total=len(step_titles(self.plan)), show_eta=False, id="progress-bar")
         yield Footer()
 
     def on_mount(self) -> None:
