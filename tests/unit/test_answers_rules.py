@@ -82,7 +82,8 @@ def test_the_live_medium_and_the_running_system_are_never_matched(machine: FakeM
         resolve(machine, DiskRule(transport="usb"), DiskRule(transport="virtio"))
     message, hint = info.value.message, info.value.hint or ""
     assert message.startswith("no disk rule matches an eligible disk")
-    assert "/dev/sdc (Flash Drive, serial USB-LIVE, 64.0 GB, usb, removable) matches rule 0 but cannot be used" in message
+    assert ("/dev/sdc (Flash Drive, serial USB-LIVE, 64.0 GB, usb, removable) matches rule 0 but cannot be used"
+            in message)
     assert "live medium" in message and "running system" in message
     assert hint.startswith("eligible disks here (loop devices count only with NBC_TUI_SHOW_LOOP=1): /dev/nvme0n1")
     assert "/dev/sdc" not in hint and "/dev/vda" not in hint

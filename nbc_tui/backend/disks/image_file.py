@@ -17,7 +17,8 @@ def check_image_file_path(path: Path, *, overwrite: bool) -> None:
     was not given."""
     path = path.absolute()
     if not path.parent.is_dir():
-        raise InputError(f"the folder {path.parent} does not exist", hint="create it or choose another place")
+        raise InputError(f"the folder {path.parent} of the disk-image file does not exist",
+                         hint="create it or choose another place")
     try:
         st = path.lstat()
     except FileNotFoundError:
@@ -25,9 +26,11 @@ def check_image_file_path(path: Path, *, overwrite: bool) -> None:
     except OSError as exc:
         raise InputError(f"cannot read {path}: {exc.strerror}") from None
     if stat.S_ISBLK(st.st_mode):
-        raise InputError(f"{path} is a block device, not a file", hint="choose it as the disk to install to instead")
+        raise InputError(f"{path} is a block device, not a disk-image file",
+                         hint="choose it as the disk to install to instead")
     if not stat.S_ISREG(st.st_mode):
-        raise InputError(f"{path} exists and is not a regular file", hint="choose another name")
+        raise InputError(f"{path} exists and is not a regular file: it cannot become a disk-image file",
+                         hint="choose another name")
     users = loop_devices_backed_by(path)
     if users:
         raise InputError(f"image file {path} is in use by {', '.join(users)}",

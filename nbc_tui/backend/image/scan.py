@@ -88,6 +88,11 @@ class ImageInventory:
     entries: int = 0
     """Entries in the final tree (the root excluded)."""
 
+    @property
+    def boot_kernel(self) -> str:
+        """The version of the kernel that boots: the newest (the one find_kernel picks in the extracted tree)."""
+        return self.kernels[0].version
+
     def exists(self, path: str) -> bool:
         """Whether one of PROBED_PATHS exists in the final tree (KeyError for a path the scan did not probe:
         the scan streams each layer once, so it cannot be asked afterwards)."""

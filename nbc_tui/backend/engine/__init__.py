@@ -1,0 +1,7 @@
+"""The step driver every operation runs on (:mod:`.steps`)."""
+
+from __future__ import annotations
+
+from .steps import Step, StepContext, Timings, When, run_steps, system_lock_step
+
+__all__ = ["Step", "StepContext", "Timings", "When", "run_steps", "system_lock_step"]

@@ -1,0 +1,184 @@
+"""The steps that write one root slot, shared by every operation that writes one (install; update next): put
+the image into the slot, configure its root for nbc's model, make its initramfs boot it, write its boot entry,
+read it all back, and leave the run's log on it.
+
+Each step takes the :class:`SlotTarget` (the slot, mounted, with what its boot entry needs) and what earlier
+steps produced, never an operation's whole state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..atomic import write_atomically
+from ..boot import bootloader as boot
+from ..boot.bootloader import BootloaderKind
+from ..boot.cmdline import LuksCmdline, kernel_cmdline
+from ..boot.kernel import SlotKernel, find_kernel
+from ..engine import StepContext
+from ..errors import NbcError
+from ..image.extract import extract_image
+from ..image.scan import ImageInventory
+from ..image.source import ImageSource
+from ..logfile import TARGET_LOG_FILE
+from ..plan import Bootloader, Filesystem
+from ..runner import run
+from ..sizes import human
+from ..storage import luks
+from ..storage.esp import Esp
+from ..storage.filesystems import read_fs_label, read_fs_uuid
+from ..system import dracut, rootfs
+from ..system.initramfs_needs import initramfs_gaps, initramfs_member_names
+from ..system.slots import VAR, Slot
+
+REMOVABLE_LOADER = "EFI/BOOT/BOOTX64.EFI"
+
+
+@dataclass(frozen=True)
+class SlotLuks:
+    """The LUKS side of an encrypted system, as a slot's boot entry and crypttab name it."""
+
+    uuids: dict[str, str]
+    """LUKS UUIDs by role: root1, root2, var."""
+    tpm2: bool
+
+
+@dataclass(frozen=True)
+class SlotTarget:
+    """The root slot being written: mounted at ``root`` (with the shared var mounted at ``root/var``), and
+    what its boot entry needs."""
+
+    slot: Slot
+    root: Path
+    esp: Esp
+    esp_uuid: str
+    root_uuid: str
+    """Filesystem UUID of the slot's root (on its LUKS mapper when encrypted)."""
+    var_uuid: str
+    filesystem: Filesystem
+    kernel_args: tuple[str, ...]
+    luks: SlotLuks | None = None
+
+    def cmdline(self) -> list[str]:
+        """The base kernel command line of this slot's boot entry (systemd-boot uses it as is)."""
+        encryption = None
+        if self.luks is not None:
+            encryption = LuksCmdline(root_luks_uuid=self.luks.uuids[self.slot.role], slot=self.slot,
+                                     var_luks_uuid=self.luks.uuids[VAR], tpm2=self.luks.tpm2)
+        return kernel_cmdline(root_uuid=self.root_uuid, esp_uuid=self.esp_uuid, var_uuid=self.var_uuid,
+                              filesystem=self.filesystem, kernel_args=self.kernel_args, encryption=encryption)
+
+
+@dataclass(frozen=True)
+class SlotBoot:
+    """What boots the slot: its kernel (and the initramfs that goes with it) and the bootloader kind."""
+
+    kernel: SlotKernel
+    bootloader: BootloaderKind
+
+
+# -- extract ----------------------------------------------------------------------------------------
+
+def extract(slot: SlotTarget, source: ImageSource, io: StepContext) -> None:
+    stats = extract_image(source, slot.root, ctx=io.ctx, on_progress=io.progress("Extracting"))
+    io.message(f"Extracted {stats.entries} entries, {human(stats.bytes_out)} in {stats.seconds:.1f} s")
+
+
+# -- configure --------------------------------------------------------------------------------------
+
+def prepare_root(slot: SlotTarget, inventory: ImageInventory, bootloader: Bootloader, io: StepContext) -> SlotBoot:
+    """Check that the extracted tree is an OS, pick its kernel and bootloader, and give it nbc's mounts (fstab)
+    and a fresh machine-id. What changes the slot's /etc comes next, before :func:`seal_etc`."""
+    root = slot.root
+    rootfs.verify_extraction(root)
+    boot_with = SlotBoot(find_kernel(root), boot.resolve_bootloader(bootloader, root))
+    rootfs.ensure_system_dirs(root)
+    rootfs.write_fstab(root, rootfs.fstab_text(esp_uuid=slot.esp_uuid, var_uuid=slot.var_uuid,
+                                               filesystem=slot.filesystem, systemd_version=inventory.systemd_version))
+    rootfs.reset_machine_id(root, io.warn)
+    return boot_with
+
+
+def seal_etc(slot: SlotTarget, io: StepContext) -> None:
+    """The last changes to the slot's /etc (the tmpfiles marker, crypttab), then its copy as the /etc overlay's
+    lower layer, the overlay's directories on var and nbc's pristine copy."""
+    root = slot.root
+    rootfs.write_tmpfiles_marker(root)
+    if slot.luks is not None:
+        luks.write_crypttab(root, luks.crypttab_text(slot.luks.uuids, active=slot.slot, tpm2=slot.luks.tpm2))
+        io.message(f"Wrote /etc/crypttab ({slot.slot.other.role} noauto)", verbose=True)
+    # /etc is final from here on: the overlay's lower layer is a copy of it.
+    rootfs.populate_etc_lower(root, ctx=io.ctx)
+    rootfs.create_overlay_dirs(root, io.warn)
+    rootfs.save_pristine_etc(root, ctx=io.ctx)
+
+
+# -- initramfs --------------------------------------------------------------------------------------
+
+def build_initramfs(slot: SlotTarget, boot_with: SlotBoot, inventory: ImageInventory, io: StepContext) -> SlotBoot:
+    """Keep the image's initramfs when it lacks nothing this slot needs; otherwise rebuild it with the image's
+    dracut, adding what is missing, and read the result back."""
+    kver, tpm2 = boot_with.kernel.version, slot.luks is not None and slot.luks.tpm2
+    encrypted = slot.luks is not None
+    # The scan read the very file extraction wrote (same verified layers, same final tree).
+    missing = initramfs_gaps(inventory.initramfs_members.get(kver, frozenset()), encrypted=encrypted, tpm2=tpm2)
+    if not missing:
+        io.message("The image's initramfs already has the etc-overlay module"
+                   + (" and can unlock LUKS" if encrypted else ""))
+        return boot_with
+    io.message(f"The image's initramfs lacks {' and '.join(missing)}", verbose=True)
+    if not (slot.root / dracut.MODULE_DIR / "module-setup.sh").exists():
+        dracut.install_etc_overlay_module(slot.root)
+    modules = dracut.modules_to_add(crypt=encrypted, tpm2=tpm2, image_matches=inventory.matches)
+    io.message(f"Regenerating the initramfs of kernel {kver} with dracut modules {', '.join(modules)}")
+    initramfs = dracut.regenerate_initramfs(slot.root, kver, ctx=io.ctx, modules=modules)
+    if not io.ctx.dry_run:
+        still = initramfs_gaps(initramfs_member_names(initramfs), encrypted=encrypted, tpm2=tpm2)
+        if still:
+            raise NbcError(f"the regenerated initramfs of kernel {kver} still lacks {' and '.join(still)}",
+                           hint="check the image's dracut modules (crypt, tpm2-tss) and their requirements")
+    return SlotBoot(SlotKernel(kver, boot_with.kernel.vmlinuz, initramfs), boot_with.bootloader)
+
+
+# -- the boot entry ---------------------------------------------------------------------------------
+
+def install_boot_entry(slot: SlotTarget, boot_with: SlotBoot, io: StepContext) -> str:
+    """The slot's kernel files on the ESP, the bootloader and the slot's entry; returns the entry's title."""
+    options = slot.cmdline()
+    title = boot.os_title(slot.root)
+    io.message(f"Bootloader: {boot_with.bootloader}; kernel command line: {' '.join(options)}")
+    boot.install_bootloader(boot_with.bootloader, target_root=slot.root, esp=slot.esp, esp_uuid=slot.esp_uuid,
+                            slot=slot.slot, kernel=boot_with.kernel, options=options, title=title, ctx=io.ctx,
+                            warn=io.warn)
+    return title
+
+
+# -- verify -----------------------------------------------------------------------------------------
+
+def verify_slot(slot: SlotTarget, devices: dict[str, Path], boot_with: SlotBoot, io: StepContext) -> None:
+    """Read back the slot's root and var filesystems (on ``devices`` by role) and its boot files on the ESP."""
+    verify_filesystems(devices, {slot.slot.role: slot.root_uuid, VAR: slot.var_uuid}, io)
+    esp_files = {f.lower() for f in slot.esp.files()}
+    for needed in (REMOVABLE_LOADER, *slot.slot.kernel_paths(boot_with.kernel.version)):
+        if needed.lower() not in esp_files:
+            raise NbcError(f"the ESP lacks {needed} after installing the bootloader")
+
+
+def verify_filesystems(devices: dict[str, Path], uuids: dict[str, str], io: StepContext) -> None:
+    """Each role's filesystem read back: its label is the role (nbc's), its UUID the one it was made with."""
+    for role, fs_uuid in uuids.items():
+        label = read_fs_label(devices[role], ctx=io.ctx)
+        read_uuid = read_fs_uuid(devices[role], ctx=io.ctx)
+        if label != role or read_uuid != fs_uuid:
+            raise NbcError(f"{role}: label {label!r} and UUID {read_uuid} read back, expected {role} and {fs_uuid}")
+
+
+# -- finish -----------------------------------------------------------------------------------------
+
+def leave_log(slot: SlotTarget, log_snapshot: Callable[[], bytes] | None, io: StepContext) -> None:
+    """The run's log on the slot's var (0600), then everything on disk (sync)."""
+    if log_snapshot is not None:
+        write_atomically(slot.root / TARGET_LOG_FILE, log_snapshot(), mode=0o600)
+    run(["sync"], ctx=io.ctx)
