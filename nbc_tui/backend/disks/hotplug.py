@@ -84,7 +84,7 @@ class BlockWatcher:
     def close(self) -> None:
         """Stop listening; the descriptor is closed."""
         # pyudev closes the socket when the monitor is freed; drop our reference and let it go.
-        self._monitor = None  # type: ignore[assignment]
+        self._monitor = None
 
     def __enter__(self) -> BlockWatcher:
         return self

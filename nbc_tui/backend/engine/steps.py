@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import Enum
+from types import TracebackType
 from typing import Any, Generic, TypeVar
 
 from ..errors import Cancelled, NbcError
@@ -78,11 +79,12 @@ class StepContext:
         the error that made the stack unwind."""
         value = cm.__enter__()
 
-        def release(*exc_info: object) -> bool:
+        def release(exc_type: type[BaseException] | None, exc: BaseException | None,
+                    tb: TracebackType | None) -> bool:
             try:
-                cm.__exit__(*exc_info)  # type: ignore[arg-type]
-            except Exception as exc:
-                self.warn(f"cleanup: {exc}")
+                cm.__exit__(exc_type, exc, tb)
+            except Exception as failure:
+                self.warn(f"cleanup: {failure}")
             return False
 
         self.stack.push(release)

@@ -13,7 +13,7 @@ import os
 import tarfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
 from ..errors import InputError, NbcError
 from .layout import OciLayoutSource, parse_top_index
@@ -91,18 +91,18 @@ class TarMembers:
                            hint="Write or copy the archive again")
         return data
 
-    def open(self, name: str) -> BinaryIO:
+    def open(self, name: str) -> io.RawIOBase:
         """A raw reader of one member's bytes (its own file handle, so readers do not disturb each other)."""
         member = self._members[_clean(name)]
         f = self.path.open("rb", buffering=0)
         f.seek(member.offset)
-        return _Slice(f, member.size)  # type: ignore[return-value]
+        return _Slice(f, member.size)
 
 
 class _Slice(io.RawIOBase):
     """``size`` bytes of an open file from its current position; closes the file with itself."""
 
-    def __init__(self, f: BinaryIO, size: int) -> None:
+    def __init__(self, f: io.FileIO, size: int) -> None:
         super().__init__()
         self._f = f
         self._left = size
@@ -114,7 +114,7 @@ class _Slice(io.RawIOBase):
         if self._left <= 0:
             return 0
         view = memoryview(buffer)[: self._left]
-        n = self._f.readinto(view)  # type: ignore[attr-defined]
+        n = self._f.readinto(view)
         self._left -= n or 0
         return n or 0
 

@@ -29,8 +29,9 @@ import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from ..bytestreams import RawReader
 from ..errors import NbcError
 from ..runner import RunContext, run, which
 from .archive import TarMembers
@@ -369,9 +370,9 @@ class DockerArchiveSource(ImageSource):
         tar = hashlib.sha256()
         with self._members.open(name) as raw:
             hashing = _Hashing(raw, stored)
-            reader = io.BufferedReader(hashing, _CHUNK)  # type: ignore[arg-type]
+            reader = io.BufferedReader(hashing, _CHUNK)
             head = bytes(reader.peek(4)[:4])
-            stream = decompressed(reader, "")  # type: ignore[arg-type]
+            stream = decompressed(reader, "")
             while chunk := stream.read(_CHUNK):
                 tar.update(chunk)
         if f"sha256:{tar.hexdigest()}" != diff_id:
@@ -407,7 +408,7 @@ class DockerArchiveSource(ImageSource):
 class _Hashing(io.RawIOBase):
     """Feeds every byte read from ``inner`` to ``hasher``."""
 
-    def __init__(self, inner: BinaryIO, hasher: Any) -> None:
+    def __init__(self, inner: RawReader, hasher: Any) -> None:
         super().__init__()
         self._inner = inner
         self._hasher = hasher
@@ -416,7 +417,7 @@ class _Hashing(io.RawIOBase):
         return True
 
     def readinto(self, buffer: Any) -> int:
-        n = self._inner.readinto(buffer) or 0  # type: ignore[attr-defined]
+        n = self._inner.readinto(buffer) or 0
         self._hasher.update(memoryview(buffer)[:n])
         return n
 

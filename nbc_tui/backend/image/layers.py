@@ -11,12 +11,13 @@ import base64
 import io
 import zlib
 from collections.abc import Callable, Iterator
-from typing import Any, BinaryIO
+from typing import Any
 from urllib.parse import unquote_to_bytes
 
 import zstandard
 from isal import igzip, isal_zlib
 
+from ..bytestreams import RawReader, Reader
 from ..errors import NbcError
 
 CHUNK = 1 << 20
@@ -30,7 +31,7 @@ _DECODE_ERRORS = (OSError, EOFError, zstandard.ZstdError, isal_zlib.error)
 class _Drained(io.RawIOBase):
     """The decompressed stream; at its end it reads the raw blob to its end, so the digest is checked."""
 
-    def __init__(self, inner: BinaryIO, raw: BinaryIO) -> None:
+    def __init__(self, inner: Reader, raw: Reader) -> None:
         super().__init__()
         self._inner, self._raw = inner, raw
 
@@ -54,17 +55,19 @@ class _Drained(io.RawIOBase):
         return len(data)
 
 
-def decompressed(raw: BinaryIO, media_type: str) -> BinaryIO:
-    """The tar stream of a layer: gzip (isal), zstd or plain, chosen by the magic bytes (so a mislabeled
-    layer still works) and otherwise by the media type. Reading it to the end also drains ``raw``."""
-    if not hasattr(raw, "peek"):
-        raw = io.BufferedReader(raw, CHUNK)  # type: ignore[arg-type]
+def decompressed(stored: RawReader, media_type: str) -> io.RawIOBase:
+    """The tar stream of a layer (``stored``: its blob as stored): gzip (isal), zstd or plain, chosen by the
+    magic bytes (so a mislabeled layer still works) and otherwise by the media type. Reading it to the end also
+    drains ``stored``."""
+    # Any stream with read and readinto buffers fine (io.BytesIO too), whatever typeshed's stricter protocol says.
+    raw = stored if isinstance(stored, io.BufferedReader) else io.BufferedReader(stored, CHUNK)  # type: ignore[type-var]
     head = _peek(raw, 4)
+    inner: Reader
     if head.startswith(GZIP_MAGIC):
-        inner: BinaryIO = igzip.IGzipFile(fileobj=raw, mode="rb")  # type: ignore[assignment]
+        inner = igzip.IGzipFile(fileobj=raw, mode="rb")
     elif head.startswith(ZSTD_MAGIC):
-        inner = zstandard.ZstdDecompressor().stream_reader(  # type: ignore[assignment]
-            raw, read_size=CHUNK, read_across_frames=True, closefd=False)
+        inner = zstandard.ZstdDecompressor().stream_reader(raw, read_size=CHUNK, read_across_frames=True,
+                                                           closefd=False)
     elif media_type.endswith(("+gzip", ".gzip", "+zstd")) and len(head) >= 4 and head != b"\0\0\0\0":
         # A compressed media type whose bytes are not compressed and do not look like a tar either: say
         # so here rather than as a puzzling tar header error.
@@ -74,14 +77,14 @@ def decompressed(raw: BinaryIO, media_type: str) -> BinaryIO:
         inner = raw
     else:
         inner = raw
-    return _Drained(inner, raw)  # type: ignore[return-value]
+    return _Drained(inner, raw)
 
 
-def _peek(raw: BinaryIO, n: int) -> bytes:
-    return bytes(raw.peek(n)[:n])  # type: ignore[attr-defined]
+def _peek(raw: io.BufferedReader[Any], n: int) -> bytes:
+    return bytes(raw.peek(n)[:n])
 
 
-def _looks_like_tar(raw: BinaryIO) -> bool:
+def _looks_like_tar(raw: io.BufferedReader[Any]) -> bool:
     head = _peek(raw, BLOCK)
     return len(head) == BLOCK and (head[257:262] == b"ustar" or _checksum_ok(head))
 
@@ -288,9 +291,9 @@ class TarReader:
         self.offset += n
         return data
 
-    def stream(self) -> BinaryIO:
+    def stream(self) -> io.RawIOBase:
         """The current entry's content as a read-only file object."""
-        return _EntryStream(self)  # type: ignore[return-value]
+        return _EntryStream(self)
 
     # -- headers --------------------------------------------------------------------------------------
 

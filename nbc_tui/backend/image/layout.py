@@ -70,7 +70,7 @@ class OciLayoutSource(ImageSource):
             f = path.open("rb", buffering=0)
         except FileNotFoundError:
             raise self._missing(desc) from None
-        return verified_stream(f, desc, label="Layer blob")  # type: ignore[arg-type]
+        return verified_stream(f, desc, label="Layer blob")
 
     def _missing(self, desc: Descriptor) -> InputError:
         return InputError(

@@ -450,7 +450,7 @@ class RegistrySource(ImageSource):
                           policy=self.client.policy, reopen=lambda offset: self._blob_response(desc, offset),
                           cancel=self.client.cancel)
         self.resumes[desc.digest] = raw.resumes
-        return verified_stream(raw, desc, label=label)  # type: ignore[arg-type]
+        return verified_stream(raw, desc, label=label)
 
 
 def _error_codes(resp: requests.Response) -> set[str]:

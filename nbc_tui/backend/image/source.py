@@ -13,8 +13,9 @@ import io
 import re
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, BinaryIO
+from typing import TYPE_CHECKING, Any
 
+from ..bytestreams import RawReader
 from ..errors import InputError, NbcError
 
 if TYPE_CHECKING:
@@ -67,7 +68,7 @@ class _VerifyingRaw(io.RawIOBase):
     image is not.
     """
 
-    def __init__(self, inner: BinaryIO, desc: Descriptor, label: str) -> None:
+    def __init__(self, inner: RawReader, desc: Descriptor, label: str) -> None:
         super().__init__()
         self._inner = inner
         self._desc = desc
@@ -86,7 +87,7 @@ class _VerifyingRaw(io.RawIOBase):
             raise self._failure
         if self._done:
             return 0
-        n = self._inner.readinto(buffer)  # type: ignore[attr-defined]
+        n = self._inner.readinto(buffer) or 0
         if n:
             self.count += n
             self._hash.update(memoryview(buffer)[:n])
@@ -127,7 +128,7 @@ class BlobStream(io.BufferedReader):
         return self.raw.count
 
 
-def verified_stream(inner: BinaryIO, desc: Descriptor, *, label: str = "Blob") -> BlobStream:
+def verified_stream(inner: RawReader, desc: Descriptor, *, label: str = "Blob") -> BlobStream:
     """Wrap ``inner`` so that reading it to the end proves it is the blob ``desc`` describes."""
     return BlobStream(_VerifyingRaw(inner, desc, label), buffer_size=BLOB_BUFFER)
 

@@ -13,11 +13,12 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import IO, Any, cast
 
 import zstandard
 from isal import igzip, isal_zlib
 
+from ..bytestreams import Reader
 from ..errors import NbcError
 
 _CHUNK = 1 << 20
@@ -35,7 +36,7 @@ class InitramfsError(NbcError):
 class _Buffered:
     """Read-ahead over a stream: exact reads, skips, and a peek used to tell segments apart."""
 
-    def __init__(self, stream: BinaryIO) -> None:
+    def __init__(self, stream: Reader) -> None:
         self._stream = stream
         self._buf = b""
         self._pos = 0
@@ -94,16 +95,17 @@ class _Buffered:
                 return
 
 
-def _decompressor(magic: bytes, source: _Buffered) -> BinaryIO | None:
+def _decompressor(magic: bytes, buffered: _Buffered) -> Reader | None:
+    # Each decompressor reads any object with read(); typeshed asks for IO[bytes], which _Buffered is not.
+    source = cast(IO[bytes], buffered)
     if magic.startswith(b"\x1f\x8b"):
-        return igzip.IGzipFile(fileobj=source, mode="rb")  # type: ignore[arg-type,return-value]
+        return igzip.IGzipFile(fileobj=source, mode="rb")
     if magic.startswith(b"\x28\xb5\x2f\xfd"):
-        return zstandard.ZstdDecompressor().stream_reader(  # type: ignore[return-value]
-            source, read_size=_CHUNK, read_across_frames=True)
+        return zstandard.ZstdDecompressor().stream_reader(source, read_size=_CHUNK, read_across_frames=True)
     if magic.startswith(b"\xfd7zXZ\x00") or magic.startswith(b"\x5d\x00\x00"):
-        return lzma.LZMAFile(source)  # type: ignore[arg-type,return-value]
+        return lzma.LZMAFile(source)
     if magic.startswith(b"BZh"):
-        return bz2.BZ2File(source)  # type: ignore[arg-type,return-value]
+        return bz2.BZ2File(source)
     return None
 
 
@@ -126,7 +128,7 @@ def _cpio_names(source: _Buffered) -> Iterator[str]:
         yield name
 
 
-def initramfs_names(stream: BinaryIO) -> Iterator[str]:
+def initramfs_names(stream: Reader) -> Iterator[str]:
     """Every member name of an initramfs, in archive order (e.g. "usr/bin/mount", ".")."""
     source = _Buffered(stream)
     while True:
@@ -152,7 +154,7 @@ def initramfs_names(stream: BinaryIO) -> Iterator[str]:
         return  # the kernel stops at the end of the compressed archive as well
 
 
-def initramfs_contains(path_or_stream: str | Path | BinaryIO, basename: str) -> bool:
+def initramfs_contains(path_or_stream: str | Path | Reader, basename: str) -> bool:
     """Whether a member's file name is ``basename``, also with dracut's hook priority in front
     ("50etc-overlay-mount.sh" counts for "etc-overlay-mount.sh"). Stops reading at the first match."""
     if isinstance(path_or_stream, (str, Path)):
