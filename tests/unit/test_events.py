@@ -57,3 +57,13 @@ def test_text_writer_conventions() -> None:
         "Step 1/2: One...\n  msg\n\nStep 2/2: Two...\nWarning: careful\n\n" + "=" * 65 + "\nDone\n" + "=" * 65
         + "\n")
     assert err.getvalue() == "Error: Installation failed: disk gone\n  plug it in\n"
+
+
+def test_an_error_event_is_built_from_an_error_one_way() -> None:
+    from nbc_tui.backend.errors import InputError
+
+    exc = InputError("the disk is mounted", hint="unmount it", details={"device": "/dev/sdb", "error": "raw"})
+    event = ErrorEvent.from_error("Installation failed", exc)
+    assert event.message == "Installation failed"
+    assert event.details == {"device": "/dev/sdb", "error": "the disk is mounted", "hint": "unmount it"}
+    assert "hint" not in (ErrorEvent.from_error("X", InputError("no hint")).details or {})

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from nbc_tui.backend.plan import InstallPlan, Layout, Target
+from nbc_tui.backend.plan import InstallPlan, Layout, Target, validation_messages
 from nbc_tui.backend.sizes import GiB, MiB, human, parse_size
 
 
@@ -61,3 +61,12 @@ def test_image_file_must_fit_layout() -> None:
 def test_layout_minimums() -> None:
     with pytest.raises(ValidationError):
         Layout(root_size="100M")
+
+
+def test_validation_errors_read_as_sentences_without_pydantics_prefix() -> None:
+    with pytest.raises(ValidationError) as info:
+        InstallPlan.model_validate({"image": {"ref": "x"}, "target": {}, "layout": {"root_size": "1M"}})
+    lines = validation_messages(info.value)
+    assert "target: give exactly one of a device, disk rules (match) or a disk-image file" in lines
+    assert any(line.startswith("layout.root_size: ") for line in lines)
+    assert not any("Value error" in line for line in lines)

@@ -9,7 +9,7 @@ import pytest
 from pydantic import SecretStr
 
 from nbc_tui.backend.errors import Cancelled, CommandFailed, InputError
-from nbc_tui.backend.runner import RedactingFilter, Redactor, RunContext, run
+from nbc_tui.backend.runner import RedactingFilter, Redactor, RunContext, retry, run
 
 SECRET = "hunter2-very-secret"
 
@@ -70,3 +70,29 @@ def test_timeout() -> None:
     with pytest.raises(CommandFailed, match="did not finish"):
         run(["sleep", "5"], ctx=RunContext(), timeout=0.5)
     assert os.getpid()
+
+
+def test_retry_tries_again_only_for_a_failure_and_raises_the_last() -> None:
+    calls: list[int] = []
+
+    def busy_twice() -> str:
+        calls.append(1)
+        if len(calls) < 3:
+            raise CommandFailed("losetup: device busy")
+        return "detached"
+
+    assert retry(busy_twice, attempts=5, delay=0) == "detached" and len(calls) == 3
+    def always_busy() -> None:
+        raise CommandFailed("still busy")
+
+    with pytest.raises(CommandFailed, match="still busy"):
+        retry(always_busy, attempts=2, delay=0)
+    cancels: list[int] = []
+
+    def cancelled() -> None:
+        cancels.append(1)
+        raise Cancelled("Interrupted")
+
+    with pytest.raises(Cancelled):
+        retry(cancelled, attempts=5, delay=0)
+    assert cancels == [1]  # a cancel is never retried
