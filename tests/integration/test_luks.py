@@ -29,7 +29,7 @@ from pydantic import SecretStr
 
 from nbc_tui.backend import secret_files
 from nbc_tui.backend.answers import AnswerFileError, check_answers, read_answers
-from nbc_tui.backend.errors import CommandFailed, InputError
+from nbc_tui.backend.errors import CommandFailed, InputError, NbcError
 from nbc_tui.backend.events import Event, StepEvent
 from nbc_tui.backend.install import run_install
 from nbc_tui.backend.plan import InstallPlan
@@ -196,9 +196,10 @@ def test_a_mapper_name_in_use_is_refused(monkeypatch: pytest.MonkeyPatch, tmp_pa
     (fake / "root1").touch()
     monkeypatch.setattr(luks, "MAPPER_DIR", fake)
     assert luks.existing_mappers() == ["root1"]
-    with pytest.raises(Exception, match="already exists"), luks.opened(Path("/dev/null"), "root1",
-                                                                        SecretStr(PASSPHRASE), ctx=RunContext()):
+    with pytest.raises(NbcError, match="already exists") as info, luks.opened(Path("/dev/null"), "root1",
+                                                                               SecretStr(PASSPHRASE), ctx=RunContext()):
         pass
+    assert info.value.hint == "close it (cryptsetup close root1) if it is left over, then run again"
 
 
 @pytest.fixture
