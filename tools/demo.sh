@@ -7,8 +7,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh
 ref=$(tools/build-test-image)
-mkdir -p demo
-cat > demo/answers.toml <<TOML
+demo=${NBC_TUI_DEMO_DIR:-demo}  # where the demo's answers, password and disk-image file go (tests move it)
+mkdir -p "$demo"
+# The installed demo system's root password: made once, kept only in this file (0600), read by the install
+# from the file (never from the command line), and printed below so that you can log in.
+if [ ! -s "$demo/root-password" ]; then
+    (umask 077; openssl rand -base64 9 | tr -d '/+=\n' > "$demo/root-password")
+fi
+cat > "$demo/answers.toml" <<TOML
 # The demo's answers (written by tools/demo.sh). Relative paths are relative to this file.
 version = 1
 
@@ -28,14 +34,19 @@ var_min_size = "1G"
 
 [boot]
 kernel_args = ["console=ttyS0"]
+
+[system]
+root_password_file = "root-password"
 TOML
 if [ -t 0 ] && [ -t 1 ]; then
-    .venv/bin/nbc-tui --answers demo/answers.toml "$@"
+    .venv/bin/nbc-tui --answers "$demo/answers.toml" "$@"
 else
-    echo "No terminal: installing $ref into demo/debian.img unattended"
-    .venv/bin/nbc-tui --headless --answers demo/answers.toml "$@"
+    echo "No terminal: installing $ref into $demo/debian.img unattended"
+    .venv/bin/nbc-tui --headless --answers "$demo/answers.toml" "$@"
 fi
-if [ -s demo/debian.img ]; then
+if [ -s "$demo/debian.img" ]; then
     echo "Boot it: qemu-system-x86_64 -accel tcg -m 2048 -bios /usr/share/ovmf/OVMF.fd \\"
-    echo "         -drive file=demo/debian.img,format=raw,if=virtio -serial mon:stdio -nographic"
+    echo "         -drive file=$demo/debian.img,format=raw,if=virtio -serial mon:stdio -nographic"
+    echo "Log in as root with the password in $demo/root-password: $(cat "$demo/root-password")"
+    echo "(QEMU: Ctrl-A then X quits.)"
 fi

@@ -42,8 +42,12 @@ if [ ! -x .venv/bin/python ]; then
 fi
 stamp=.venv/.installed-$(sha256sum pyproject.toml | cut -c1-16)
 if [ ! -e "$stamp" ]; then
-  .venv/bin/pip install -q --upgrade pip
-  .venv/bin/pip install -q -e '.[test]'
+  echo "Installing nbc-tui and its Python dependencies into .venv"
+  # The build backend's notes (an editable install's "be careful with folders...") are shown only on failure.
+  if ! out=$(.venv/bin/pip install -q --upgrade pip 2>&1 && .venv/bin/pip install -q -e '.[test]' 2>&1); then
+    echo "$out" >&2
+    exit 1
+  fi
   rm -f .venv/.installed-*
   touch "$stamp"
 fi
