@@ -37,7 +37,7 @@ from .storage.luks import luks_uuid
 from .storage.partition import ESP
 from .storage.tpm import RecoveryKeyHandler
 from .system import rootfs
-from .system.slots import ENCRYPTED_ROLES, Slot
+from .system.slots import ENCRYPTED_ROLES, VAR, Slot
 from .system.state import EncryptionState, SystemConfig, local_now_rfc3339, write_system_config
 
 SLOT = Slot.A
@@ -154,7 +154,7 @@ def mount_partitions(run: InstallRun, io: StepContext) -> None:
     root = disk.mount_slot(fs, SLOT, io)
     luks = SlotLuks(enc.uuids, tpm2=bool(plan.encryption and plan.encryption.tpm2)) if enc else None
     run.slot = SlotTarget(slot=SLOT, root=root, esp=fs.esp, esp_uuid=fs.uuids[ESP], root_uuid=fs.uuids[SLOT.role],
-                          var_uuid=fs.uuids["var"], filesystem=plan.layout.filesystem,
+                          var_uuid=fs.uuids[VAR], filesystem=plan.layout.filesystem,
                           kernel_args=plan.boot.kernel_args, luks=luks)
 
 
@@ -193,8 +193,9 @@ def record_state(run: InstallRun, io: StepContext) -> None:
     plan, pre, enc = run.plan, run.preflight, run.encrypted
     encryption = None
     if enc is not None and plan.encryption is not None:
-        encryption = EncryptionState(enabled=True, tpm2=plan.encryption.tpm2, root1_luks_uuid=enc.uuids["root1"],
-                                     root2_luks_uuid=enc.uuids["root2"], var_luks_uuid=enc.uuids["var"])
+        encryption = EncryptionState(enabled=True, tpm2=plan.encryption.tpm2,
+                                     root1_luks_uuid=enc.uuids[Slot.A.role], root2_luks_uuid=enc.uuids[Slot.B.role],
+                                     var_luks_uuid=enc.uuids[VAR])
     config = SystemConfig(
         image_ref=plan.image.ref, image_digest=pre.image.recorded_digest, device=str(pre.target.path),
         disk_id=(disk_id(pre.target.disk) or "") if pre.target.disk else "", install_date=local_now_rfc3339(),
