@@ -2,8 +2,12 @@
 image, disk, encryption, options, review, progress, done), going back when a screen answers None; the
 screens fill one PlanDraft and the review turns it into the InstallPlan that the engine runs.
 
-Keys everywhere: F1 help, Esc back, Ctrl+C quit (asked first). The look (default, or ASCII and 16
-colours on consoles) is decided in look.py and applied here.
+Keys everywhere: F1 help, Esc back, Ctrl+C quit (asked first); on each step (screens/wizard.py) Enter and
+Ctrl+N go on. The look (default, or ASCII and 16 colours on consoles) is decided in look.py and applied
+here, with the style sheets in order: app.tcss, one per screen (assets/screens/), console.tcss last.
+
+The App runs no command itself: a reboot or power-off chosen on the done screen is carried out by the
+engine (:func:`nbc_tui.backend.machine.power`) once the TUI has given the terminal back.
 """
 
 from __future__ import annotations
@@ -19,24 +23,30 @@ from textual.screen import ModalScreen, Screen
 from textual.scrollbar import ScrollBar, ScrollBarRender
 
 from .backend.errors import NbcError
+from .backend.machine import PowerAction, power
 from .backend.plan import InstallPlan, Layout
-from .backend.runner import RunContext, run
 from .draft import PlanDraft
 from .look import Look
-from .screens.dialogs import ConfirmQuit, HelpDialog
+from .screens.disk import DiskScreen
 from .screens.done import DoneScreen, Outcome
 from .screens.encryption import EncryptionScreen
 from .screens.image import ImageScreen
 from .screens.options import OptionsScreen
+from .screens.progress import ProgressScreen
 from .screens.review import ReviewScreen
 from .screens.welcome import WelcomeScreen
+from .widgets.confirm_quit import ConfirmQuit
+from .widgets.help_dialog import HelpDialog
 
 log = logging.getLogger("nbc_tui")
 
 ASSETS = Path(__file__).parent / "assets"
 APP_CSS = ASSETS / "app.tcss"
+SCREEN_CSS = sorted((ASSETS / "screens").glob("*.tcss"))
+"""One style sheet per screen, after app.tcss and before console.tcss (so that the console look wins)."""
 CONSOLE_CSS = ASSETS / "console.tcss"
-POWER_COMMANDS = {"reboot": ["systemctl", "reboot"], "poweroff": ["systemctl", "poweroff"]}
+POWER_ACTIONS: dict[str | None, PowerAction] = {"reboot": "reboot", "poweroff": "poweroff"}
+"""The done screen's choices that restart the machine."""
 
 
 class AsciiScrollBarRender(ScrollBarRender):
@@ -73,7 +83,7 @@ class NbcTuiApp(App[str]):
     def __init__(self, *, draft: PlanDraft | None = None, dry_run: bool = False, look: Look | None = None,
                  start_wizard: bool = True, watch_disks: bool = True) -> None:
         self.look = look or Look(console=False, reason="default")
-        super().__init__(css_path=[APP_CSS, CONSOLE_CSS] if self.look.console else [APP_CSS])
+        super().__init__(css_path=[APP_CSS, *SCREEN_CSS, *([CONSOLE_CSS] if self.look.console else [])])
         self.draft = draft or PlanDraft()
         self.dry_run = dry_run
         self.start_wizard = start_wizard
@@ -150,8 +160,6 @@ class NbcTuiApp(App[str]):
         return ImageScreen(self.draft)
 
     def disk_screen(self) -> Screen[Any]:
-        from .screens.disk import DiskScreen  # written by the disk helper (issue 4)
-
         return DiskScreen(self.draft, min_size=self.min_disk_size(), watch=self.watch_disks)
 
     def encryption_screen(self) -> Screen[Any]:
@@ -164,8 +172,6 @@ class NbcTuiApp(App[str]):
         return ReviewScreen(self.draft, dry_run=self.dry_run)
 
     def progress_screen(self, plan: InstallPlan) -> Screen[Any]:
-        from .screens.progress import ProgressScreen  # written by the progress helper (issue 4)
-
         return ProgressScreen(plan, dry_run=self.dry_run)
 
     def min_disk_size(self) -> int:
@@ -185,13 +191,9 @@ class NbcTuiApp(App[str]):
         self.push_screen(HelpDialog(getattr(self.screen, "HELP", None)))
 
     def action_back(self) -> None:
-        screen = self.screen
-        if isinstance(screen, ModalScreen) or len(self.screen_stack) < 2:
-            return
-        if isinstance(screen, WelcomeScreen):
-            self.action_request_quit()
-            return
-        screen.dismiss(None)
+        """Esc on a screen that does not take it itself (each wizard step and question does): back."""
+        if not isinstance(self.screen, ModalScreen) and len(self.screen_stack) >= 2:
+            self.screen.dismiss(None)
 
     def action_request_quit(self) -> None:
         """Ask before quitting. A screen that binds Ctrl+C itself (the progress screen, which cancels a
@@ -215,20 +217,20 @@ class NbcTuiApp(App[str]):
 
     # -- after the TUI --------------------------------------------------------------------------
 
-    def power_command(self) -> list[str] | None:
-        """The reboot or power-off command the user chose, only after a real install onto a disk."""
+    def power_action(self) -> PowerAction | None:
+        """The reboot or power-off the user chose, only after a real install onto a disk."""
         outcome = self.outcome
-        if (self.choice not in POWER_COMMANDS or self.dry_run or outcome is None or not outcome.ok
+        if (self.choice not in POWER_ACTIONS or self.dry_run or outcome is None or not outcome.ok
                 or self.plan is None or self.plan.target.is_image_file):
             return None
-        return POWER_COMMANDS[self.choice]
+        return POWER_ACTIONS[self.choice]
 
     def perform_choice(self) -> None:
         """Reboot or power off as chosen (call after the TUI has given the terminal back)."""
-        argv = self.power_command()
-        if argv is None:
+        action = self.power_action()
+        if action is None:
             return
         try:
-            run(argv, ctx=RunContext(), what=self.choice)
+            power(action, dry_run=self.dry_run, announce=print)
         except NbcError as exc:
-            print(f"Could not {self.choice}: {exc}")
+            print(f"Could not {action}: {exc}")

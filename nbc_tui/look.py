@@ -4,7 +4,8 @@ consoles and NO_COLOR.
 
 A pure function of the environment and the tty (name and size), so it is tested without a terminal;
 ``app.py`` applies the decision and ``cli.py`` puts :meth:`Look.environment` into ``os.environ`` before
-Textual is imported (Textual reads its settings at import time).
+Textual is imported (Textual reads its settings at import time); :func:`console_look` tells a widget or a
+screen which look its app draws.
 """
 
 from __future__ import annotations
@@ -91,3 +92,9 @@ def current_tty() -> tuple[str | None, tuple[int, int] | None]:
 def detect_look() -> Look:
     """The look for the terminal this process runs on."""
     return choose_look(os.environ, *current_tty())
+
+
+def console_look(app: object) -> bool:
+    """Whether ``app`` draws the console look (NbcTuiApp.console_look); any other app (a test's) draws the
+    default one. For widgets and screens that draw glyphs of their own."""
+    return bool(getattr(app, "console_look", False))

@@ -2,14 +2,16 @@
 
 Every fact shown comes from the backend: :func:`~nbc_tui.backend.disks.list_disks` and
 :func:`~nbc_tui.backend.disks.refusals` in a thread worker, re-run whenever a block device comes, goes
-or changes (:class:`~nbc_tui.backend.hotplug.BlockWatcher`, debounced) and on F5. Choosing is two
-steps, Enter on a disk then Continue (or Enter again): a disk that vanishes, changes identity or
+or changes (:class:`~nbc_tui.backend.disks.hotplug.BlockWatcher`, debounced) and on F5, over the
+:class:`~nbc_tui.backend.disks.SystemView` given (the machine itself unless a test fakes one). Choosing is
+two steps, Enter on a disk then Continue (or Enter again): a disk that vanishes, changes identity or
 becomes ineligible in between is reported and must be chosen again; Continue reads it once more
 (:func:`~nbc_tui.backend.disks.resolve_disk`, :func:`~nbc_tui.backend.disks.identity_changed`)
-before the screen ends.
+before the screen ends. With no disk chosen, Continue uses the disk-image file typed below the table
+(the field has the focus when the draft already names one, so Enter alone goes on).
 
-Loop devices are hidden unless ``include_loop`` is True, or, when it is left None, unless the
-environment has ``NBC_TUI_SHOW_LOOP=1`` (for demos and tests that attach loop devices).
+Loop devices are hidden unless ``include_loop`` is True, or, when it is left None, unless
+:func:`~nbc_tui.backend.disks.loops_wanted` says so (for demos and tests that attach loop devices).
 """
 
 from __future__ import annotations
@@ -18,20 +20,22 @@ import asyncio
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from textual import work
+from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.message import Message
-from textual.screen import Screen
 from textual.timer import Timer
-from textual.widgets import Button, DataTable, Footer, Input, Label, Static
+from textual.widgets import Button, DataTable, Input, Label, Static
 from textual.worker import Worker, WorkerState, get_current_worker
 
 from ..backend.disks import (
+    SYSTEM,
     Disk,
     Refusal,
+    SystemView,
     check_image_file_path,
     disk_line,
     existing_file_words,
@@ -46,6 +50,7 @@ from ..backend.errors import InputError, NbcError
 from ..backend.sizes import GiB, human
 from ..draft import PlanDraft
 from ..widgets.disk_table import DiskEntry, DiskTable, describe
+from .wizard import WizardScreen
 
 log = logging.getLogger("nbc_tui")
 
@@ -98,25 +103,14 @@ def sentence(exc: InputError) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-class DiskScreen(Screen[bool]):
+class DiskScreen(WizardScreen[bool]):
     """Choose the target: a disk from the live table, or a disk-image file. None = back."""
 
-    DEFAULT_CSS = """
-    DiskScreen #disk-title { height: 1; padding: 0 1; text-style: bold; }
-    DiskScreen #disk-detail { height: auto; max-height: 5; padding: 0 1; }
-    DiskScreen #disk-notice { height: auto; max-height: 3; padding: 0 1; color: $warning; }
-    DiskScreen #image-file-row, DiskScreen #disk-buttons { height: auto; }
-    DiskScreen #image-file-row Label { padding: 1 1 0 1; }
-    DiskScreen #image-path { width: 1fr; }
-    DiskScreen #image-size { width: 10; }
-    DiskScreen #disk-buttons { align-horizontal: right; }
-    """
-
-    BINDINGS = [
-        Binding("escape", "back", "Back"),
-        Binding("f5", "refresh", "Re-read disks"),
-        Binding("ctrl+n", "continue", "Continue"),
-    ]
+    HELP = ("The disk: Enter on a disk chooses it (everything on it will be erased once you confirm on the "
+            "review screen); Enter again or Continue goes on. Greyed disks cannot be chosen: the lines under "
+            "the table say why. Or type the path of a disk-image file to create, with its size in GiB: with no "
+            "disk chosen, Continue uses the file. F5 reads the disks again.")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("f5", "refresh", "Re-read disks")]
 
     class Listed(Message):
         """A fresh reading of the disks (from the worker)."""
@@ -134,18 +128,18 @@ class DiskScreen(Screen[bool]):
             self.problem = problem
 
     def __init__(self, draft: PlanDraft, *, min_size: int, watch: bool = True,
-                 include_loop: bool | None = None) -> None:
+                 include_loop: bool | None = None, view: SystemView = SYSTEM) -> None:
         super().__init__()
         self.draft = draft
         self.min_size = min_size
         self.watch = watch
         self.include_loop = loops_wanted() if include_loop is None else include_loop
+        self.view = view
+        """Where the disks are read from (a fake tree in tests)."""
         self.chosen: Disk | None = None
         """The disk chosen with Enter, not yet confirmed by Continue."""
         self.refusals: list[Refusal] = []
         """Why the disk the user last tried to choose cannot be ([] when it could)."""
-        self.notice = ""
-        """The warning or refusal shown under the table."""
         self.reads = 0
         """How many times the disks were read (tests wait for a fresh reading)."""
         self.watcher: BlockWatcher | None = None
@@ -155,13 +149,14 @@ class DiskScreen(Screen[bool]):
         self._overwrite_ok: Path | None = None
         """The existing file the user confirmed to overwrite (a second press on Use file)."""
 
-    def compose(self) -> ComposeResult:
+    @property
+    def heading(self) -> str:
+        return f"Choose a disk (at least {human(self.min_size)}). Everything on it will be erased."
+
+    def compose_body(self) -> ComposeResult:
         min_gib = -(-self.min_size // GiB)
-        yield Static(f"Choose a disk (at least {human(self.min_size)}). Everything on it will be erased.",
-                     id="disk-title")
         yield DiskTable(id="disk-table")
         yield Static("Reading the disks...", id="disk-detail")
-        yield Static("", id="disk-notice")
         with Horizontal(id="image-file-row"):
             yield Label("Or a disk-image file:")
             yield Input(str(self.draft.image_file or ""), placeholder="/var/tmp/nbc-disk.img", id="image-path",
@@ -169,10 +164,6 @@ class DiskScreen(Screen[bool]):
             yield Input(str(max(self.draft.image_size_gib, min_gib)), type="integer", id="image-size",
                         tooltip="size in GiB", select_on_focus=False)
             yield Button("Use file", id="use-image")
-        with Horizontal(id="disk-buttons"):
-            yield Button("Back", id="back")
-            yield Button("Continue", id="continue", variant="primary")
-        yield Footer()
 
     @property
     def table(self) -> DiskTable:
@@ -183,7 +174,10 @@ class DiskScreen(Screen[bool]):
     def on_mount(self) -> None:
         if self.watch:
             self._start_watching()
-        self.table.focus()
+        if self.draft.image_file is not None:
+            self.query_one("#image-path", Input).focus()  # Enter alone uses the file named already
+        else:
+            self.table.focus()
         self.load_disks()
 
     def on_unmount(self) -> None:
@@ -194,7 +188,7 @@ class DiskScreen(Screen[bool]):
             self.watcher = BlockWatcher()
         except OSError as exc:
             log.warning("no live disk updates: %s", exc)
-            self._say(f"Live disk updates are off ({exc.strerror or exc}): F5 reads the disks again.")
+            self.say(f"Live disk updates are off ({exc.strerror or exc}): F5 reads the disks again.", "warning")
             return
         asyncio.get_running_loop().add_reader(self.watcher.fileno(), self._on_block_events)
 
@@ -226,21 +220,21 @@ class DiskScreen(Screen[bool]):
 
     @work(thread=True, exclusive=True, group="disks", exit_on_error=False)
     def load_disks(self) -> None:
-        disks = list_disks(include_loop=self.include_loop)
-        entries = [DiskEntry(d, refusals(d, min_size=self.min_size)) for d in disks]
+        disks = list_disks(include_loop=self.include_loop, view=self.view)
+        entries = [DiskEntry(d, refusals(d, min_size=self.min_size, view=self.view)) for d in disks]
         if not get_current_worker().is_cancelled:  # a newer reading has started: this one is stale
             self.post_message(self.Listed(entries))
 
     @work(thread=True, exclusive=True, group="verify", exit_on_error=False)
     def verify_chosen(self, disk: Disk) -> None:
         try:
-            now = resolve_disk(disk.device)
+            now = resolve_disk(disk.device, view=self.view)
         except NbcError as exc:
             self.post_message(self.Verified(disk, f"{disk.device} is gone ({exc.message})"))
             return
         problem = identity_changed(disk, now)
         if problem is None:
-            found = refusals(now, min_size=self.min_size)
+            found = refusals(now, min_size=self.min_size, view=self.view)
             problem = f"{disk.device} can no longer be chosen: {found[0].message}" if found else None
         self.post_message(self.Verified(now, problem))
 
@@ -249,13 +243,9 @@ class DiskScreen(Screen[bool]):
             error = event.worker.error
             words = error.message if isinstance(error, NbcError) else str(error)
             log.error("disk screen worker %s failed: %s", event.worker.name, words)
-            self._say(f"Could not read the disks: {words}. F5 tries again.")
+            self.say(f"Could not read the disks: {words}. F5 tries again.", "error")
 
     # -- showing ----------------------------------------------------------------------------------
-
-    def _say(self, text: str) -> None:
-        self.notice = text
-        self.query_one("#disk-notice", Static).update(text)
 
     def _show_detail(self) -> None:
         entry = self.table.current
@@ -271,7 +261,7 @@ class DiskScreen(Screen[bool]):
         self.chosen = None
         self._target(None)
         self.table.chosen = None
-        self._say(f"{why}. Choose again.")
+        self.say(f"{why}. Choose again.", "error")
 
     def on_disk_screen_listed(self, message: Listed) -> None:
         self.reads += 1
@@ -303,27 +293,31 @@ class DiskScreen(Screen[bool]):
     def on_disk_table_chosen(self, message: DiskTable.Chosen) -> None:
         self.refusals = []
         if self.chosen is not None and self.chosen.name == message.disk.name:
-            self.action_continue()  # Enter twice on the same disk goes on
+            self.action_go_on()  # Enter twice on the same disk goes on
             return
         self.chosen = message.disk
         self._target(message.disk)
         self.table.show(list(self.table.entries.values()), chosen=message.disk.name)
         self._show_detail()
-        self._say(f"Chosen: {disk_line(message.disk)}. "
-                  "Enter again or Continue goes on.")
+        self.say(f"Chosen: {disk_line(message.disk)}. Enter again or Continue goes on.")
 
     def on_disk_table_refused(self, message: DiskTable.Refused) -> None:
         self.refusals = message.refusals
         self.table.focus_disk(message.disk.name)  # the detail lines show its reasons
         self._show_detail()
-        self._say(f"{message.disk.device} cannot be chosen (the reason is above): "
-                  "choose another disk or a disk-image file.")
+        self.say(f"{message.disk.device} cannot be chosen (the reason is above): "
+                 "choose another disk or a disk-image file.", "error")
 
-    def action_continue(self) -> None:
-        if self.chosen is None:
-            self._say("Choose a disk (Enter on its row) or a disk-image file first.")
-            return
-        self.verify_chosen(self.chosen)
+    def save(self) -> bool | None:
+        """The chosen disk is read once more (its answer ends the screen); with none chosen, the typed
+        disk-image file is used."""
+        if self.chosen is not None:
+            self.verify_chosen(self.chosen)
+            return None
+        if self.query_one("#image-path", Input).value.strip():
+            return True if self._take_image_file() else None
+        self.say("Choose a disk (Enter on its row) or a disk-image file first.", "error")
+        return None
 
     def on_disk_screen_verified(self, message: Verified) -> None:
         if self.chosen is None or self.chosen.name != message.disk.name:
@@ -337,42 +331,39 @@ class DiskScreen(Screen[bool]):
 
     # -- the disk-image file ------------------------------------------------------------------------
 
+    @on(Button.Pressed, "#use-image")
     def use_image_file(self) -> None:
+        """Use file (its button, Enter in its fields): the typed file becomes the target, whatever was chosen."""
+        if self._take_image_file():
+            self.dismiss(True)
+
+    def _take_image_file(self) -> bool:
         check = check_image_file(self.query_one("#image-path", Input).value,
                                  self.query_one("#image-size", Input).value, min_size=self.min_size)
         if check.error:
-            self._say(check.error)
-            return
+            self.say(check.error, "error")
+            return False
         if check.warning and self._overwrite_ok != check.path:
             self._overwrite_ok = check.path
-            self._say(f"{check.warning}: press Use file again to confirm.")
-            return
+            self.say(f"{check.warning}: Enter or Use file again confirms.", "warning")
+            return False
         assert check.path is not None and check.size_gib is not None
         self.chosen = None
         self._target(None)
         self.draft.image_file = check.path
         self.draft.image_size_gib = check.size_gib
-        self.dismiss(True)
+        return True
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        if event.input.id in ("image-path", "image-size"):
-            self.use_image_file()
+    @on(Input.Submitted, "#image-path, #image-size")
+    def _file_submitted(self, event: Input.Submitted) -> None:
+        event.prevent_default()  # Enter here uses the file (not WizardScreen's next field)
+        self.use_image_file()
 
-    def on_input_changed(self, event: Input.Changed) -> None:
+    @on(Input.Changed, "#image-path, #image-size")
+    def _file_changed(self) -> None:
         self._overwrite_ok = None  # a confirmation holds for the path it was given for only
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        if event.button.id == "use-image":
-            self.use_image_file()
-        elif event.button.id == "continue":
-            self.action_continue()
-        elif event.button.id == "back":
-            self.action_back()
-
     # -- actions ------------------------------------------------------------------------------------
-
-    def action_back(self) -> None:
-        self.dismiss(None)
 
     def action_refresh(self) -> None:
         self.load_disks()

@@ -7,20 +7,20 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Protocol
+from typing import ClassVar, Literal, Protocol
 
 from textual import on
 from textual.app import ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Static
+from textual.widgets import Button, Input, Label, Static
 
 from ..backend.answers import save_answers
 from ..backend.errors import NbcError
 from ..backend.plan import InstallPlan
 from ..draft import PlanDraft
+from .wizard import WizardScreen
 
 ANSWERS_PATHS = (Path("/root/nbc-tui-answers.toml"), Path("/var/log/nbc-tui/answers.toml"))
 """Where the answers are offered to go: root's home, else beside the logs (a live system's /root may be
@@ -45,12 +45,14 @@ class Outcome(Protocol):
     log_path: str
 
 
-class DoneScreen(Screen[str]):
-    """Dismisses "reboot", "poweroff", "stay" (leave the installer) or "retry" (start again)."""
+class DoneScreen(WizardScreen[str]):
+    """Dismisses "reboot", "poweroff", "stay" (leave the installer) or "retry" (start again): each button
+    ends the screen with its id, so there is no Continue."""
 
     HELP = ("Done: after a successful install to a disk, reboot into the new system or power off. "
             "After a failure, Retry starts from the first screen again with your answers kept.")
-    BINDINGS = [Binding("escape", "choose('stay')", "Leave", show=False)]
+    GOES_ON = False
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "choose('stay')", "Leave", show=False)]
 
     def __init__(self, outcome: Outcome, draft: PlanDraft, *, dry_run: bool | None = None,
                  plan: InstallPlan | None = None, answers_path: Path | None = None) -> None:
@@ -66,6 +68,10 @@ class DoneScreen(Screen[str]):
         """Where the answers were last saved."""
 
     @property
+    def heading(self) -> str:
+        return "Finished" if self.outcome.ok else "The install failed"
+
+    @property
     def dry_run(self) -> bool:
         return self._dry_run if self._dry_run is not None else bool(getattr(self.app, "dry_run", False))
 
@@ -74,9 +80,8 @@ class DoneScreen(Screen[str]):
         """Rebooting only makes sense after a real install onto a disk of this machine."""
         return self.outcome.ok and self.draft.device is not None and not self.dry_run
 
-    def compose(self) -> ComposeResult:
+    def compose_body(self) -> ComposeResult:
         ok = self.outcome.ok
-        yield Static("Finished" if ok else "The install failed", classes="title")
         with VerticalScroll(classes="body"):
             yield Static(Content(self._words()), id="done-text", classes="lead " + ("ok" if ok else "problem"))
             log_path = getattr(self.outcome, "log_path", "")
@@ -88,19 +93,18 @@ class DoneScreen(Screen[str]):
                     yield Input(str(self.answers_path or default_answers_path()), id="answers-path",
                                 select_on_focus=False)
                     yield Button("Save answers", id="save-answers")
-                yield Static("", id="save-message", classes="message")
-        with Horizontal(classes="buttons"):
-            if self.can_restart_machine:
-                yield Button("Stay", id="stay")
-                yield Button("Power off", id="poweroff")
-                yield Button("Reboot", id="reboot", variant="primary")
-            elif ok:
-                yield Button("Install again", id="retry")
-                yield Button("Leave", id="stay", variant="primary")
-            else:
-                yield Button("Leave", id="stay")
-                yield Button("Retry from the start", id="retry", variant="primary")
-        yield Footer()
+
+    def compose_buttons(self) -> ComposeResult:
+        if self.can_restart_machine:
+            yield Button("Stay", id="stay")
+            yield Button("Power off", id="poweroff")
+            yield Button("Reboot", id="reboot", variant="primary")
+        elif self.outcome.ok:
+            yield Button("Install again", id="retry")
+            yield Button("Leave", id="stay", variant="primary")
+        else:
+            yield Button("Leave", id="stay")
+            yield Button("Retry from the start", id="retry", variant="primary")
 
     @property
     def can_save(self) -> bool:
@@ -127,43 +131,40 @@ class DoneScreen(Screen[str]):
         return "\n".join(lines)
 
     def on_mount(self) -> None:
-        self.query(Button).last().focus()
+        self.query("#buttons Button").last().focus()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "save-answers":
-            self.save()
-        else:
-            self.action_choose(event.button.id or "stay")
+    @on(Button.Pressed, "#stay, #poweroff, #reboot, #retry")
+    def _chosen(self, event: Button.Pressed) -> None:
+        self.action_choose(event.button.id or "stay")
+
+    @on(Button.Pressed, "#save-answers")
+    def _save_pressed(self) -> None:
+        self.write_answers()
 
     @on(Input.Submitted, "#answers-path")
     def _path_submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        self.save()
+        event.prevent_default()  # Enter here saves (not WizardScreen's next field)
+        self.write_answers()
 
-    def save(self) -> Path | None:
+    def write_answers(self) -> Path | None:
         """Write the answer file to the typed path; says where, or why not, in words."""
         assert self.plan is not None
-        message = self.query_one("#save-message", Static)
         text = self.query_one("#answers-path", Input).value.strip()
         if not text:
-            message.update("Type the path of the answer file first.")
-            message.set_classes("message -error")
+            self.say("Type the path of the answer file first.", "error")
             return None
         path = Path(text).expanduser().absolute()
         try:
             self.saved = save_answers(self.plan, path)
         except (OSError, NbcError) as exc:
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            message.update(Content(f"Could not save to {path}: {why}. Choose another place."))
-            message.set_classes("message -error")
+            self.say(f"Could not save to {path}: {why}. Choose another place.", "error")
             return None
         secrets = [w for w, given in (("the root password", self.plan.system.root_password),
                                       ("the passphrase", self.plan.encryption and self.plan.encryption.passphrase))
                    if given is not None]
         left_out = f" ({' and '.join(secrets)} left out: the file says how to give them)" if secrets else ""
-        message.update(Content(f"Saved to {path}{left_out}. Replay with: nbc-tui --headless --answers {path}"))
-        message.set_classes("message -good")
+        self.say(f"Saved to {path}{left_out}. Replay with: nbc-tui --headless --answers {path}", "good")
         return self.saved
 
     def action_choose(self, choice: str) -> None:

@@ -14,16 +14,17 @@ from pydantic import SecretStr
 from textual import on
 from textual.app import ComposeResult
 from textual.containers import Horizontal, VerticalScroll
-from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, RadioSet, Static
+from textual.widgets import Input, RadioSet, Static
 
 from ..backend.plan import MIN_PASSPHRASE
 from ..backend.storage.tpm import tpm_present  # the engine's own probe: the TUI and the engine agree
 from ..draft import TPM2_RECOMMENDED_PCRS, PlanDraft
+from ..widgets.choice_set import ChoiceSet
 from ..widgets.secret_input import SecretInput
-from .options import ChoiceButton
+from ..widgets.status_line import StatusLine
+from .wizard import WizardScreen
 
+ENCRYPT_CHOICES = (("none", "No encryption"), ("luks", "LUKS2 with a passphrase"))
 # value -> (label, tpm2, pcrs). One line each, so the choice is explained where it is made.
 UNLOCK_CHOICES: dict[str, tuple[str, bool, tuple[int, ...]]] = {
     "passphrase": ("Passphrase at every boot (no TPM)", False, ()),
@@ -76,10 +77,11 @@ def check_passphrases(first: str, again: str) -> str | None:
     return None
 
 
-class EncryptionScreen(Screen[bool]):
+class EncryptionScreen(WizardScreen[bool]):
     """Fills the draft's encryption; dismisses True, or None for back. ``tpm`` replaces the look for a
     TPM on this machine (tests, snapshots)."""
 
+    HEADING = "Encryption"
     HELP = ("Encryption: LUKS2 encrypts root1, root2 and var (the boot partition stays readable). The "
             "passphrase unlocks them at boot; keep it safe, a lost passphrase means lost data. With a TPM2 "
             "the disk can unlock itself: PCR 7 ties that to the Secure Boot state (recommended), no PCRs "
@@ -91,37 +93,25 @@ class EncryptionScreen(Screen[bool]):
         self.draft = draft
         self.tpm = tpm_present() if tpm is None else tpm
 
-    def compose(self) -> ComposeResult:
-        yield Static("Encryption", classes="title")
+    def compose_body(self) -> ComposeResult:
         with VerticalScroll(classes="body"):
             with Horizontal(classes="row"):
                 yield Static("Disk encryption", classes="row-label")
-                yield RadioSet(
-                    ChoiceButton("No encryption", value=not self.draft.encrypt, name="none", id="encrypt-none"),
-                    ChoiceButton("LUKS2 with a passphrase", value=self.draft.encrypt, name="luks",
-                                 id="encrypt-luks"),
-                    id="encrypt")
+                yield ChoiceSet(ENCRYPT_CHOICES, picked="luks" if self.draft.encrypt else "none", id="encrypt")
             with Horizontal(classes="row"):
                 yield Static("Passphrase", classes="row-label")
                 yield SecretInput(placeholder=f"at least {MIN_PASSPHRASE} characters", id="passphrase")
             with Horizontal(classes="row"):
                 yield Static("Again", classes="row-label")
                 yield SecretInput(placeholder="the same passphrase again", id="passphrase-again")
-            yield Static("", id="strength", classes="message hint")
+            yield StatusLine(id="strength")
             if self.tpm:
                 # Full width: each choice explains itself in one line.
                 yield Static("Unlock at boot (this machine has a TPM 2.0):", classes="field-label")
-                current = self._unlock_choice()
-                yield RadioSet(*(ChoiceButton(label, value=key == current, name=key, id=f"unlock-{key}")
-                                 for key, (label, _tpm2, _pcrs) in UNLOCK_CHOICES.items()), id="unlock")
+                yield ChoiceSet(((key, label) for key, (label, _tpm2, _pcrs) in UNLOCK_CHOICES.items()),
+                                picked=self._unlock_choice(), id="unlock")
             else:
-                yield Static("No TPM 2.0 on this machine: the passphrase is asked at every boot.",
-                             id="no-tpm", classes="message")
-            yield Static("", id="encryption-message", classes="message")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Continue", id="continue", variant="primary")
-        yield Footer()
+                yield Static("No TPM 2.0 on this machine: the passphrase is asked at every boot.", id="no-tpm")
 
     def _unlock_choice(self) -> str:
         if not self.draft.tpm2:
@@ -133,18 +123,14 @@ class EncryptionScreen(Screen[bool]):
             secret = self.draft.passphrase.get_secret_value()
             self.query_one("#passphrase", Input).value = secret
             self.query_one("#passphrase-again", Input).value = secret
-        for radio_set in self.query(RadioSet):
-            # Textual highlights the first button on mount; the keys should start from the chosen one.
-            radio_set._selected = radio_set.pressed_index if radio_set.pressed_index >= 0 else 0
         self._enable(self.encrypting)
-        self.query_one("#encrypt", RadioSet).focus()
+        self.query_one("#encrypt", ChoiceSet).focus()
 
     # -- state ------------------------------------------------------------------------------------
 
     @property
     def encrypting(self) -> bool:
-        button = self.query_one("#encrypt", RadioSet).pressed_button
-        return button is not None and button.name == "luks"
+        return self.query_one("#encrypt", ChoiceSet).picked == "luks"
 
     def _enable(self, on: bool) -> None:
         """The passphrase and unlock fields only take part when LUKS2 is chosen."""
@@ -153,40 +139,22 @@ class EncryptionScreen(Screen[bool]):
         self._show_strength()
 
     def _show_strength(self) -> None:
-        hint = self.query_one("#strength", Static)
-        hint.update(Content(passphrase_strength(self.query_one("#passphrase", Input).value))
-                    if self.encrypting else "")
+        hint = self.query_one("#strength", StatusLine)
+        hint.say(passphrase_strength(self.query_one("#passphrase", Input).value) if self.encrypting else "")
 
     @on(RadioSet.Changed, "#encrypt")
     def _encrypt_changed(self) -> None:
         self._enable(self.encrypting)
-        self._say("")
+        self.say("")
 
     @on(Input.Changed, "#passphrase")
     def _typed(self) -> None:
         self._show_strength()
 
-    def on_input_submitted(self, event: Input.Submitted) -> None:
-        # Enter in a field moves on to the next one; only the Continue button leaves the screen.
-        event.stop()
-        self.focus_next()
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        message = self.query_one("#encryption-message", Static)
-        message.update(Content(text))
-        message.set_classes("message -error" if error else "message")
-
     # -- leaving ----------------------------------------------------------------------------------
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.dismiss(None)
-        elif event.button.id == "continue" and self.save():
-            self.dismiss(True)
-
-    def save(self) -> bool:
-        """Copy the choice into the draft; False (and the reason in words) when the passphrase is refused."""
+    def save(self) -> bool | None:
+        """Copy the choice into the draft; None (and the reason in words) when the passphrase is refused."""
         if not self.encrypting:
             self.draft.encrypt, self.draft.passphrase, self.draft.tpm2 = False, None, False
             return True
@@ -194,18 +162,15 @@ class EncryptionScreen(Screen[bool]):
         again = self.query_one("#passphrase-again", Input)
         problem = check_passphrases(first, again.value)
         if problem:
-            self._say(problem, error=True)
+            self.say(problem, "error")
             again.value = ""
             self.query_one("#passphrase", Input).focus()
-            return False
-        unlock = "passphrase"
-        if self.tpm:
-            button = self.query_one("#unlock", RadioSet).pressed_button
-            unlock = button.name if button is not None and button.name in UNLOCK_CHOICES else "passphrase"
-        _label, tpm2, pcrs = UNLOCK_CHOICES[unlock]
+            return None
+        unlock = (self.query_one("#unlock", ChoiceSet).picked if self.tpm else None) or "passphrase"
+        _label, tpm2, pcrs = UNLOCK_CHOICES.get(unlock, UNLOCK_CHOICES["passphrase"])
         self.draft.encrypt = True
         self.draft.passphrase = SecretStr(first)
         self.draft.tpm2 = tpm2
         self.draft.tpm2_pcrs = pcrs if tpm2 else TPM2_RECOMMENDED_PCRS
-        self._say("")
+        self.say("")
         return True

@@ -9,11 +9,10 @@ import threading
 
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, VerticalScroll
+from textual.containers import VerticalScroll
 from textual.content import Content
 from textual.message import Message
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, OptionList, Static
+from textual.widgets import Button, Input, OptionList, Static
 from textual.widgets.option_list import Option
 from textual.worker import Worker, WorkerState
 
@@ -22,13 +21,17 @@ from ..backend.image.cache import CachedImage, CacheKind, list_cached
 from ..backend.image.facts import ImageFacts, describe_reference, look_up_image, staged_facts
 from ..backend.sizes import human
 from ..draft import PlanDraft
+from ..widgets.status_line import StatusLine
+from .wizard import WizardScreen
 
 PLACEHOLDER = "quay.io/org/os:tag, localhost/name, oci:/path/to/layout"
 
 
-class ImageScreen(Screen[bool]):
-    """Fills ``draft.image_ref``, ``staged_digest`` and ``image_summary``; dismisses True, or None for back."""
+class ImageScreen(WizardScreen[bool]):
+    """Fills ``draft.image_ref``, ``staged_digest`` and ``image_summary``; dismisses True, or None for back.
+    Continue needs an image found and checked."""
 
+    HEADING = "The image to install"
     HELP = ("The image: type a reference and press Enter to look it up, or pick a staged image below. "
             "Continue becomes available once the image has been found and checked.")
 
@@ -50,20 +53,19 @@ class ImageScreen(Screen[bool]):
         self.staged: list[CachedImage] = []
         self._cancel = threading.Event()
 
-    def compose(self) -> ComposeResult:
-        yield Static("The image to install", classes="title")
+    def compose_body(self) -> ComposeResult:
         with VerticalScroll(classes="body"):
             yield Static("Image reference (Enter looks it up):", classes="field-label")
             yield Input(self.draft.image_ref if not self.draft.staged_digest else "",
                         placeholder=PLACEHOLDER, id="image-ref", select_on_focus=False)
-            yield Static("", id="ref-status", classes="message")
+            yield StatusLine(id="ref-status")
             yield Static("", id="image-facts")
             yield Static("Or pick a staged image (offline install):", id="staged-label", classes="field-label")
             yield OptionList(id="staged")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Continue", id="continue", variant="primary", disabled=True)
-        yield Footer()
+
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Back", id="back")
+        yield Button("Continue", id="continue", variant="primary", disabled=True)
 
     def on_mount(self) -> None:
         self.query_one("#staged-label").display = False
@@ -83,29 +85,28 @@ class ImageScreen(Screen[bool]):
         self._check_typed(event.value)
 
     def _check_typed(self, text: str) -> bool:
-        status = self.query_one("#ref-status", Static)
-        status.set_classes("message")
+        status = self.query_one("#ref-status", StatusLine)
         if not text.strip():
-            status.update("")
+            status.clear()
             return False
         try:
-            status.update(Content(describe_reference(text.strip())))
+            status.say(describe_reference(text.strip()))
         except InputError as exc:
-            status.update(Content(str(exc)))
-            status.add_class("-error")
+            status.say(str(exc), "error")
             return False
         return True
 
     @on(Input.Submitted, "#image-ref")
     def _submitted(self, event: Input.Submitted) -> None:
+        event.prevent_default()  # Enter here looks the image up (not WizardScreen's next field)
         ref = event.value.strip()
         if not self._check_typed(ref):
             if not ref:
-                self._say("Type an image reference first.", error=True)
+                self.say("Type an image reference first.", "error")
             return
         self._cancel.set()
         self._cancel = threading.Event()
-        self._say("Looking the image up...")
+        self.say("Looking the image up...")
         self.look_up(ref, self._cancel)
 
     @work(thread=True, exclusive=True, exit_on_error=False, group="lookup")
@@ -115,7 +116,7 @@ class ImageScreen(Screen[bool]):
 
     def on_image_screen_lookup_progress(self, message: LookupProgress) -> None:
         if self.facts is None and message.total:
-            self._say(f"Reading the image to check it: {human(message.done)} of {human(message.total)}...")
+            self.say(f"Reading the image to check it: {human(message.done)} of {human(message.total)}...")
 
     def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
         if event.worker.group != "lookup":
@@ -125,9 +126,9 @@ class ImageScreen(Screen[bool]):
         elif event.state is WorkerState.ERROR:
             error = event.worker.error
             if isinstance(error, NbcError):
-                self._say(f"The image could not be used: {error}", error=True)
+                self.say(f"The image could not be used: {error}", "error")
             else:
-                self._say(f"The look-up failed unexpectedly: {error!r} (details in the log)", error=True)
+                self.say(f"The look-up failed unexpectedly: {error!r} (details in the log)", "error")
 
     # -- staged images --------------------------------------------------------------------------
 
@@ -157,32 +158,25 @@ class ImageScreen(Screen[bool]):
         self._cancel.set()
         with self.prevent(Input.Changed):
             self.query_one("#image-ref", Input).value = ""
-        self.query_one("#ref-status", Static).update("")
+        self.query_one("#ref-status", StatusLine).clear()
         self._set_facts(staged_facts(entry))
 
     # -- showing and leaving ----------------------------------------------------------------------
-
-    def _say(self, text: str, *, error: bool = False) -> None:
-        facts = self.query_one("#image-facts", Static)
-        facts.update(Content(text))
-        facts.set_class(error, "problem")
 
     def _set_facts(self, facts: ImageFacts | None) -> None:
         self.facts = facts
         button = self.query_one("#continue", Button)
         button.disabled = facts is None
+        self.query_one("#image-facts", Static).update(Content(facts.summary() if facts else ""))
+        self.say("")
         if facts is not None:
-            self._say(facts.summary())
             button.focus()
-        else:
-            self._say("")
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.dismiss(None)
-        elif event.button.id == "continue" and self.facts is not None:
-            self.draft.image_ref = self.facts.ref
-            self.draft.staged_digest = self.facts.staged_digest
-            self.draft.image_summary = self.facts.summary()
-            self.dismiss(True)
+    def save(self) -> bool | None:
+        if self.facts is None:
+            self.say("Look the image up first (Enter in the reference field), or pick a staged image.", "error")
+            return None
+        self.draft.image_ref = self.facts.ref
+        self.draft.staged_digest = self.facts.staged_digest
+        self.draft.image_summary = self.facts.summary()
+        return True

@@ -4,13 +4,13 @@ The review screen has already obtained the deliberate confirmation, so the engin
 answered yes here. Events reach the screen as ``ProgressScreen.Engine`` messages; a queued byte count is
 replaced by a newer one, every other event is kept. Ctrl-C asks first, then sets the run's cancel flag:
 the engine stops at its next check, unwinds its cleanup stack (mounts, loop devices, locks) and the
-screen returns a cancelled outcome.
+screen returns a cancelled outcome. The question (widgets/cancel_install.py) and the TPM2 recovery key
+(widgets/recovery_key.py) are modal screens of their own.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import threading
 from dataclasses import dataclass
 
@@ -18,13 +18,13 @@ from pydantic import SecretStr
 from rich.console import Console, ConsoleOptions, RenderResult
 from rich.text import Text
 from textual import on, work
-from textual.app import App, ComposeResult
+from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.containers import Horizontal, VerticalScroll
 from textual.message import Message
 from textual.renderables.bar import Bar as BarRenderable
-from textual.screen import ModalScreen, Screen
-from textual.widgets import Button, Footer, Label, ProgressBar, Static
+from textual.screen import Screen
+from textual.widgets import Footer, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
 from ..backend.errors import Cancelled, NbcError
@@ -42,11 +42,15 @@ from ..backend.logfile import RunLog, log_file_path
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext
 from ..backend.sizes import human
-from ..look import choose_look
+from ..look import console_look
+from ..widgets.cancel_install import CancelInstallScreen
 from ..widgets.log_view import LineKind, LogView
+from ..widgets.recovery_key import RecoveryKeyScreen
+from ..widgets.status_line import StatusLine
 from ..widgets.step_list import StepList
 
 log = logging.getLogger("nbc_tui")
+
 
 @dataclass
 class InstallOutcome:
@@ -58,15 +62,6 @@ class InstallOutcome:
     error: str | None = None
     hint: str | None = None
     cancelled: bool = False
-
-
-def wants_ascii(app: App[object]) -> bool:
-    """The app's own choice of the console look (NbcTuiApp.console_look), else the same rules for this
-    process's environment (a screen shown by another app, as in tests)."""
-    chosen = getattr(app, "console_look", None)
-    if isinstance(chosen, bool):
-        return chosen
-    return choose_look(os.environ).console
 
 
 def time_left(seconds: float) -> str:
@@ -102,116 +97,8 @@ class AsciiBar(BarRenderable):
         yield Text("-" * (width - done), style=console.get_style(self.background_style), end="")
 
 
-class CancelInstallScreen(ModalScreen[bool]):
-    """"Cancel the install?" Keeping on is the default; cancelling takes a second, deliberate key."""
-
-    BINDINGS = [
-        Binding("escape,n", "keep", "Keep installing", show=False),
-        Binding("y", "cancel_install", "Cancel the install", show=False),
-    ]
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog", id="cancel-install-dialog"):
-            yield Static("Cancel the install?", id="cancel-question")
-            yield Static("The install stops at its next check and releases everything it mounted or "
-                         "attached. The target keeps what was written so far and will not boot; you can "
-                         "start again without rebooting.", id="cancel-explanation", classes="lead")
-            yield Static("Y cancels; Enter or Esc keeps installing.", classes="lead")
-            with Horizontal(classes="buttons"):
-                yield Button("Keep installing", id="keep")
-                yield Button("Cancel the install", id="cancel-install", variant="error")
-
-    def on_mount(self) -> None:
-        self.query_one("#keep", Button).focus()
-
-    @on(Button.Pressed, "#keep")
-    def action_keep(self) -> None:
-        self.dismiss(False)
-
-    @on(Button.Pressed, "#cancel-install")
-    def action_cancel_install(self) -> None:
-        self.dismiss(True)
-
-
-def key_lines(key: str, width: int = 40) -> str:
-    """A recovery key broken between its dash-separated groups (never inside one) to fit ``width``."""
-    groups, lines, line = key.split("-"), [], ""
-    for group in groups:
-        piece = group if not line else f"-{group}"
-        if line and len(line) + len(piece) > width:
-            lines.append(line + "-")
-            line = group
-        else:
-            line += piece
-    return "\n".join([*lines, line])
-
-
-class RecoveryKeyScreen(ModalScreen[None]):
-    """The TPM2 recovery key, shown once: the install waits until the user says it is written down."""
-
-    BINDINGS = [Binding("escape", "nothing", show=False)]
-
-    def __init__(self, key: SecretStr) -> None:
-        super().__init__()
-        self.key = key
-
-    def compose(self) -> ComposeResult:
-        with Vertical(classes="dialog", id="recovery-key-dialog"):
-            yield Static("Write down this recovery key", classes="lead")
-            yield Static(key_lines(self.key.get_secret_value()), id="recovery-key")
-            yield Static("It unlocks the disk when the TPM will not (after a firmware, Secure Boot or "
-                         "motherboard change). It is shown only this once and is not in any log. Keep it "
-                         "apart from this machine.", classes="lead")
-            with Horizontal(classes="buttons"):
-                yield Button("I have written it down", id="recovery-key-noted", variant="primary")
-
-    def on_mount(self) -> None:
-        self.query_one("#recovery-key-noted", Button).focus()
-
-    @on(Button.Pressed, "#recovery-key-noted")
-    def _noted(self) -> None:
-        self.dismiss(None)
-
-    def action_nothing(self) -> None:
-        pass  # Esc must not hide the key before the user has confirmed it is written down
-
-
 class ProgressScreen(Screen[InstallOutcome]):
     """Runs the plan with the real engine and shows it; dismisses with an :class:`InstallOutcome`."""
-
-    DEFAULT_CSS = """
-    ProgressScreen #progress-what {
-        width: 100%;
-        height: auto;
-        max-height: 2;
-        padding: 0 1;
-    }
-    ProgressScreen #progress-main {
-        height: 1fr;
-    }
-    ProgressScreen #progress-steps {
-        width: 36;
-        border: solid $secondary;
-        border-title-align: left;
-        padding: 0 1;
-    }
-    ProgressScreen #progress-log {
-        border: solid $secondary;
-        border-title-align: left;
-    }
-    ProgressScreen #progress-status {
-        width: 100%;
-        height: 1;
-        padding: 0 1;
-    }
-    ProgressScreen #progress-bar {
-        width: 100%;
-        padding: 0 1;
-    }
-    ProgressScreen #progress-bar Bar {
-        width: 1fr;
-    }
-    """
 
     HELP = ("Progress: the steps of the install on the left, what the tools say on the right, and below them "
             "the bytes written so far with the time left. Ctrl+C asks, then cancels cleanly: everything "
@@ -287,7 +174,7 @@ class ProgressScreen(Screen[InstallOutcome]):
 
     # -- layout ------------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
-        ascii_only = wants_ascii(self.app)
+        ascii_only = console_look(self.app)
         yield Static("Dry run: nothing will be written" if self.dry_run else "Installing", classes="title",
                      id="progress-title")
         yield Static(f"{self.plan.image.ref} onto {self.plan.target.path}", id="progress-what")
@@ -300,12 +187,12 @@ class ProgressScreen(Screen[InstallOutcome]):
             log_view = LogView(id="progress-log")
             log_view.border_title = "Log"
             yield log_view
-        yield Label("Starting", id="progress-status")
+        yield StatusLine("Starting", id="progress-status")
         yield ProgressBar(total=len(step_titles(self.plan)), show_eta=False, id="progress-bar")
         yield Footer()
 
     def on_mount(self) -> None:
-        if wants_ascii(self.app):
+        if console_look(self.app):
             self.query_one("#progress-bar #bar").bar_renderable = AsciiBar  # type: ignore[attr-defined]
         self.ctx.on_output = lambda line: self.post_message(self.ToolOutput(line))
         self._run_engine()
@@ -368,19 +255,19 @@ class ProgressScreen(Screen[InstallOutcome]):
         steps = self.query_one(StepList)
         log_view = self.query_one(LogView)
         bar = self.query_one(ProgressBar)
-        status = self.query_one("#progress-status", Label)
+        status = self.query_one("#progress-status", StatusLine)
         text = self.ctx.redactor(event.message or "")
         if isinstance(event, StepEvent):
             steps.start(event.step, event.total_steps, event.step_name)
             log_view.add(f"Step {event.step}/{event.total_steps}: {event.step_name}", LineKind.STEP)
             if not self.cancelling:
-                status.update(f"Step {event.step} of {event.total_steps}: {event.step_name}")
+                status.say(f"Step {event.step} of {event.total_steps}: {event.step_name}")
             bar.update(total=event.total_steps, progress=event.step - 1)
         elif isinstance(event, ProgressEvent):
             self.last_progress = event
             d = event.details or {}
             if not self.cancelling:
-                status.update(self.ctx.redactor(describe_bytes(event)))
+                status.say(self.ctx.redactor(describe_bytes(event)))
             bar.update(total=max(d.get("bytes_total", 0), 1), progress=d.get("bytes_done", 0))
         elif isinstance(event, WarningEvent):
             log_view.add(text, LineKind.WARNING)
@@ -391,11 +278,11 @@ class ProgressScreen(Screen[InstallOutcome]):
             log_view.add(error, LineKind.ERROR)
             if d.get("hint"):
                 log_view.add(self.ctx.redactor(str(d["hint"])), LineKind.MESSAGE)
-            status.update(f"{text}: {error}")
+            status.say(f"{text}: {error}", "error")
         elif isinstance(event, CompleteEvent):
             steps.finish(ok=True)
             log_view.add(text, LineKind.STEP)
-            status.update(text)
+            status.say(text, "good")
             bar.update(total=1, progress=1)
         elif isinstance(event, MessageEvent):
             verbose = bool((event.details or {}).get("verbose"))
@@ -437,7 +324,8 @@ class ProgressScreen(Screen[InstallOutcome]):
             return
         self.cancelling = True
         self.ctx.cancel.set()
-        self.query_one("#progress-status", Label).update("Cancelling: releasing mounts and loop devices...")
+        self.query_one("#progress-status", StatusLine).say("Cancelling: releasing mounts and loop devices...",
+                                                           "warning")
         self.query_one(LogView).add("Cancel requested: stopping and cleaning up", LineKind.WARNING)
 
     def action_nothing(self) -> None:

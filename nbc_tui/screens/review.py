@@ -8,13 +8,15 @@ is never focused first.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import ValidationError
 from textual import on, work
 from textual.app import ComposeResult
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Static
+from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
 from ..backend.describe import creation_lines, image_file_words
@@ -22,6 +24,7 @@ from ..backend.disks import Disk, disk_contents, disk_line, resolve_disk
 from ..backend.errors import NbcError
 from ..backend.plan import InstallPlan, validation_messages
 from ..draft import PlanDraft
+from .wizard import WizardScreen
 
 
 def describe_disk(disk: Disk) -> list[str]:
@@ -30,9 +33,12 @@ def describe_disk(disk: Disk) -> list[str]:
     return [f"the disk {disk_line(disk)}", "Now on it, and will be destroyed:", *(f"  {x}" for x in found)]
 
 
-class ReviewScreen(Screen[InstallPlan]):
-    """Shows the plan; dismisses the validated InstallPlan once confirmed, or None for back."""
+class ReviewScreen(WizardScreen[InstallPlan]):
+    """Shows the plan; dismisses the validated InstallPlan once confirmed, or None for back. Going on (Enter
+    in the name field, the red button, Ctrl+N) needs the name typed exactly."""
 
+    HEADING = "Review: nothing has been written yet"
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("ctrl+n", "go_on", "Install")]
     HELP = ("Review: read what will happen. To go ahead, type the name shown (the disk's name, or the "
             "disk-image file's name) and press Enter or the red button. Esc goes back and changes nothing.")
 
@@ -46,19 +52,17 @@ class ReviewScreen(Screen[InstallPlan]):
         """What the user must type: the disk's kernel name, or the disk-image file's name."""
         self.disk: Disk | None = None
 
-    def compose(self) -> ComposeResult:
-        yield Static("Review: nothing has been written yet", classes="title")
+    def compose_body(self) -> ComposeResult:
         with VerticalScroll(classes="body", id="review-body"):
             yield Static("", id="plan-text")
         # Outside the scrolling plan, so the plan's first lines stay in view while the name is typed.
         with Vertical(id="confirm-box"):
             yield Static("", id="confirm-label")
             yield Input(id="confirm-input", select_on_focus=False)
-            yield Static("", id="review-message", classes="message")
-        with Horizontal(classes="buttons"):
-            yield Button("Back", id="back")
-            yield Button("Install", id="install", variant="error", disabled=True)
-        yield Footer()
+
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Back", id="back")
+        yield Button("Install", id="install", variant="error", disabled=True)
 
     def on_mount(self) -> None:
         self.query_one("#confirm-input").display = False
@@ -135,25 +139,22 @@ class ReviewScreen(Screen[InstallPlan]):
     @on(Input.Changed, "#confirm-input")
     def _typed(self) -> None:
         self.query_one("#install", Button).disabled = not self.confirmed
-        self.query_one("#review-message", Static).update("")
+        self.say("")
 
-    @on(Input.Submitted, "#confirm-input")
-    def _submitted(self, event: Input.Submitted) -> None:
-        event.stop()
-        if self.confirmed:
-            self._confirm()
-        else:
-            message = self.query_one("#review-message", Static)
-            message.update(Content(f"Type {self.confirm_word} exactly to go ahead, or press Esc to go back."))
-            message.set_classes("message -error")
+    @on(Button.Pressed, "#install")
+    def _install_pressed(self) -> None:
+        self.action_go_on()
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "back":
-            self.dismiss(None)
-        elif event.button.id == "install" and self.confirmed:
-            self._confirm()
-
-    def _confirm(self) -> None:
-        assert self.plan is not None
-        self.dismiss(self.plan)
+    def save(self) -> InstallPlan | None:
+        """The plan, once its name is typed: Enter in the (only) field comes here too, so a single Enter
+        never confirms."""
+        if self.plan is None or self.error is not None:
+            self.say("This plan cannot be installed: go back (Esc) and change what is named above.", "error")
+            return None
+        if self.confirm_word is None:
+            self.say("The disk is still being read: a moment, please.")
+            return None
+        if not self.confirmed:
+            self.say(f"Type {self.confirm_word} exactly to go ahead, or press Esc to go back.", "error")
+            return None
+        return self.plan

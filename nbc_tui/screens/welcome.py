@@ -3,33 +3,35 @@ what to do."""
 
 from __future__ import annotations
 
-from textual import work
+from typing import ClassVar
+
+from textual import on, work
 from textual.app import ComposeResult
-from textual.binding import Binding
-from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.binding import Binding, BindingType
+from textual.containers import Vertical, VerticalScroll
 from textual.content import Content
-from textual.screen import Screen
-from textual.widgets import Button, Footer, Static
+from textual.widgets import Button, Static
 
 from ..backend.machine import Check, Severity, survey_machine
+from .wizard import WizardScreen
 
 # How each state is marked: plain ASCII so the Linux console shows it too.
 MARK = {"ok": "[ ok ]", "notice": "[note]", "problem": "[ !! ]"}
 
 
-class WelcomeScreen(Screen[bool]):
-    """The first screen. ``checks`` replaces the survey of this machine (tests, snapshots)."""
+class WelcomeScreen(WizardScreen[bool]):
+    """The first screen. ``checks`` replaces the survey of this machine (tests, snapshots). Back is Quit."""
 
+    HEADING = "nbc-tui: install a bootable container image"
     HELP = ("Welcome: this screen lists what this machine offers for an install. Problems marked [ !! ] "
             "stop a real install; notes are for your information. Continue with Enter.")
-    BINDINGS = [Binding("escape", "app.request_quit", "Quit", show=False)]
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape", "app.request_quit", "Quit", show=False)]
 
     def __init__(self, *, checks: list[Check] | None = None) -> None:
         super().__init__()
         self.checks = checks
 
-    def compose(self) -> ComposeResult:
-        yield Static("nbc-tui: install a bootable container image", classes="title")
+    def compose_body(self) -> ComposeResult:
         with VerticalScroll(classes="body"):
             yield Static(Content(
                 "This installer puts a bootable OCI container image onto a disk, with two root slots "
@@ -37,17 +39,18 @@ class WelcomeScreen(Screen[bool]):
                 "on the review screen."), classes="lead")
             if getattr(self.app, "dry_run", False):
                 yield Static("Dry run: the whole flow is shown, nothing is written.", classes="notice lead")
-            yield Vertical(Static("Checking this machine...", classes="message"), id="checks")
-        with Horizontal(classes="buttons"):
-            yield Button("Quit", id="quit")
-            yield Button("Continue", id="continue", variant="primary")
-        yield Footer()
+            yield Vertical(id="checks")
+
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Quit", id="quit")
+        yield Button("Continue", id="continue", variant="primary")
 
     def on_mount(self) -> None:
         self.query_one("#continue", Button).focus()
         if self.checks is not None:
             self.show_checks(self.checks)
         else:
+            self.say("Checking this machine...")
             self.survey()
 
     @work(thread=True, exit_on_error=False, group="survey")
@@ -57,6 +60,7 @@ class WelcomeScreen(Screen[bool]):
 
     def show_checks(self, checks: list[Check]) -> None:
         self.checks = checks
+        self.say("")
         box = self.query_one("#checks", Vertical)
         box.remove_children()
         box.mount_all(Static(Content(f"{MARK[c.severity]} {c.text}"), classes=f"check {c.severity}",
@@ -66,9 +70,9 @@ class WelcomeScreen(Screen[bool]):
     def problems(self) -> list[Check]:
         return [c for c in self.checks or () if c.severity is Severity.PROBLEM]
 
-    def on_button_pressed(self, event: Button.Pressed) -> None:
-        event.stop()
-        if event.button.id == "continue":
-            self.dismiss(True)
-        else:
-            self.app.action_request_quit()  # type: ignore[attr-defined]
+    def save(self) -> bool:
+        return True
+
+    @on(Button.Pressed, "#quit")
+    def action_back(self) -> None:
+        self.app.action_request_quit()  # type: ignore[attr-defined]

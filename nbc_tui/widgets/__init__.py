@@ -1,1 +1,3 @@
-"""Widgets of the full-screen installer, one per module (DiskTable in disk_table.py, ...)."""
+"""Components of the full-screen installer, one per module: the disk table, the step list, the log pane, the
+status line, the choices (ChoiceButton, ChoiceSet), the masked input, and the modal dialogs (the quit
+question, the help, the cancel question, the recovery key)."""

@@ -3,7 +3,8 @@
 The table only shows what the backend found (:func:`nbc_tui.backend.disks.list_disks` and
 :func:`~nbc_tui.backend.disks.refusals`, computed by its screen); it judges nothing itself. Enter on an
 eligible row posts :class:`DiskTable.Chosen`; on an ineligible one :class:`DiskTable.Refused`, so the
-screen can show the reason and stay where it is.
+screen can show the reason and stay where it is. On an empty table Enter is left to the screen (which then
+goes on with a disk-image file).
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from dataclasses import dataclass, field
 
 from rich.text import Text
 from textual import events
+from textual.actions import SkipAction
 from textual.message import Message
 from textual.widgets import DataTable
 from textual.widgets.data_table import CellDoesNotExist
@@ -170,6 +172,11 @@ class DiskTable(DataTable[Text]):
             self.move_cursor(row=self.get_row_index(target))
 
     # -- handlers ---------------------------------------------------------------------------------
+
+    def action_select_cursor(self) -> None:
+        if not self.entries:
+            raise SkipAction  # no disk to choose: Enter goes on to the screen
+        super().action_select_cursor()
 
     def on_resize(self, event: events.Resize) -> None:
         if self.entries and self._column_widths() != self._widths:

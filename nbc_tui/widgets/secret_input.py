@@ -9,6 +9,8 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Input
 
+from ..look import console_look
+
 
 class SecretInput(Input):
     """An Input for a passphrase or password: always masked; the mask is ASCII on the console look."""
@@ -20,6 +22,6 @@ class SecretInput(Input):
 
     @property
     def _value(self) -> Text:
-        if bool(getattr(self.app, "console_look", False)):
+        if console_look(self.app):
             return Text("*" * len(self.value), no_wrap=True, overflow="ignore", end="")
         return super()._value

@@ -98,12 +98,13 @@ def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, pas
     tui.fill(str(image))
     tui.keys(ENTER)  # uses the file
     tui.wait("Disk encryption")
-    tui.keys(TAB, TAB, ENTER)  # no encryption: Back, Continue
+    tui.keys(ENTER)  # "No encryption" is picked already: Enter goes on
     tui.wait("Root password")
-    # ext4; the bootloader stays automatic; a kernel argument; the root password twice
+    # ext4; the bootloader stays automatic; a kernel argument; the root password twice (Enter in the last
+    # field goes on)
     tui.keys(RIGHT, " ", TAB, TAB)
     tui.fill(karg)
-    tui.keys(TAB, *password, TAB, *password, TAB, TAB, ENTER)
+    tui.keys(TAB, *password, TAB, *password, ENTER)
     tui.wait(f"type {image.name} here")
     tui.keys(*image.name, ENTER)
     tui.wait("Save these answers", timeout=900)

@@ -13,8 +13,7 @@ from nbc_tui.backend.answers import load_answers, parse_answers
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.image import ImageScreen
-from tests.tui.test_app import until_screen
-from tests.tui.test_flow import FlowApp
+from tests.tui.harness import SIZE, FlowApp, until_screen
 
 EXAMPLES = Path(__file__).parents[2] / "docs/examples"
 
@@ -75,9 +74,9 @@ def test_a_typed_root_password_replaces_the_files_hash() -> None:
 async def test_the_screens_start_from_the_answer_file(tmp_path: Path) -> None:
     plan: InstallPlan = load_answers(EXAMPLES / "image-file.toml")
     app = FlowApp(draft=PlanDraft.from_plan(plan), dry_run=True, watch_disks=False)
-    async with app.run_test(size=(80, 24)) as pilot:
+    async with app.run_test(size=SIZE) as pilot:
         await pilot.press("enter")  # past the welcome
-        image: ImageScreen = await until_screen(pilot, ImageScreen)
+        image = await until_screen(pilot, ImageScreen)
         assert image.query_one(Input).value == plan.image.ref
         assert app.draft.image_file == plan.target.image_file
         assert app.draft.image_size_gib == 40

@@ -9,26 +9,28 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual import on
 from textual.app import ComposeResult
 from textual.pilot import Pilot
 from textual.screen import Screen
 from textual.widgets import Button, Input, Static
 
 from nbc_tui.app import NbcTuiApp
-from nbc_tui.backend.machine import Check, Severity
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.cli import build_parser
 from nbc_tui.draft import PlanDraft
 from nbc_tui.look import FALLBACK_SIZE, choose_look
-from nbc_tui.screens.dialogs import ConfirmQuit
+from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
+from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.screens.welcome import WelcomeScreen
+from nbc_tui.widgets.confirm_quit import ConfirmQuit
+from tests.tui.harness import SIZE, FlowApp, until_screen, wait_for
 
-SIZE = (80, 24)
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -83,7 +85,8 @@ class StandInDisk(Screen[bool]):
     def compose(self) -> ComposeResult:
         yield Button("Use file", id="use")
 
-    def on_button_pressed(self) -> None:
+    @on(Button.Pressed, "#use")
+    def _use(self) -> None:
         self.draft.device = None
         self.draft.image_file = self.path
         self.draft.image_size_gib = 35
@@ -101,22 +104,17 @@ class StandInProgress(Screen[object]):
         yield Static(f"would install onto {self.plan.target.path}")
 
     def on_mount(self) -> None:
-        from nbc_tui.screens.progress import InstallOutcome
-
         self.dismiss(InstallOutcome(ok=self.ok, message="done" if self.ok else "Installation failed",
                                     log_path="/tmp/x.log", error=None if self.ok else "it broke",
                                     hint=None if self.ok else "try again"))
 
 
-class StandInApp(NbcTuiApp):
+class StandInApp(FlowApp):
     def __init__(self, path: Path, *, outcomes: list[bool], **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self.path = path
         self.outcomes = outcomes
         self.plans: list[InstallPlan] = []
-
-    def welcome_screen(self) -> Screen[Any]:
-        return WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")])
 
     def disk_screen(self) -> Screen[Any]:
         return StandInDisk(self.draft, self.path)
@@ -126,25 +124,13 @@ class StandInApp(NbcTuiApp):
         return StandInProgress(plan, self.outcomes.pop(0))
 
 
-async def until_screen(pilot: Pilot[Any], kind: type, timeout: float = 60) -> Any:
-    for _ in range(int(timeout / 0.05)):
-        if isinstance(pilot.app.screen, kind):
-            await pilot.pause()
-            return pilot.app.screen
-        await pilot.pause(0.05)
-    raise AssertionError(f"{kind.__name__} never came; on {pilot.app.screen!r}")
-
-
 async def walk_to_review(pilot: Pilot[Any], image_ref: str) -> None:
     await until_screen(pilot, WelcomeScreen)
     await pilot.press("enter")
     image = await until_screen(pilot, ImageScreen)
     image.query_one("#image-ref", Input).value = image_ref
     await pilot.press("enter")
-    for _ in range(600):
-        if image.facts is not None or not image.is_attached:
-            break
-        await pilot.pause(0.05)
+    await wait_for(pilot, lambda: image.facts is not None, timeout=30, what="the look-up")
     await pilot.press("enter")
 
 
@@ -189,41 +175,47 @@ async def test_esc_on_the_first_screen_asks_before_quitting() -> None:
         assert isinstance(app.screen, WelcomeScreen)
 
 
-def test_power_commands_only_after_a_real_disk_install() -> None:
-    from nbc_tui.screens.progress import InstallOutcome
-
+def test_power_actions_only_after_a_real_disk_install() -> None:
     ok = InstallOutcome(ok=True, message="done", log_path="")
     app = NbcTuiApp(start_wizard=False)
     app.plan = PlanDraft(image_ref="oci:/x", device="/dev/sdz").to_plan()
     app.outcome, app.choice = ok, "reboot"
-    assert app.power_command() == ["systemctl", "reboot"]
+    assert app.power_action() == "reboot"
     app.choice = "stay"
-    assert app.power_command() is None
+    assert app.power_action() is None
     app.choice = "poweroff"
+    assert app.power_action() == "poweroff"
     app.dry_run = True
-    assert app.power_command() is None
+    assert app.power_action() is None
     app.dry_run = False
     app.outcome = InstallOutcome(ok=False, message="failed", log_path="")
-    assert app.power_command() is None
+    assert app.power_action() is None
     app.outcome = ok
     app.plan = PlanDraft(image_ref="oci:/x", image_file=Path("/tmp/d.img")).to_plan()
-    assert app.power_command() is None
+    assert app.power_action() is None
+
+
+def test_the_chosen_power_action_is_the_engines(monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setenv("NBC_TUI_AFTER_DRY_RUN", "1")  # the engine announces it instead of doing it
+    app = NbcTuiApp(start_wizard=False)
+    app.plan = PlanDraft(image_ref="oci:/x", device="/dev/sdz").to_plan()
+    app.outcome, app.choice = InstallOutcome(ok=True, message="done", log_path=""), "poweroff"
+    app.perform_choice()
+    assert capsys.readouterr().out == "Would run now: systemctl poweroff (dry run)\n"
+    app.choice = "stay"
+    app.perform_choice()
+    assert capsys.readouterr().out == ""
 
 
 # -- the whole flow with the real screens, as a dry run into a disk-image file ----------------------------
 
 async def test_dry_run_walks_every_real_screen(synthetic_image: str, tmp_path: Path,
                                                monkeypatch: pytest.MonkeyPatch) -> None:
-    from nbc_tui.screens.disk import DiskScreen
-
     monkeypatch.setenv("NBC_TUI_LOG_FILE", str(tmp_path / "nbc-tui.log"))
     target = tmp_path / "disk.img"
 
-    class App(NbcTuiApp):
-        def welcome_screen(self) -> Screen[Any]:
-            return WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")])
-
-    app = App(dry_run=True, watch_disks=False)
+    app = FlowApp(dry_run=True, watch_disks=False)
     async with app.run_test(size=SIZE) as pilot:
         await walk_to_review(pilot, synthetic_image)
         disk = await until_screen(pilot, DiskScreen)
@@ -246,7 +238,7 @@ async def test_dry_run_walks_every_real_screen(synthetic_image: str, tmp_path: P
     assert app.return_value == "stay"
     assert app.plan is not None and app.plan.target.image_file == target
     assert not target.exists()  # a dry run writes nothing
-    assert app.power_command() is None
+    assert app.power_action() is None
 
 
 # -- the CLI's TUI branch ----------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from nbc_tui.backend.storage.tpm import tpm_present
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.encryption import EncryptionScreen, check_passphrases, passphrase_strength
 from nbc_tui.screens.review import ReviewScreen
-from tests.tui.test_screens_simple import SIZE, image_file_draft, rendered_text, show
+from tests.tui.harness import FAKE_DISKS, SIZE, FakeDiskScreen, image_file_draft, rendered_text, show
 
 PASSPHRASE = "Tui-Luks-pass-51c2e"
 
@@ -115,11 +115,11 @@ async def test_mismatch_and_short_passphrases_are_refused_in_words() -> None:
         await _fill(shown, "short", "short")
         await pilot.click("#continue")
         assert not shown.results
-        assert "too short: use at least 8 characters" in shown.text("#encryption-message")
+        assert "too short: use at least 8 characters" in shown.text("#status")
         await _fill(shown, PASSPHRASE, PASSPHRASE + "x")
         await pilot.click("#continue")
         assert not shown.results
-        assert "The two passphrases differ" in shown.text("#encryption-message")
+        assert "The two passphrases differ" in shown.text("#status")
         assert shown.screen.query_one("#passphrase-again", Input).value == ""
         assert not draft.encrypt and draft.passphrase is None
         assert PASSPHRASE not in rendered_text(pilot.app)  # masked
@@ -147,6 +147,19 @@ async def test_passphrase_typed_twice_by_keyboard_fills_the_plan_with_tpm_pcr7()
     enc = draft.to_plan().encryption
     assert enc is not None and enc.passphrase == SecretStr(PASSPHRASE)
     assert enc.tpm2 and enc.tpm2_pcrs == (7,)
+
+
+async def test_enter_picks_luks_then_goes_on_from_the_last_field() -> None:
+    draft = image_file_draft()
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, EncryptionScreen(draft, tpm=False))
+        await pilot.press("right", "enter")  # LUKS2 highlighted, then picked: the screen stays
+        assert not shown.results and not shown.screen.query_one("#passphrase", Input).disabled
+        await pilot.press("tab", *PASSPHRASE, "enter", *PASSPHRASE)
+        assert not shown.results
+        await pilot.press("enter")  # the last field (no TPM here): goes on
+        assert shown.results == [True]
+    assert draft.encrypt and draft.passphrase == SecretStr(PASSPHRASE) and not draft.tpm2
 
 
 async def test_tpm_without_pcrs_and_coming_back_keeps_the_answers() -> None:
@@ -182,8 +195,6 @@ async def test_review_says_what_is_encrypted() -> None:
 
 
 async def test_choosing_a_disk_pins_its_serial_and_a_file_drops_it(tmp_path: Path) -> None:
-    from tests.tui.test_snapshots import FAKE_DISKS, FakeDiskScreen
-
     draft = PlanDraft(image_ref="oci:/x")
     async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
         screen = FakeDiskScreen(draft, FAKE_DISKS)

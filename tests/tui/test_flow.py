@@ -1,6 +1,6 @@
-"""The whole wizard with the real screens and the real engine: driven by keys alone, saving the answers
-of a session and loading them back, an encrypted install refused by the engine shown on the done screen,
-and every screen surviving a 40x12 terminal."""
+"""The whole wizard with the real screens and the real engine: driven by keys alone (there and back, and
+the demo's walk with Enter alone), saving the answers of a session and loading them back, an encrypted
+install refused by the engine shown on the done screen, and every screen surviving a 40x12 terminal."""
 
 from __future__ import annotations
 
@@ -17,32 +17,37 @@ from textual.widgets import Input, Static
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.answers import AnswerFileError, load_answers
-from nbc_tui.backend.machine import Check, Severity
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
-from nbc_tui.screens.dialogs import ConfirmQuit, HelpDialog
 from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.done import DoneScreen, default_answers_path
 from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
-from nbc_tui.screens.progress import InstallOutcome, RecoveryKeyScreen, key_lines
+from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.screens.welcome import WelcomeScreen
+from nbc_tui.widgets.confirm_quit import ConfirmQuit
+from nbc_tui.widgets.help_dialog import HelpDialog
 from nbc_tui.widgets.log_view import LogView
-from tests.tui.test_app import until_screen
-from tests.tui.test_snapshots import FAKE_DISKS, FakeDiskScreen, FrozenProgress, feed_mid_install, progress_plan
+from nbc_tui.widgets.recovery_key import RecoveryKeyScreen, key_lines
+from tests.tui.harness import (
+    CONSOLE,
+    FAKE_DISKS,
+    SIZE,
+    FakeDiskScreen,
+    FlowApp,
+    FrozenProgress,
+    feed_mid_install,
+    progress_plan,
+    rendered_text,
+    until_screen,
+    wait_for,
+    welcome,
+)
 
-SIZE = (80, 24)
 ROOT_PASSWORD = "Flow-Root-pw-3e1b"
 PASSPHRASE = "Flow-Luks-pass-9a4c"
-
-
-class FlowApp(NbcTuiApp):
-    """The real wizard; only the welcome's survey of this machine is fixed (it is tested on its own)."""
-
-    def welcome_screen(self) -> Screen[Any]:
-        return WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")])
 
 
 @pytest.fixture(autouse=True)
@@ -67,54 +72,51 @@ async def keys_only_checks(pilot: Pilot[Any], screen: Screen[Any]) -> None:
 
 
 async def image_by_keys(pilot: Pilot[Any], ref: str | None) -> ImageScreen:
-    image: ImageScreen = await until_screen(pilot, ImageScreen)
+    image = await until_screen(pilot, ImageScreen)
     if ref is not None:
         await pilot.press(*ref)
     await pilot.press("enter")  # looks it up
-    for _ in range(1200):
-        if image.facts is not None:
-            break
-        await pilot.pause(0.05)
-    assert image.facts is not None, image.query_one("#image-facts", Static).render()
+    await wait_for(pilot, lambda: image.facts is not None, timeout=60,
+                   what=f"the look-up ({image.query_one('#status', Static).render()})")
     await pilot.press("enter")  # the focus moved to Continue
     return image
 
 
 async def disk_file_by_keys(pilot: Pilot[Any], path: Path | None) -> None:
+    """A disk-image file: typed into its field (Tab from the table), or, named already, Enter alone."""
     disk = await until_screen(pilot, DiskScreen)
     await pilot.pause(0.2)
-    await pilot.press("tab")  # from the table to the path
-    assert disk.focused is not None and disk.focused.id == "image-path"
     if path is not None:
+        await pilot.press("tab")  # from the table to the path
+        assert disk.focused is not None and disk.focused.id == "image-path"
         await pilot.press(*str(path))
+    else:
+        assert disk.focused is not None and disk.focused.id == "image-path"  # the file named before
     await pilot.press("enter")
 
 
 async def encryption_by_keys(pilot: Pilot[Any], passphrase: str | None) -> None:
     await until_screen(pilot, EncryptionScreen)
     if passphrase is not None:
-        # Enter moves on from each field; after the second one comes Back (no TPM here).
-        await pilot.press("right", "space", "tab", *passphrase, "enter", *passphrase, "enter", "tab", "enter")
+        # LUKS2; Enter moves on from the first field and, from the last one (no TPM here), goes on.
+        await pilot.press("right", "space", "tab", *passphrase, "enter", *passphrase, "enter")
     else:
-        await pilot.press("tab", "tab", "enter")  # Back, Continue
+        await pilot.press("enter")  # on "No encryption", already picked: goes on
 
 
 async def options_by_keys(pilot: Pilot[Any], password: str | None) -> None:
     await until_screen(pilot, OptionsScreen)
     if password is not None:
-        # ext4, systemd-boot, two kernel arguments, the password twice
+        # ext4, systemd-boot, two kernel arguments, the password twice (Enter in the last field goes on)
         await pilot.press("right", "space", "tab", "right", "right", "space", "tab", *"console=ttyS0 quiet",
-                          "tab", *password, "tab", *password, "tab", "tab", "enter")
+                          "tab", *password, "tab", *password, "enter")
     else:
-        await pilot.press(*["tab"] * 6, "enter")
+        await pilot.press("enter")  # on the filesystem, already picked: goes on
 
 
 async def confirm_by_keys(pilot: Pilot[Any], word: str) -> None:
-    review: ReviewScreen = await until_screen(pilot, ReviewScreen)
-    for _ in range(200):
-        if review.confirm_word is not None:
-            break
-        await pilot.pause(0.05)
+    review = await until_screen(pilot, ReviewScreen)
+    await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
     assert review.confirm_word == word, review.error
     await pilot.press(*word, "enter")
 
@@ -161,6 +163,31 @@ async def test_every_screen_by_keys_alone_there_and_back(synthetic_image: str, t
     assert not target.exists()
 
 
+async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: Path) -> None:
+    """The README's demo: its answers name the image and a disk-image file; Enter alone goes through every
+    screen, and only the review's confirmation is typed."""
+    target = tmp_path / "demo.img"
+    app = FlowApp(draft=PlanDraft(image_ref=synthetic_image, image_file=target), dry_run=True, watch_disks=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_screen(pilot, WelcomeScreen)
+        await pilot.press("enter")
+        await image_by_keys(pilot, None)  # Enter looks the prefilled reference up, Enter goes on
+        for kind in (DiskScreen, EncryptionScreen, OptionsScreen):
+            await until_screen(pilot, kind)
+            await pilot.press("enter")
+        review = await until_screen(pilot, ReviewScreen)
+        await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
+        await pilot.press("enter")
+        assert app.screen is review  # a single Enter never confirms
+        await pilot.press(*"demo.img", "enter")
+        done = await until_screen(pilot, DoneScreen)
+        assert done.outcome.ok, done.outcome
+        await pilot.press("enter")  # Leave
+        await pilot.pause()
+    assert app.return_value == "stay"
+    assert app.plan is not None and app.plan.target.image_file == target and app.plan.encryption is None
+
+
 # -- save these answers -----------------------------------------------------------------------------
 
 def without_typed_secrets(plan: InstallPlan) -> InstallPlan:
@@ -190,10 +217,10 @@ async def test_saved_answers_load_back_to_the_sessions_plan(synthetic_image: str
         await options_by_keys(pilot, ROOT_PASSWORD)
         await confirm_by_keys(pilot, "disk.img")
         done = await save_on_done(pilot, answers)
-        said = str(done.query_one("#save-message", Static).render())
+        said = done.status.message
         assert done.saved == answers, said
         assert f"Saved to {answers} (the root password left out" in said
-        screen_text = "\n".join(strip.text for strip in app.screen._compositor.render_strips())
+        screen_text = rendered_text(app)
     plan = app.plan
     assert plan is not None and plan.system.root_password == SecretStr(ROOT_PASSWORD)
     assert (plan.layout.filesystem, plan.boot.bootloader, plan.boot.kernel_args) == (
@@ -218,7 +245,7 @@ async def test_encrypted_answers_leave_the_passphrase_out(synthetic_image: str, 
         await options_by_keys(pilot, None)
         await confirm_by_keys(pilot, "disk.img")
         done = await save_on_done(pilot, answers)
-        assert "the passphrase left out" in str(done.query_one("#save-message", Static).render())
+        assert "the passphrase left out" in done.status.message
     plan = app.plan
     assert plan is not None and plan.encryption is not None
     assert plan.encryption.passphrase == SecretStr(PASSPHRASE)
@@ -246,9 +273,9 @@ async def test_saving_to_an_impossible_place_says_why(tmp_path: Path) -> None:
         await pilot.app.push_screen(done)
         await pilot.pause()
         await pilot.click("#save-answers")
-        said = str(done.query_one("#save-message", Static).render())
+        said = done.status.message
         assert done.saved is None and f"Could not save to {blocker}/answers.toml" in said
-        assert done.query_one("#save-message").has_class("-error")
+        assert done.status.has_class("-error")
 
 
 async def test_no_saving_after_a_failure(tmp_path: Path) -> None:
@@ -298,7 +325,7 @@ def _screens(tmp_path: Path) -> dict[str, Any]:
     ok = InstallOutcome(ok=True, message="Installation complete!", log_path="/var/log/nbc-tui/nbc-tui.log")
     plan = PlanDraft(image_ref="oci:/x", image_file=tmp_path / "d.img").to_plan()
     return {
-        "welcome": lambda: WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")]),
+        "welcome": welcome,
         "image": lambda: ImageScreen(PlanDraft()),
         "disk": lambda: FakeDiskScreen(PlanDraft(), FAKE_DISKS),
         "encryption": lambda: EncryptionScreen(PlanDraft(), tpm=True),
@@ -314,8 +341,6 @@ def _screens(tmp_path: Path) -> dict[str, Any]:
 
 @pytest.mark.parametrize("console", [False, True], ids=["default", "console"])
 async def test_each_screen_survives_40x12_and_back(tmp_path: Path, console: bool) -> None:
-    from tests.tui.test_screens_simple import CONSOLE
-
     app = NbcTuiApp(start_wizard=False, look=CONSOLE if console else None)
     async with app.run_test(size=SIZE) as pilot:
         for name, make in _screens(tmp_path).items():
@@ -356,7 +381,7 @@ async def test_recovery_key_is_shown_once_and_the_engine_waits_for_it() -> None:
         await until_screen(pilot, RecoveryKeyScreen)
         await pilot.press("escape")  # Esc does not hide the key
         assert isinstance(app.screen, RecoveryKeyScreen) and engine.is_alive()
-        assert "kltrhjvf-nlfhvcbe" in "\n".join(s.text for s in app.screen._compositor.render_strips())
+        assert "kltrhjvf-nlfhvcbe" in rendered_text(app)
         await pilot.press("enter")  # "I have written it down"
         engine.join(5)
         assert not engine.is_alive() and app.screen is screen

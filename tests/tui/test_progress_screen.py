@@ -5,30 +5,27 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 from pydantic import SecretStr
-from textual.app import App
 from textual.pilot import Pilot
 
+from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend import install as install_module
 from nbc_tui.backend.events import MessageEvent, ProgressEvent, StepEvent, progress_event
-from nbc_tui.backend.install import STEPS
+from nbc_tui.backend.install import step_titles
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import run
-from nbc_tui.screens.progress import (
-    CancelInstallScreen,
-    InstallOutcome,
-    ProgressScreen,
-    describe_bytes,
-    time_left,
-)
+from nbc_tui.backend.steps import slot as slot_steps
+from nbc_tui.screens.progress import ProgressScreen, describe_bytes, time_left
+from nbc_tui.widgets.cancel_install import CancelInstallScreen
 from nbc_tui.widgets.log_view import LogView
 from nbc_tui.widgets.step_list import StepList, StepState
 from tests.conftest import loop_devices_of, nbc_mounts
 from tests.support.synthetic import make_image
+from tests.tui.harness import SIZE, Shown, show, wait_for
 
 PASSWORD = "Tui-Root-pw-7f3a9"
 # The small layout of the integration tests: a 3 GiB sparse file.
@@ -44,29 +41,12 @@ def small_plan(ref: str, image: Path, *, password: str | None = None) -> Install
     })
 
 
-class ProgressHarness(App[None]):
-    """Shows one ProgressScreen and keeps what it dismisses with."""
-
-    def __init__(self, screen: ProgressScreen) -> None:
-        super().__init__()
-        self.progress = screen
-        self.outcomes: list[InstallOutcome] = []
-
-    def on_mount(self) -> None:
-        self.push_screen(self.progress, self.outcomes.append)
-
-
-async def wait_for(pilot: Pilot[None], condition, timeout: float = 600) -> None:
-    """Let the app run until ``condition()``; fails at once, saying why, if the install ended first."""
-    app: ProgressHarness = pilot.app  # type: ignore[assignment]
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if app.outcomes:
-            raise AssertionError(f"the install ended first: {app.outcomes[0]}")
-        if time.monotonic() > deadline:
-            tail = "\n".join(app.progress.query_one(LogView).plain_lines[-15:])
-            raise AssertionError(f"timed out waiting for the progress screen; its log pane ends with:\n{tail}")
-        await pilot.pause(0.1)
+async def until(pilot: Pilot[object], shown: Shown, condition: Callable[[], object], timeout: float = 600) -> None:
+    """Let the install run until ``condition()``; fails at once, saying why, if the install ended first, and
+    with the log pane's tail on a time-out."""
+    await wait_for(pilot, condition, timeout=timeout, what="the progress screen",
+                   ended=lambda: shown.results and f"the install ended first: {shown.results[0]}",
+                   tail=lambda: "\n".join(shown.screen.query_one(LogView).plain_lines[-15:]))
 
 
 def our_mounts() -> list[str]:
@@ -122,40 +102,41 @@ def test_bytes_and_time_left_in_words() -> None:
 async def test_full_install_reaches_done_and_never_shows_the_password(
         synthetic_image: str, tmp_path: Path, log_file: Path) -> None:
     image = tmp_path / "disk.img"
-    app = ProgressHarness(ProgressScreen(small_plan(synthetic_image, image, password=PASSWORD)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        steps = app.progress.query_one(StepList)
-        pane = app.progress.query_one(LogView)
-        await wait_for(pilot, lambda: app.outcomes)
-        # back on the harness's own screen: the progress screen dismissed itself
-        assert not isinstance(app.screen, ProgressScreen)
-    outcome = app.outcomes[0]
+    plan = small_plan(synthetic_image, image, password=PASSWORD)
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, ProgressScreen(plan), settle=False)
+        steps = shown.screen.query_one(StepList)
+        pane = shown.screen.query_one(LogView)
+        await until(pilot, shown, lambda: shown.results)
+        # back on the App's own screen: the progress screen dismissed itself
+        assert not isinstance(pilot.app.screen, ProgressScreen)
+    outcome = shown.results[0]
     assert outcome.ok, outcome
     assert not outcome.cancelled and outcome.error is None
     assert outcome.log_path == str(log_file)
-    assert steps.titles == [title for _key, title, _step in STEPS]
-    assert steps.states == [StepState.DONE] * len(STEPS)
+    assert steps.titles == step_titles(plan)
+    assert steps.states == [StepState.DONE] * len(steps.titles)
     assert image.stat().st_size == 3 << 30
     assert loop_devices_of(image) == [] and our_mounts() == []
 
-    shown = "\n".join(pane.plain_lines)
-    assert "Root password set" in shown  # the password was used ...
+    drawn = "\n".join(pane.plain_lines)
+    assert "Root password set" in drawn  # the password was used ...
     assert any(line.startswith("  | ") for line in pane.plain_lines), "no tool output in the log pane"
-    assert "Installation complete" in shown
+    assert "Installation complete" in drawn
     logged = log_file.read_text()
     assert "run: " in logged  # the run was logged to the documented file
-    for text in (shown, logged):
+    for text in (drawn, logged):
         assert PASSWORD not in text  # ... and shown nowhere
 
 
 async def test_dry_run_writes_nothing_and_finishes(synthetic_image: str, tmp_path: Path) -> None:
     image = tmp_path / "disk.img"
-    app = ProgressHarness(ProgressScreen(small_plan(synthetic_image, image), dry_run=True))
-    async with app.run_test(size=(80, 24)) as pilot:
-        steps = app.progress.query_one(StepList)
-        pane = app.progress.query_one(LogView)
-        await wait_for(pilot, lambda: app.outcomes)
-    outcome = app.outcomes[0]
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, ProgressScreen(small_plan(synthetic_image, image), dry_run=True), settle=False)
+        steps = shown.screen.query_one(StepList)
+        pane = shown.screen.query_one(LogView)
+        await until(pilot, shown, lambda: shown.results)
+    outcome = shown.results[0]
     assert outcome.ok and "nothing was written" in outcome.message
     assert not image.exists()
     assert steps.states[0] is StepState.DONE
@@ -165,20 +146,22 @@ async def test_dry_run_writes_nothing_and_finishes(synthetic_image: str, tmp_pat
 
 async def test_tool_output_reaches_the_pane_with_secrets_redacted(
         synthetic_image: str, tmp_path: Path, log_file: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # A real command run by the engine's thread, with the run's own context, that prints the password.
-    real_summary = install_module._dry_run_summary
-
-    def summary_after_a_tool(inst: install_module.Install) -> None:
-        run(["echo", f"the password is {PASSWORD}"], ctx=inst.ctx, changes_system=False)
-        real_summary(inst)
-
-    monkeypatch.setattr(install_module, "_dry_run_summary", summary_after_a_tool)
+    # A real command run in the engine's thread, with the run's own context, that prints the password: the
+    # dry run's summary runs it before it words the plan.
     plan = small_plan(synthetic_image, tmp_path / "disk.img", password=PASSWORD)
-    app = ProgressHarness(ProgressScreen(plan, dry_run=True))
-    async with app.run_test(size=(80, 24)) as pilot:
-        pane = app.progress.query_one(LogView)
-        await wait_for(pilot, lambda: app.outcomes)
-    assert app.outcomes[0].ok
+    screen = ProgressScreen(plan, dry_run=True)
+    real_lines = install_module.creation_lines
+
+    def lines_after_a_tool(plan: InstallPlan) -> list[str]:
+        run(["echo", f"the password is {PASSWORD}"], ctx=screen.ctx, changes_system=False)
+        return real_lines(plan)
+
+    monkeypatch.setattr(install_module, "creation_lines", lines_after_a_tool)
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, screen, settle=False)
+        pane = screen.query_one(LogView)
+        await until(pilot, shown, lambda: shown.results)
+    assert shown.results[0].ok
     assert "  | the password is <redacted>" in pane.plain_lines
     assert PASSWORD not in "\n".join(pane.plain_lines)
     assert PASSWORD not in log_file.read_text()
@@ -188,12 +171,12 @@ async def test_tool_output_reaches_the_pane_with_secrets_redacted(
 async def test_failing_plan_ends_with_the_error_in_words(tmp_path: Path) -> None:
     ref = make_image(tmp_path / "layout", kernel=False)
     image = tmp_path / "disk.img"
-    app = ProgressHarness(ProgressScreen(small_plan(ref, image)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        steps = app.progress.query_one(StepList)
-        pane = app.progress.query_one(LogView)
-        await wait_for(pilot, lambda: app.outcomes)
-    outcome = app.outcomes[0]
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, ProgressScreen(small_plan(ref, image)), settle=False)
+        steps = shown.screen.query_one(StepList)
+        pane = shown.screen.query_one(LogView)
+        await until(pilot, shown, lambda: shown.results)
+    outcome = shown.results[0]
     assert not outcome.ok and not outcome.cancelled
     assert outcome.message == "Installation failed"
     assert outcome.error == f"the image {ref} has no kernel"
@@ -208,7 +191,7 @@ def extraction_gate(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, t
     """Holds the real extraction mid-layer until the test lets it go: the big layer takes well under a
     second here, faster than a person (or a loaded test machine) can answer the question."""
     reached, release = threading.Event(), threading.Event()
-    real_extract = install_module.extract_image
+    real_extract = slot_steps.extract_image
 
     def gated_extract(source, root, *, ctx, on_progress=None):
         def progress(done: int, total: int) -> None:
@@ -220,7 +203,7 @@ def extraction_gate(monkeypatch: pytest.MonkeyPatch) -> tuple[threading.Event, t
 
         return real_extract(source, root, ctx=ctx, on_progress=progress)
 
-    monkeypatch.setattr(install_module, "extract_image", gated_extract)
+    monkeypatch.setattr(slot_steps, "extract_image", gated_extract)
     return reached, release
 
 
@@ -230,25 +213,25 @@ async def test_ctrl_c_asks_then_cancels_cleanly_during_extraction(
     reached, release = extraction_gate
     ref = make_image(tmp_path / "layout", padding=400 << 20, compression="tar")
     image = tmp_path / "disk.img"
-    app = ProgressHarness(ProgressScreen(small_plan(ref, image)))
-    async with app.run_test(size=(80, 24)) as pilot:
-        screen = app.progress
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, ProgressScreen(small_plan(ref, image)), settle=False)
+        screen = shown.screen
         steps = screen.query_one(StepList)
         # Ctrl-C asks; keeping on is the default answer (Enter on the focused button)
-        await wait_for(pilot, lambda: steps.running is not None, timeout=120)
+        await until(pilot, shown, lambda: steps.running is not None, timeout=120)
         await pilot.press("ctrl+c")
-        assert isinstance(app.screen, CancelInstallScreen)
+        assert isinstance(pilot.app.screen, CancelInstallScreen)
         await pilot.press("enter")
-        assert app.screen is screen and not screen.cancelling and not screen.ctx.cancel.is_set()
+        assert pilot.app.screen is screen and not screen.cancelling and not screen.ctx.cancel.is_set()
         # asked again halfway through the big layer, and answered deliberately
-        await wait_for(pilot, reached.is_set, timeout=300)
+        await until(pilot, shown, reached.is_set, timeout=300)
         await pilot.press("ctrl+c")
-        assert isinstance(app.screen, CancelInstallScreen)
+        assert isinstance(pilot.app.screen, CancelInstallScreen)
         await pilot.press("y")
         assert screen.cancelling
         release.set()
-        await wait_for(pilot, lambda: app.outcomes, timeout=120)
-    outcome = app.outcomes[0]
+        await until(pilot, shown, lambda: shown.results, timeout=120)
+    outcome = shown.results[0]
     assert outcome.cancelled and not outcome.ok, outcome
     extract = steps.titles.index("Extracting container filesystem")
     assert steps.states[extract] is StepState.FAILED

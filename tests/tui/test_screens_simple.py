@@ -5,93 +5,30 @@ from __future__ import annotations
 
 import subprocess
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pytest
 from pydantic import SecretStr
 from textual.pilot import Pilot
-from textual.screen import Screen
-from textual.widgets import Button, Input, OptionList, Static
+from textual.widgets import Button, Input, OptionList
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.image.cache import CacheKind, download
 from nbc_tui.backend.image.facts import describe_reference
 from nbc_tui.backend.image.opener import open_image
-from nbc_tui.backend.machine import Check, Severity, survey_machine
+from nbc_tui.backend.machine import Severity, survey_machine
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
-from nbc_tui.look import Look
-from nbc_tui.screens.dialogs import ConfirmQuit, HelpDialog
 from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
+from nbc_tui.screens.progress import InstallOutcome as Outcome
 from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.screens.welcome import WelcomeScreen
-
-SIZE = (80, 24)
-CONSOLE = Look(console=True, reason="TERM=linux", env={"TEXTUAL_ANIMATIONS": "none"})
-# Fixed facts, so that the welcome snapshot does not depend on this machine.
-CHECKS = [
-    Check("root", Severity.OK, "Running as root."),
-    Check("uefi", Severity.NOTICE, "This machine did not start with UEFI firmware."),
-    Check("tools", Severity.PROBLEM, "Missing tools: mkfs.btrfs. Install the package that provides them."),
-]
-SNAPSHOT_FILE = Path("/var/tmp/nbc-tui-snapshot/disk.img")  # never created: the review only names it
-
-
-@dataclass
-class Outcome:
-    ok: bool
-    message: str
-    log_path: str
-    error: str | None = None
-    hint: str | None = None
-
-
-class Shown:
-    """One screen pushed onto a wizard-less App; ``results`` collects what it was dismissed with."""
-
-    def __init__(self, app: NbcTuiApp, pilot: Pilot[Any], screen: Screen[Any]) -> None:
-        self.app, self.pilot, self.screen = app, pilot, screen
-        self.results: list[Any] = []
-
-    @property
-    def dismissed(self) -> bool:
-        return bool(self.results) or self.app.screen is not self.screen
-
-    def text(self, selector: str) -> str:
-        return str(self.screen.query_one(selector, Static).render())
-
-
-async def show(pilot: Pilot[Any], screen: Screen[Any]) -> Shown:
-    app: NbcTuiApp = pilot.app  # type: ignore[assignment]
-    shown = Shown(app, pilot, screen)
-    await app.push_screen(screen, callback=shown.results.append)
-    await pilot.pause()
-    return shown
-
-
-def rendered_text(app: NbcTuiApp) -> str:
-    return "\n".join(strip.text for strip in app.screen._compositor.render_strips())
-
-
-def image_file_draft(path: Path = SNAPSHOT_FILE, **changes: Any) -> PlanDraft:
-    draft = PlanDraft(image_ref="oci:/srv/images/synthetic:latest", image_file=path, image_size_gib=35,
-                      image_summary="Synthetic Linux 1 (test), version 1\nArchitecture amd64, 1.0 MB of files")
-    for key, value in changes.items():
-        setattr(draft, key, value)
-    return draft
-
-
-async def wait_for(pilot: Pilot[Any], condition: Any, timeout: float = 30) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if condition():
-            return
-        await pilot.pause(0.05)
-    raise AssertionError("condition not met in time")
-
+from nbc_tui.widgets.confirm_quit import ConfirmQuit
+from nbc_tui.widgets.help_dialog import HelpDialog
+from tests.tui.harness import CHECKS, CONSOLE, SIZE, image_file_draft, rendered_text, show, wait_for
 
 # -- welcome ----------------------------------------------------------------------------------------
 
@@ -110,6 +47,16 @@ async def test_welcome_lists_checks_and_continues() -> None:
         assert [c.key for c in shown.screen.problems] == ["tools"]  # type: ignore[attr-defined]
         await pilot.press("enter")  # Continue has the focus
         assert shown.results == [True]
+
+
+async def test_welcome_quit_asks_first() -> None:
+    app = NbcTuiApp(start_wizard=False)
+    async with app.run_test(size=SIZE) as pilot:
+        shown = await show(pilot, WelcomeScreen(checks=CHECKS))
+        await pilot.click("#quit")
+        assert isinstance(app.screen, ConfirmQuit)
+        await pilot.press("escape")
+        assert app.screen is shown.screen and not shown.results
 
 
 async def test_welcome_surveys_when_given_nothing() -> None:
@@ -133,7 +80,7 @@ async def test_image_malformed_reference_is_shown_as_typed() -> None:
     async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
         shown = await show(pilot, ImageScreen(draft))
         await pilot.press(*"Bad/Name")
-        status = shown.screen.query_one("#ref-status", Static)
+        status = shown.screen.query_one("#ref-status")
         assert status.has_class("-error")
         assert "uppercase" in shown.text("#ref-status")
         await pilot.press("enter")  # a malformed reference is not looked up
@@ -147,10 +94,12 @@ async def test_image_unknown_reference_is_refused(tmp_path: Path) -> None:
         shown = await show(pilot, ImageScreen(draft))
         shown.screen.query_one("#image-ref", Input).value = f"oci:{tmp_path}/missing"
         await pilot.press("enter")
-        await wait_for(pilot, lambda: "could not be used" in shown.text("#image-facts"))
-        assert shown.screen.query_one("#image-facts").has_class("problem")
+        await wait_for(pilot, lambda: "could not be used" in shown.text("#status"))
+        assert shown.screen.query_one("#status").has_class("-error")
         assert shown.screen.query_one("#continue", Button).disabled
         await pilot.click("#continue")
+        await pilot.press("ctrl+n")  # the key for Continue asks for a look-up first
+        assert "Look the image up first" in shown.text("#status")
         assert not shown.results and draft.image_ref == ""
 
 
@@ -198,7 +147,7 @@ async def test_options_refuse_different_passwords() -> None:
         shown.screen.query_one("#password-again", Input).value = "secret-2"
         await pilot.click("#continue")
         assert not shown.results
-        assert "The two passwords differ" in shown.text("#options-message")
+        assert "The two passwords differ" in shown.text("#status")
         assert draft.root_password is None
         assert shown.screen.query_one("#password-again", Input).value == ""
 
@@ -217,6 +166,40 @@ async def test_options_fill_the_draft() -> None:
     assert draft.filesystem == "ext4" and draft.bootloader == "systemd-boot"
     assert draft.kernel_args == ["console=ttyS0", "quiet"]
     assert draft.root_password == SecretStr("pw")
+
+
+async def test_options_enter_goes_on_from_a_picked_choice() -> None:
+    draft = PlanDraft(filesystem="ext4")
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, OptionsScreen(draft))
+        await pilot.press("enter")  # the filesystem's picked choice has the focus
+        assert shown.results == [True]
+    assert draft.filesystem == "ext4" and draft.bootloader == "auto"
+
+
+async def test_options_enter_picks_the_highlighted_choice_before_going_on() -> None:
+    draft = PlanDraft()
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, OptionsScreen(draft))
+        await pilot.press("right", "enter")  # ext4 highlighted, then picked: the screen stays
+        assert not shown.results
+        await pilot.press("enter")  # on the picked choice: goes on
+        assert shown.results == [True]
+    assert draft.filesystem == "ext4"
+
+
+async def test_options_enter_walks_the_fields_then_goes_on() -> None:
+    draft = PlanDraft()
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, OptionsScreen(draft))
+        shown.screen.query_one("#kernel-args", Input).focus()
+        await pilot.press(*"quiet", "enter")
+        assert shown.screen.focused is shown.screen.query_one("#password")
+        await pilot.press(*"pw", "enter")
+        assert shown.screen.focused is shown.screen.query_one("#password-again") and not shown.results
+        await pilot.press(*"pw", "enter")  # the last field: goes on
+        assert shown.results == [True]
+    assert draft.kernel_args == ["quiet"] and draft.root_password == SecretStr("pw")
 
 
 async def test_options_empty_password_sets_none() -> None:
@@ -244,7 +227,9 @@ async def test_review_image_file_needs_the_name_typed(tmp_path: Path) -> None:
         confirm = shown.screen.query_one("#confirm-input", Input)
         assert confirm.has_focus and shown.screen.query_one("#install", Button).disabled
         await pilot.press("enter")  # a single Enter never confirms
-        assert not shown.results and "Type disk.img exactly" in shown.text("#review-message")
+        assert not shown.results and "Type disk.img exactly" in shown.text("#status")
+        await pilot.press("ctrl+n")  # nor does the key for Continue
+        assert not shown.results
         await pilot.press(*"disk.im", "enter")  # nor a near miss
         assert not shown.results
         await pilot.press("g", "enter")

@@ -17,97 +17,31 @@ from textual.pilot import Pilot
 from textual.screen import Screen
 
 from nbc_tui.app import NbcTuiApp
-from nbc_tui.backend.disks import Disk, Ineligible, Partition, Refusal
-from nbc_tui.backend.events import MessageEvent, StepEvent, WarningEvent, progress_event
-from nbc_tui.backend.plan import InstallPlan
-from nbc_tui.backend.sizes import GiB
+from nbc_tui.backend.disks import Disk
 from nbc_tui.draft import PlanDraft
-from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.encryption import EncryptionScreen
-from nbc_tui.screens.progress import InstallOutcome, ProgressScreen, RecoveryKeyScreen
+from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
-from nbc_tui.widgets.disk_table import DiskEntry
-from nbc_tui.widgets.step_list import StepList
-from tests.tui.test_screens_simple import CONSOLE, SIZE, rendered_text
+from nbc_tui.widgets.recovery_key import RecoveryKeyScreen
+from tests.tui.harness import (
+    CONSOLE,
+    FAKE_DISKS,
+    PASSPHRASE,
+    SIZE,
+    FakeDiskScreen,
+    FrozenProgress,
+    feed_mid_install,
+    progress_plan,
+    rendered_text,
+    wait_for,
+)
 from tests.tui.test_screens_simple import SCREENS as SIMPLE_SCREENS
 
 SNAPSHOTS = Path(__file__).parent / "__snapshots__"
 # Glyphs Textual draws by default that console fonts lack (NOTES.md, textual #5011), and their kin.
 CONSOLE_MISSING = set("▁▂▃▄▅▆▇█▉▊▋▌▍▎▏▔▕━╸╺⭘·✓✗▸…")
-PASSPHRASE = "Snap-Luks-pass-77d1"
 RECOVERY_KEY = "fjkbdhvn-ctbcrhit-ujtgclrb-vbjnhbnl-kltrhjvf-nlfhvcbe-ilejiuvg-ennvdcdc"
-
-FAKE_DISKS = [
-    DiskEntry(Disk(device="/dev/nvme0n1", name="nvme0n1", size=512 * GiB, model="Samsung SSD 980 PRO",
-                   serial="S69ENF0R812345", transport="nvme", pttype="gpt", os_hint="Fedora Linux 41",
-                   partitions=[Partition(device="/dev/nvme0n1p1", number=1, size=GiB, fstype="vfat",
-                                         label="EFI"),
-                               Partition(device="/dev/nvme0n1p2", number=2, size=511 * GiB, fstype="btrfs",
-                                         label="fedora")])),
-    DiskEntry(Disk(device="/dev/sda", name="sda", size=64 * GiB, model="Ultra Fit", serial="4C530001",
-                   transport="usb", removable=True, fstype="iso9660", label="NBC_LIVE",
-                   mountpoints=["/run/live/medium"]),
-              [Refusal(reason=Ineligible.LIVE_MEDIUM, message="/dev/sda is the live medium this system "
-                       "started from")]),
-    DiskEntry(Disk(device="/dev/sdb", name="sdb", size=16 * GiB, model="SanDisk Cruzer", serial=None,
-                   transport="usb", removable=True),
-              [Refusal(reason=Ineligible.TOO_SMALL, message="/dev/sdb is too small: needs 30.0 GB, has 17.2 GB")]),
-    DiskEntry(Disk(device="/dev/vdb", name="vdb", size=40 * GiB, model=None, serial="nbc-target-1",
-                   transport="virtio")),
-]
-
-
-class FakeDiskScreen(DiskScreen):
-    """The real disk screen over a fixed list of disks (no hot-plug, no reading this machine)."""
-
-    def __init__(self, draft: PlanDraft, entries: list[DiskEntry]) -> None:
-        super().__init__(draft, min_size=30 * GiB, watch=False)
-        self.fake_entries = entries
-
-    def load_disks(self) -> None:  # type: ignore[override]
-        self.post_message(self.Listed(list(self.fake_entries)))
-
-
-class FrozenProgress(ProgressScreen):
-    """The real progress screen with no engine behind it: the test feeds it events."""
-
-    def _run_engine(self) -> None:  # type: ignore[override]
-        return None
-
-
-# Fixed titles: the engine's step list grows (encryption, TPM), the snapshot should not follow it.
-STEP_TITLES = ["Checking the machine, the disk and the image", "Wiping the disk", "Creating partitions",
-               "Formatting partitions", "Mounting partitions", "Extracting container filesystem",
-               "Configuring system", "Building the initramfs", "Installing bootloader",
-               "Verifying the installation", "Finishing"]
-TOOL_LINES = ["Creating new GPT entries in memory.", "The operation has completed successfully.",
-              "mke2fs 1.47.0 (5-Feb-2023)", "Creating filesystem with 262144 4k blocks and 65536 inodes",
-              "Writing superblocks and filesystem accounting information: done"]
-
-
-def progress_plan() -> InstallPlan:
-    return PlanDraft(image_ref="quay.io/example/os:stable", image_file=Path("/var/tmp/nbc-tui-snapshot/disk.img"),
-                     root_password=SecretStr(PASSPHRASE)).to_plan()
-
-
-async def feed_mid_install(pilot: Pilot[Any], screen: ProgressScreen) -> None:
-    screen.query_one(StepList).titles = list(STEP_TITLES)
-    events: list[Any] = []
-    for number, title in enumerate(STEP_TITLES[:6], start=1):
-        events.append(StepEvent(step=number, total_steps=len(STEP_TITLES), step_name=title))
-        if number == 3:
-            events += [MessageEvent(message="GPT: p1 boot, p2 root1, p3 root2, p4 var")]
-        if number == 4:
-            events += [WarningEvent(message="mkfs.btrfs: discard is not supported here")]
-    for event in events:
-        screen.post_message(ProgressScreen.Engine(event))
-    for line in TOOL_LINES:
-        screen.post_message(ProgressScreen.ToolOutput(line))
-    # A fixed byte count and rate: the time left is computed, not measured.
-    screen.post_message(ProgressScreen.Engine(progress_event("Extracting", 310 << 20, 820 << 20, 92 << 20)))
-    await pilot.pause()
-    await pilot.pause()
 
 
 async def push(pilot: Pilot[Any], screen: Screen[Any]) -> None:
@@ -175,10 +109,7 @@ async def review_disk_encrypted_state(pilot: Pilot[Any]) -> None:
                       root_password=SecretStr(PASSPHRASE))
     screen = FakeDiskReview(draft)
     await push(pilot, screen)
-    for _ in range(100):
-        if screen.confirm_word is not None:
-            break
-        await pilot.pause(0.05)
+    await wait_for(pilot, lambda: screen.confirm_word is not None, timeout=5, what="the disk read")
     await pilot.pause()
 
 

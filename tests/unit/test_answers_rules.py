@@ -11,7 +11,7 @@ from nbc_tui.backend.disks.rules import SHOW_LOOP_ENV, loops_wanted, resolve_tar
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.plan import DiskRule, ImageSpec, InstallPlan, Target
 from nbc_tui.backend.sizes import GiB
-from tests.unit.test_disks import ATA, ATA2, NVME, USB, FakeMachine
+from tests.support.fake_machine import ATA, ATA2, NVME, USB, FakeMachine
 
 NVME2 = "devices/pci0000:00/0000:00:1d.1/0000:3e:00.0/nvme/nvme1"
 
