@@ -16,7 +16,9 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from .. import __version__
+from .boot.bootloader import install_loader
 from .boot.efivars import register_efi_boot_entry
+from .boot.menu import write_menu
 from .describe import creation_lines
 from .disks import disk_id
 from .engine import Step, StepContext, Timings, When, run_steps, system_lock_step
@@ -38,7 +40,7 @@ from .storage.partition import ESP
 from .storage.tpm import RecoveryKeyHandler
 from .system import rootfs
 from .system.slots import ENCRYPTED_ROLES, VAR, Slot
-from .system.state import EncryptionState, SystemConfig, local_now_rfc3339, write_system_config
+from .system.state import EncryptionState, SlotRecord, SystemConfig, local_now_rfc3339, write_system_config
 
 SLOT = Slot.A
 """An install writes slot A; slot B stays empty until the first update."""
@@ -153,7 +155,8 @@ def mount_partitions(run: InstallRun, io: StepContext) -> None:
     fs, plan, enc = run.filesystems, run.plan, run.encrypted
     root = disk.mount_slot(fs, SLOT, io)
     luks = SlotLuks(enc.uuids, tpm2=bool(plan.encryption and plan.encryption.tpm2)) if enc else None
-    run.slot = SlotTarget(slot=SLOT, root=root, esp=fs.esp, esp_uuid=fs.uuids[ESP], root_uuid=fs.uuids[SLOT.role],
+    run.slot = SlotTarget(slot=SLOT, root=root, shared_root=root, esp=fs.esp, esp_uuid=fs.uuids[ESP],
+                          root_uuid=fs.uuids[SLOT.role],
                           var_uuid=fs.uuids[VAR], filesystem=plan.layout.filesystem,
                           kernel_args=plan.boot.kernel_args, luks=luks)
 
@@ -205,6 +208,11 @@ def record_state(run: InstallRun, io: StepContext) -> None:
     )
     path = write_system_config(run.slot.root, config)
     io.message(f"Wrote {path.relative_to(run.slot.root)}", verbose=True)
+    record = SlotRecord(slot=SLOT.value, image_ref=config.image_ref, image_digest=config.image_digest,
+                        image_manifest_digest=config.image_manifest_digest, kernel=run.boot.kernel.version,
+                        kernel_args=config.kernel_args, written=config.install_date, written_by=config.installed_by,
+                        operation="install")
+    slot.record_slot(run.slot, record, config, io)
 
 
 def build_initramfs(run: InstallRun, io: StepContext) -> None:
@@ -212,9 +220,14 @@ def build_initramfs(run: InstallRun, io: StepContext) -> None:
 
 
 def install_bootloader(run: InstallRun, io: StepContext) -> None:
-    title = slot.install_boot_entry(run.slot, run.boot, io)
+    """The slot's kernel files, the loader (binaries, loader.conf or the early config) and its one entry."""
+    entry = slot.boot_entry(run.slot, run.boot, io)
+    install_loader(run.boot.bootloader, target_root=run.slot.root, esp=run.slot.esp, esp_uuid=run.slot.esp_uuid,
+                   ctx=io.ctx, warn=io.warn)
+    write_menu(run.slot.esp, run.boot.bootloader, entry)
     target = run.preflight.target
-    not_registered = register_efi_boot_entry(target.path, 1, title, is_image_file=target.disk is None, ctx=io.ctx)
+    not_registered = register_efi_boot_entry(target.path, 1, entry.title, is_image_file=target.disk is None,
+                                             ctx=io.ctx)
     # The removable-media path EFI/BOOT/BOOTX64.EFI boots the disk either way.
     io.message(f"EFI boot entry: {not_registered or 'created'}", verbose=not_registered is not None)
 
@@ -239,7 +252,7 @@ def verify(run: InstallRun, io: StepContext) -> None:
 
 
 def finish(run: InstallRun, io: StepContext) -> None:
-    slot.leave_log(run.slot, run.log_snapshot, io)
+    slot.leave_log(run.slot, run.log_snapshot, "install.log", io)
     staged = run.preflight.image.staged
     if staged is None or run.preflight.target.disk is None:
         return

@@ -10,8 +10,8 @@ from pathlib import Path
 from .runner import RedactingFilter, Redactor
 
 DEFAULT_LOG_FILE = Path("/var/log/nbc-tui/nbc-tui.log")
-# The installed system keeps a copy of its install log here (on the var partition).
-TARGET_LOG_FILE = Path("var/log/nbc-tui/install.log")
+# The installed system keeps a copy of the log of its install and of its last update here (on the var partition).
+TARGET_LOG_DIR = Path("var/log/nbc-tui")
 
 
 def log_file_path() -> Path:

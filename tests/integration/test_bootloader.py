@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.boot.bootloader import install_bootloader, os_title, resolve_bootloader
+from nbc_tui.backend.boot.bootloader import install_loader, os_title, put_kernel_files, resolve_bootloader, slot_entry
 from nbc_tui.backend.boot.cmdline import kernel_cmdline
 from nbc_tui.backend.boot.kernel import find_kernel
+from nbc_tui.backend.boot.menu import write_menu
 from nbc_tui.backend.runner import RunContext
 from nbc_tui.backend.storage.esp import Esp, esp_uuid
 from nbc_tui.backend.system.slots import Slot
@@ -92,9 +93,11 @@ def is_pe(data: bytes) -> bool:
 def install(kind: str, target: Path, esp: Esp, warnings: list[str], kargs: tuple[str, ...] = ()) -> list[str]:
     options = kernel_cmdline(root_uuid="root-uuid", esp_uuid=UUID, var_uuid="var-uuid", filesystem="btrfs",
                              kernel_args=("console=ttyS0", *kargs))
-    install_bootloader(kind, target_root=target, esp=esp, esp_uuid=UUID, slot=Slot.A,  # type: ignore[arg-type]
-                       kernel=find_kernel(target), options=options, title=os_title(target),
-                       ctx=RunContext(), warn=warnings.append)
+    kernel = find_kernel(target)
+    put_kernel_files(esp, Slot.A, kernel, dry_run=False)
+    install_loader(kind, target_root=target, esp=esp, esp_uuid=UUID, ctx=RunContext(),  # type: ignore[arg-type]
+                   warn=warnings.append)
+    write_menu(esp, kind, slot_entry(kind, Slot.A, kernel, cmdline=options, title=os_title(target)))  # type: ignore[arg-type]
     return options
 
 
@@ -181,7 +184,7 @@ def test_grub_from_host_modules(target: Path, esp: Esp) -> None:
     options = install("grub2", target, esp, warnings)
     assert warnings == []
     assert esp.files() == [f"A/initramfs-{KVER}.img", f"A/vmlinuz-{KVER}", "EFI/BOOT/BOOTX64.EFI",
-                           "grub/grub.cfg"]
+                           "grub/grub.cfg", "grub/grubenv"]
     check_kernel_files(esp, target)
     check_grub_efi(esp.read("EFI/BOOT/BOOTX64.EFI"))
     assert esp.read("grub/grub.cfg").decode() == grub_cfg_text(options)
@@ -224,7 +227,7 @@ def test_grub_behind_shim_with_a_signed_grub(target: Path, esp: Esp) -> None:
     assert warnings == []
     assert esp.files() == [f"A/initramfs-{KVER}.img", f"A/vmlinuz-{KVER}", "EFI/BOOT/BOOTX64.EFI",
                            "EFI/BOOT/grub.cfg", "EFI/BOOT/grubx64.efi", "EFI/BOOT/mmx64.efi",
-                           "grub/grub.cfg"]
+                           "grub/grub.cfg", "grub/grubenv"]
     assert esp.read("EFI/BOOT/BOOTX64.EFI") == b"MZ shim"
     assert esp.read("EFI/BOOT/grubx64.efi") == b"MZ signed grub"
     assert esp.read("EFI/BOOT/mmx64.efi") == b"MZ mok"

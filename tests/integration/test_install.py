@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from nbc_tui.backend.boot.cmdline import FAILURE_REBOOTS
 from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.disk_image import (
     blkid,
@@ -90,7 +91,7 @@ def test_install_into_image_file(nbc, synthetic_image: str, tmp_path: Path, pass
             f"systemd.mount-extra=UUID={ids['UEFI']}:/boot:vfat:defaults",
             f"systemd.mount-extra=UUID={ids['var']}:/var:{filesystem}:defaults",
             "rd.etc.overlay=1", f"rd.etc.overlay.var=UUID={ids['var']}", "nvme_core.multipath=N",
-            "console=ttyS0", "quiet"]
+            *FAILURE_REBOOTS, "console=ttyS0", "quiet"]
 
     files = esp_files(image)
     assert "EFI/BOOT/BOOTX64.EFI" in files

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from nbc_tui.backend.boot.grub import MenuEntry, grub_quote, render_early_config, render_grub_cfg
+from nbc_tui.backend.boot.entries import BootEntry
+from nbc_tui.backend.boot.grub import grub_quote, render_early_config, render_grub_cfg
 from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf
 from nbc_tui.backend.system.slots import Slot
 
@@ -20,7 +21,8 @@ def test_loader_conf() -> None:
 
 def test_bootc_entry_has_nbcs_spacing_and_slot_paths() -> None:
     linux, initrd = Slot.A.kernel_paths("6.1.0-18-amd64")
-    text = render_entry(title="Debian GNU/Linux 12 (bookworm)", linux=linux, initrd=initrd, options=OPTIONS)
+    text = render_entry(BootEntry(title="Debian GNU/Linux 12 (bookworm)", linux=linux, initrd=initrd,
+                                  options=tuple(OPTIONS)))
     assert text == (
         "title   Debian GNU/Linux 12 (bookworm)\n"
         "linux   /A/vmlinuz-6.1.0-18-amd64\n"
@@ -30,14 +32,14 @@ def test_bootc_entry_has_nbcs_spacing_and_slot_paths() -> None:
 
 
 def test_entry_title_cannot_inject_lines() -> None:
-    text = render_entry(title="Evil\noptions init=/bin/sh", linux="A/k", initrd="A/i", options=["ro"])
+    text = render_entry(BootEntry(title="Evil\noptions init=/bin/sh", linux="A/k", initrd="A/i", options=("ro",)))
     assert text.splitlines()[0] == "title   Evil options init=/bin/sh"
     assert len(text.splitlines()) == 4
 
 
 def test_grub_cfg_exact_text() -> None:
-    entry = MenuEntry(title="Fedora Linux 40", linux="A/vmlinuz-6.8", initrd="A/initramfs-6.8.img",
-                      options=OPTIONS)
+    entry = BootEntry(title="Fedora Linux 40", linux="A/vmlinuz-6.8", initrd="A/initramfs-6.8.img",
+                      options=tuple(OPTIONS))
     assert render_grub_cfg([entry]) == (
         "set timeout=5\n"
         "set default=0\n"
@@ -50,7 +52,7 @@ def test_grub_cfg_exact_text() -> None:
 
 
 def test_grub_cfg_escapes_quotes_in_the_title() -> None:
-    entry = MenuEntry(title="Bob's OS", linux="A/k", initrd="A/i", options=["ro"])
+    entry = BootEntry(title="Bob's OS", linux="A/k", initrd="A/i", options=("ro",))
     assert "menuentry 'Bob'\\''s OS' {\n" in render_grub_cfg([entry])
 
 
@@ -63,8 +65,8 @@ def test_grub_words_are_quoted_only_when_needed() -> None:
 
 
 def test_grub_cfg_two_entries() -> None:
-    new = MenuEntry(title="OS", linux="B/k", initrd="B/i", options=["ro"])
-    old = MenuEntry(title="OS (Previous)", linux="A/k", initrd="A/i", options=["ro"])
+    new = BootEntry(title="OS", linux="B/k", initrd="B/i", options=("ro",))
+    old = BootEntry(title="OS (Previous)", linux="A/k", initrd="A/i", options=("ro",))
     text = render_grub_cfg([new, old])
     assert text.count("menuentry ") == 2
     assert "menuentry 'OS (Previous)' {\n    linux /A/k ro\n    initrd /A/i\n}\n" in text

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
+from nbc_tui.backend.boot.cmdline import FAILURE_REBOOTS, LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.system.rootfs import MOUNT_EXTRA_MIN_SYSTEMD
 from nbc_tui.backend.system.slots import Slot
@@ -28,12 +28,14 @@ def test_unencrypted_order_is_nbcs(fs: str) -> None:
         "rd.etc.overlay=1",
         f"rd.etc.overlay.var=UUID={VAR}",
         "nvme_core.multipath=N",
+        *FAILURE_REBOOTS,
     ]
 
 
 def test_user_kargs_come_last_in_order() -> None:
     line = base("btrfs", ("console=ttyS0", "quiet", "rw"))
-    assert line[-4:] == ["nvme_core.multipath=N", "console=ttyS0", "quiet", "rw"]
+    assert line[-7:] == ["nvme_core.multipath=N", *FAILURE_REBOOTS, "console=ttyS0", "quiet", "rw"]
+    assert FAILURE_REBOOTS == ("panic=10", "rd.shell=0", "rd.emergency=reboot")  # a failed boot reboots
 
 
 def test_empty_filesystem_means_ext4() -> None:
@@ -59,6 +61,7 @@ def test_encrypted_variant(tpm2: bool) -> None:
         "rd.etc.overlay=1",
         "rd.etc.overlay.var=/dev/mapper/var",
         "nvme_core.multipath=N",
+        *FAILURE_REBOOTS,
         "quiet",
     ]
 
@@ -74,6 +77,7 @@ def test_grub_variant_puts_console_after_ro_and_drops_ro_rw() -> None:
         "rd.etc.overlay=1",
         f"rd.etc.overlay.var=UUID={VAR}",
         "nvme_core.multipath=N",
+        *FAILURE_REBOOTS,
         "console=ttyS0",
     ]
     assert line.count("ro") == 1

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from nbc_tui.backend.boot.cmdline import LuksCmdline, grub_cmdline, kernel_cmdline
+from nbc_tui.backend.boot.cmdline import FAILURE_REBOOTS, LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.image.scan import PROBED_GLOBS, PROBED_PATHS, ImageInventory, KernelInfo
 from nbc_tui.backend.install import STEPS, steps_for
@@ -73,7 +73,8 @@ def test_encrypted_cmdline_per_slot_exact(slot: Slot, uuid_key: str) -> None:
         f"rd.luks.uuid={var}", f"rd.luks.name={var}=var",
         "systemd.mount-extra=UUID=ABCD-1234:/boot:vfat:defaults",
         "systemd.mount-extra=/dev/mapper/var:/var:btrfs:defaults",
-        "rd.etc.overlay=1", "rd.etc.overlay.var=/dev/mapper/var", "nvme_core.multipath=N", "console=ttyS0",
+        "rd.etc.overlay=1", "rd.etc.overlay.var=/dev/mapper/var", "nvme_core.multipath=N", *FAILURE_REBOOTS,
+        "console=ttyS0",
     ]
     assert grub_cmdline(line)[:4] == [f"root=/dev/mapper/{slot.mapper}", "ro", "console=tty0", f"rd.luks.uuid={root}"]
 

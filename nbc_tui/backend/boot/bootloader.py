@@ -1,4 +1,4 @@
-"""Choosing and installing the bootloader: the slot's kernel files first, then GRUB or systemd-boot."""
+"""Choosing and installing the bootloader, a slot's kernel files on the ESP, and the menu entry that boots it."""
 
 from __future__ import annotations
 
@@ -10,15 +10,13 @@ from ..errors import InputError
 from ..inroot import resolve_in_target
 from ..osrelease import OS_RELEASE_PATHS, os_name, parse_os_release
 from ..runner import RunContext
-from ..storage.esp import Esp
+from ..storage.esp import EspFiles, remove_tree
 from ..system.slots import Slot
+from .cmdline import grub_cmdline
+from .entries import BootEntry, BootloaderKind
 from .grub import grub_available, install_grub
 from .kernel import SlotKernel
 from .systemd_boot import find_systemd_boot, install_systemd_boot
-
-# The values nbc stores as config.bootloader_type (reference §8.1).
-BootloaderKind = Literal["grub2", "systemd-boot"]
-
 
 
 def resolve_bootloader(choice: Literal["auto", "grub", "systemd-boot"], target_root: Path) -> BootloaderKind:
@@ -41,41 +39,40 @@ def resolve_bootloader(choice: Literal["auto", "grub", "systemd-boot"], target_r
     return "grub2"
 
 
-def install_bootloader(
-    kind: BootloaderKind,
-    *,
-    target_root: Path,
-    esp: Esp,
-    esp_uuid: str,
-    slot: Slot,
-    kernel: SlotKernel,
-    options: list[str],
-    title: str,
-    ctx: RunContext,
-    warn: Callable[[str], None],
-) -> None:
-    """Copy the kernel and initramfs to ``/<slot>/`` on the ESP, then install ``kind``.
+def install_loader(kind: BootloaderKind, *, target_root: Path, esp: EspFiles, esp_uuid: str, ctx: RunContext,
+                   warn: Callable[[str], None]) -> None:
+    """The loader's own files on the ESP (an install): GRUB or systemd-boot, behind shim when the image has
+    a signed chain. The menu is written by boot/menu.py."""
+    if kind == "systemd-boot":
+        install_systemd_boot(target_root=target_root, esp=esp, warn=warn)
+    elif kind == "grub2":
+        install_grub(target_root=target_root, esp=esp, esp_uuid=esp_uuid, ctx=ctx, warn=warn)
+    else:
+        raise ValueError(f"unknown bootloader {kind!r}")
 
-    ``options`` is the base command line (cmdline.kernel_cmdline): systemd-boot uses it as is, GRUB
-    derives its variant from it.
-    """
-    if not ctx.dry_run and not kernel.initramfs.is_file():
+
+def put_kernel_files(esp: EspFiles, slot: Slot, kernel: SlotKernel, *, dry_run: bool) -> tuple[str, str]:
+    """The slot's kernel and initramfs in its own ESP folder (``/B/``), whatever was there before removed
+    first; returns their ESP paths. Never touches the other slot's folder."""
+    if not dry_run and not kernel.initramfs.is_file():
         raise InputError(
             f"no initramfs for kernel {kernel.version} in the image ({kernel.initramfs})",
             hint="install dracut in the image so that an initramfs can be built",
         )
     linux, initrd = slot.kernel_paths(kernel.version)
+    remove_tree(esp, slot.esp_dir)
     esp.mkdir(slot.esp_dir)
     esp.put_file(kernel.vmlinuz, linux)
     esp.put_file(kernel.initramfs, initrd)
-    if kind == "systemd-boot":
-        install_systemd_boot(target_root=target_root, esp=esp, slot=slot, kernel_version=kernel.version,
-                             options=options, title=title, warn=warn)
-    elif kind == "grub2":
-        install_grub(target_root=target_root, esp=esp, esp_uuid=esp_uuid, slot=slot,
-                     kernel_version=kernel.version, options=options, title=title, ctx=ctx, warn=warn)
-    else:
-        raise ValueError(f"unknown bootloader {kind!r}")
+    return linux, initrd
+
+
+def slot_entry(kind: BootloaderKind, slot: Slot, kernel: SlotKernel, *, cmdline: list[str], title: str) -> BootEntry:
+    """The menu entry that boots ``slot``: its kernel files and ``cmdline`` (the base command line, which
+    systemd-boot passes as it is; GRUB's variant is derived here)."""
+    linux, initrd = slot.kernel_paths(kernel.version)
+    options = grub_cmdline(cmdline) if kind == "grub2" else cmdline
+    return BootEntry(title=title, linux=linux, initrd=initrd, options=tuple(options), slot=slot)
 
 
 def os_title(target_root: Path) -> str:

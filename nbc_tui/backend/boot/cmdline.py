@@ -10,6 +10,10 @@ from ..system.slots import VAR, Slot
 
 # Keeps NVMe device names stable (nbc's documented hack, reference §12.1); kept for compatibility.
 NVME_MULTIPATH_OFF = "nvme_core.multipath=N"
+# A boot that fails must end in a reboot, so that the loader counts the try and, once a slot on trial has none
+# left, boots the previous slot: the kernel reboots 10 s after a panic; dracut reboots instead of dropping to
+# an emergency shell (initramfs-tools honours panic= alone). Ours, after nbc's tokens and before the user's.
+FAILURE_REBOOTS = ("panic=10", "rd.shell=0", "rd.emergency=reboot")
 GRUB_CONSOLE = "console=tty0"
 
 
@@ -54,6 +58,7 @@ def kernel_cmdline(
             "rd.etc.overlay=1",
             f"rd.etc.overlay.var=UUID={var_uuid}",
             NVME_MULTIPATH_OFF,
+            *FAILURE_REBOOTS,
             *kernel_args,
         ]
     enc = encryption
@@ -78,6 +83,7 @@ def kernel_cmdline(
         "rd.etc.overlay=1",
         f"rd.etc.overlay.var=/dev/mapper/{VAR}",
         NVME_MULTIPATH_OFF,
+        *FAILURE_REBOOTS,
         *kernel_args,
     ]
 

@@ -3,11 +3,18 @@
 The image is built from the target image's own GRUB modules when it has them (with its own grub-mkimage
 in a chroot when it has that too), else from the host's. Its embedded early config finds the ESP by the
 filesystem UUID chosen at mkfs time, so nothing probes the target disk (reference §11.3, DESIGN.md).
+
+Boot counting: a grub.cfg with two entries starts with a header that reads ``nbc_trial_slot`` and
+``nbc_tries`` from ``grub/grubenv`` (:mod:`.grubenv`). While the first entry's slot is on trial it counts a try
+down before booting it; with none left it boots the second entry. Only ``load_env``, ``save_env``, ``[`` and
+``echo`` are used (the loadenv, test and echo modules), which Debian's signed GRUB has built in, so the shim
+chain counts the same way.
 """
 
 from __future__ import annotations
 
 import re
+import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -18,9 +25,9 @@ from typing import Literal
 from ..errors import InputError, NbcError
 from ..inroot import resolve_in_target
 from ..runner import RunContext, run, which
-from ..storage.esp import Esp
-from ..system.slots import Slot
-from .cmdline import grub_cmdline
+from ..storage.esp import EspFiles
+from .entries import BootEntry
+from .grubenv import TRIAL_SLOT, TRIES
 from .shim import find_shim, find_signed_grub, install_shim_chain, shim_chain
 
 GRUB_FORMAT = "x86_64-efi"
@@ -32,8 +39,10 @@ HOST_MKIMAGE = ("grub-mkimage", "grub2-mkimage")
 
 # Built into the image: the ESP's partition table and filesystem, search, the menu and Linux loading,
 # consoles (serial, GOP) and gzip'd kernels. Without the first group GRUB cannot reach its grub.cfg.
-REQUIRED_MODULES = ("part_gpt", "fat", "search", "search_fs_uuid", "normal", "configfile", "linux")
-OPTIONAL_MODULES = ("ext2", "btrfs", "echo", "serial", "terminal", "efi_gop", "all_video", "gzio", "test")
+# loadenv, test and echo run the boot counting header: without them a slot on trial would never fall back.
+REQUIRED_MODULES = ("part_gpt", "fat", "search", "search_fs_uuid", "normal", "configfile", "linux", "loadenv",
+                    "test", "echo")
+OPTIONAL_MODULES = ("ext2", "btrfs", "serial", "terminal", "efi_gop", "all_video", "gzio")
 GRUB_MODULES = REQUIRED_MODULES + OPTIONAL_MODULES
 
 GRUB_DIR = "grub"
@@ -42,19 +51,11 @@ REMOVABLE_DEST = "EFI/BOOT/BOOTX64.EFI"
 # A signed distro GRUB started by shim reads grub.cfg from its own directory ($cmdpath).
 SHIM_GRUB_CFG = "EFI/BOOT/grub.cfg"
 GRUB_TIMEOUT = 5
+MAX_TRIES = 9
+"""The most tries a slot on trial may be given (the header counts down by a ladder of comparisons)."""
 
 # Characters GRUB's script lexer takes literally in an unquoted word.
 _GRUB_PLAIN = re.compile(r"[A-Za-z0-9_.,:/=+@%-]+")
-
-
-@dataclass(frozen=True)
-class MenuEntry:
-    title: str
-    linux: str
-    """ESP path of the kernel, e.g. A/vmlinuz-6.1.0-18-amd64."""
-    initrd: str
-    options: Sequence[str]
-    """The GRUB command line (see cmdline.grub_cmdline)."""
 
 
 @dataclass(frozen=True)
@@ -75,9 +76,12 @@ def grub_quote(word: str) -> str:
     return "'" + word.replace("'", "'\\''") + "'"
 
 
-def render_grub_cfg(entries: Sequence[MenuEntry], *, default: int = 0, timeout: int = GRUB_TIMEOUT) -> str:
-    """grub.cfg in nbc's format (reference §11.3), with the entry titles quoted safely."""
-    lines = [f"set timeout={timeout}", f"set default={default}"]
+def render_grub_cfg(entries: Sequence[BootEntry], *, timeout: int = GRUB_TIMEOUT) -> str:
+    """grub.cfg in nbc's format (reference §11.3), titles quoted safely; with two entries of known slots, the
+    boot counting header for the first (the second boots when the first is out of tries, or cannot load)."""
+    lines = [f"set timeout={timeout}", "set default=0"]
+    if len(entries) > 1 and entries[0].slot is not None and entries[1].slot is not None:
+        lines += _counting(entries[0].slot.value, entries[1].slot.value)
     for entry in entries:
         title = " ".join(entry.title.split())
         lines += [
@@ -88,6 +92,49 @@ def render_grub_cfg(entries: Sequence[MenuEntry], *, default: int = 0, timeout: 
             "}",
         ]
     return "\n".join(lines) + "\n"
+
+
+def _counting(trial: str, previous: str) -> list[str]:
+    ladder = [f'    if [ "${{{TRIES}}}" = "{MAX_TRIES}" ]; then set {TRIES}={MAX_TRIES - 1}']
+    ladder += [f'    elif [ "${{{TRIES}}}" = "{n}" ]; then set {TRIES}={n - 1}' for n in range(MAX_TRIES - 1, 1, -1)]
+    ladder += [f"    else set {TRIES}=0", "    fi"]
+    return [
+        "set fallback=1",
+        f"# Boot counting (nbc-tui): slot {trial} on trial boots while it has tries left, then slot {previous}.",
+        f"load_env {TRIAL_SLOT} {TRIES}",
+        f'if [ "${{{TRIAL_SLOT}}}" = "{trial}" ]; then',
+        f'  if [ "${{{TRIES}}}" = "0" ]; then',
+        "    set default=1",
+        f'    echo "nbc: slot {trial} is out of tries: booting slot {previous}"',
+        "  else",
+        *ladder,
+        f"    save_env {TRIES}",
+        f'    echo "nbc: trying slot {trial}, ${{{TRIES}}} tries left after this one"',
+        "  fi",
+        "fi",
+    ]
+
+
+def parse_grub_cfg(text: str) -> list[BootEntry]:
+    """The menu entries of a grub.cfg nbc or nbc-tui wrote, in order (their slots unknown: see entries.py)."""
+    found = []
+    for block in _MENUENTRY.finditer(text):
+        body = block["body"]
+        linux = re.search(r"^\s*linux\s+(\S+)(.*)$", body, re.MULTILINE)
+        initrd = re.search(r"^\s*initrd\s+(\S+)", body, re.MULTILINE)
+        if linux is None:
+            continue
+        found.append(BootEntry(title=_unquote_title(block["title"]), linux=linux[1].lstrip("/"),
+                               initrd=initrd[1].lstrip("/") if initrd else "",
+                               options=tuple(shlex.split(linux[2]))))
+    return found
+
+
+_MENUENTRY = re.compile(r"^menuentry\s+(?P<title>'(?:[^']|'\\'')*')[^{]*\{(?P<body>.*?)^\}", re.MULTILINE | re.DOTALL)
+
+
+def _unquote_title(quoted: str) -> str:
+    return quoted[1:-1].replace("'\\''", "'")
 
 
 def grub_quote_always(text: str) -> str:
@@ -181,47 +228,29 @@ def _build_in_chroot(
         shutil.rmtree(scratch, ignore_errors=True)
 
 
-def install_grub(
-    *,
-    target_root: Path,
-    esp: Esp,
-    esp_uuid: str,
-    slot: Slot,
-    kernel_version: str,
-    options: Sequence[str],
-    title: str,
-    ctx: RunContext,
-    warn: Callable[[str], None],
-) -> None:
-    """BOOTX64.EFI (our GRUB, or shim + the image's signed GRUB) and grub/grub.cfg with one entry.
-
-    ``options`` is the base command line; GRUB's variant (root, ro, console=tty0, ...) is derived here.
-    The slot's kernel and initramfs must already be on the ESP.
-    """
+def install_grub(*, target_root: Path, esp: EspFiles, esp_uuid: str, ctx: RunContext,
+                 warn: Callable[[str], None]) -> None:
+    """BOOTX64.EFI: our GRUB, or shim and the image's signed GRUB with the early config beside it. grub.cfg
+    and grubenv are written by boot/menu.py."""
     esp.mkdir("EFI/BOOT")
     signed = find_signed_grub(target_root)
     chain = shim_chain(target_root, signed)
     if chain is not None:
         install_shim_chain(esp, chain)
         esp.put_text(render_early_config(esp_uuid), SHIM_GRUB_CFG)
-    else:
-        if find_shim(target_root) is not None:
-            warn("The image has shim but no signed GRUB: booting GRUB directly (Secure Boot must be off)")
-        source = find_grub_source(target_root)
-        if source is None:
-            raise InputError(
-                "no GRUB to install: neither the image nor this machine has x86_64-efi GRUB modules "
-                "and grub-mkimage",
-                hint="install grub-efi-amd64-bin on this machine, or use an image with systemd-boot",
-            )
-        with tempfile.TemporaryDirectory(prefix="nbc-tui-grub-") as tmp:
-            image = Path(tmp, "BOOTX64.EFI")
-            build_grub_efi(source, target_root=target_root, esp_uuid=esp_uuid, output=image, ctx=ctx,
-                           warn=warn)
-            esp.put_file(image, REMOVABLE_DEST)
-    linux, initrd = slot.kernel_paths(kernel_version)
-    entry = MenuEntry(title=title, linux=linux, initrd=initrd, options=grub_cmdline(options))
-    esp.put_text(render_grub_cfg([entry]), GRUB_CFG)
+        return
+    if find_shim(target_root) is not None:
+        warn("The image has shim but no signed GRUB: booting GRUB directly (Secure Boot must be off)")
+    source = find_grub_source(target_root)
+    if source is None:
+        raise InputError(
+            "no GRUB to install: neither the image nor this machine has x86_64-efi GRUB modules and grub-mkimage",
+            hint="install grub-efi-amd64-bin on this machine, or use an image with systemd-boot",
+        )
+    with tempfile.TemporaryDirectory(prefix="nbc-tui-grub-") as tmp:
+        image = Path(tmp, "BOOTX64.EFI")
+        build_grub_efi(source, target_root=target_root, esp_uuid=esp_uuid, output=image, ctx=ctx, warn=warn)
+        esp.put_file(image, REMOVABLE_DEST)
 
 
 def _host_mkimage() -> str | None:

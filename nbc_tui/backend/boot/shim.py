@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..inroot import resolve_in_target
-from ..storage.esp import Esp
+from ..storage.esp import EspFiles
 
 # On the ESP: shim loads grubx64.efi (and mmx64.efi, the MOK manager) from its own directory.
 SHIM_DEST = "EFI/BOOT/BOOTX64.EFI"
@@ -100,7 +100,7 @@ def shim_chain(target_root: Path, second_stage: Path | None) -> ShimChain | None
     return ShimChain(shim=shim, second_stage=second_stage, mok_manager=find_mok_manager(target_root))
 
 
-def install_shim_chain(esp: Esp, chain: ShimChain) -> None:
+def install_shim_chain(esp: EspFiles, chain: ShimChain) -> None:
     """shim -> EFI/BOOT/BOOTX64.EFI, second stage -> EFI/BOOT/grubx64.efi, MOK manager if any."""
     esp.put_file(chain.shim, SHIM_DEST)
     esp.put_file(chain.second_stage, SECOND_STAGE_DEST)

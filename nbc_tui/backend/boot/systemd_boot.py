@@ -1,18 +1,24 @@
-"""systemd-boot from the image's own EFI binary (reference §11.4); bootctl is never run.
+"""systemd-boot from the image's own EFI binary (reference §11.4); bootctl is never run; and its entries.
 
-The entry file keeps nbc's name and spacing (``loader/entries/bootc.conf``) so that nbc can later update
-the disk; it points at the slot's own kernel directory (``/A/...``).
+Entry files keep nbc's names and spacing (``loader/entries/bootc.conf``, ``bootc-previous.conf``) so that nbc
+can still update the disk; they point at the slot's own kernel directory (``/A/...``). A slot on trial after
+an update has a counted name, ``bootc+3.conf``: systemd-boot itself renames it before each try
+(``bootc+2-1.conf``, ... ``bootc+0-3.conf``), sorts an entry with no tries left last, and so boots the previous
+entry once the tries are spent (the Boot Loader Specification's boot counting). Reaching boot-complete.target
+renames it to ``bootc.conf`` (system/boot_assessment.py).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import InputError
 from ..inroot import resolve_in_target
-from ..storage.esp import Esp
-from ..system.slots import Slot
+from ..storage.esp import EspFiles
+from .entries import BootEntry
 from .shim import ShimChain, find_shim, find_signed_systemd_boot, install_shim_chain, shim_chain
 
 EFI_BINARY_CANDIDATES = (
@@ -25,8 +31,10 @@ SYSTEMD_BOOT_DEST = "EFI/systemd/systemd-bootx64.efi"
 REMOVABLE_DEST = "EFI/BOOT/BOOTX64.EFI"
 LOADER_CONF = "loader/loader.conf"
 ENTRIES_DIR = "loader/entries"
+ENTRY_BASE = "bootc"
 ENTRY_NAME = "bootc.conf"
 PREVIOUS_ENTRY_NAME = "bootc-previous.conf"
+_COUNTED = re.compile(r"^(?P<base>.+?)\+(?P<left>\d+)(?:-(?P<done>\d+))?\.conf$")
 
 # systemd-boot matches `default` as a glob against the entry id, which is the file name *with* .conf
 # (src/boot/efi/boot.c: entry->id = the file name). nbc's `default bootc` therefore matches nothing and
@@ -59,30 +67,54 @@ def render_loader_conf() -> str:
     )
 
 
-def render_entry(*, title: str, linux: str, initrd: str, options: Sequence[str]) -> str:
+def render_entry(entry: BootEntry) -> str:
     """A Boot Loader Specification entry in nbc's exact spacing (reference §11.4)."""
     return (
-        f"title   {_one_line(title)}\n"
-        f"linux   /{linux.lstrip('/')}\n"
-        f"initrd  /{initrd.lstrip('/')}\n"
-        f"options {' '.join(options)}\n"
+        f"title   {_one_line(entry.title)}\n"
+        f"linux   /{entry.linux.lstrip('/')}\n"
+        f"initrd  /{entry.initrd.lstrip('/')}\n"
+        f"options {' '.join(entry.options)}\n"
     )
 
 
-def install_systemd_boot(
-    *,
-    target_root: Path,
-    esp: Esp,
-    slot: Slot,
-    kernel_version: str,
-    options: Sequence[str],
-    title: str,
-    warn: Callable[[str], None],
-) -> None:
-    """EFI binaries, loader.conf and the single entry ``bootc.conf`` for ``slot``.
+def parse_entry(text: str) -> BootEntry | None:
+    """An entry file read back (None when it has no kernel): its title, kernel, initrd and options."""
+    keys: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.strip().partition(" ")
+        if key and not key.startswith("#") and key not in keys:
+            keys[key] = value.strip()
+    if "linux" not in keys:
+        return None
+    return BootEntry(title=keys.get("title", ""), linux=keys["linux"].lstrip("/"),
+                     initrd=keys.get("initrd", "").lstrip("/"), options=tuple(keys.get("options", "").split()))
 
-    The slot's kernel and initramfs must already be on the ESP (bootloader.install_bootloader copies them).
-    """
+
+@dataclass(frozen=True)
+class Counter:
+    """A counted entry's name (``bootc+2-1.conf``): its tries left and tries done."""
+
+    base: str
+    left: int
+    done: int
+
+
+def counter(name: str) -> Counter | None:
+    """The boot counter in an entry's file name, or None for an entry that is not counted."""
+    m = _COUNTED.match(name)
+    return Counter(m["base"], int(m["left"]), int(m["done"] or 0)) if m else None
+
+
+def trial_name(tries: int) -> str:
+    """The file name of a slot on trial with ``tries`` boots to go: ``bootc+3.conf``."""
+    if tries < 1:
+        raise ValueError("a slot on trial needs at least one try")
+    return f"{ENTRY_BASE}+{tries}.conf"
+
+
+def install_systemd_boot(*, target_root: Path, esp: EspFiles, warn: Callable[[str], None]) -> None:
+    """The EFI binaries (behind shim when the image carries a signed chain) and loader.conf; the entries are
+    written by boot/menu.py."""
     binary = find_systemd_boot(target_root)
     if binary is None:
         raise InputError(
@@ -100,14 +132,6 @@ def install_systemd_boot(
         esp.put_file(binary, SYSTEMD_BOOT_DEST)
         esp.put_file(binary, REMOVABLE_DEST)
     esp.put_text(render_loader_conf(), LOADER_CONF)
-    linux, initrd = slot.kernel_paths(kernel_version)
-    entry = render_entry(title=title, linux=linux, initrd=initrd, options=options)
-    esp.put_text(entry, f"{ENTRIES_DIR}/{ENTRY_NAME}")
-    # Only after the new entry exists: entries the image brought along would otherwise show up too.
-    for path in esp.files():
-        folder, _, name = path.rpartition("/")
-        if folder.casefold() == ENTRIES_DIR and name.endswith(".conf") and name.casefold() != ENTRY_NAME:
-            esp.remove(path)
 
 
 def _chain(target_root: Path, warn: Callable[[str], None]) -> ShimChain | None:

@@ -14,24 +14,26 @@ from pathlib import Path
 
 from ..atomic import write_atomically
 from ..boot import bootloader as boot
-from ..boot.bootloader import BootloaderKind
 from ..boot.cmdline import LuksCmdline, kernel_cmdline
+from ..boot.entries import BootEntry, BootloaderKind
 from ..boot.kernel import SlotKernel, find_kernel
 from ..engine import StepContext
 from ..errors import NbcError
 from ..image.extract import extract_image
 from ..image.scan import ImageInventory
 from ..image.source import ImageSource
-from ..logfile import TARGET_LOG_FILE
+from ..logfile import TARGET_LOG_DIR
 from ..plan import Bootloader, Filesystem
 from ..runner import run
 from ..sizes import human
 from ..storage import luks
-from ..storage.esp import Esp
+from ..storage.esp import EspFiles
 from ..storage.filesystems import read_fs_label, read_fs_uuid
 from ..system import dracut, rootfs
+from ..system.boot_assessment import install_boot_assessment
 from ..system.initramfs_needs import initramfs_gaps, initramfs_member_names
 from ..system.slots import VAR, Slot
+from ..system.state import SlotRecord, SystemConfig, write_slot_record
 
 REMOVABLE_LOADER = "EFI/BOOT/BOOTX64.EFI"
 
@@ -47,12 +49,14 @@ class SlotLuks:
 
 @dataclass(frozen=True)
 class SlotTarget:
-    """The root slot being written: mounted at ``root`` (with the shared var mounted at ``root/var``), and
-    what its boot entry needs."""
+    """The root slot being written, mounted at ``root``, and what its boot entry needs."""
 
     slot: Slot
     root: Path
-    esp: Esp
+    shared_root: Path
+    """Where the shared var partition is reachable as ``shared_root/var``: ``root`` itself at install (var is
+    mounted inside it), ``/`` on the running system an update runs on."""
+    esp: EspFiles
     esp_uuid: str
     root_uuid: str
     """Filesystem UUID of the slot's root (on its LUKS mapper when encrypted)."""
@@ -98,6 +102,7 @@ def prepare_root(slot: SlotTarget, inventory: ImageInventory, bootloader: Bootlo
     rootfs.write_fstab(root, rootfs.fstab_text(esp_uuid=slot.esp_uuid, var_uuid=slot.var_uuid,
                                                filesystem=slot.filesystem, systemd_version=inventory.systemd_version))
     rootfs.reset_machine_id(root, io.warn)
+    install_boot_assessment(root)
     return boot_with
 
 
@@ -111,8 +116,9 @@ def seal_etc(slot: SlotTarget, io: StepContext) -> None:
         io.message(f"Wrote /etc/crypttab ({slot.slot.other.role} noauto)", verbose=True)
     # /etc is final from here on: the overlay's lower layer is a copy of it.
     rootfs.populate_etc_lower(root, ctx=io.ctx)
-    rootfs.create_overlay_dirs(root, io.warn)
-    rootfs.save_pristine_etc(root, ctx=io.ctx)
+    rootfs.warn_missing_etc_files(root, io.warn)
+    rootfs.create_overlay_dirs(slot.shared_root)
+    rootfs.save_pristine_etc(root, slot.shared_root, ctx=io.ctx)
 
 
 # -- initramfs --------------------------------------------------------------------------------------
@@ -144,15 +150,20 @@ def build_initramfs(slot: SlotTarget, boot_with: SlotBoot, inventory: ImageInven
 
 # -- the boot entry ---------------------------------------------------------------------------------
 
-def install_boot_entry(slot: SlotTarget, boot_with: SlotBoot, io: StepContext) -> str:
-    """The slot's kernel files on the ESP, the bootloader and the slot's entry; returns the entry's title."""
-    options = slot.cmdline()
-    title = boot.os_title(slot.root)
-    io.message(f"Bootloader: {boot_with.bootloader}; kernel command line: {' '.join(options)}")
-    boot.install_bootloader(boot_with.bootloader, target_root=slot.root, esp=slot.esp, esp_uuid=slot.esp_uuid,
-                            slot=slot.slot, kernel=boot_with.kernel, options=options, title=title, ctx=io.ctx,
-                            warn=io.warn)
-    return title
+def boot_entry(slot: SlotTarget, boot_with: SlotBoot, io: StepContext) -> BootEntry:
+    """The slot's kernel and initramfs in its own folder on the ESP, and the menu entry that boots them (not
+    written yet: boot/menu.py decides where it goes)."""
+    boot.put_kernel_files(slot.esp, slot.slot, boot_with.kernel, dry_run=io.ctx.dry_run)
+    cmdline = slot.cmdline()
+    io.message(f"Bootloader: {boot_with.bootloader}; kernel command line: {' '.join(cmdline)}")
+    return boot.slot_entry(boot_with.bootloader, slot.slot, boot_with.kernel, cmdline=cmdline,
+                           title=boot.os_title(slot.root))
+
+
+def record_slot(slot: SlotTarget, record: SlotRecord, config: SystemConfig, io: StepContext) -> None:
+    """The slot's record on var, and config.json as it is to be once the slot boots by default."""
+    write_slot_record(slot.shared_root, record, config)
+    io.message(f"Recorded slot {slot.slot.value}: {record.image_ref} ({record.image_digest[:19]})", verbose=True)
 
 
 # -- verify -----------------------------------------------------------------------------------------
@@ -177,8 +188,8 @@ def verify_filesystems(devices: dict[str, Path], uuids: dict[str, str], io: Step
 
 # -- finish -----------------------------------------------------------------------------------------
 
-def leave_log(slot: SlotTarget, log_snapshot: Callable[[], bytes] | None, io: StepContext) -> None:
-    """The run's log on the slot's var (0600), then everything on disk (sync)."""
+def leave_log(slot: SlotTarget, log_snapshot: Callable[[], bytes] | None, name: str, io: StepContext) -> None:
+    """The run's log on the shared var (``/var/log/nbc-tui/<name>``, 0600), then everything on disk (sync)."""
     if log_snapshot is not None:
-        write_atomically(slot.root / TARGET_LOG_FILE, log_snapshot(), mode=0o600)
+        write_atomically(slot.shared_root / TARGET_LOG_DIR / name, log_snapshot(), mode=0o600)
     run(["sync"], ctx=io.ctx)

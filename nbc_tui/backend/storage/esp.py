@@ -1,18 +1,26 @@
-"""The EFI system partition, written without ever mounting it: mkfs.vfat, then mtools.
+"""The EFI system partition: written without ever mounting it (mkfs.vfat, then mtools), or through the mount
+a booted system has of it.
 
 Mounting vfat needs a kernel driver that some hosts (containers, minimal kernels) lack; mtools reads and
-writes the FAT image directly through the block device, so the same code works everywhere. ESP paths are
-given relative to the ESP root with forward slashes ("EFI/BOOT/BOOTX64.EFI"); FAT compares them without
+writes the FAT image directly through the block device, so :class:`Esp` works everywhere (install, and an
+update from another system). A running nbc system has its ESP mounted at /boot: :class:`MountedEsp` writes
+through that mount, never behind the back of the mounted filesystem. Both speak :class:`EspFiles`. ESP paths
+are given relative to the ESP root with forward slashes ("EFI/BOOT/BOOTX64.EFI"); FAT compares them without
 regard to case.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import re
 import secrets
+import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path, PurePosixPath
+from typing import Protocol
 
 from ..errors import CommandFailed
 from ..runner import RunContext, run
@@ -46,6 +54,19 @@ def _esp_path(path: str) -> str:
     if ".." in parts:
         raise ValueError(f"ESP path {path!r} leaves the ESP")
     return "::/" + "/".join(parts)
+
+
+class EspFiles(Protocol):
+    """The files of an ESP, however it is reached."""
+
+    def mkdir(self, path: str) -> None: ...
+    def put_file(self, src: Path, dest: str) -> None: ...
+    def put_text(self, text: str, dest: str) -> None: ...
+    def remove(self, path: str) -> None: ...
+    def rename(self, src: str, dest: str) -> None: ...
+    def files(self) -> list[str]: ...
+    def exists(self, path: str) -> bool: ...
+    def read(self, path: str) -> bytes: ...
 
 
 class Esp:
@@ -105,6 +126,10 @@ class Esp:
         """Delete one file."""
         run(["mdel", "-i", self.device, _esp_path(path)], ctx=self._ctx, what="mdel")
 
+    def rename(self, src: str, dest: str) -> None:
+        """Rename a file within its folder, replacing ``dest`` when it exists."""
+        run(["mren", "-D", "o", "-i", self.device, _esp_path(src), _esp_path(dest)], ctx=self._ctx, what="mren")
+
     def files(self) -> list[str]:
         """Every file (not directory) on the ESP, recursively, as ``EFI/BOOT/BOOTX64.EFI``."""
         return sorted(p for p in self._listing() if not p.endswith("/"))
@@ -138,3 +163,70 @@ class Esp:
                 hint="check that the partition holds a FAT filesystem",
             )
         return [line[3:] for line in done.out.splitlines() if line.startswith("::/") and line != "::/"]
+
+
+class MountedEsp:
+    """An ESP mounted at ``root`` (a running system's /boot): written through the mount, each file replaced by a
+    rename so that a power cut leaves the old or the new one."""
+
+    def __init__(self, root: Path, *, dry_run: bool = False) -> None:
+        self.root = root
+        self.dry_run = dry_run
+
+    def _path(self, path: str) -> Path:
+        return self.root / _esp_path(path)[3:]
+
+    def mkdir(self, path: str) -> None:
+        if not self.dry_run:
+            self._path(path).mkdir(parents=True, exist_ok=True)
+
+    def put_file(self, src: Path, dest: str) -> None:
+        if not self.dry_run:
+            self._replace(dest, lambda tmp: shutil.copyfile(src, tmp))
+
+    def put_text(self, text: str, dest: str) -> None:
+        if not self.dry_run:
+            self._replace(dest, lambda tmp: tmp.write_bytes(text.encode()))
+
+    def _replace(self, dest: str, write: Callable[[Path], object]) -> None:
+        # FAT keeps no modes (a chmod is refused), so not write_atomically: a temp file, fsync, rename.
+        target = self._path(dest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_name(f".{target.name}.tmp-{secrets.token_hex(4)}")
+        try:
+            write(tmp)
+            with tmp.open("rb+") as f:
+                os.fsync(f.fileno())
+            os.replace(tmp, target)
+        finally:
+            tmp.unlink(missing_ok=True)
+
+    def remove(self, path: str) -> None:
+        if not self.dry_run:
+            self._path(path).unlink(missing_ok=True)
+
+    def rename(self, src: str, dest: str) -> None:
+        if not self.dry_run:
+            os.replace(self._path(src), self._path(dest))
+
+    def files(self) -> list[str]:
+        found = []
+        for dirpath, _dirs, names in os.walk(self.root):
+            for name in names:
+                found.append(str(Path(dirpath, name).relative_to(self.root)))
+        return sorted(found)
+
+    def exists(self, path: str) -> bool:
+        return self._path(path).exists()
+
+    def read(self, path: str) -> bytes:
+        return self._path(path).read_bytes()
+
+
+def remove_tree(esp: EspFiles, folder: str) -> None:
+    """Delete every file under ``folder`` (a slot's kernel folder before new files go in)."""
+    prefix = folder.rstrip("/").casefold() + "/"
+    for path in esp.files():
+        if path.casefold().startswith(prefix):
+            with contextlib.suppress(CommandFailed, FileNotFoundError):
+                esp.remove(path)

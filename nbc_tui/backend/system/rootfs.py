@@ -157,16 +157,19 @@ def populate_etc_lower(root: Path, *, ctx: RunContext) -> None:
         raise NbcError("copying /etc to /.etc.lower left it empty")
 
 
-def create_overlay_dirs(root: Path, warn: Callable[[str], None]) -> None:
-    """upper and work on the shared var partition (``root/var`` is mounted when this runs)."""
+def create_overlay_dirs(shared_root: Path) -> None:
+    """upper and work of the /etc overlay on the shared var partition (``shared_root/var``)."""
     for d in ("upper", "work"):
-        (root / OVERLAY_BASE / d).mkdir(mode=0o755, parents=True, exist_ok=True)
+        (shared_root / OVERLAY_BASE / d).mkdir(mode=0o755, parents=True, exist_ok=True)
+
+
+def warn_missing_etc_files(root: Path, warn: Callable[[str], None]) -> None:
     for name in ("passwd", "group", "os-release"):
         if not (root / "etc" / name).exists() and not (root / "etc" / name).is_symlink():
             warn(f"the image has no /etc/{name}")
 
 
-def save_pristine_etc(root: Path, *, ctx: RunContext) -> None:
-    """nbc keeps a copy of the image's /etc at install (its update compares against it)."""
-    (root / PRISTINE_ETC).parent.mkdir(parents=True, exist_ok=True)
-    _copy_tree(root / "etc", root / PRISTINE_ETC, ctx=ctx)
+def save_pristine_etc(root: Path, shared_root: Path, *, ctx: RunContext) -> None:
+    """A copy of the slot's image /etc on var (nbc keeps one: an update compares the next image with it)."""
+    (shared_root / PRISTINE_ETC).parent.mkdir(parents=True, exist_ok=True)
+    _copy_tree(root / "etc", shared_root / PRISTINE_ETC, ctx=ctx)

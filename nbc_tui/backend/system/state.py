@@ -1,6 +1,12 @@
-"""The installed system's state: /var/lib/nbc/state/config.json, nbc's keys (reference §8.1), atomically.
+"""The installed system's state on the shared var partition, written atomically.
 
-Extra keys (ours) come after nbc's; nbc ignores keys it does not know.
+- ``config.json``: nbc's keys (reference §8.1), then ours (nbc ignores keys it does not know). It keeps nbc's
+  meaning: the image of the slot that boots by default. An update does not switch it; the slot's first good
+  boot does (system/boot_assessment.py copies the slot's ``slots/<slot>.config.json`` over it).
+- ``slots/<slot>.json``: what each root slot holds (image, digests, kernel, kernel arguments, when and by
+  what it was written), and ``slots/<slot>.config.json``, config.json as it is to be once that slot boots by
+  default.
+- ``/run/nbc-reboot-required``: nbc's marker of an update waiting for a reboot (tmpfs: a reboot clears it).
 """
 
 from __future__ import annotations
@@ -13,9 +19,13 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from ..atomic import write_atomically
+from .slots import Slot
 
-CONFIG_PATH = Path("var/lib/nbc/state/config.json")
+STATE_DIR = Path("var/lib/nbc/state")
+CONFIG_PATH = STATE_DIR / "config.json"
 LEGACY_CONFIG_PATH = Path("etc/nbc/config.json")
+SLOTS_DIR = STATE_DIR / "slots"
+REBOOT_MARKER = Path("/run/nbc-reboot-required")
 
 
 class EncryptionState(BaseModel):
@@ -80,3 +90,68 @@ def read_system_config(root: Path = Path("/")) -> SystemConfig:
         if legacy.exists():
             return SystemConfig.model_validate_json(legacy.read_bytes())
         raise
+
+
+# ---------------------------------------------------------------------------------------------------
+# Per slot
+
+
+class SlotRecord(BaseModel):
+    """What one root slot holds, as the install or update that wrote it recorded."""
+
+    model_config = ConfigDict(extra="allow")
+
+    slot: Literal["A", "B"]
+    image_ref: str
+    image_digest: str
+    """As in config.json: what an update compares with the registry."""
+    image_manifest_digest: str = ""
+    kernel: str = ""
+    kernel_args: list[str] = []
+    written: str
+    """When the slot was written (local time with its offset, like install_date)."""
+    written_by: str = ""
+    operation: Literal["install", "update"] = "install"
+
+
+def write_slot_record(root: Path, record: SlotRecord, config: SystemConfig) -> None:
+    """``slots/<slot>.json``, and the config.json that becomes current once the slot boots by default."""
+    folder = root / SLOTS_DIR
+    write_atomically(folder / f"{record.slot}.json", record.model_dump_json(indent=2).encode())
+    write_atomically(folder / f"{record.slot}.config.json", config.to_json().encode())
+
+
+def read_slot_record(root: Path, slot: Slot) -> SlotRecord | None:
+    """The slot's record, or None when there is none (never written by nbc-tui, or unreadable)."""
+    try:
+        return SlotRecord.model_validate_json((root / SLOTS_DIR / f"{slot.value}.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+def slot_config(root: Path, slot: Slot) -> SystemConfig | None:
+    """config.json as it is to be while ``slot`` boots by default."""
+    try:
+        return SystemConfig.model_validate_json((root / SLOTS_DIR / f"{slot.value}.config.json").read_bytes())
+    except (OSError, ValueError):
+        return None
+
+
+class RebootMarker(BaseModel):
+    """nbc's /run/nbc-reboot-required (reference §8.3)."""
+
+    pending_image_ref: str
+    pending_image_digest: str
+    update_time: str
+    target_partition: str
+
+
+def write_reboot_marker(marker: RebootMarker, path: Path = REBOOT_MARKER) -> None:
+    write_atomically(path, marker.model_dump_json(indent=2).encode())
+
+
+def read_reboot_marker(path: Path = REBOOT_MARKER) -> RebootMarker | None:
+    try:
+        return RebootMarker.model_validate_json(path.read_bytes())
+    except (OSError, ValueError):
+        return None

@@ -1,0 +1,167 @@
+"""The ESP's boot menu, whatever the loader: read it (which slot each entry boots, on trial or not, in the
+order the loader tries them) and change it in the orders that survive a crash at any point.
+
+- :func:`write_menu`: good entries only (an install, a rollback): ``primary`` boots by default.
+- :func:`retire_slot`: before a slot is written, every entry that boots it goes, so a half-written slot is
+  never offered.
+- :func:`start_trial`: once the slot is written, its entry goes on trial (systemd-boot: a counted name; GRUB:
+  the counter in grubenv, written before the grub.cfg that reads it) with the running slot's entry as the
+  previous one. The trial entry is written last.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+
+from ..storage.esp import EspFiles
+from ..system.slots import Slot
+from . import grubenv
+from .entries import BootEntry, BootloaderKind, EntryState
+from .grub import GRUB_CFG, parse_grub_cfg, render_grub_cfg
+from .systemd_boot import (
+    ENTRIES_DIR,
+    ENTRY_NAME,
+    PREVIOUS_ENTRY_NAME,
+    counter,
+    parse_entry,
+    render_entry,
+    trial_name,
+)
+
+SlotOf = Callable[[BootEntry], Slot | None]
+"""Which slot an entry boots (see entries.slot_by_paths)."""
+
+
+@dataclass(frozen=True)
+class MenuItem:
+    entry: BootEntry
+    state: EntryState
+    tries_left: int | None = None
+    """On trial: the boots it has left before the loader gives up on it."""
+    key: str = ""
+    """Where it lives: its entry file (systemd-boot) or its position in grub.cfg."""
+
+
+@dataclass(frozen=True)
+class BootMenu:
+    kind: BootloaderKind
+    items: tuple[MenuItem, ...]
+    """In the order the loader tries them: the first one that is not bad boots by default."""
+
+    @property
+    def default(self) -> MenuItem | None:
+        return next((i for i in self.items if i.state is not EntryState.BAD), None)
+
+    def item(self, slot: Slot) -> MenuItem | None:
+        return next((i for i in self.items if i.entry.slot is slot), None)
+
+
+# -- reading ------------------------------------------------------------------------------------------
+
+def read_menu(esp: EspFiles, kind: BootloaderKind, slot_of: SlotOf) -> BootMenu:
+    if kind == "systemd-boot":
+        return BootMenu(kind, tuple(_systemd_boot_items(esp, slot_of)))
+    return BootMenu(kind, tuple(_grub_items(esp, slot_of)))
+
+
+def _systemd_boot_items(esp: EspFiles, slot_of: SlotOf) -> list[MenuItem]:
+    items = []
+    for path in esp.files():
+        folder, _, name = path.rpartition("/")
+        if folder.casefold() != ENTRIES_DIR or not name.endswith(".conf"):
+            continue
+        entry = parse_entry(esp.read(path).decode(errors="replace"))
+        if entry is None:
+            continue
+        entry = _with_slot(entry, slot_of)
+        count = counter(name)
+        if count is None:
+            items.append(MenuItem(entry, EntryState.GOOD, key=name))
+        else:
+            state = EntryState.TRIAL if count.left > 0 else EntryState.BAD
+            items.append(MenuItem(entry, state, count.left, key=name))
+    # systemd-boot's order here: loader.conf's default (bootc.conf) first, then entries on trial (a counted
+    # name sorts before bootc-previous.conf), then the other good ones, entries out of tries last.
+    rank = {EntryState.TRIAL: 1, EntryState.GOOD: 2, EntryState.BAD: 3}
+    return sorted(items, key=lambda i: (0 if i.key == ENTRY_NAME else rank[i.state], i.key))
+
+
+def _grub_items(esp: EspFiles, slot_of: SlotOf) -> list[MenuItem]:
+    if not esp.exists(GRUB_CFG):
+        return []
+    entries = [_with_slot(e, slot_of) for e in parse_grub_cfg(esp.read(GRUB_CFG).decode(errors="replace"))]
+    env = grubenv.decode(esp.read(grubenv.GRUBENV)) if esp.exists(grubenv.GRUBENV) else {}
+    trial, tries = env.get(grubenv.TRIAL_SLOT), env.get(grubenv.TRIES, "")
+    items = []
+    for index, entry in enumerate(entries):
+        # The header counts only the first entry, and only while grubenv names its slot.
+        on_trial = index == 0 and len(entries) > 1 and entry.slot is not None and entry.slot.value == trial
+        if on_trial and tries.isdigit():
+            left = int(tries)
+            items.append(MenuItem(entry, EntryState.TRIAL if left else EntryState.BAD, left, key=str(index)))
+        else:
+            items.append(MenuItem(entry, EntryState.GOOD, key=str(index)))
+    return sorted(items, key=lambda i: i.state is EntryState.BAD)  # out of tries: GRUB boots the next one
+
+
+def _with_slot(entry: BootEntry, slot_of: SlotOf) -> BootEntry:
+    return replace(entry, slot=slot_of(entry))
+
+
+# -- writing ------------------------------------------------------------------------------------------
+
+def write_menu(esp: EspFiles, kind: BootloaderKind, primary: BootEntry, previous: BootEntry | None = None) -> None:
+    """Good entries only: ``primary`` boots by default, ``previous`` is the one to go back to."""
+    if kind == "systemd-boot":
+        esp.put_text(render_entry(primary), f"{ENTRIES_DIR}/{ENTRY_NAME}")
+        if previous is not None:
+            esp.put_text(render_entry(previous), f"{ENTRIES_DIR}/{PREVIOUS_ENTRY_NAME}")
+        keep = {ENTRY_NAME, *([PREVIOUS_ENTRY_NAME] if previous is not None else [])}
+        _remove_entries(esp, keep=keep)
+        return
+    esp.put_text(render_grub_cfg([primary, *([previous] if previous is not None else [])]), GRUB_CFG)
+    _clear_grubenv(esp)
+
+
+def retire_slot(esp: EspFiles, menu: BootMenu, slot: Slot) -> None:
+    """Remove every entry that boots ``slot`` (the others stay as they are, all good)."""
+    if menu.kind == "systemd-boot":
+        for item in menu.items:
+            if item.entry.slot is slot:
+                esp.remove(f"{ENTRIES_DIR}/{item.key}")
+        return
+    others = [i.entry for i in menu.items if i.entry.slot is not slot]
+    if others:
+        # The GRUB entries left become plain good ones; the trial header, if any, no longer applies.
+        _clear_grubenv(esp)
+        esp.put_text(render_grub_cfg(others[:1]), GRUB_CFG)
+
+
+def start_trial(esp: EspFiles, kind: BootloaderKind, trial: BootEntry, previous: BootEntry, tries: int) -> None:
+    """``trial`` boots by default, up to ``tries`` times unless one of them reaches boot-complete.target;
+    after that ``previous`` does."""
+    if kind == "systemd-boot":
+        esp.put_text(render_entry(previous), f"{ENTRIES_DIR}/{PREVIOUS_ENTRY_NAME}")
+        _remove_entries(esp, keep={PREVIOUS_ENTRY_NAME})
+        esp.put_text(render_entry(trial), f"{ENTRIES_DIR}/{trial_name(tries)}")
+        return
+    if trial.slot is None or previous.slot is None:
+        raise ValueError("GRUB counts tries by slot: both entries need one")
+    _write_grubenv(esp, {grubenv.TRIAL_SLOT: trial.slot.value, grubenv.TRIES: str(tries)})
+    esp.put_text(render_grub_cfg([trial, previous]), GRUB_CFG)
+
+
+def _remove_entries(esp: EspFiles, *, keep: set[str]) -> None:
+    for path in esp.files():
+        folder, _, name = path.rpartition("/")
+        if folder.casefold() == ENTRIES_DIR and name.endswith(".conf") and name not in keep:
+            esp.remove(path)
+
+
+def _write_grubenv(esp: EspFiles, variables: dict[str, str]) -> None:
+    esp.put_text(grubenv.encode(variables).decode(), grubenv.GRUBENV)
+
+
+def _clear_grubenv(esp: EspFiles) -> None:
+    _write_grubenv(esp, {})
