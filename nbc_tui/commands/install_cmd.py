@@ -12,7 +12,7 @@ from pydantic import SecretStr, ValidationError
 
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
-from ..backend.install import run_install
+from ..backend.operations.install import run_install
 from ..backend.logfile import RunLog
 from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from ..backend.runner import RunContext

@@ -37,7 +37,7 @@ from ..backend.events import (
     StepEvent,
     WarningEvent,
 )
-from ..backend.install import run_install, step_titles
+from ..backend.operations.install import run_install, step_titles
 from ..backend.logfile import RunLog, log_file_path
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext

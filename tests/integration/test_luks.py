@@ -31,7 +31,7 @@ from nbc_tui.backend import secret_files
 from nbc_tui.backend.answers import AnswerFileError, check_answers, read_answers
 from nbc_tui.backend.errors import CommandFailed, InputError, NbcError
 from nbc_tui.backend.events import Event, StepEvent
-from nbc_tui.backend.install import run_install
+from nbc_tui.backend.operations.install import run_install
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import RunContext
 from nbc_tui.backend.storage import luks, tpm

@@ -13,9 +13,9 @@ from pydantic import SecretStr
 from textual.pilot import Pilot
 
 from nbc_tui.app import NbcTuiApp
-from nbc_tui.backend import install as install_module
+from nbc_tui.backend.operations import install as install_module
 from nbc_tui.backend.events import MessageEvent, ProgressEvent, StepEvent, progress_event
-from nbc_tui.backend.install import step_titles
+from nbc_tui.backend.operations.install import step_titles
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import run
 from nbc_tui.backend.steps import slot as slot_steps

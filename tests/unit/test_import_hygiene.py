@@ -22,7 +22,7 @@ def backend_modules() -> list[str]:
 
 def test_backend_modules_do_not_load_textual() -> None:
     mods = backend_modules()
-    assert "nbc_tui.backend.install" in mods and "nbc_tui.backend.engine.steps" in mods
+    assert "nbc_tui.backend.operations.install" in mods and "nbc_tui.backend.engine.steps" in mods
     code = (
         "import importlib, sys\n"
         f"for m in {mods!r}: importlib.import_module(m)\n"
@@ -51,12 +51,12 @@ def test_the_contracts_catch_an_upward_import_and_a_cycle(tmp_path: Path) -> Non
     shutil.copytree(REPO / "nbc_tui", tmp_path / "nbc_tui", ignore=shutil.ignore_patterns("__pycache__"))
     shutil.copy(REPO / "pyproject.toml", tmp_path)
     with (tmp_path / "nbc_tui/backend/storage/luks.py").open("a") as f:
-        f.write("\nfrom ..install import STEPS  # noqa\n")
+        f.write("\nfrom ..operations.install import STEPS  # noqa\n")
     with (tmp_path / "nbc_tui/backend/image/source.py").open("a") as f:
         f.write("\nfrom .opener import open_image  # noqa\n")
     out = lint_imports(tmp_path).stdout
     assert "Contracts: 1 kept, 2 broken." in out, out
-    assert "nbc_tui.backend.storage.luks -> nbc_tui.backend.install" in out
+    assert "nbc_tui.backend.storage.luks -> nbc_tui.backend.operations.install" in out
     assert "No cycles are allowed in nbc_tui.backend.image." in out and "- .source -> .opener" in out
 
 

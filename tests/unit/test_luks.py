@@ -14,7 +14,7 @@ from pydantic import SecretStr
 from nbc_tui.backend.boot.cmdline import FAILURE_REBOOTS, LuksCmdline, grub_cmdline, kernel_cmdline
 from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.image.scan import PROBED_GLOBS, PROBED_PATHS, ImageInventory, KernelInfo
-from nbc_tui.backend.install import STEPS, steps_for
+from nbc_tui.backend.operations.install import STEPS, steps_for
 from nbc_tui.backend.plan import Encryption, ImageSpec, InstallPlan, Target
 from nbc_tui.backend.runner import REDACTED, Redactor, RunContext
 from nbc_tui.backend.steps.image import SlotNeeds, check_unlock_support

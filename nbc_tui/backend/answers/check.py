@@ -116,7 +116,7 @@ def _encryption_problems(answers: AnswerFile) -> list[Problem]:
 def _engine_preflight(answers: AnswerFile, plan: InstallPlan, ctx: RunContext) -> list[Problem]:
     """The engine's own checks (tools, image reachable, kernel, initramfs, bootloader, root size) in a dry
     run, which reads and writes nothing."""
-    from ..install import run_install  # the engine, only when an image is to be checked
+    from ..operations.install import run_install  # the engine, only when an image is to be checked
 
     seen: list[Event] = []
     try:

@@ -15,32 +15,32 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from .. import __version__
-from .boot.bootloader import install_loader
-from .boot.efivars import register_efi_boot_entry
-from .boot.menu import write_menu
-from .describe import creation_lines
-from .disks import disk_id
-from .engine import Step, StepContext, Timings, When, run_steps, system_lock_step
-from .errors import Cancelled, InputError, NbcError
-from .events import CompleteEvent, Emit
-from .image.cache import CacheKind, clear_cache
-from .machine import check_tools, on_live_system
-from .plan import InstallPlan
-from .runner import RunContext
-from .secret_files import read_secret_file
-from .sizes import human
-from .steps import disk, slot
-from .steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partitions
-from .steps.image import CheckedImage, SlotNeeds, open_checked_image
-from .steps.slot import SlotBoot, SlotLuks, SlotTarget
-from .storage import partition
-from .storage.luks import luks_uuid
-from .storage.partition import ESP
-from .storage.tpm import RecoveryKeyHandler
-from .system import rootfs
-from .system.slots import ENCRYPTED_ROLES, VAR, Slot
-from .system.state import EncryptionState, SlotRecord, SystemConfig, local_now_rfc3339, write_system_config
+from ... import __version__
+from ..boot.bootloader import install_loader
+from ..boot.efivars import register_efi_boot_entry
+from ..boot.menu import write_menu
+from ..describe import creation_lines
+from ..disks import disk_id
+from ..engine import Step, StepContext, Timings, When, run_steps, system_lock_step
+from ..errors import Cancelled, InputError, NbcError
+from ..events import CompleteEvent, Emit
+from ..image.cache import CacheKind, clear_cache
+from ..machine import check_tools, on_live_system
+from ..plan import InstallPlan
+from ..runner import RunContext
+from ..secret_files import read_secret_file
+from ..sizes import human
+from ..steps import disk, slot
+from ..steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partitions
+from ..steps.image import CheckedImage, SlotNeeds, open_checked_image
+from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
+from ..storage import partition
+from ..storage.luks import luks_uuid
+from ..storage.partition import ESP
+from ..storage.tpm import RecoveryKeyHandler
+from ..system import rootfs
+from ..system.slots import ENCRYPTED_ROLES, VAR, Slot
+from ..system.state import EncryptionState, SlotRecord, SystemConfig, local_now_rfc3339, write_system_config
 
 SLOT = Slot.A
 """An install writes slot A; slot B stays empty until the first update."""
