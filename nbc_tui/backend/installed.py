@@ -1,0 +1,215 @@
+"""An installed nbc system, found: its disk and partitions, its state, its ESP and boot menu, which slot runs
+and which one boots next. Update, status and rollback all start here.
+
+Two ways to find one:
+
+- :func:`running_system`: the system this process runs on. The disk is the one under ``/`` (through a LUKS
+  mapper and its partition when encrypted), the booted slot is found by the device of ``/``
+  (:func:`~.disks.booted_slot`), the ESP is written through its mount (``/boot``), the state is read under
+  ``/``.
+- :func:`other_disk` (``--device``): an nbc disk this system does not run from (from a live ISO, or a host
+  updating a disk-image file). Its partitions are reached through partition nodes or loop devices, its var
+  partition is mounted, and the ESP is written with mtools. No slot is running there; the slot that boots by
+  default plays that part.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from .boot.entries import BootEntry, BootloaderKind, slot_by_paths
+from .boot.menu import BootMenu, read_menu
+from .disks import booted_slot, partition_name, resolve_disk
+from .disks.blockdevices import SYSTEM, Machine
+from .engine import StepContext
+from .errors import InputError, NbcError
+from .mounts import RUN_DIR, mounted
+from .runner import RunContext
+from .storage import partition
+from .storage.esp import Esp, EspFiles, MountedEsp
+from .storage.filesystems import read_fs_uuid
+from .system.slots import ESP_PARTITION, VAR, VAR_PARTITION, Slot
+from .system.state import (
+    CONFIG_PATH,
+    LEGACY_CONFIG_PATH,
+    SlotRecord,
+    SystemConfig,
+    read_slot_record,
+    read_system_config,
+)
+
+ROLES = {ESP_PARTITION: "esp", Slot.A.partition: Slot.A.role, Slot.B.partition: Slot.B.role,
+         VAR_PARTITION: VAR}
+LEGACY_IN_UPPER = Path("var/lib/nbc/etc-overlay/upper/nbc/config.json")
+"""Where nbc's legacy /etc/nbc/config.json lands once the running system wrote it (the overlay's upper)."""
+
+
+@dataclass(frozen=True)
+class InstalledSystem:
+    disk: Path
+    """The whole disk."""
+    partitions: dict[str, Path]
+    """Partition devices by role: esp, root1, root2, var (the raw partitions, under any LUKS mapper)."""
+    config: SystemConfig
+    shared_root: Path
+    """Where the var partition is reachable as ``shared_root/var``: ``/`` on the running system."""
+    esp: EspFiles
+    esp_uuid: str
+    menu: BootMenu
+    root_uuids: dict[str, Slot]
+    """Filesystem UUID of each root slot's filesystem (what ``root=UUID=`` names), for reading the menu."""
+    booted: Slot | None
+    """The slot running now; None on a disk this system does not run from."""
+
+    @property
+    def running(self) -> bool:
+        return self.booted is not None
+
+    @property
+    def bootloader(self) -> BootloaderKind:
+        return self.menu.kind
+
+    @property
+    def default_slot(self) -> Slot | None:
+        """The slot that boots next by default (the first entry that is not out of tries)."""
+        item = self.menu.default
+        return item.entry.slot if item is not None else None
+
+    @property
+    def encrypted(self) -> bool:
+        return self.config.encryption is not None and self.config.encryption.enabled
+
+    def record(self, slot: Slot) -> SlotRecord | None:
+        return read_slot_record(self.shared_root, slot)
+
+    def entry(self, slot: Slot) -> BootEntry | None:
+        item = self.menu.item(slot)
+        return item.entry if item is not None else None
+
+    def reread_menu(self) -> BootMenu:
+        return read_menu(self.esp, self.bootloader, lambda e: slot_by_paths(e, self.root_uuids))
+
+
+# -- the running system --------------------------------------------------------------------------------
+
+def running_system(io: StepContext, *, root: Path = Path("/")) -> InstalledSystem:
+    """The nbc system this process runs on. InputError when it is none (a live ISO, another OS)."""
+    config = _read_config(root)
+    slot = booted_slot(ctx=io.ctx)
+    if slot is None:
+        raise InputError("this system does not run from an nbc root slot (/ is neither root1 nor root2)",
+                         hint="on a live system or another OS, update an nbc disk with --device DISK")
+    disk = _disk_under_root(io.ctx)
+    partitions = _partition_nodes(disk)
+    esp = _esp_of_running(partitions["esp"], io)
+    esp_uuid = read_fs_uuid(partitions["esp"], ctx=io.ctx)
+    kind = _bootloader(config, esp)
+    uuids = _root_uuids(config, partitions, io.ctx)
+    menu = read_menu(esp, kind, lambda e: slot_by_paths(e, uuids))
+    return InstalledSystem(disk, partitions, config, root, esp, esp_uuid, menu, uuids, slot)
+
+
+def _read_config(root: Path) -> SystemConfig:
+    try:
+        return read_system_config(root)
+    except FileNotFoundError:
+        raise InputError(f"this system is not managed by nbc or nbc-tui: no /{CONFIG_PATH} or "
+                         f"/{LEGACY_CONFIG_PATH}", hint="install it with nbc-tui install first") from None
+    except (OSError, ValueError) as exc:
+        raise InputError(f"the system state /{CONFIG_PATH} cannot be read: {exc}") from None
+
+
+def _disk_under_root(ctx: RunContext) -> Path:
+    m = Machine.read(SYSTEM, ctx)
+    disks = {disk for name in m.devices_mounted_at("/") for disk in m.disks_under(name)}
+    if len(disks) != 1:
+        raise NbcError(f"cannot tell which disk / is on (found {sorted(disks) or 'none'})")
+    return Path("/dev", disks.pop())
+
+
+def _partition_nodes(disk: Path) -> dict[str, Path]:
+    nodes = {}
+    for number, role in ROLES.items():
+        node = Path("/dev", partition_name(disk.name, number))
+        if not node.exists():
+            raise NbcError(f"{disk} has no partition {number} ({node}): it is not an nbc disk")
+        nodes[role] = node
+    return nodes
+
+
+def _esp_of_running(esp_partition: Path, io: StepContext) -> EspFiles:
+    """The ESP through its mount (/boot on an nbc system); with mtools only while nothing mounts it."""
+    m = Machine.read(SYSTEM, io.ctx)
+    mounts = m.mounts_of(esp_partition.name)
+    if mounts:
+        return MountedEsp(Path(mounts[0]), dry_run=io.ctx.dry_run)
+    return Esp(esp_partition, ctx=io.ctx)
+
+
+def _bootloader(config: SystemConfig, esp: EspFiles) -> BootloaderKind:
+    if esp.exists("loader/loader.conf"):
+        return "systemd-boot"
+    if esp.exists("grub/grub.cfg") or esp.exists("grub2/grub.cfg"):
+        return "grub2"
+    return config.bootloader_type
+
+
+def _root_uuids(config: SystemConfig, partitions: dict[str, Path], ctx: RunContext) -> dict[str, Slot]:
+    """root= of an entry names a filesystem UUID (plain) or a mapper (encrypted, no lookup needed)."""
+    if config.encryption is not None and config.encryption.enabled:
+        return {}
+    uuids = {}
+    for slot in Slot:
+        with contextlib.suppress(NbcError):
+            found = read_fs_uuid(partitions[slot.role], ctx=ctx)
+            if found:
+                uuids[found] = slot
+    return uuids
+
+
+# -- another disk --------------------------------------------------------------------------------------
+
+def other_disk(device: Path, io: StepContext) -> InstalledSystem:
+    """An nbc disk this system does not run from: its partitions attached (loop devices when the kernel has no
+    partition nodes for it) and its var partition mounted, both until the run ends. An encrypted one is not
+    supported here yet."""
+    if device.is_file():
+        path = device.absolute()
+    else:
+        disk = resolve_disk(device)
+        path = Path(disk.device)
+    table = partition.read_partition_table(path, ctx=io.ctx)
+    if [p.number for p in table] != sorted(ROLES) or [p.name for p in table] != ["boot", "root1", "root2", "var"]:
+        raise InputError(f"{device} is not an nbc disk: its partitions are {[(p.number, p.name) for p in table]}",
+                         hint="an nbc disk has p1 boot, p2 root1, p3 root2 and p4 var")
+    numbered = io.hold(partition.partition_devices(path, table, ctx=io.ctx))
+    partitions = {ROLES[number]: node for number, node in numbered.items()}
+    base = RUN_DIR / f"disk-{os.getpid()}"
+    io.stack.callback(_rmdir_quietly, base)  # pushed first, so it runs once var is unmounted
+    io.hold(mounted(partitions[VAR], base / "var", ctx=io.ctx))
+    config = _read_config_of_disk(base)
+    if config.encryption is not None and config.encryption.enabled:
+        raise InputError(f"{device} is encrypted: updating an encrypted disk from another system is not supported",
+                         hint="boot the disk and run nbc-tui update there")
+    esp = Esp(partitions["esp"], ctx=io.ctx)
+    esp_uuid = read_fs_uuid(partitions["esp"], ctx=io.ctx)
+    kind = _bootloader(config, esp)
+    uuids = _root_uuids(config, partitions, io.ctx)
+    menu = read_menu(esp, kind, lambda e: slot_by_paths(e, uuids))
+    return InstalledSystem(path, partitions, config, base, esp, esp_uuid, menu, uuids, None)
+
+
+def _read_config_of_disk(base: Path) -> SystemConfig:
+    for path in (base / CONFIG_PATH, base / LEGACY_IN_UPPER):
+        with contextlib.suppress(OSError, ValueError):
+            return SystemConfig.model_validate_json(path.read_bytes())
+    raise InputError("the disk is not managed by nbc or nbc-tui: its var partition has no state "
+                     f"(/{CONFIG_PATH})")
+
+
+def _rmdir_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.rmdir()  # only ever rmdir a mount point's parent: never a recursive delete

@@ -1,0 +1,51 @@
+"""Account files across an update: the image's new entries and the installed system's own, merged."""
+
+from __future__ import annotations
+
+from nbc_tui.backend.system.accounts import merge_accounts
+
+IMAGE_PASSWD = """root:x:0:0:root:/root:/bin/bash
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+_v2svc:x:998:998:added by v2:/nonexistent:/usr/sbin/nologin
+"""
+LOCAL_PASSWD = """root:x:0:0:root:/root:/bin/zsh
+daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
+alice:x:1000:1000:Alice:/home/alice:/bin/bash
+"""
+
+
+def test_passwd_keeps_local_entries_and_adds_the_images_new_ones() -> None:
+    merged = merge_accounts("passwd", LOCAL_PASSWD, IMAGE_PASSWD).splitlines()
+    assert merged == [
+        "root:x:0:0:root:/root:/bin/zsh",  # the installed system's fields win
+        "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin",
+        "_v2svc:x:998:998:added by v2:/nonexistent:/usr/sbin/nologin",  # new in the image
+        "alice:x:1000:1000:Alice:/home/alice:/bin/bash",  # only local: kept, after the image's
+    ]
+
+
+def test_shadow_keeps_the_local_password_hash() -> None:
+    local = "root:$y$j9T$local$hash:19000:0:99999:7:::\n"
+    image = "root:*:19000:0:99999:7:::\n_v2svc:!:19500::::::\n"
+    merged = merge_accounts("shadow", local, image)
+    assert merged == "root:$y$j9T$local$hash:19000:0:99999:7:::\n_v2svc:!:19500::::::\n"
+
+
+def test_group_members_are_the_union_of_both() -> None:
+    local = "sudo:x:27:alice\nusers:x:100:\n"
+    image = "sudo:x:27:bob,alice\nusers:x:100:\n_v2svc:x:998:\n"
+    assert merge_accounts("group", local, image).splitlines() == ["sudo:x:27:alice,bob", "users:x:100:",
+                                                                  "_v2svc:x:998:"]
+    local_gs = "sudo:*::alice\n"
+    image_gs = "sudo:*::carol\n"
+    assert merge_accounts("gshadow", local_gs, image_gs) == "sudo:*::alice,carol\n"
+
+
+def test_blank_lines_comments_and_repeats_are_dropped_and_the_result_ends_in_a_newline() -> None:
+    local = "# local\nroot:x:0:0::/root:/bin/sh\nroot:x:0:0:again:/root:/bin/false\n\n"
+    assert merge_accounts("passwd", local, "") == "root:x:0:0::/root:/bin/sh\n"
+    assert merge_accounts("passwd", "", "") == ""
+
+
+def test_a_short_group_line_keeps_the_local_one() -> None:
+    assert merge_accounts("group", "odd:x\n", "odd:x:5:bob\n") == "odd:x\n"
