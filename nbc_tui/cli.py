@@ -20,6 +20,7 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.disks_cmd import add_list_parser, add_validate_parser
     from .commands.headless_cmd import add_headless_flags
     from .commands.install_cmd import add_install_parser
+    from .commands.lint_cmd import add_lint_parser
 
     parser = argparse.ArgumentParser(
         prog="nbc-tui",
@@ -38,6 +39,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_download_parser(sub)
     add_cache_parser(sub)
     add_answers_parser(sub)
+    add_lint_parser(sub)
     return parser
 
 

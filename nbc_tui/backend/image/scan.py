@@ -4,7 +4,8 @@ It verifies every blob (digest and size), applies the layers to a virtual tree w
 extraction uses (so an entry extraction would refuse is refused here first, with nothing written), and
 reads what the install needs to know about the final tree: kernels and the member names of their
 initramfs images, os-release, bootloader files, dracut and the etc-overlay module, what an encrypted disk
-needs (LUKS and TPM2 unlock), the systemd version, the uncompressed size.
+needs (LUKS and TPM2 unlock), the systemd version, the uncompressed size; and for `lint`, the files each
+machine must make for itself (SSH host keys, machine-id, random seeds).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from ..boot.grub import IMAGE_MODULE_DIR
@@ -43,6 +44,16 @@ from .source import Descriptor, ImageSource
 # tree: ImageInventory.exists() and matches() answer these and nothing else.
 PROBED_PATHS = (*IMAGE_UNLOCKERS, *TPM2_TOOLS)
 PROBED_GLOBS = (DRACUT_CRYPT_MODULE, DRACUT_TPM2_MODULE, *TCTI_DEVICE_GLOBS)
+# What lint asks of the final tree (reference §16): files each machine makes for itself at first boot, which an
+# image must not ship. ImageInventory.matching(), size() and small_content() answer these and nothing else.
+SSH_HOST_KEY_GLOBS = ("etc/ssh/ssh_host_*_key", "etc/ssh/ssh_host_*_key.pub")
+MACHINE_ID = "etc/machine-id"
+RANDOM_SEEDS = ("var/lib/systemd/random-seed", "var/lib/random-seed")
+LISTED_GLOBS = SSH_HOST_KEY_GLOBS
+SIZED_PATHS = (MACHINE_ID, *RANDOM_SEEDS)
+READ_PATHS = (MACHINE_ID,)
+SMALL_FILE_MAX = 4096
+"""The largest file of READ_PATHS whose content the scan keeps (a machine-id is 33 bytes)."""
 ETC_OVERLAY_MODULE = f"{MODULE_DIR}/module-setup.sh"
 GRUB_EFI_MODULE = f"{IMAGE_MODULE_DIR}/normal.mod"
 _INITRAMFS_FILE = re.compile(
@@ -82,6 +93,12 @@ class ImageInventory:
     """Each of PROBED_PATHS: whether it exists (symlinks followed inside the image)."""
     probed_globs: dict[str, bool] = field(default_factory=dict)
     """Each of PROBED_GLOBS: whether some path matches it."""
+    listed_globs: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    """Each of LISTED_GLOBS: the paths matching it, sorted."""
+    sized_paths: dict[str, int | None] = field(default_factory=dict)
+    """Each of SIZED_PATHS: the size of what it leads to (symlinks followed), None when nothing is there."""
+    small_files: dict[str, bytes | None] = field(default_factory=dict)
+    """Each of READ_PATHS: its content when it is a regular file of at most SMALL_FILE_MAX bytes, else None."""
     systemd_version: int | None = None
     uncompressed_bytes: int = 0
     """Bytes of regular files in the final tree (hard-linked files once)."""
@@ -102,6 +119,18 @@ class ImageInventory:
         """Whether some path of the final tree matches one of PROBED_GLOBS (KeyError for another glob)."""
         return self.probed_globs[glob]
 
+    def matching(self, glob: str) -> list[str]:
+        """The paths of the final tree matching one of LISTED_GLOBS, sorted (KeyError for another glob)."""
+        return list(self.listed_globs[glob])
+
+    def size(self, path: str) -> int | None:
+        """The size of one of SIZED_PATHS, None when it does not exist (KeyError for another path)."""
+        return self.sized_paths[path]
+
+    def small_content(self, path: str) -> bytes | None:
+        """The content of one of READ_PATHS when it is a small regular file, else None (KeyError for another)."""
+        return self.small_files[path]
+
 
 class _Node:
     __slots__ = ("children", "data", "kind", "members", "size", "target")
@@ -111,7 +140,7 @@ class _Node:
         self.target = target
         self.size = size
         self.children: set[str] | None = set() if kind == K_DIR else None
-        self.data: bytes | None = None        # content kept for os-release files
+        self.data: bytes | None = None        # content kept for os-release files and READ_PATHS
         self.members: frozenset[str] | None = None  # for initramfs images: their member names
 
 
@@ -192,7 +221,8 @@ class VirtualTree:
 
     @staticmethod
     def _read_facts(path: str, node: _Node, content: TarReader) -> None:
-        if path.endswith("os-release") and node.size <= _OS_RELEASE_MAX:
+        if (path.endswith("os-release") and node.size <= _OS_RELEASE_MAX) or (
+                path in READ_PATHS and node.size <= SMALL_FILE_MAX):
             node.data = content.read()
         elif _INITRAMFS_FILE.search(path):
             # Names only (a few thousand for a distribution's initramfs); the contents stream by.
@@ -211,8 +241,13 @@ class VirtualTree:
         return node is not None and node.kind == kind
 
     def matches(self, pattern: str) -> bool:
-        """Whether some path matches ``pattern`` (fnmatch per component, like Path.glob): directories are
-        followed through symlinks inside the root, and a symlink counts as a match by its own name."""
+        """Whether some path matches ``pattern`` (see :meth:`glob`)."""
+        return next(self.glob(pattern), None) is not None
+
+    def glob(self, pattern: str) -> Iterator[str]:
+        """The paths matching ``pattern`` (fnmatch per component, like Path.glob): directories are followed
+        through symlinks inside the root (a match is named by the canonical directory it was found in), and a
+        symlink counts as a match by its own name."""
         parts = pattern.split("/")
         dirs = [""]
         for depth, part in enumerate(parts):
@@ -220,13 +255,14 @@ class VirtualTree:
             found: list[str] = []
             for d in dirs:
                 for name in fnmatch.filter(self.children(d), part):
+                    path = f"{d}/{name}" if d else name
                     if last:
-                        return True
-                    canonical = find(self, f"{d}/{name}" if d else name)
+                        yield path
+                        continue
+                    canonical = find(self, path)
                     if canonical is not None and self.nodes[canonical].kind == K_DIR:
                         found.append(canonical)
             dirs = found
-        return False
 
 
 def scan_image(
@@ -305,6 +341,9 @@ def _inventory(tree: VirtualTree) -> ImageInventory:
     inv.has_etc_overlay_module = tree.exists(ETC_OVERLAY_MODULE)
     inv.probed_paths = {p: tree.node(p) is not None for p in PROBED_PATHS}
     inv.probed_globs = {g: tree.matches(g) for g in PROBED_GLOBS}
+    inv.listed_globs = {g: tuple(sorted(tree.glob(g))) for g in LISTED_GLOBS}
+    inv.sized_paths = {p: _size(tree, p) for p in SIZED_PATHS}
+    inv.small_files = {p: _small_content(tree, p) for p in READ_PATHS}
     inv.systemd_version = _systemd_version(tree)
     seen: set[int] = set()
     for node in tree.nodes.values():
@@ -336,6 +375,16 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[s
         members[kver] = node.members if node is not None and node.members is not None else frozenset()
     kernels.sort(key=lambda k: version_key(k.version), reverse=True)
     return kernels, members
+
+
+def _size(tree: VirtualTree, path: str) -> int | None:
+    node = tree.node(path)
+    return None if node is None or node.kind != K_OTHER else node.size
+
+
+def _small_content(tree: VirtualTree, path: str) -> bytes | None:
+    node = tree.node(path)
+    return node.data if node is not None and node.kind == K_OTHER else None
 
 
 def _os_release(tree: VirtualTree) -> dict[str, str]:

@@ -3,21 +3,30 @@
 Every blob is verified while the scan streams it, every entry that extraction would refuse is refused here,
 and the final tree must boot the slot it is meant for: a kernel with an initramfs, the etc-overlay module (or
 dracut to add it), unlock support for an encrypted disk, the bootloader asked for, and room in the slot.
+
+Each check reports a typed :class:`ImageProblem` instead of raising, over :class:`ImageFacts` (what the scan's
+inventory knows, or a real root directory answers), so `lint` runs these very checks; :func:`check_image`
+raises the first problem that refuses the install.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
+from typing import Protocol
 
 from ..engine import StepContext
 from ..errors import InputError
 from ..image.cache import CachedImage, CacheKind, find_cached
 from ..image.opener import open_image
-from ..image.scan import ImageInventory, scan_image
+from ..image.scan import ImageInventory, KernelInfo, scan_image
 from ..image.source import ImageSource
 from ..osrelease import os_name
 from ..plan import Bootloader, ImageSpec
 from ..sizes import human
+from ..system.dracut import HOOK_SCRIPT
+from ..system.initramfs import names_contain
 from ..system.initramfs_needs import image_tpm2_problem, initramfs_gaps, unlock_support_problem
 
 ROOT_HEADROOM = 1.15
@@ -33,6 +42,63 @@ class SlotNeeds:
     bootloader: Bootloader
     slot_size: int
     """Bytes of the root slot the image goes into."""
+
+
+class ImageFacts(Protocol):
+    """What the image checks read of a final tree: the pre-install scan's
+    :class:`~nbc_tui.backend.image.scan.ImageInventory` for an image, or a real root directory (lint --local).
+    Paths are relative to the tree's root, symlinks followed inside it."""
+
+    @property
+    def kernels(self) -> Sequence[KernelInfo]:
+        """Newest version first (the first one boots)."""
+        ...
+
+    @property
+    def initramfs_members(self) -> Mapping[str, frozenset[str]]:
+        """Per kernel version: the member names of its initramfs (empty when it has none)."""
+        ...
+
+    @property
+    def has_dracut(self) -> bool: ...
+
+    @property
+    def has_systemd_boot_efi(self) -> bool: ...
+
+    @property
+    def has_grub_efi_modules(self) -> bool: ...
+
+    def exists(self, path: str) -> bool: ...
+
+    def matches(self, glob: str) -> bool: ...
+
+
+class ImageCheck(StrEnum):
+    """The image checks, by the id lint reports them under."""
+
+    KERNEL = "kernel"
+    INITRAMFS = "initramfs"
+    ETC_OVERLAY = "etc-overlay"
+    UNLOCK = "unlock-support"
+    BOOTLOADER = "bootloader"
+    ROOM = "slot-size"
+
+
+@dataclass(frozen=True)
+class ImageProblem:
+    """One finding of an image check: a reason the install refuses the image (``refuses``), or a fact it
+    works around and lint warns about."""
+
+    check: ImageCheck
+    message: str
+    """A whole sentence, the InputError's message when it refuses."""
+    hint: str
+    path: str | None = None
+    """The path in the image it concerns, absolute (``/usr/lib/modules``), when there is one."""
+    refuses: bool = True
+
+    def error(self) -> InputError:
+        return InputError(self.message, hint=self.hint)
 
 
 @dataclass(frozen=True)
@@ -79,46 +145,101 @@ def open_checked_image(spec: ImageSpec, needs: SlotNeeds, io: StepContext) -> Ch
 
 
 def check_image(image: CheckedImage, needs: SlotNeeds) -> None:
-    """Refuse (InputError, nothing written) an image that cannot boot the slot."""
-    inv, ref = image.inventory, image.ref
-    if not inv.kernels:
-        raise InputError(f"the image {ref} has no kernel",
-                         hint="a bootable image carries /usr/lib/modules/<version>/vmlinuz")
-    kver = image.kernel_version
-    if not any(k.initramfs for k in inv.kernels if k.version == kver):
-        raise InputError(f"the image {ref} has no initramfs for kernel {kver}",
-                         hint=f"a bootable image carries /usr/lib/modules/{kver}/initramfs.img")
-    if not inv.initramfs_has_etc_overlay.get(kver) and not inv.has_dracut:
-        raise InputError(
-            f"the image {ref} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module "
-            "and it has no dracut to add it", hint="install dracut in the image")
+    """Refuse (InputError, nothing written) an image that cannot boot the slot: the first problem that refuses."""
+    refusal = next((p for p in image_problems(image, needs) if p.refuses), None)
+    if refusal is not None:
+        raise refusal.error()
+
+
+def image_problems(image: CheckedImage, needs: SlotNeeds) -> list[ImageProblem]:
+    """Every problem of the image for this slot, in the order the install reports them."""
+    facts, what = image.inventory, f"the image {image.ref}"
+    problems = boot_file_problems(facts, what=what)
     if needs.encrypted:
-        check_unlock_support(inv, needs)
-    if needs.bootloader == "systemd-boot" and not inv.has_systemd_boot_efi:
-        raise InputError(f"the image {ref} has no systemd-boot EFI binary",
-                         hint="choose --bootloader grub, or add systemd-boot (systemd-boot-efi) to the image")
-    if image.needed_bytes > needs.slot_size:
-        raise InputError(
-            f"the image needs about {human(image.needed_bytes)} but a root slot is {human(needs.slot_size)}",
-            hint="give a larger --root-size")
+        problems += _present(unlock_problem(facts, tpm2=needs.tpm2))
+    problems += _present(bootloader_problem(facts, needs.bootloader, what=what))
+    problems += _present(room_problem(image, needs))
+    return problems
 
 
-def check_unlock_support(inventory: ImageInventory, needs: SlotNeeds) -> None:
-    """Refuse an image that cannot unlock its encrypted root at boot (or, with TPM2, reach the TPM), judged on
-    the scan's inventory. The shipped initramfs counts only when it is kept (it lacks nothing the slot needs);
-    otherwise what boots is the one dracut rebuilds from the image."""
-    members = inventory.initramfs_members.get(inventory.boot_kernel, frozenset())
-    gaps = initramfs_gaps(members, encrypted=needs.encrypted, tpm2=needs.tpm2)
+def boot_file_problems(facts: ImageFacts, *, what: str) -> list[ImageProblem]:
+    """The kernel, its initramfs, and the etc-overlay capability (the hook in that initramfs, or dracut to add
+    it). ``what`` names the tree in the messages ("the image REF"). The last two need a kernel to ask about."""
+    if not facts.kernels:
+        return [ImageProblem(ImageCheck.KERNEL, f"{what} has no kernel",
+                             "a bootable image carries /usr/lib/modules/<version>/vmlinuz", path="/usr/lib/modules")]
+    kernel = facts.kernels[0]
+    kver = kernel.version
+    if not any(k.initramfs for k in facts.kernels if k.version == kver):
+        return [ImageProblem(ImageCheck.INITRAMFS, f"{what} has no initramfs for kernel {kver}",
+                             f"a bootable image carries /usr/lib/modules/{kver}/initramfs.img",
+                             path=f"/usr/lib/modules/{kver}")]
+    if not names_contain(facts.initramfs_members.get(kver, frozenset()), HOOK_SCRIPT) and not facts.has_dracut:
+        return [ImageProblem(
+            ImageCheck.ETC_OVERLAY,
+            f"{what} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module "
+            "and it has no dracut to add it", "install dracut in the image", path=f"/{kernel.initramfs}")]
+    return []
+
+
+def unlock_problem(facts: ImageFacts, *, tpm2: bool) -> ImageProblem | None:
+    """Why the image cannot unlock its encrypted root at boot (or, with TPM2, reach the TPM), or None. The
+    shipped initramfs counts only when it is kept (it lacks nothing the slot needs); otherwise what boots is
+    the one dracut rebuilds from the image."""
+    members = facts.initramfs_members.get(facts.kernels[0].version, frozenset()) if facts.kernels else frozenset()
+    gaps = initramfs_gaps(members, encrypted=True, tpm2=tpm2)
     shipped = None if gaps else members
-    problems = [unlock_support_problem(inventory.exists, inventory.matches, initramfs_members=shipped)]
-    if needs.tpm2:
-        problems.append(image_tpm2_problem(inventory.exists, inventory.matches, initramfs_members=shipped))
+    problems = [unlock_support_problem(facts.exists, facts.matches, initramfs_members=shipped)]
+    if tpm2:
+        problems.append(image_tpm2_problem(facts.exists, facts.matches, initramfs_members=shipped))
     problem = "; ".join(p for p in problems if p)
     if problem and gaps:
         problem += f" (its initramfs must be rebuilt: it lacks {' and '.join(gaps)})"
-    if not problem and gaps and not inventory.has_dracut:
+    if not problem and gaps and not facts.has_dracut:
         problem = f"its initramfs lacks {' and '.join(gaps)}, and the image has no dracut to rebuild it"
-    if problem:
-        raise InputError(f"the image cannot boot an encrypted disk: {problem}",
-                         hint="add cryptsetup (and for TPM2 tpm2-tools and libtss2) to the image, or install "
-                              "without encryption")
+    if not problem:
+        return None
+    return ImageProblem(ImageCheck.UNLOCK, f"the image cannot boot an encrypted disk: {problem}",
+                        "add cryptsetup (and for TPM2 tpm2-tools and libtss2) to the image, or install "
+                        "without encryption")
+
+
+def check_unlock_support(inventory: ImageFacts, needs: SlotNeeds) -> None:
+    """Refuse an image that cannot unlock its encrypted root at boot (see :func:`unlock_problem`)."""
+    problem = unlock_problem(inventory, tpm2=needs.tpm2)
+    if problem is not None:
+        raise problem.error()
+
+
+def bootloader_problem(facts: ImageFacts, choice: Bootloader, *, what: str) -> ImageProblem | None:
+    """systemd-boot asked for and missing refuses; GRUB chosen (or fallen back to) without the image's own
+    x86_64-efi modules is built from the installing machine's modules, which only a warning says."""
+    if choice == "systemd-boot":
+        if facts.has_systemd_boot_efi:
+            return None
+        return ImageProblem(ImageCheck.BOOTLOADER, f"{what} has no systemd-boot EFI binary",
+                            "choose --bootloader grub, or add systemd-boot (systemd-boot-efi) to the image")
+    if facts.has_grub_efi_modules or (choice == "auto" and facts.has_systemd_boot_efi):
+        return None
+    has = "no GRUB x86_64-efi modules" if choice == "grub" else (
+        "neither a systemd-boot EFI binary nor GRUB x86_64-efi modules")
+    return ImageProblem(
+        ImageCheck.BOOTLOADER,
+        f"{what} has {has}: the install falls back to the installing machine's GRUB (and fails on a machine "
+        "without grub-mkimage and x86_64-efi modules)",
+        "add systemd-boot (systemd-boot-efi) or GRUB's EFI modules (grub-efi-amd64-bin) to the image",
+        refuses=False)
+
+
+def room_problem(image: CheckedImage, needs: SlotNeeds) -> ImageProblem | None:
+    """The extracted image, with headroom, must fit the root slot."""
+    if image.needed_bytes <= needs.slot_size:
+        return None
+    return ImageProblem(
+        ImageCheck.ROOM,
+        f"the image needs about {human(image.needed_bytes)} but a root slot is {human(needs.slot_size)}",
+        "give a larger --root-size")
+
+
+def _present(problem: ImageProblem | None) -> list[ImageProblem]:
+    return [] if problem is None else [problem]
