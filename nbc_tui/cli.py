@@ -21,6 +21,9 @@ def build_parser() -> argparse.ArgumentParser:
     from .commands.headless_cmd import add_headless_flags
     from .commands.install_cmd import add_install_parser
     from .commands.lint_cmd import add_lint_parser
+    from .commands.rollback_cmd import add_rollback_parser
+    from .commands.status_cmd import add_status_parser
+    from .commands.update_cmd import add_update_parser
 
     parser = argparse.ArgumentParser(
         prog="nbc-tui",
@@ -34,6 +37,9 @@ def build_parser() -> argparse.ArgumentParser:
     add_headless_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     add_install_parser(sub)
+    add_update_parser(sub)
+    add_status_parser(sub)
+    add_rollback_parser(sub)
     add_list_parser(sub)
     add_validate_parser(sub)
     add_download_parser(sub)
@@ -108,8 +114,10 @@ def run_tui(*, dry_run: bool = False, answers: Path | None = None) -> int:
 
 
 def _reports_errors_itself(args: argparse.Namespace) -> bool:
-    """install's and headless's text writer already printed the error (with its hint) on stderr."""
-    return args.command in ("install", "inst") or bool(getattr(args, "headless", False))
+    """The text writer of install, update, rollback, status and headless already printed the error (with its
+    hint) on stderr."""
+    own = ("install", "inst", "update", "upgrade", "up", "rollback", "status", "stat", "info")
+    return args.command in own or bool(getattr(args, "headless", False))
 
 
 if __name__ == "__main__":

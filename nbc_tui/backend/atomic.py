@@ -7,14 +7,17 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomically(path: Path, data: bytes, mode: int = 0o644) -> None:
-    """Temp file in the same directory, fsync, rename, fsync the directory: never a torn file."""
+def write_atomically(path: Path, data: bytes, mode: int = 0o644, owner: tuple[int, int] | None = None) -> None:
+    """Temp file in the same directory, fsync, rename, fsync the directory: never a torn file. ``owner`` is
+    (uid, gid); without it the file belongs to whoever runs this."""
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o755)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.tmp-", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-            os.fchmod(f.fileno(), mode)
+            if owner is not None:
+                os.fchown(f.fileno(), *owner)
+            os.fchmod(f.fileno(), mode)  # after fchown, which clears set-id bits
             f.flush()
             os.fsync(f.fileno())
         os.rename(tmp, path)

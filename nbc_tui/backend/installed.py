@@ -16,8 +16,10 @@ Two ways to find one:
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from .boot.entries import BootEntry, BootloaderKind, slot_by_paths
@@ -31,7 +33,8 @@ from .runner import RunContext
 from .storage import partition
 from .storage.esp import Esp, EspFiles, MountedEsp
 from .storage.filesystems import read_fs_uuid
-from .system.slots import ESP_PARTITION, VAR, VAR_PARTITION, Slot
+from .storage.luks import MAPPER_DIR
+from .system.slots import ESP_PARTITION, MAPPER_NAMES, VAR, VAR_PARTITION, Slot
 from .system.state import (
     CONFIG_PATH,
     LEGACY_CONFIG_PATH,
@@ -58,6 +61,8 @@ class InstalledSystem:
     """Where the var partition is reachable as ``shared_root/var``: ``/`` on the running system."""
     esp: EspFiles
     esp_uuid: str
+    var_uuid: str
+    """The var filesystem's UUID (what fstab mounts; on its LUKS mapper when encrypted)."""
     menu: BootMenu
     root_uuids: dict[str, Slot]
     """Filesystem UUID of each root slot's filesystem (what ``root=UUID=`` names), for reading the menu."""
@@ -81,6 +86,14 @@ class InstalledSystem:
     @property
     def encrypted(self) -> bool:
         return self.config.encryption is not None and self.config.encryption.enabled
+
+    def where(self, role: str) -> str:
+        """A partition as people know it: its device node, or for a disk-image file the file and number (its
+        loop devices are gone once the run ends)."""
+        if self.disk.is_file():
+            number = next(n for n, r in ROLES.items() if r == role)
+            return f"{self.disk} partition {number}"
+        return str(self.partitions[role])
 
     def record(self, slot: Slot) -> SlotRecord | None:
         return read_slot_record(self.shared_root, slot)
@@ -109,7 +122,9 @@ def running_system(io: StepContext, *, root: Path = Path("/")) -> InstalledSyste
     kind = _bootloader(config, esp)
     uuids = _root_uuids(config, partitions, io.ctx)
     menu = read_menu(esp, kind, lambda e: slot_by_paths(e, uuids))
-    return InstalledSystem(disk, partitions, config, root, esp, esp_uuid, menu, uuids, slot)
+    var_device = MAPPER_DIR / MAPPER_NAMES[VAR] if config.encryption and config.encryption.enabled else partitions[VAR]
+    var_uuid = read_fs_uuid(var_device, ctx=io.ctx)
+    return InstalledSystem(disk, partitions, config, root, esp, esp_uuid, var_uuid, menu, uuids, slot)
 
 
 def _read_config(root: Path) -> SystemConfig:
@@ -174,32 +189,62 @@ def _root_uuids(config: SystemConfig, partitions: dict[str, Path], ctx: RunConte
 
 def other_disk(device: Path, io: StepContext) -> InstalledSystem:
     """An nbc disk this system does not run from: its partitions attached (loop devices when the kernel has no
-    partition nodes for it) and its var partition mounted, both until the run ends. An encrypted one is not
-    supported here yet."""
+    partition nodes for it) and its var partition mounted, both until the run ends; read-only in a dry run. A
+    disk-image file is locked for the run (QEMU locks the images it runs, so a running VM's disk is refused).
+    An encrypted disk is not supported here."""
     if device.is_file():
         path = device.absolute()
+        io.hold(_locked_file(path))
     else:
         disk = resolve_disk(device)
         path = Path(disk.device)
+        _refuse_in_use(path, io)
+    # A dry run reads the disk for real (mounting var read-only): what it says depends on the state there.
+    reading = replace(io.ctx, dry_run=False) if io.ctx.dry_run else io.ctx
     table = partition.read_partition_table(path, ctx=io.ctx)
     if [p.number for p in table] != sorted(ROLES) or [p.name for p in table] != ["boot", "root1", "root2", "var"]:
         raise InputError(f"{device} is not an nbc disk: its partitions are {[(p.number, p.name) for p in table]}",
                          hint="an nbc disk has p1 boot, p2 root1, p3 root2 and p4 var")
-    numbered = io.hold(partition.partition_devices(path, table, ctx=io.ctx))
+    numbered = io.hold(partition.partition_devices(path, table, ctx=reading, read_only=io.ctx.dry_run))
     partitions = {ROLES[number]: node for number, node in numbered.items()}
     base = RUN_DIR / f"disk-{os.getpid()}"
     io.stack.callback(_rmdir_quietly, base)  # pushed first, so it runs once var is unmounted
-    io.hold(mounted(partitions[VAR], base / "var", ctx=io.ctx))
+    io.hold(mounted(partitions[VAR], base / "var", ctx=reading, options=["ro"] if io.ctx.dry_run else None))
     config = _read_config_of_disk(base)
     if config.encryption is not None and config.encryption.enabled:
         raise InputError(f"{device} is encrypted: updating an encrypted disk from another system is not supported",
                          hint="boot the disk and run nbc-tui update there")
-    esp = Esp(partitions["esp"], ctx=io.ctx)
+    # Reads only in a dry run (the steps that write do not run), so it reads for real.
+    esp = Esp(partitions["esp"], ctx=reading)
     esp_uuid = read_fs_uuid(partitions["esp"], ctx=io.ctx)
     kind = _bootloader(config, esp)
     uuids = _root_uuids(config, partitions, io.ctx)
     menu = read_menu(esp, kind, lambda e: slot_by_paths(e, uuids))
-    return InstalledSystem(path, partitions, config, base, esp, esp_uuid, menu, uuids, None)
+    var_uuid = read_fs_uuid(partitions[VAR], ctx=io.ctx)
+    return InstalledSystem(path, partitions, config, base, esp, esp_uuid, var_uuid, menu, uuids, None)
+
+
+@contextlib.contextmanager
+def _locked_file(path: Path) -> Iterator[None]:
+    fd = os.open(path, os.O_RDWR)
+    try:
+        try:
+            fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{path} is in use (a virtual machine running it?)",
+                             hint="stop what uses it, then run the command again") from None
+        yield
+    finally:
+        os.close(fd)
+
+
+def _refuse_in_use(disk: Path, io: StepContext) -> None:
+    """A disk this system runs from, or one with anything mounted, is not "another disk"."""
+    m = Machine.read(SYSTEM, io.ctx)
+    mounts = m.mounts_of(disk.name)
+    if mounts:
+        raise InputError(f"{disk} is in use: mounted at {', '.join(mounts)}",
+                         hint="to update the system that runs, leave out --device; else unmount it first")
 
 
 def _read_config_of_disk(base: Path) -> SystemConfig:

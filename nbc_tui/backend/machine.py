@@ -64,7 +64,22 @@ def missing_tools(plan: InstallPlan | None = None) -> list[str]:
 
 def check_tools(plan: InstallPlan) -> None:
     """Refuse (exit 2, nothing written) when a tool the install runs is not installed."""
-    missing = missing_tools(plan)
+    require_tools(needed_tools(plan))
+
+
+def update_tools(filesystem: str, *, encrypted: bool, esp_through_mtools: bool) -> list[str]:
+    """The tools an update runs: no partitioning; mtools only for an ESP that is not mounted (another disk)."""
+    tools = ["sfdisk", "losetup", "blkid", "mount", "umount", "cp", "chroot", MKFS_TOOLS[filesystem]]
+    if esp_through_mtools:
+        tools += ["mmd", "mcopy", "mdir", "mtype", "mdel", "mren"]
+    if encrypted:
+        tools.append("cryptsetup")
+    return tools
+
+
+def require_tools(tools: list[str]) -> None:
+    """Refuse (exit 2, nothing written) when one of ``tools`` is not installed."""
+    missing = [t for t in tools if which(t) is None]
     if missing:
         raise InputError(f"missing tools: {', '.join(missing)}",
                          hint="install them (on Debian: tools/install-deps.sh lists the packages)")

@@ -23,9 +23,9 @@ from ..backend.answers.sources import answers_from_cmdline
 from ..backend.disks import disk_line
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
-from ..backend.operations.install import Confirm, run_install
 from ..backend.logfile import RunLog
 from ..backend.machine import power
+from ..backend.operations.install import Confirm, run_install
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext
 

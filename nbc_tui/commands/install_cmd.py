@@ -12,8 +12,8 @@ from pydantic import SecretStr, ValidationError
 
 from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
-from ..backend.operations.install import run_install
 from ..backend.logfile import RunLog
+from ..backend.operations.install import run_install
 from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size

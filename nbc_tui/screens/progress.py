@@ -37,8 +37,8 @@ from ..backend.events import (
     StepEvent,
     WarningEvent,
 )
-from ..backend.operations.install import run_install, step_titles
 from ..backend.logfile import RunLog, log_file_path
+from ..backend.operations.install import run_install, step_titles
 from ..backend.plan import InstallPlan
 from ..backend.runner import RunContext
 from ..backend.sizes import human

@@ -13,6 +13,7 @@ from .oci import ImageSpec, Layer, TarBuilder, write_layout
 KVER = "6.1.0-test"
 OS_RELEASE = 'PRETTY_NAME="Synthetic Linux 1 (test)"\nNAME="Synthetic Linux"\nID=synthetic\nVERSION_ID=1\n'
 SHADOW = "root:*:19000:0:99999:7:::\ndaemon:*:19000:0:99999:7:::\n"
+V2_USER = "_v2svc:x:998:998:added by version 2:/nonexistent:/usr/sbin/nologin\n"
 FAKE_KERNEL = b"MZ" + bytes(range(256)) * 64  # a few KiB standing in for vmlinuz
 # What makes an initramfs able to unlock LUKS, and with the TPM2 (stand-ins, like the hook).
 INITRAMFS_UNLOCKER = "usr/lib/systemd/systemd-cryptsetup"
@@ -33,20 +34,25 @@ def cpio_gz(files: dict[str, bytes]) -> bytes:
 
 
 def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow: bool = True,
-               systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True) -> bytes:
+               systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True, version: int = 1) -> bytes:
     """The image's one big layer. By default its initramfs has the etc-overlay hook and can unlock LUKS
-    with the TPM2 (so encrypted dry runs pass preflight); the image itself has no dracut or cryptsetup."""
+    with the TPM2 (so encrypted dry runs pass preflight); the image itself has no dracut or cryptsetup.
+    ``version`` 2 and later (an update) name themselves so and add a system user, ``_v2svc``, and change
+    /etc/issue."""
     t = TarBuilder()
+    v2 = version >= 2
     for d in ("etc", "usr", "usr/bin", "usr/lib", "usr/lib/systemd", "usr/lib/modules", "var", "var/lib",
               "boot", "root"):
         t.dir(d, mode=0o700 if d == "root" else 0o755)
     t.symlink("bin", "usr/bin")
-    t.file("usr/lib/os-release", OS_RELEASE.encode())
+    t.file("usr/lib/os-release", OS_RELEASE.replace("1", str(version)).encode())
     t.symlink("etc/os-release", "../usr/lib/os-release")
-    t.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/usr/sbin/nologin\n")
-    t.file("etc/group", b"root:x:0:\ndaemon:x:1:\nshadow:x:42:\n")
+    t.file("etc/passwd", b"root:x:0:0:root:/root:/bin/sh\ndaemon:x:1:1::/:/usr/sbin/nologin\n"
+           + (V2_USER.encode() if v2 else b""))
+    t.file("etc/group", b"root:x:0:\ndaemon:x:1:\nshadow:x:42:\n" + (b"_v2svc:x:998:\n" if v2 else b""))
+    t.file("etc/issue", f"Synthetic Linux {version}\n".encode())
     if shadow:
-        t.file("etc/shadow", SHADOW.encode(), mode=0o640, gid=42)
+        t.file("etc/shadow", (SHADOW + ("_v2svc:!:19500::::::\n" if v2 else "")).encode(), mode=0o640, gid=42)
     t.file("etc/hostname", b"synthetic\n")
     t.file("etc/machine-id", b"")
     t.file("usr/bin/sh", b"#!fake shell\n", mode=0o755)
@@ -83,3 +89,10 @@ def make_image(dest: Path, *, tag: str = "latest", compression: str = "gzip", **
     write_layout(dest, [ImageSpec(layers=[Layer(base_layer(**kwargs), compression),  # type: ignore[arg-type]
                                           Layer(second_layer(), "zstd")], tag=tag)])
     return f"oci:{dest}:{tag}"
+
+
+def make_versions(dest: Path, versions: dict[str, dict[str, object]]) -> dict[str, str]:
+    """One layout holding several tagged images (``{"v1": {}, "v2": {"version": 2}}``): their references."""
+    write_layout(dest, [ImageSpec(layers=[Layer(base_layer(**kw), "gzip"),  # type: ignore[arg-type]
+                                          Layer(second_layer(), "zstd")], tag=tag) for tag, kw in versions.items()])
+    return {tag: f"oci:{dest}:{tag}" for tag in versions}

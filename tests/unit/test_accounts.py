@@ -15,7 +15,7 @@ alice:x:1000:1000:Alice:/home/alice:/bin/bash
 
 
 def test_passwd_keeps_local_entries_and_adds_the_images_new_ones() -> None:
-    merged = merge_accounts("passwd", LOCAL_PASSWD, IMAGE_PASSWD).splitlines()
+    merged = merge_accounts("passwd", LOCAL_PASSWD, IMAGE_PASSWD).text.splitlines()
     assert merged == [
         "root:x:0:0:root:/root:/bin/zsh",  # the installed system's fields win
         "daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin",
@@ -28,24 +28,41 @@ def test_shadow_keeps_the_local_password_hash() -> None:
     local = "root:$y$j9T$local$hash:19000:0:99999:7:::\n"
     image = "root:*:19000:0:99999:7:::\n_v2svc:!:19500::::::\n"
     merged = merge_accounts("shadow", local, image)
-    assert merged == "root:$y$j9T$local$hash:19000:0:99999:7:::\n_v2svc:!:19500::::::\n"
+    assert merged.text == "root:$y$j9T$local$hash:19000:0:99999:7:::\n_v2svc:!:19500::::::\n"
 
 
 def test_group_members_are_the_union_of_both() -> None:
     local = "sudo:x:27:alice\nusers:x:100:\n"
     image = "sudo:x:27:bob,alice\nusers:x:100:\n_v2svc:x:998:\n"
-    assert merge_accounts("group", local, image).splitlines() == ["sudo:x:27:alice,bob", "users:x:100:",
+    assert merge_accounts("group", local, image).text.splitlines() == ["sudo:x:27:alice,bob", "users:x:100:",
                                                                   "_v2svc:x:998:"]
     local_gs = "sudo:*::alice\n"
     image_gs = "sudo:*::carol\n"
-    assert merge_accounts("gshadow", local_gs, image_gs) == "sudo:*::alice,carol\n"
+    assert merge_accounts("gshadow", local_gs, image_gs).text == "sudo:*::alice,carol\n"
 
 
 def test_blank_lines_comments_and_repeats_are_dropped_and_the_result_ends_in_a_newline() -> None:
     local = "# local\nroot:x:0:0::/root:/bin/sh\nroot:x:0:0:again:/root:/bin/false\n\n"
-    assert merge_accounts("passwd", local, "") == "root:x:0:0::/root:/bin/sh\n"
-    assert merge_accounts("passwd", "", "") == ""
+    assert merge_accounts("passwd", local, "").text == "root:x:0:0::/root:/bin/sh\n"
+    assert merge_accounts("passwd", "", "").text == ""
 
 
 def test_a_short_group_line_keeps_the_local_one() -> None:
-    assert merge_accounts("group", "odd:x\n", "odd:x:5:bob\n") == "odd:x\n"
+    assert merge_accounts("group", "odd:x\n", "odd:x:5:bob\n").text == "odd:x\n"
+
+
+def test_an_account_the_image_renumbers_keeps_this_systems_numbers_and_says_so() -> None:
+    local = "root:x:0:0::/root:/bin/zsh\nsystemd-network:x:998:998::/:/usr/sbin/nologin\n"
+    image = "root:x:0:0::/root:/bin/bash\nsystemd-network:x:997:997::/:/usr/sbin/nologin\n_v2:x:998:998::/:/bin/false\n"
+    merged = merge_accounts("passwd", local, image)
+    assert merged.text.splitlines() == ["root:x:0:0::/root:/bin/zsh", "systemd-network:x:998:998::/:/usr/sbin/nologin",
+                                        "_v2:x:998:998::/:/bin/false"]
+    assert "/etc/passwd: the new image gives systemd-network UID 997, this system keeps 998" in merged.notes[0]
+    assert merged.notes[-1] == "/etc/passwd: UID 998 now belongs to both systemd-network and _v2"
+
+
+def test_a_number_two_accounts_share_is_reported() -> None:
+    local = "alice:x:1000:1000::/home/alice:/bin/bash\n"
+    image = "builder:x:1000:1000::/home/builder:/bin/sh\n"
+    merged = merge_accounts("passwd", local, image)
+    assert merged.notes == ["/etc/passwd: UID 1000 now belongs to both builder and alice"]

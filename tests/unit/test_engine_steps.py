@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.engine import Step, StepContext, When, run_steps, system_lock_step
+from nbc_tui.backend.engine import Finished, Step, StepContext, When, run_steps, system_lock_step
 from nbc_tui.backend.errors import Cancelled, InputError
 from nbc_tui.backend.events import CompleteEvent, ErrorEvent, Event, ProgressEvent, StepEvent, WarningEvent
 from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK
@@ -95,6 +95,20 @@ def test_a_failure_unwinds_the_stack_and_ends_with_one_error_event() -> None:
     assert errors == [ErrorEvent(message="Testing failed", details={"error": "no room", "hint": "h"},
                                  timestamp=errors[0].timestamp)]
     assert not any(isinstance(e, CompleteEvent) for e in events)
+
+
+def test_a_step_that_finishes_the_run_skips_the_rest_and_completes_with_its_message() -> None:
+    trace = Trace()
+    done = Finished("No update needed", details={"update_needed": False})
+    events = drive(trace, [trace.step("check", when=When.ALWAYS, holds=True, fails=done), trace.step("write")])
+    assert trace.ran == ["check"] and trace.released == ["check"]
+    assert [e.step for e in events if isinstance(e, StepEvent)] == [1]
+    assert events[-1] == CompleteEvent(message="No update needed", details={"update_needed": False},
+                                       timestamp=events[-1].timestamp)
+    dry = Trace()
+    events = drive(dry, [dry.step("check", when=When.ALWAYS, fails=done), dry.step("summary", when=When.DRY_RUN)],
+                   dry_run=True)
+    assert dry.ran == ["check"] and events[-1].message == "No update needed"
 
 
 def test_ctrl_c_becomes_the_operations_cancel_and_the_stack_still_unwinds() -> None:

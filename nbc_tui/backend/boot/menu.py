@@ -1,7 +1,9 @@
 """The ESP's boot menu, whatever the loader: read it (which slot each entry boots, on trial or not, in the
 order the loader tries them) and change it in the orders that survive a crash at any point.
 
-- :func:`write_menu`: good entries only (an install, a rollback): ``primary`` boots by default.
+- :func:`write_menu`: good entries only (an install): ``primary`` boots by default.
+- :func:`make_default`: the other slot's entry becomes the default one, both good (a rollback), with both
+  slots in the menu at every moment.
 - :func:`retire_slot`: before a slot is written, every entry that boots it goes, so a half-written slot is
   never offered.
 - :func:`start_trial`: once the slot is written, its entry goes on trial (systemd-boot: a counted name; GRUB:
@@ -29,6 +31,8 @@ from .systemd_boot import (
     trial_name,
 )
 
+NEXT_ENTRY_NAME = "bootc-next.conf"
+"""A rollback's new default on its way to bootc.conf (never there after a rollback that finished)."""
 SlotOf = Callable[[BootEntry], Slot | None]
 """Which slot an entry boots (see entries.slot_by_paths)."""
 
@@ -122,6 +126,20 @@ def write_menu(esp: EspFiles, kind: BootloaderKind, primary: BootEntry, previous
         return
     esp.put_text(render_grub_cfg([primary, *([previous] if previous is not None else [])]), GRUB_CFG)
     _clear_grubenv(esp)
+
+
+def make_default(esp: EspFiles, kind: BootloaderKind, primary: BootEntry, previous: BootEntry) -> None:
+    """``primary`` boots by default from now on and ``previous`` is the one to go back to, both good. A crash at
+    any point leaves a menu that offers both (systemd-boot: the new default is written under a name of its
+    own first and renamed into place last; GRUB: one file, replaced by a rename)."""
+    if kind == "systemd-boot":
+        esp.put_text(render_entry(primary), f"{ENTRIES_DIR}/{NEXT_ENTRY_NAME}")
+        esp.put_text(render_entry(previous), f"{ENTRIES_DIR}/{PREVIOUS_ENTRY_NAME}")
+        _remove_entries(esp, keep={NEXT_ENTRY_NAME, PREVIOUS_ENTRY_NAME})
+        esp.rename(f"{ENTRIES_DIR}/{NEXT_ENTRY_NAME}", f"{ENTRIES_DIR}/{ENTRY_NAME}")
+        return
+    _clear_grubenv(esp)
+    esp.put_text(render_grub_cfg([primary, previous]), GRUB_CFG)
 
 
 def retire_slot(esp: EspFiles, menu: BootMenu, slot: Slot) -> None:

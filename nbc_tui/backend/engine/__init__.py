@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from .steps import Step, StepContext, Timings, When, run_steps, system_lock_step
+from .steps import Finished, Step, StepContext, Timings, When, run_steps, system_lock_step
 
-__all__ = ["Step", "StepContext", "Timings", "When", "run_steps", "system_lock_step"]
+__all__ = ["Finished", "Step", "StepContext", "Timings", "When", "run_steps", "system_lock_step"]

@@ -43,6 +43,16 @@ class When(Enum):
     """Only a dry run: saying what a real run would do."""
 
 
+class Finished(Exception):
+    """Raised by a step when the operation has nothing (more) to do, e.g. the system already runs the image:
+    the remaining steps are skipped, the cleanup stack unwinds and the run completes with ``message``."""
+
+    def __init__(self, message: str, details: dict[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details = details
+
+
 @dataclass(frozen=True)
 class Step(Generic[S]):
     """One step of an operation over its state ``S``."""
@@ -122,13 +132,15 @@ def run_steps(steps: Sequence[Step[S]], state: S, *, ctx: RunContext, emit: Emit
     """Run ``steps`` over ``state`` in order; in a dry run (``ctx.dry_run``) only those that take part in one.
 
     Shown steps are numbered among all shown steps (a dry run announces only its checks, out of the same
-    total). Ends with ``complete(state, timings)`` (a dry run with its own complete event) once the cleanup
+    total). A step that raises :class:`Finished` ends the run early with its message as the complete event.
+    Ends with ``complete(state, timings)`` (a dry run with its own complete event) once the cleanup
     stack has unwound, or with an error event titled ``failed`` (``interrupted`` after Ctrl-C or SIGTERM);
     the error is raised again after its event.
     """
     timings: Timings = {}
     total = sum(1 for step in steps if step.shown)
     number = 0
+    finished: Finished | None = None
     try:
         with _interrupts_become_cancel(ctx), _cleanup_stack(ctx) as stack:
             io = StepContext(ctx, emit, stack)
@@ -142,15 +154,22 @@ def run_steps(steps: Sequence[Step[S]], state: S, *, ctx: RunContext, emit: Emit
                     emit(StepEvent(step=number, total_steps=total, step_name=step.title))
                     log.info("step %d/%d: %s", number, total, step.title)
                 started = time.monotonic()
-                step.run(state, io)
-                timings[step.key] = time.monotonic() - started
+                try:
+                    step.run(state, io)
+                except Finished as done:
+                    finished = done
+                    break
+                finally:
+                    timings[step.key] = time.monotonic() - started
     except NbcError as exc:
         _emit_error(emit, ErrorEvent.from_error(failed, exc))
         raise
     except KeyboardInterrupt as exc:
         _emit_error(emit, ErrorEvent.from_error(failed, interrupted))
         raise interrupted from exc
-    if ctx.dry_run:
+    if finished is not None:
+        emit(CompleteEvent(message=finished.message, details=finished.details))
+    elif ctx.dry_run:
         emit(CompleteEvent(message="Dry run complete: nothing was written", details={"dry_run": True}))
     else:
         emit(complete(state, timings))

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from ... import __version__
-from ..boot.bootloader import install_loader
+from ..boot.bootloader import install_loader, resolve_bootloader
 from ..boot.efivars import register_efi_boot_entry
 from ..boot.menu import write_menu
 from ..describe import creation_lines
@@ -168,7 +168,9 @@ def extract(run: InstallRun, io: StepContext) -> None:
 def configure(run: InstallRun, io: StepContext) -> None:
     """The slot's root for nbc's model; root's password and SSH keys before /etc is sealed into the overlay's
     lower layer (nbc set the password after that copy, so it was lost); then the system's state file."""
-    run.boot = slot.prepare_root(run.slot, run.preflight.image.inventory, run.plan.boot.bootloader, io)
+    choice = run.plan.boot.bootloader
+    run.boot = slot.prepare_root(run.slot, run.preflight.image.inventory,
+                                 lambda root: resolve_bootloader(choice, root), io)
     set_root_access(run, io)
     slot.seal_etc(run.slot, io)
     record_state(run, io)

@@ -39,9 +39,12 @@ class SlotNeeds:
 
     encrypted: bool
     tpm2: bool
-    bootloader: Bootloader
+    bootloader: Bootloader | None
+    """The bootloader the install puts on the ESP; None for an update, which keeps the installed one."""
     slot_size: int
     """Bytes of the root slot the image goes into."""
+    bigger_slot_hint: str = "give a larger --root-size"
+    """What to do when the image does not fit."""
 
 
 class ImageFacts(Protocol):
@@ -136,9 +139,15 @@ def open_checked_image(spec: ImageSpec, needs: SlotNeeds, io: StepContext) -> Ch
     staged = find_cached(CacheKind.INSTALL, spec.staged_digest) if spec.staged_digest else None
     source = staged.open_source() if staged is not None else open_image(spec.ref)
     io.stack.callback(source.close)
+    return check_opened_image(spec.ref, source, staged, needs, io)
+
+
+def check_opened_image(ref: str, source: ImageSource, staged: CachedImage | None, needs: SlotNeeds,
+                       io: StepContext) -> CheckedImage:
+    """Scan an opened image with progress (every blob verified) and check it for the slot."""
     io.message(f"Digest: {source.manifest_digest}", verbose=True)
     inventory = scan_image(source, on_progress=io.progress("Checking image"), cancel=io.ctx.cancel)
-    image = CheckedImage(spec.ref, source, inventory, staged)
+    image = CheckedImage(ref, source, inventory, staged)
     check_image(image, needs)
     io.message(f"Operating system: {os_name(inventory.os_release)}, kernel {image.kernel_version}")
     return image
@@ -157,7 +166,8 @@ def image_problems(image: CheckedImage, needs: SlotNeeds) -> list[ImageProblem]:
     problems = boot_file_problems(facts, what=what)
     if needs.encrypted:
         problems += _present(unlock_problem(facts, tpm2=needs.tpm2))
-    problems += _present(bootloader_problem(facts, needs.bootloader, what=what))
+    if needs.bootloader is not None:
+        problems += _present(bootloader_problem(facts, needs.bootloader, what=what))
     problems += _present(room_problem(image, needs))
     return problems
 
@@ -238,7 +248,7 @@ def room_problem(image: CheckedImage, needs: SlotNeeds) -> ImageProblem | None:
     return ImageProblem(
         ImageCheck.ROOM,
         f"the image needs about {human(image.needed_bytes)} but a root slot is {human(needs.slot_size)}",
-        "give a larger --root-size")
+        needs.bigger_slot_hint)
 
 
 def _present(problem: ImageProblem | None) -> list[ImageProblem]:

@@ -23,7 +23,7 @@ from ..image.extract import extract_image
 from ..image.scan import ImageInventory
 from ..image.source import ImageSource
 from ..logfile import TARGET_LOG_DIR
-from ..plan import Bootloader, Filesystem
+from ..plan import Filesystem
 from ..runner import run
 from ..sizes import human
 from ..storage import luks
@@ -92,12 +92,14 @@ def extract(slot: SlotTarget, source: ImageSource, io: StepContext) -> None:
 
 # -- configure --------------------------------------------------------------------------------------
 
-def prepare_root(slot: SlotTarget, inventory: ImageInventory, bootloader: Bootloader, io: StepContext) -> SlotBoot:
-    """Check that the extracted tree is an OS, pick its kernel and bootloader, and give it nbc's mounts (fstab)
-    and a fresh machine-id. What changes the slot's /etc comes next, before :func:`seal_etc`."""
+def prepare_root(slot: SlotTarget, inventory: ImageInventory, loader: Callable[[Path], BootloaderKind],
+                 io: StepContext) -> SlotBoot:
+    """Check that the extracted tree is an OS, pick its kernel and (``loader``, given the root) its bootloader,
+    and give it nbc's mounts (fstab), a fresh machine-id and the unit that marks a good boot. What changes the
+    slot's /etc comes next, before :func:`seal_etc`."""
     root = slot.root
     rootfs.verify_extraction(root)
-    boot_with = SlotBoot(find_kernel(root), boot.resolve_bootloader(bootloader, root))
+    boot_with = SlotBoot(find_kernel(root), loader(root))
     rootfs.ensure_system_dirs(root)
     rootfs.write_fstab(root, rootfs.fstab_text(esp_uuid=slot.esp_uuid, var_uuid=slot.var_uuid,
                                                filesystem=slot.filesystem, systemd_version=inventory.systemd_version))

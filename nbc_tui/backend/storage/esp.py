@@ -99,11 +99,20 @@ class Esp:
             run(["mmd", "-i", self.device, *missing], ctx=self._ctx, what="mmd")
 
     def put_file(self, src: Path, dest: str) -> None:
-        """Copy a host file to ``dest`` (parents created, an existing file replaced)."""
-        parent = str(PurePosixPath(_esp_path(dest)[3:]).parent)
+        """Copy a host file to ``dest`` (parents created). An existing file is replaced through a temporary name
+        beside it, renamed over it (one directory entry changes), so a power cut leaves the old file or the
+        new one, never none. (mren stores a name that fits 8.3 in upper case, ``GRUB.CFG``: FAT, GRUB and
+        systemd-boot ignore case.)"""
+        target = PurePosixPath(_esp_path(dest)[3:])
+        parent = str(target.parent)
         if parent not in ("", "."):
             self.mkdir(parent)
-        run(["mcopy", "-o", "-i", self.device, src, _esp_path(dest)], ctx=self._ctx, what="mcopy")
+        if not self.exists(dest):
+            run(["mcopy", "-i", self.device, src, _esp_path(dest)], ctx=self._ctx, what="mcopy")
+            return
+        staging = str(target.with_name(f".{target.name}.new"))
+        run(["mcopy", "-o", "-i", self.device, src, _esp_path(staging)], ctx=self._ctx, what="mcopy")
+        self.rename(staging, dest)
 
     def put_text(self, text: str, dest: str) -> None:
         """Write UTF-8 text to ``dest`` (LF line endings, exactly as given)."""

@@ -163,6 +163,27 @@ def opened(device: Path, name: str, passphrase: SecretStr, *, ctx: RunContext) -
         close(name, ctx=ctx)
 
 
+SYSTEMD_CRYPTSETUP = (Path("/usr/lib/systemd/systemd-cryptsetup"), Path("/lib/systemd/systemd-cryptsetup"))
+
+
+@contextlib.contextmanager
+def opened_by_tpm2(device: Path, name: str, *, ctx: RunContext) -> Iterator[Path]:
+    """Open ``device`` as /dev/mapper/``name`` with its TPM2 token, as the boot does (systemd-cryptsetup,
+    ``headless``: never a prompt); NbcError when the TPM does not open it. Always closed on the way out."""
+    tool = next((t for t in SYSTEMD_CRYPTSETUP if t.exists()), None)
+    if tool is None:
+        raise NbcError("systemd-cryptsetup is not installed: the TPM2 cannot open the slot")
+    if existing_mappers((name,)):
+        raise NbcError(f"/dev/mapper/{name} already exists; it is not ours, so it is left alone",
+                       hint=f"close it (cryptsetup close {name}) if it is left over, then run again")
+    run([tool, "attach", name, device, "none", "tpm2-device=auto,headless=true"], ctx=ctx, timeout=300,
+        what="systemd-cryptsetup attach")
+    try:
+        yield MAPPER_DIR / name
+    finally:
+        close(name, ctx=ctx)
+
+
 def close(name: str, *, ctx: RunContext) -> None:
     """``cryptsetup close``; a mapper still busy a moment after an unmount gets a few retries."""
 

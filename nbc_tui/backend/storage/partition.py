@@ -138,8 +138,9 @@ def _kernel_partition_nodes(disk: Path, table: list[TablePartition], *, ctx: Run
 
 @contextlib.contextmanager
 def partition_devices(disk: Path, table: list[TablePartition], *, ctx: RunContext,
-                      wait: float = 10.0) -> Iterator[dict[int, Path]]:
-    """Yield {partition number: block device}; loop devices attached here are detached on exit."""
+                      wait: float = 10.0, read_only: bool = False) -> Iterator[dict[int, Path]]:
+    """Yield {partition number: block device}; loop devices attached here (read-only ones with ``read_only``)
+    are detached on exit."""
     nodes = None if disk.is_file() else _kernel_partition_nodes(disk, table, ctx=ctx, wait=wait)
     if nodes is not None:
         yield nodes
@@ -147,7 +148,7 @@ def partition_devices(disk: Path, table: list[TablePartition], *, ctx: RunContex
     attached: dict[int, Path] = {}
     with contextlib.ExitStack() as loops:
         for p in table:
-            dev = attach_loop(disk, offset=p.start, size=p.size, ctx=ctx)
+            dev = attach_loop(disk, offset=p.start, size=p.size, ctx=ctx, read_only=read_only)
             loops.callback(detach_loop, dev, ctx=ctx)
             attached[p.number] = dev
         yield attached

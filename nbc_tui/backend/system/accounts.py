@@ -8,31 +8,45 @@ them, entry by entry (the entry's first field names it):
 
 - an entry only the image has is added (a new system user, a new group);
 - an entry only the installed system has is kept (people, their groups, users added later);
-- an entry both have keeps the installed system's fields (its UIDs own files on /var, its password hashes are
-  the ones people type), except group members, which are the union of both.
+- an entry both have keeps the installed system's line (its password hash, shell, home, and its UID and GID:
+  the upper layer is shared by both slots and the files on /var carry those numbers), except group members,
+  which are the union of both. When the image numbers an account differently, a note says so: the new slot's
+  own files of that account carry the image's number. Images that number their system accounts the same way
+  in every build (static IDs, or systemd-sysusers) never see that note.
 
 The image's order comes first, then the installed system's own entries in their order.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
+
 ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
-# The field that lists a group's members (0-based): group has name:password:GID:members, gshadow
-# name:password:admins:members.
+# Fields by file (0-based): the numbers that own files, and the member list of a group.
+_ID_FIELDS = {"passwd": (2, 3), "group": (2,)}
 _MEMBERS = {"group": 3, "gshadow": 3}
 
 
-def merge_accounts(name: str, installed: str, image: str) -> str:
+@dataclass
+class MergedAccounts:
+    text: str
+    notes: list[str] = field(default_factory=list)
+    """What people should know: renumbered accounts, numbers used twice."""
+
+
+def merge_accounts(name: str, installed: str, image: str) -> MergedAccounts:
     """``name`` (passwd, group, shadow or gshadow) merged from the installed system's text and the image's."""
     mine = _entries(installed)
     result: list[str] = []
+    notes: list[str] = []
     seen: set[str] = set()
     for key, line in _entries(image).items():
         seen.add(key)
         ours = mine.get(key)
-        result.append(line if ours is None else _keep(name, ours, line))
+        result.append(line if ours is None else _keep(name, key, ours, line, notes))
     result += [line for key, line in mine.items() if key not in seen]
-    return "".join(f"{line}\n" for line in result)
+    notes += _numbers_used_twice(name, result)
+    return MergedAccounts("".join(f"{line}\n" for line in result), notes)
 
 
 def _entries(text: str) -> dict[str, str]:
@@ -46,14 +60,30 @@ def _entries(text: str) -> dict[str, str]:
     return entries
 
 
-def _keep(name: str, ours: str, theirs: str) -> str:
-    field = _MEMBERS.get(name)
-    if field is None:
-        return ours
+def _keep(name: str, key: str, ours: str, theirs: str, notes: list[str]) -> str:
     mine, new = ours.split(":"), theirs.split(":")
-    if len(mine) <= field or len(new) <= field:
-        return ours
-    members = [m for m in mine[field].split(",") if m]
-    members += [m for m in new[field].split(",") if m and m not in members]
-    mine[field] = ",".join(members)
+    for index in _ID_FIELDS.get(name, ()):
+        if len(mine) > index and len(new) > index and mine[index] != new[index]:
+            what = "UID" if (name, index) == ("passwd", 2) else "GID"
+            notes.append(f"/etc/{name}: the new image gives {key} {what} {new[index]}, this system keeps "
+                         f"{mine[index]}; files of the new image owned by {what} {new[index]} are not {key}'s")
+    members = _MEMBERS.get(name)
+    if members is not None and len(mine) > members and len(new) > members:
+        names = [m for m in mine[members].split(",") if m]
+        names += [m for m in new[members].split(",") if m and m not in names]
+        mine[members] = ",".join(names)
     return ":".join(mine)
+
+
+def _numbers_used_twice(name: str, lines: list[str]) -> list[str]:
+    fields = _ID_FIELDS.get(name)
+    if fields is None:
+        return []
+    owners: dict[str, list[str]] = {}
+    for line in lines:
+        parts = line.split(":")
+        if len(parts) > fields[0]:
+            owners.setdefault(parts[fields[0]], []).append(parts[0])
+    what = "UID" if name == "passwd" else "GID"
+    return [f"/etc/{name}: {what} {number} now belongs to both {' and '.join(names)}"
+            for number, names in owners.items() if len(names) > 1]

@@ -121,6 +121,12 @@ def write_slot_record(root: Path, record: SlotRecord, config: SystemConfig) -> N
     write_atomically(folder / f"{record.slot}.config.json", config.to_json().encode())
 
 
+def forget_slot(root: Path, slot: Slot) -> None:
+    """The slot's record and config go before the slot is written again."""
+    for name in (f"{slot.value}.json", f"{slot.value}.config.json"):
+        (root / SLOTS_DIR / name).unlink(missing_ok=True)
+
+
 def read_slot_record(root: Path, slot: Slot) -> SlotRecord | None:
     """The slot's record, or None when there is none (never written by nbc-tui, or unreadable)."""
     try:

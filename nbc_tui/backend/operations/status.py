@@ -1,0 +1,195 @@
+"""The installed system's status: nbc's fields (reference §1.4, §14.4) and both root slots, each with its image,
+kernel, when it was written, its state in boot assessment, whether it runs and whether it boots next; whether
+the last boot fell back; the staged update; a reboot pending.
+
+Reading only: the state on var, the boot menu on the ESP, /run's marker. Optionally the registry (``check``):
+the digest the image's reference names now.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from ..boot.entries import EntryState
+from ..engine import Step, StepContext, When, run_steps
+from ..errors import Cancelled, NbcError
+from ..events import CompleteEvent, Emit
+from ..image.cache import CachedImage, CacheKind, single_staged
+from ..image.opener import open_image
+from ..installed import InstalledSystem, other_disk, running_system
+from ..runner import RunContext
+from ..system.slots import Slot
+from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
+
+
+class SlotState(StrEnum):
+    GOOD = "good"
+    """Boots, and booted to boot-complete.target (or was installed or rolled back to)."""
+    TRIAL = "trial"
+    """Written by an update, not yet booted to the end: the loader counts its tries."""
+    BAD = "bad"
+    """Out of tries: the loader gave up on it and boots the other slot."""
+    INCOMPLETE = "incomplete"
+    """Recorded but without a boot entry: an update that was cut short (the entry goes in last)."""
+    EMPTY = "empty"
+    """Holds nothing that boots: never written (slot B until the first update), or being written."""
+
+
+@dataclass(frozen=True)
+class SlotStatus:
+    slot: Slot
+    partition: str
+    state: SlotState
+    tries_left: int | None
+    running: bool
+    boots_next: bool
+    record: SlotRecord | None
+    """What the install or update that wrote it recorded; None on a disk nbc wrote (see image_ref)."""
+    image_ref: str | None
+    image_digest: str | None
+    kernel: str | None
+    written: str | None
+    """When the slot was written (install or update), local time with offset."""
+    operation: str | None
+
+    @property
+    def label(self) -> str:
+        """nbc's words: ``A (root1)``."""
+        return f"{self.slot.value} ({self.slot.role})"
+
+
+@dataclass(frozen=True)
+class UpdateCheckResult:
+    """nbc's ``update_check``: what the image's reference names now."""
+
+    available: bool
+    remote_digest: str | None
+    current_digest: str | None
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SystemStatus:
+    config: SystemConfig
+    device: str
+    running: bool
+    """Read from the system that runs (else a disk given with --device)."""
+    active_root: str | None
+    booted: Slot | None
+    root_mount_mode: str | None
+    bootloader: str
+    slots: tuple[SlotStatus, ...]
+    fell_back: bool
+    """The slot that boots by default was given up by the loader, which booted the other one instead."""
+    staged_update: CachedImage | None
+    staged_ready: bool
+    """The staged update differs from the installed image."""
+    reboot_pending: RebootMarker | None
+    update_check: UpdateCheckResult | None
+
+    def slot(self, slot: Slot) -> SlotStatus:
+        return next(s for s in self.slots if s.slot is slot)
+
+
+def read_status(*, ctx: RunContext, emit: Emit, device: Path | None = None, check: bool = False) -> SystemStatus:
+    """The status of the running system (or of the nbc disk ``device``); ``check`` also asks where the image
+    lives for its digest now. Raises InputError when the system is not managed by nbc or nbc-tui."""
+    found: list[SystemStatus] = []
+
+    def read(_state: None, io: StepContext) -> None:
+        system = other_disk(device, io) if device is not None else running_system(io)
+        found.append(_status(system, io, check=check))
+
+    run_steps([Step("status", "Reading the system's state", read, when=When.ALWAYS)], None,
+              ctx=_reading(ctx), emit=emit, failed="failed to read system status",
+              interrupted=Cancelled("Interrupted"), complete=lambda _s, _t: CompleteEvent(message=""))
+    return found[0]
+
+
+def _reading(ctx: RunContext) -> RunContext:
+    """Status writes nothing: run as a dry run (a disk given with --device is then mounted read-only)."""
+    from dataclasses import replace
+
+    return replace(ctx, dry_run=True)
+
+
+def _status(system: InstalledSystem, io: StepContext, *, check: bool) -> SystemStatus:
+    default = system.default_slot
+    slots = tuple(_slot_status(system, slot, default) for slot in Slot)
+    # An entry out of tries is one the loader gave up on: it booted the other slot instead.
+    fell_back = any(item.state is EntryState.BAD for item in system.menu.items)
+    staged = _staged_update()
+    installed = {system.config.image_digest, system.config.image_manifest_digest} - {""}
+    staged_ready = staged is not None and not ({staged.image_digest, staged.index_digest or ""} & installed)
+    active = system.where(system.booted.role) if system.booted else None
+    return SystemStatus(
+        config=system.config, device=str(system.disk), running=system.running,
+        active_root=str(active) if active else None, booted=system.booted,
+        root_mount_mode=_root_mount_mode() if system.running else None, bootloader=system.bootloader,
+        slots=slots, fell_back=fell_back, staged_update=staged, staged_ready=staged_ready,
+        reboot_pending=_reboot_marker() if system.running else None,
+        update_check=_check(system) if check else None)
+
+
+def _slot_status(system: InstalledSystem, slot: Slot, default: Slot | None) -> SlotStatus:
+    item = system.menu.item(slot)
+    record = system.record(slot)
+    partition = system.where(slot.role)
+    if item is not None:
+        state = {EntryState.GOOD: SlotState.GOOD, EntryState.TRIAL: SlotState.TRIAL,
+                 EntryState.BAD: SlotState.BAD}[item.state]
+    elif record is not None:
+        state = SlotState.INCOMPLETE
+    else:
+        state = SlotState.EMPTY
+    image_ref = image_digest = kernel = written = operation = None
+    if record is not None:
+        image_ref, image_digest, kernel = record.image_ref, record.image_digest, record.kernel or None
+        written, operation = record.written, record.operation
+    elif slot is default and state is not SlotState.EMPTY:
+        # A disk nbc wrote keeps no per-slot record: config.json names the image of the slot that boots.
+        image_ref, image_digest = system.config.image_ref, system.config.image_digest
+        written, operation = system.config.install_date, None
+    return SlotStatus(slot=slot, partition=str(partition), state=state,
+                      tries_left=item.tries_left if item is not None else None,
+                      running=system.booted is slot, boots_next=default is slot, record=record,
+                      image_ref=image_ref, image_digest=image_digest, kernel=kernel, written=written,
+                      operation=operation)
+
+
+def _staged_update() -> CachedImage | None:
+    with contextlib.suppress(NbcError, OSError):
+        return single_staged(CacheKind.UPDATE)
+    return None
+
+
+def _root_mount_mode() -> str | None:
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/mounts").read_text().splitlines():
+            fields = line.split()
+            if len(fields) >= 4 and fields[1] == "/":
+                return "ro" if "ro" in fields[3].split(",") else "rw"
+    return None
+
+
+def _reboot_marker() -> RebootMarker | None:
+    with contextlib.suppress(OSError, ValueError):
+        return RebootMarker.model_validate_json(REBOOT_MARKER.read_bytes())
+    return None
+
+
+def _check(system: InstalledSystem) -> UpdateCheckResult:
+    config = system.config
+    current = config.image_digest or None
+    try:
+        with open_image(config.image_ref) as source:
+            remote = source.index_digest or source.manifest_digest
+            names = {source.index_digest, source.manifest_digest} - {None, ""}
+    except NbcError as exc:
+        return UpdateCheckResult(available=False, remote_digest=None, current_digest=current, error=exc.message)
+    installed = {config.image_digest, config.image_manifest_digest} - {""}
+    return UpdateCheckResult(available=bool(current) and not (names & installed), remote_digest=remote,
+                             current_digest=current)
