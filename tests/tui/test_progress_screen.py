@@ -13,8 +13,8 @@ from pydantic import SecretStr
 from textual.pilot import Pilot
 
 from nbc_tui.app import NbcTuiApp
-from nbc_tui.backend.operations import install as install_module
 from nbc_tui.backend.events import MessageEvent, ProgressEvent, StepEvent, progress_event
+from nbc_tui.backend.operations import install as install_module
 from nbc_tui.backend.operations.install import step_titles
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.runner import run
