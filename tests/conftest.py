@@ -84,3 +84,36 @@ def synthetic_image(tmp_path_factory: pytest.TempPathFactory) -> str:
     from tests.support.synthetic import make_image
 
     return make_image(tmp_path_factory.mktemp("synthetic") / "layout")
+
+
+@pytest.fixture(scope="session")
+def broken_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """Images the install and the update refuse, by case (each changes nothing)."""
+    from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
+    from tests.support.synthetic import base_layer, make_image
+
+    d = tmp_path_factory.mktemp("broken")
+    refs = {
+        "no-kernel": make_image(d / "no-kernel", kernel=False),
+        "no-module-no-dracut": make_image(d / "no-module", initramfs_has_module=False),
+        "not-a-layout": f"oci:{d / 'empty-dir'}",
+        "no-such-tag": make_image(d / "tagged", tag="v1").rsplit(":", 1)[0] + ":v2",
+        "registry-ref": "docker.io/library/debian:12",
+    }
+    (d / "empty-dir").mkdir()
+    # a corrupt blob: one byte of the first layer flipped
+    corrupt = make_image(d / "corrupt")
+    layout = d / "corrupt"
+    index = json.loads((layout / "index.json").read_text())
+    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
+    manifest = json.loads((layout / "blobs/sha256" / manifest_digest).read_text())
+    blob = layout / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]
+    data = bytearray(blob.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    blob.write_bytes(bytes(data))
+    refs["corrupt-blob"] = corrupt
+    # a layer escaping the root through a symlink
+    hostile = TarBuilder().symlink("escape", "/tmp").file("escape/owned", b"x").bytes()
+    write_layout(d / "hostile", [ImageSpec(layers=[Layer(base_layer(), "gzip"), Layer(hostile, "tar")])])
+    refs["escaping-layer"] = f"oci:{d / 'hostile'}:latest"
+    return refs

@@ -9,8 +9,8 @@ Two ways to find one:
   ``/``.
 - :func:`other_disk` (``--device``): an nbc disk this system does not run from (from a live ISO, or a host
   updating a disk-image file). Its partitions are reached through partition nodes or loop devices, its var
-  partition is mounted, and the ESP is written with mtools. No slot is running there; the slot that boots by
-  default plays that part.
+  partition is mounted, and the ESP is written with mtools. No slot is running there; the first good slot in
+  the boot menu plays that part (:attr:`InstalledSystem.keeper`).
 """
 
 from __future__ import annotations
@@ -22,14 +22,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from .boot.entries import BootEntry, BootloaderKind, slot_by_paths
+from .boot.entries import BootEntry, BootloaderKind, EntryState, slot_by_paths
 from .boot.menu import BootMenu, read_menu
 from .disks import booted_slot, partition_name, resolve_disk
 from .disks.blockdevices import SYSTEM, Machine
 from .engine import StepContext
 from .errors import InputError, NbcError
 from .mounts import RUN_DIR, mounted
-from .runner import RunContext
+from .runner import RunContext, run
 from .storage import partition
 from .storage.esp import Esp, EspFiles, MountedEsp
 from .storage.filesystems import read_fs_uuid
@@ -84,8 +84,22 @@ class InstalledSystem:
         return item.entry.slot if item is not None else None
 
     @property
+    def keeper(self) -> Slot | None:
+        """The slot an update keeps: the one that runs; on a disk that is not running, the first good one in
+        the loader's order (the default, unless the default is an update still on trial)."""
+        if self.booted is not None:
+            return self.booted
+        return next((i.entry.slot for i in self.menu.items if i.state is EntryState.GOOD), None)
+
+    @property
     def encrypted(self) -> bool:
         return self.config.encryption is not None and self.config.encryption.enabled
+
+    def make_writable(self, io: StepContext) -> None:
+        """Before the first write: another disk's var is mounted read-only until then (the running system's
+        /var is writable already)."""
+        if not self.running:
+            run(["mount", "-o", "remount,rw", self.shared_root / VAR], ctx=io.ctx)
 
     def where(self, role: str) -> str:
         """A partition as people know it: its device node, or for a disk-image file the file and number (its
@@ -209,7 +223,9 @@ def other_disk(device: Path, io: StepContext) -> InstalledSystem:
     partitions = {ROLES[number]: node for number, node in numbered.items()}
     base = RUN_DIR / f"disk-{os.getpid()}"
     io.stack.callback(_rmdir_quietly, base)  # pushed first, so it runs once var is unmounted
-    io.hold(mounted(partitions[VAR], base / "var", ctx=reading, options=["ro"] if io.ctx.dry_run else None))
+    # Read-only until an operation starts writing (make_writable): checks that refuse, and "no update
+    # needed", leave the disk byte for byte as it was (a read-write mount alone writes the superblock).
+    io.hold(mounted(partitions[VAR], base / "var", ctx=reading, options=["ro"]))
     config = _read_config_of_disk(base)
     if config.encryption is not None and config.encryption.enabled:
         raise InputError(f"{device} is encrypted: updating an encrypted disk from another system is not supported",

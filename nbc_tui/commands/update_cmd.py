@@ -44,7 +44,7 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                    help="the image (any source install takes); default: the installed system's image")
     p.add_argument("-d", "--device", type=Path, metavar="DISK",
                    help="update this nbc disk or disk-image file instead of the running system (from a live "
-                        "system or a host); the slot that does not boot by default is written")
+                        "system or a host); the slot that is not the last good default is written")
     p.add_argument("-c", "--check", action="store_true", help="only say whether an update is available")
     staged = p.add_mutually_exclusive_group()
     staged.add_argument("--download-only", action="store_true",

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
-import os
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -12,45 +10,13 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import loop_devices_of, nbc_mounts
+from tests.integration.disk_image import digest_of
 from tests.support.loopdev import attached_loop
-from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
-from tests.support.synthetic import base_layer, make_image
 
 pytestmark = pytest.mark.root
 
 GiB = 1 << 30
 SMALL = ["--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
-
-
-def digest_of(path: Path) -> str:
-    """sha256 of a (sparse) disk image's bytes, fast: size plus every non-zero 64 KiB block with its offset.
-
-    Only the data extents are read (holes are zeros); all-zero blocks are skipped too, because whether the
-    kernel reports an unwritten extent as data depends on its page cache, not on the bytes."""
-    block = 1 << 16
-    zero = bytes(block)
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        fd, size, offset = f.fileno(), os.fstat(f.fileno()).st_size, 0
-        h.update(str(size).encode())
-        while offset < size:
-            try:
-                start = os.lseek(fd, offset, os.SEEK_DATA)
-            except OSError:  # ENXIO: only a hole is left
-                break
-            end = os.lseek(fd, start, os.SEEK_HOLE)
-            pos = start - start % block
-            f.seek(pos)
-            while pos < end:
-                chunk = f.read(block)
-                if not chunk:
-                    break
-                if chunk != zero[: len(chunk)]:
-                    h.update(f"@{pos}".encode())
-                    h.update(chunk)
-                pos += len(chunk)
-            offset = max(end, pos)
-    return h.hexdigest()
 
 
 @pytest.fixture
@@ -119,35 +85,6 @@ def test_confirmed_install_to_a_disk_without_partition_nodes(nbc, synthetic_imag
                                       check=True).stdout)["partitiontable"]
     assert [p["name"] for p in table["partitions"]] == ["boot", "root1", "root2", "var"]
     assert loop_devices_of(backing) == [dev]  # only the test's own device: every partition loop is gone
-
-
-@pytest.fixture(scope="module")
-def broken_images(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    d = tmp_path_factory.mktemp("broken")
-    refs = {
-        "no-kernel": make_image(d / "no-kernel", kernel=False),
-        "no-module-no-dracut": make_image(d / "no-module", initramfs_has_module=False),
-        "not-a-layout": f"oci:{d / 'empty-dir'}",
-        "no-such-tag": make_image(d / "tagged", tag="v1").rsplit(":", 1)[0] + ":v2",
-        "registry-ref": "docker.io/library/debian:12",
-    }
-    (d / "empty-dir").mkdir()
-    # a corrupt blob: one byte of the first layer flipped
-    corrupt = make_image(d / "corrupt")
-    layout = d / "corrupt"
-    index = json.loads((layout / "index.json").read_text())
-    manifest_digest = index["manifests"][0]["digest"].split(":")[1]
-    manifest = json.loads((layout / "blobs/sha256" / manifest_digest).read_text())
-    blob = layout / "blobs/sha256" / manifest["layers"][0]["digest"].split(":")[1]
-    data = bytearray(blob.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    blob.write_bytes(bytes(data))
-    refs["corrupt-blob"] = corrupt
-    # a layer escaping the root through a symlink
-    hostile = TarBuilder().symlink("escape", "/tmp").file("escape/owned", b"x").bytes()
-    write_layout(d / "hostile", [ImageSpec(layers=[Layer(base_layer(), "gzip"), Layer(hostile, "tar")])])
-    refs["escaping-layer"] = f"oci:{d / 'hostile'}:latest"
-    return refs
 
 
 @pytest.mark.parametrize(("case", "needle", "exit_code"), [

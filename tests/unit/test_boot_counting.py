@@ -14,7 +14,7 @@ import pytest
 from nbc_tui.backend.boot import grubenv
 from nbc_tui.backend.boot.entries import BootEntry, EntryState, slot_by_paths
 from nbc_tui.backend.boot.grub import MAX_TRIES, parse_grub_cfg, render_grub_cfg
-from nbc_tui.backend.boot.menu import BootMenu, read_menu, retire_slot, start_trial, write_menu
+from nbc_tui.backend.boot.menu import BootMenu, make_default, read_menu, retire_slot, start_trial, write_menu
 from nbc_tui.backend.boot.systemd_boot import counter, parse_entry, render_entry, trial_name
 from nbc_tui.backend.storage.esp import MountedEsp
 from nbc_tui.backend.system.boot_assessment import SCRIPT_TEXT, install_boot_assessment
@@ -179,6 +179,32 @@ def test_at_every_crash_point_of_an_update_a_written_slot_or_the_running_one_boo
             assert all(i.entry.slot is Slot.A for i in m.items), m.items
         else:
             assert default.entry.slot is Slot.A
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_at_every_crash_point_of_a_rollback_both_slots_stay_in_the_menu(tmp_path: Path, kind: str) -> None:
+    """A boots by default, B is the previous entry; a rollback makes B the default. Cut anywhere, the menu
+    still offers both (one of them by default), and once finished B boots by default, both good."""
+    for writes in range(12):
+        root = tmp_path / f"cut-{writes}"
+        MountedEsp(root).mkdir("loader/entries")
+        write_menu(MountedEsp(root), kind, A, B.as_previous())  # type: ignore[arg-type]
+        try:
+            make_default(CrashingEsp(root, writes), kind, B, A.as_previous())  # type: ignore[arg-type]
+            finished = True
+        except SystemExit:
+            finished = False
+        m = menu(MountedEsp(root), kind)
+        assert {i.entry.slot for i in m.items} == {Slot.A, Slot.B}, f"after {writes} writes: {m.items}"
+        assert all(i.state is EntryState.GOOD for i in m.items)
+        if finished:
+            assert m.default is not None and m.default.entry.slot is Slot.B
+            assert len(m.items) == 2
+            if kind == "systemd-boot":
+                assert sorted(os.listdir(root / "loader/entries")) == ["bootc-previous.conf", "bootc.conf"]
+            break
+    else:
+        raise AssertionError("the rollback never finished")
 
 
 # -- marking a boot good ------------------------------------------------------------------------------

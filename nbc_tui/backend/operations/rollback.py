@@ -102,6 +102,7 @@ def say_what_would_happen(run: RollbackRun, io: StepContext) -> None:
 
 def switch_default(run: RollbackRun, io: StepContext) -> None:
     """The other slot's entry becomes the default, both good; the menu offers both at every moment."""
+    run.system.make_writable(io)
     make_default(run.system.esp, run.system.bootloader, run.primary, run.previous)
     io.message(f"Slot {run.other.value} boots by default")
 

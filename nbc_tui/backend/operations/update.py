@@ -4,7 +4,7 @@ A list of steps over one :class:`UpdateRun`, run by the step driver like the ins
 update did not (reference §13, update-anchors.md):
 
 - the running slot is found by the device of ``/`` (a LUKS mapper's name when encrypted), never guessed; with
-  ``--device`` (a disk that is not running) the slot that boots by default plays its part;
+  ``--device`` (a disk that is not running) its first good slot in the boot menu plays its part;
 - the image is opened, verified whole and checked for this slot before the target slot is touched;
 - the crash-safe order: the target slot's entry leaves the menu first, the slot is made from scratch (mkfs),
   the new entry goes on trial last (boot/menu.py), so a half-written slot is never offered;
@@ -47,7 +47,7 @@ from ..runner import RunContext
 from ..steps import slot
 from ..steps.image import CheckedImage, SlotNeeds, check_opened_image
 from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
-from ..storage import luks
+from ..storage import luks, partition
 from ..storage.filesystems import make_filesystem
 from ..system.etc_carry import OVERLAY_UPPER, EtcLayers, carry_runtime_files, etc_conflicts, merge_account_files
 from ..system.rootfs import ETC_LOWER
@@ -200,9 +200,9 @@ def find_system_and_image(run: UpdateRun, io: StepContext) -> None:
     run.system = system
     require_tools(update_tools(system.config.filesystem_type, encrypted=system.encrypted,
                                esp_through_mtools=not system.running))
-    current = system.booted or system.default_slot
+    current = system.keeper
     if current is None:
-        raise InputError(f"the boot menu of {system.disk} has no entry: nothing tells which slot to keep",
+        raise InputError(f"the boot menu of {system.disk} has no good entry: nothing tells which slot to keep",
                          hint="install the disk again")
     run.current = current
     previous = system.entry(current)
@@ -211,7 +211,7 @@ def find_system_and_image(run: UpdateRun, io: StepContext) -> None:
                          "the update nothing could go back to it", hint="roll back or reinstall first")
     run.previous = previous
     _refuse_target_in_use(run, io)
-    io.message(f"{'Currently booted from' if system.running else 'Boots by default'}: "
+    io.message(f"{'Currently booted from' if system.running else 'Keeps'}: "
                f"{system.where(current.role)} ({current.role}, slot {current.value})")
     io.message(f"Update target: {system.where(run.target.role)} ({run.target.role}, slot {run.target.value})")
     run.image = choose_image(request, system.config, io)
@@ -363,6 +363,7 @@ def open_target(run: UpdateRun, io: StepContext) -> None:
 
 def retire_target(run: UpdateRun, io: StepContext) -> None:
     """The target slot leaves the boot menu before a byte of it is written."""
+    run.system.make_writable(io)
     menu = run.system.reread_menu()
     item = menu.item(run.target)
     retire_slot(run.system.esp, menu, run.target)
@@ -374,7 +375,16 @@ def retire_target(run: UpdateRun, io: StepContext) -> None:
 def format_target(run: UpdateRun, io: StepContext) -> None:
     """A fresh filesystem (nbc emptied the old one file by file): nothing of the old slot survives."""
     run.root_uuid = str(uuid.uuid4())
-    make_filesystem(run.device, run.system.config.filesystem_type, run.target.role, run.root_uuid, ctx=io.ctx)
+    filesystem = run.system.config.filesystem_type
+    with contextlib.ExitStack() as stack:
+        device = run.device
+        if filesystem == "btrfs" and run.system.disk.is_file():
+            # mkfs.btrfs refuses a loop device whose backing file also backs a mounted filesystem (var, from
+            # the same disk-image file at another offset): it compares backing files, not offsets. A loop
+            # device over the partition's loop device has a backing of its own.
+            device = partition.attach_loop(run.device, ctx=io.ctx)
+            stack.callback(partition.detach_loop, device, ctx=io.ctx)
+        make_filesystem(device, filesystem, run.target.role, run.root_uuid, ctx=io.ctx)
     io.message(f"Made {run.system.config.filesystem_type} on {run.device} (UUID {run.root_uuid})", verbose=True)
 
 

@@ -1,0 +1,390 @@
+"""Update, status and rollback of an installed disk-image file from the host (``--device``), with the real CLI:
+the other slot is written and the one that boots stays byte for byte the same; /etc carries over; refusals
+change nothing; a disk in nbc's own layout is updated too."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from nbc_tui.backend.boot import grubenv
+from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK, locked
+from tests.conftest import loop_devices_of, nbc_mounts
+from tests.integration.disk_image import digest_of, esp_files, esp_read, mounted_partition, partition_digest
+from tests.support.synthetic import KVER, V2_USER, make_image, make_versions
+
+pytestmark = pytest.mark.root
+
+PASSWORD = "Upd4te-Root-pw-secret"
+SMALL = ["--image-size", "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
+UPPER = "lib/nbc/etc-overlay/upper"
+
+
+@pytest.fixture(scope="module")
+def versions(tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    """v1 and v2 (a new system user, a new /etc/issue) in one layout."""
+    return make_versions(tmp_path_factory.mktemp("versions") / "layout", {"v1": {}, "v2": {"version": 2}})
+
+
+def install(nbc, image: str, disk: Path, tmp_path: Path, *extra: str) -> None:
+    password = tmp_path / "pw"
+    password.write_text(PASSWORD + "\n")
+    r = nbc("install", "--image", image, "--via-loopback", str(disk), *SMALL, "--root-password-file",
+            str(password), "--karg", "console=ttyS0", *extra)
+    assert r.returncode == 0, r.stdout + r.stderr
+
+
+def var_tree(disk: Path, where: Path) -> dict[str, str]:
+    """Every file on var outside nbc's own state and logs, with its content digest."""
+    out = {}
+    with mounted_partition(disk, 4, where) as var:
+        for path in sorted(var.rglob("*")):
+            rel = str(path.relative_to(var))
+            if rel.startswith(("lib/nbc", "log/nbc-tui", "lost+found")) or not path.is_file():
+                continue
+            out[rel] = digest_of(path)
+    return out
+
+
+def as_user_would(disk: Path, where: Path) -> None:
+    """What the running system changed in /etc: a user added (passwd in the upper layer), /etc/issue edited,
+    its machine-id. Written into the overlay's upper directory (the system does not run here)."""
+    from tests.integration.disk_image import partition_loop
+
+    with partition_loop(disk, 4) as ro:
+        del ro  # (read-only loop: only to check the partition is there)
+    table_dev = subprocess.run(["losetup", "--find", "--show", "--offset", str(_start(disk, 4)), "--sizelimit",
+                                str(_size(disk, 4)), str(disk)], capture_output=True, text=True,
+                               check=True).stdout.strip()
+    try:
+        where.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", table_dev, str(where)], check=True)
+        try:
+            upper = where / UPPER
+            with mounted_partition(disk, 2, where.with_name("a-root")) as a:
+                lower_passwd = (a / ".etc.lower/passwd").read_text()
+            (upper / "passwd").write_text(lower_passwd + "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n")
+            (upper / "issue").write_text("Welcome to the machine\n")
+            (upper / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+            (upper / "nbc-tui-test.conf").write_text("kept\n")
+        finally:
+            subprocess.run(["umount", str(where)], check=True)
+    finally:
+        subprocess.run(["losetup", "-d", table_dev], check=False)
+
+
+def _start(disk: Path, number: int) -> int:
+    from tests.integration.disk_image import gpt
+
+    table = gpt(disk)
+    return table["partitions"][number - 1]["start"] * table.get("sectorsize", 512)
+
+
+def _size(disk: Path, number: int) -> int:
+    from tests.integration.disk_image import gpt
+
+    table = gpt(disk)
+    return table["partitions"][number - 1]["size"] * table.get("sectorsize", 512)
+
+
+def status(nbc, disk: Path) -> dict:
+    r = nbc("status", "--device", str(disk), "--json", "--offline")
+    assert r.returncode == 0, r.stdout + r.stderr
+    return json.loads(r.stdout)
+
+
+# -- the update -----------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("filesystem", "bootloader"), [("ext4", "grub"), ("btrfs", "systemd-boot")])
+def test_update_writes_the_other_slot_and_leaves_the_one_that_boots(nbc, versions: dict[str, str], tmp_path: Path,
+                                                                    log_file: Path, filesystem: str,
+                                                                    bootloader: str) -> None:
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path, "--filesystem", filesystem, "--bootloader", bootloader)
+    as_user_would(disk, tmp_path / "var")
+    slot_a, var_before = partition_digest(disk, 2), var_tree(disk, tmp_path / "var")
+    esp_before = {f: esp_read(disk, f) for f in esp_files(disk) if f.startswith("A/")}
+    before_status = status(nbc, disk)
+
+    r = nbc("update", "--device", str(disk), "--image", versions["v2"], "--karg", "quiet", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    done = r.events[-1]
+    assert done["type"] == "complete" and done["message"].startswith("System update complete!")
+    assert {"image", "device", "target", "image_digest"} <= set(done["details"])  # nbc's keys
+    assert done["details"]["slot"] == "B" and done["details"]["image"] == versions["v2"]
+    warnings = " ".join(e["message"] for e in r.events if e["type"] == "warning")
+    assert "/etc/issue" in warnings and "this system's version is kept" in warnings  # a conflict, named
+    assert loop_devices_of(disk) == [] and nbc_mounts() == []
+
+    # The slot that boots, its kernel files and /var outside nbc's state: byte for byte the same.
+    assert partition_digest(disk, 2) == slot_a
+    assert {f: esp_read(disk, f) for f in esp_files(disk) if f.startswith("A/")} == esp_before
+    assert var_tree(disk, tmp_path / "var") == var_before
+
+    files = {f.casefold() for f in esp_files(disk)}
+    assert {f"b/vmlinuz-{KVER}", f"b/initramfs-{KVER}.img"} <= files
+    if bootloader == "systemd-boot":
+        entries = sorted(f for f in esp_files(disk) if f.startswith("loader/entries/"))
+        assert entries == ["loader/entries/bootc+3.conf", "loader/entries/bootc-previous.conf"]
+        trial = esp_read(disk, "loader/entries/bootc+3.conf").decode()
+        previous = esp_read(disk, "loader/entries/bootc-previous.conf").decode()
+        assert "Synthetic Linux 2" in trial and f"/B/vmlinuz-{KVER}" in trial
+        assert re.search(r"options .* console=ttyS0 quiet$", trial, re.M)
+        assert "(Previous)" in previous and f"/A/vmlinuz-{KVER}" in previous and " quiet" not in previous
+    else:
+        cfg = esp_read(disk, "grub/grub.cfg").decode()
+        assert cfg.index("/B/vmlinuz") < cfg.index("/A/vmlinuz") and "(Previous)" in cfg
+        env = grubenv.decode(esp_read(disk, "grub/grubenv"))
+        assert env == {grubenv.TRIAL_SLOT: "B", grubenv.TRIES: "3"}
+
+    # Status: B on trial with 3 tries and next; A good; config.json still names v1 (B never booted).
+    after = status(nbc, disk)
+    assert after["image"] == before_status["image"] == versions["v1"]
+    slots = {s["slot"]: s for s in after["slots"]}
+    assert (slots["A"]["state"], slots["A"]["boots_next"]) == ("good", False)
+    assert (slots["B"]["state"], slots["B"]["tries_left"], slots["B"]["boots_next"]) == ("trial", 3, True)
+    assert slots["B"]["image"] == versions["v2"] and slots["B"]["operation"] == "update"
+
+    # Slot B: v2, its /etc merged with the system's accounts (root's password, alice) and v2's new user.
+    with mounted_partition(disk, 3, tmp_path / "b") as b:
+        assert "VERSION_ID=2" in (b / "usr/lib/os-release").read_text()
+        passwd = (b / ".etc.lower/passwd").read_text()
+        assert V2_USER in passwd and "alice:x:1000" in passwd
+        shadow = (b / ".etc.lower/shadow").read_text()
+        assert re.search(r"^root:\$[^:*!]+:", shadow, re.M), shadow  # the password set at install
+        assert "_v2svc:!:" in shadow
+        assert (b / "usr/libexec/nbc-bless-boot").is_file()
+        assert "/var" in (b / "etc/fstab").read_text()
+    with mounted_partition(disk, 4, tmp_path / "var") as var:
+        upper = var / UPPER
+        assert V2_USER in (upper / "passwd").read_text() and "alice" in (upper / "passwd").read_text()
+        assert (upper / "issue").read_text() == "Welcome to the machine\n"  # the system's version wins
+        assert (upper / "machine-id").read_text() == "0123456789abcdef0123456789abcdef\n"
+        assert (upper / "nbc-tui-test.conf").read_text() == "kept\n"
+        assert json.loads((var / "lib/nbc/state/slots/B.config.json").read_text())["image_ref"] == versions["v2"]
+        assert (var / "log/nbc-tui/update.log").is_file()
+    assert PASSWORD not in log_file.read_text() + r.stdout + r.stderr
+
+    # Updating again to the same image: B already holds it on trial, nothing to do.
+    again = nbc("update", "--device", str(disk), "--image", versions["v2"])
+    assert again.returncode == 0 and "already holds" in again.stdout, again.stdout + again.stderr
+
+
+def test_check_and_no_update_needed_change_nothing(nbc, versions: dict[str, str], tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path)
+    before = digest_of(disk)
+    r = nbc("update", "--device", str(disk), "--check", "--json")
+    assert r.returncode == 0, r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["update_needed"] is False and answer["image"] == versions["v1"]
+    assert set(answer) <= {"update_needed", "image", "device", "current_digest", "new_digest", "message"}
+    r = nbc("update", "--device", str(disk), "--check", "--image", versions["v2"])
+    assert r.returncode == 0 and r.stdout.startswith("Update available: sha256:"), r.stdout
+    r = nbc("update", "--device", str(disk))  # the installed image again: nbc's words, exit 0
+    assert r.returncode == 0 and "No update needed" in r.stdout, r.stdout + r.stderr
+    r = nbc("update", "--device", str(disk), "--image", versions["v2"], "--dry-run")
+    assert r.returncode == 0 and "[DRY RUN] Would update to partition" in r.stdout
+    assert digest_of(disk) == before
+    assert loop_devices_of(disk) == [] and nbc_mounts() == []
+
+
+@pytest.fixture(scope="module")
+def small_disk(tmp_path_factory: pytest.TempPathFactory, versions: dict[str, str]) -> Path:
+    """One install with the smallest root slots (512 MiB), shared by the refusals: none of them changes it."""
+    from tests.conftest import NBC_TUI, REPO
+
+    d = tmp_path_factory.mktemp("small")
+    disk = d / "disk.img"
+    subprocess.run([*NBC_TUI, "install", "--image", versions["v1"], "--via-loopback", str(disk), "--image-size", "3",
+                    "--esp-size", "100M", "--root-size", "512M", "--var-min-size", "256M"], check=True, cwd=REPO,
+                   capture_output=True)
+    return disk
+
+
+@pytest.fixture(scope="module")
+def too_big(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """An image of about 480 MiB: with headroom it does not fit a 512 MiB slot (it compresses to little)."""
+    return make_image(tmp_path_factory.mktemp("big") / "layout", padding=480 << 20, version=2)
+
+
+@pytest.mark.parametrize(("case", "needle", "exit_code"), [
+    ("no-kernel", "has no kernel", 2),
+    ("corrupt-blob", "sha256:", 1),
+    ("escaping-layer", "escape", 2),
+    ("registry-ref", "debian", 1),
+    ("too-big", "root slot is", 2),
+])
+def test_a_refused_update_changes_nothing(nbc, small_disk: Path, broken_images: dict[str, str], too_big: str,
+                                          case: str, needle: str, exit_code: int) -> None:
+    before = digest_of(small_disk)
+    image = too_big if case == "too-big" else broken_images[case]
+    r = nbc("update", "--device", str(small_disk), "--image", image, "--force")
+    assert r.returncode == exit_code, r.stdout + r.stderr
+    assert needle in r.stderr, r.stderr
+    assert digest_of(small_disk) == before
+    assert loop_devices_of(small_disk) == [] and nbc_mounts() == []
+
+
+def test_an_update_while_another_holds_the_lock_changes_nothing(nbc, small_disk: Path,
+                                                                versions: dict[str, str]) -> None:
+    before = digest_of(small_disk)
+    with locked(SYSTEM_LOCK, what="a test", lock_dir=LOCK_DIR):
+        r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], "--force")
+    assert r.returncode == 1 and "another nbc process" in r.stderr, r.stdout + r.stderr
+    assert digest_of(small_disk) == before
+    assert loop_devices_of(small_disk) == [] and nbc_mounts() == []
+
+
+def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[str, str]) -> None:
+    """A running VM holds a lock on its disk image (QEMU's): the update refuses it and changes nothing."""
+    import fcntl
+
+    before = digest_of(small_disk)
+    with small_disk.open("rb+") as held:
+        fcntl.lockf(held, fcntl.LOCK_SH)
+        r = subprocess.run(["python3", "-c", "import sys"], check=True)  # (the lock is this process's)
+        del r
+        child = nbc_in_child(small_disk, versions["v2"])
+    assert child.returncode == 2 and "in use" in child.stderr, child.stdout + child.stderr
+    assert digest_of(small_disk) == before
+
+
+def nbc_in_child(disk: Path, image: str) -> subprocess.CompletedProcess[str]:
+    from tests.conftest import NBC_TUI, REPO
+
+    return subprocess.run([*NBC_TUI, "update", "--device", str(disk), "--image", image, "--force"],
+                          capture_output=True, text=True, cwd=REPO)
+
+
+# -- staged updates ---------------------------------------------------------------------------------------
+
+def test_a_staged_update_is_applied_offline_and_then_cleared(nbc, versions: dict[str, str], tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tmp_path / "cache"))
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path)
+    r = nbc("update", "--device", str(disk), "--local-image")
+    assert r.returncode == 2 and "no staged update" in r.stderr, r.stderr
+    r = nbc("download", "--for-update", "--image", versions["v2"], "--json")
+    assert r.returncode == 0, r.stderr
+    r = nbc("update", "--device", str(disk), "--auto", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.events[-1]["details"]["image"] == versions["v2"]
+    assert not any((tmp_path / "cache/staged-update").glob("sha256-*"))  # applied, then cleared
+    assert {s["slot"]: s["state"] for s in status(nbc, disk)["slots"]} == {"A": "good", "B": "trial"}
+
+
+# -- rollback ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("bootloader", ["systemd-boot", "grub"])
+def test_rollback_swaps_the_default_and_refuses_an_empty_or_bad_slot(nbc, versions: dict[str, str], tmp_path: Path,
+                                                                     bootloader: str) -> None:
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path, "--bootloader", bootloader)
+    before = digest_of(disk)
+    r = nbc("rollback", "--device", str(disk))
+    assert r.returncode == 2 and "slot B (root2) is empty" in r.stderr, r.stdout + r.stderr
+    assert digest_of(disk) == before
+
+    assert nbc("update", "--device", str(disk), "--image", versions["v2"], "--force").returncode == 0
+    # The update waits for its first boot: a rollback cancels it, A stays the default.
+    r = nbc("rollback", "--device", str(disk), "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.events[-1]["details"]["slot"] == "A"
+    st = status(nbc, disk)
+    assert st["default_slot"] == "A" and {s["state"] for s in st["slots"]} == {"good"}
+    assert st["image"] == versions["v1"]
+    # Run again: B boots by default, and config.json names v2 (nbc's meaning: the default slot's image).
+    r = nbc("rollback", "--device", str(disk))
+    assert r.returncode == 0, r.stdout + r.stderr
+    st = status(nbc, disk)
+    assert st["default_slot"] == "B" and st["image"] == versions["v2"]
+    if bootloader == "systemd-boot":
+        names = sorted(f for f in esp_files(disk) if f.startswith("loader/entries/"))
+        assert names == ["loader/entries/bootc-previous.conf", "loader/entries/bootc.conf"]
+        assert f"/B/vmlinuz-{KVER}" in esp_read(disk, "loader/entries/bootc.conf").decode()
+    else:
+        assert grubenv.decode(esp_read(disk, "grub/grubenv")) == {}
+
+    # A slot the loader gave up on is not rolled back to (here: A's entry out of tries).
+    if bootloader == "systemd-boot":
+        _mtools("mren", disk, "::/loader/entries/bootc-previous.conf", "::/loader/entries/bootc-previous+0-3.conf")
+        before = digest_of(disk)
+        r = nbc("rollback", "--device", str(disk))
+        assert r.returncode == 2 and "failed to boot" in r.stderr, r.stdout + r.stderr
+        assert digest_of(disk) == before
+
+
+def _mtools(tool: str, disk: Path, *args: str) -> None:
+    from tests.integration.disk_image import esp_offset
+
+    subprocess.run([tool, "-i", f"{disk}@@{esp_offset(disk)}", *args], check=True,
+                   env={"MTOOLS_SKIP_CHECK": "1", "PATH": "/usr/bin:/bin"})
+
+
+# -- a disk nbc wrote ----------------------------------------------------------------------------------
+
+@pytest.fixture
+def nbc_layout_disk(nbc, versions: dict[str, str], tmp_path: Path) -> Iterator[Path]:
+    """A disk as nbc leaves it: kernels at the ESP root, bootc.conf naming them, loader.conf's ``default
+    bootc``, config.json with nbc's keys only and no per-slot records (made from an nbc-tui install)."""
+    disk = tmp_path / "nbc.img"
+    install(nbc, versions["v1"], disk, tmp_path, "--bootloader", "systemd-boot")
+    entry = esp_read(disk, "loader/entries/bootc.conf").decode()
+    for name in (f"vmlinuz-{KVER}", f"initramfs-{KVER}.img"):
+        _mtools("mren", disk, f"::/A/{name}", f"::/{name}")
+    entry = entry.replace(f"/A/vmlinuz-{KVER}", f"/vmlinuz-{KVER}").replace(f"/A/initramfs-{KVER}",
+                                                                              f"/initramfs-{KVER}")
+    staged = tmp_path / "bootc.conf"
+    staged.write_text(entry.replace("title   Synthetic Linux 1 (test)", "title   Synthetic Linux 1 (test)"))
+    _mtools("mcopy", disk, "-o", str(staged), "::/loader/entries/bootc.conf")
+    (tmp_path / "loader.conf").write_text("default bootc\ntimeout 5\nconsole-mode max\neditor yes\n")
+    _mtools("mcopy", disk, "-o", str(tmp_path / "loader.conf"), "::/loader/loader.conf")
+    dev = subprocess.run(["losetup", "--find", "--show", "--offset", str(_start(disk, 4)), "--sizelimit",
+                          str(_size(disk, 4)), str(disk)], capture_output=True, text=True, check=True).stdout.strip()
+    where = tmp_path / "var"
+    where.mkdir()
+    try:
+        subprocess.run(["mount", dev, str(where)], check=True)
+        state = where / "lib/nbc/state"
+        config = json.loads((state / "config.json").read_text())
+        nbc_keys = ["image_ref", "image_digest", "device", "install_date", "kernel_args", "bootloader_type",
+                    "filesystem_type"]
+        (state / "config.json").write_text(json.dumps({k: config[k] for k in nbc_keys}, indent=2))
+        subprocess.run(["rm", "-rf", str(state / "slots")], check=True)
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+        subprocess.run(["losetup", "-d", dev], check=False)
+    yield disk
+
+
+def test_a_disk_in_nbcs_layout_is_updated_and_rolled_back(nbc, nbc_layout_disk: Path, versions: dict[str, str],
+                                                          tmp_path: Path) -> None:
+    disk = nbc_layout_disk
+    st = status(nbc, disk)
+    slots = {s["slot"]: s for s in st["slots"]}
+    assert slots["A"]["state"] == "good" and slots["A"]["image"] == versions["v1"]  # from config.json
+    assert slots["B"]["state"] == "empty"
+    slot_a = partition_digest(disk, 2)
+    kernel = esp_read(disk, f"vmlinuz-{KVER}")
+
+    r = nbc("update", "--device", str(disk), "--image", versions["v2"], "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert partition_digest(disk, 2) == slot_a and esp_read(disk, f"vmlinuz-{KVER}") == kernel
+    previous = esp_read(disk, "loader/entries/bootc-previous.conf").decode()
+    assert f"linux   /vmlinuz-{KVER}" in previous  # nbc's entry, kept as it was (its kernel at the ESP root)
+    st = status(nbc, disk)
+    assert {s["slot"]: s["state"] for s in st["slots"]} == {"A": "good", "B": "trial"}
+
+    assert nbc("rollback", "--device", str(disk)).returncode == 0  # cancels the waiting update
+    assert nbc("rollback", "--device", str(disk)).returncode == 0  # B by default
+    st = status(nbc, disk)
+    assert st["default_slot"] == "B" and st["image"] == versions["v2"]
+    assert nbc("rollback", "--device", str(disk)).returncode == 0  # back to A: config.json names v1 again
+    assert status(nbc, disk)["image"] == versions["v1"]
