@@ -11,12 +11,11 @@
 its kernel directly with the ISO's arguments plus those (how a test passes ``nbc.answers=...``); the
 ISO is attached as the CD-ROM either way, so live-boot finds its medium. The serial console is a socket:
 everything the guest writes is appended to ``log`` (read with the usual :class:`~tests.vm.qemu.Vm`
-methods), and :meth:`LiveVm.send` types on it.
+methods), and :meth:`Vm.send` types on it.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import os
@@ -29,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.qemu import OVMF_VARS, POLL_SECONDS, Vm, VmError, option_path, qemu_argv, require_qemu, stop_qemu
+from tests.vm.qemu import OVMF_VARS, Vm, option_path, qemu_argv, require_qemu, stop_qemu
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "iso" / "build.sh"
@@ -91,45 +90,11 @@ def build_iso(stage: Sequence[str] = (), *, cache: Path | None = None,
                    build_seconds=0.0 if cached else round(time.monotonic() - started, 1))
 
 
-class LiveVm(Vm):
-    """A Vm on the live ISO, whose serial console also takes input (:meth:`Vm.send`)."""
-
-    def mark(self) -> int:
-        """The console's length now: pass it to :meth:`wait_after` to match only what comes later."""
-        return len(self.console())
-
-    def wait_after(self, start: int, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
-        """Like wait_for, but matching only what the console printed after ``start`` (from :meth:`mark`)."""
-        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
-        limit = self.timeout if timeout is None else timeout
-        deadline = time.monotonic() + limit
-        while True:
-            if match := regex.search(self.console(), start):
-                return match
-            if self.process.poll() is not None:
-                raise VmError(self._explain(f"QEMU exited with code {self.process.returncode} before "
-                                            f"{regex.pattern!r} appeared on the console"))
-            if time.monotonic() >= deadline:
-                raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
-            time.sleep(POLL_SECONDS)
-
-    def shell(self, command: str, timeout: float = 60) -> str:
-        """Run ``command`` at the live system's shell prompt; return its stdout+stderr. The output travels
-        base64-encoded on one marker line, so nothing the terminal does to it (wrapping, CRLF) matters, and
-        a secret a command handles never shows on the console as itself; the marker's "$((1))" is "1" only
-        in the output, never in the echo of the typed line."""
-        start = self.mark()
-        self.send(f"echo NBC-OUT-$((1)) $({{ {command}; }} 2>&1 | base64 -w0)\r")
-        # No output: echo prints the marker alone (the empty word is dropped).
-        match = self.wait_after(start, re.compile(r"NBC-OUT-1 ?([A-Za-z0-9+/=]*)\n"), timeout)
-        return base64.b64decode(match.group(1)).decode(errors="replace")
-
-
 @contextlib.contextmanager
 def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_args: str | None = None,
                memory: str = "2048", timeout: float = 300, tpm_socket: Path | None = None,
-               extra_args: Sequence[str] = ()) -> Iterator[LiveVm]:
-    """Boot ``live`` with ``disks`` as virtio disks; yield a LiveVm; always stop QEMU on exit.
+               extra_args: Sequence[str] = ()) -> Iterator[Vm]:
+    """Boot ``live`` with ``disks`` as virtio disks; yield a Vm; always stop QEMU on exit.
 
     ``kernel_args`` None: UEFI boot from the CD-ROM through OVMF and the ISO's GRUB (its default entry).
     A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``.
@@ -159,7 +124,7 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
                  *extra_args]
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        vm = LiveVm(process, log, qemu_log, timeout)
+        vm = Vm(process, log, qemu_log, timeout)
         try:
             vm.connect(sock_path)
             yield vm

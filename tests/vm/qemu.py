@@ -9,6 +9,7 @@ The console goes to ``log`` (a plain file, kept for the test report); QEMU's own
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import re
 import shutil
@@ -112,6 +113,36 @@ class Vm:
                 raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
             time.sleep(POLL_SECONDS)
 
+    def mark(self) -> int:
+        """The console's length now: pass it to :meth:`wait_after` to match only what comes later."""
+        return len(self.console())
+
+    def wait_after(self, start: int, pattern: str | re.Pattern[str], timeout: float | None = None) -> re.Match[str]:
+        """Like wait_for, but matching only what the console printed after ``start`` (from :meth:`mark`)."""
+        regex = re.compile(pattern) if isinstance(pattern, str) else pattern
+        limit = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + limit
+        while True:
+            if match := regex.search(self.console(), start):
+                return match
+            if self.process.poll() is not None:
+                raise VmError(self._explain(f"QEMU exited with code {self.process.returncode} before "
+                                            f"{regex.pattern!r} appeared on the console"))
+            if time.monotonic() >= deadline:
+                raise VmError(self._explain(f"no {regex.pattern!r} on the console after {limit:.0f} s"))
+            time.sleep(POLL_SECONDS)
+
+    def shell(self, command: str, timeout: float = 60) -> str:
+        """Run ``command`` at the shell prompt (the live system's, or one logged in to); return its stdout and
+        stderr. The output travels base64-encoded on one marker line, so nothing the terminal does to it
+        (wrapping, CRLF) matters, and a secret a command handles never shows on the console as itself; the
+        marker's "$((1))" is "1" only in the output, never in the echo of the typed line."""
+        start = self.mark()
+        self.send(f"echo NBC-OUT-$((1)) $({{ {command}; }} 2>&1 | base64 -w0)\r")
+        # No output: echo prints the marker alone (the empty word is dropped).
+        match = self.wait_after(start, re.compile(r"NBC-OUT-1 ?([A-Za-z0-9+/=]*)\n"), timeout)
+        return base64.b64decode(match.group(1)).decode(errors="replace")
+
     def _explain(self, what: str) -> str:
         qemu = self.qemu_log.read_text(errors="replace").strip() if self.qemu_log.exists() else ""
         return (f"{what} ({self.elapsed:.0f} s after start).\n"
@@ -122,17 +153,18 @@ class Vm:
 def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2048", smp: int = 2,
               kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
               extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-              console_socket: Path | None = None) -> list[str]:
+              console_socket: Path | None = None, reboots: bool = False) -> list[str]:
     """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``.
 
     ``snapshot`` attaches ``disk`` with writes going to a temp overlay (a cached image stays untouched);
     ``tpm_socket`` adds a TPM 2.0 (tpm-tis) backed by a running swtpm's control socket;
-    ``console_socket`` makes the serial port a unix socket (for typing into it); :class:`Vm` logs it."""
+    ``console_socket`` makes the serial port a unix socket (for typing into it); :class:`Vm` logs it;
+    ``reboots``: a reboot of the guest restarts it in the same QEMU process (else QEMU exits on it)."""
     argv = [
         QEMU, "-machine", "q35", "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
         # -nodefaults drops the default CD-ROM, VGA and monitor the guest would spend time probing;
         # virtio-rng lets the guest's entropy pool fill at once instead of stalling systemd for seconds.
-        "-nodefaults", "-display", "none", "-no-reboot", "-device", "virtio-rng-pci",
+        "-nodefaults", "-display", "none", *([] if reboots else ["-no-reboot"]), "-device", "virtio-rng-pci",
         # With a socket, QEMU waits for the test to connect before it starts the guest; the test writes what
         # it reads to ``log`` (QEMU's own logfile= option repeated bytes on a busy socket).
         *(["-chardev", f"socket,id=ser0,path={option_path(console_socket)},server=on,wait=on",
@@ -161,11 +193,12 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
 def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float = DEFAULT_TIMEOUT,
            smp: int = 2, kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
            extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-           vars_file: Path | None = None, interactive: bool = False) -> Iterator[Vm]:
+           vars_file: Path | None = None, interactive: bool = False, reboots: bool = False) -> Iterator[Vm]:
     """Start QEMU on ``disk`` (UEFI boot through OVMF), or on ``kernel``/``initrd``/``append`` directly
     with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default.
     ``vars_file``: an OVMF NVRAM to use (and keep) instead of a fresh copy, for boots that must see the
-    same firmware state (TPM PCR 7). ``interactive``: the console also takes input (:meth:`Vm.send`)."""
+    same firmware state (TPM PCR 7). ``interactive``: the console also takes input (:meth:`Vm.send`).
+    ``reboots``: the guest's reboots stay in this QEMU process (one process per scenario, across its boots)."""
     require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
@@ -176,7 +209,8 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
             shutil.copyfile(OVMF_VARS, vars_file)
         argv = qemu_argv(disk, log=log, vars_file=vars_file, memory=memory, smp=smp, kernel=kernel,
                          initrd=initrd, append=append, extra_disks=extra_disks, snapshot=snapshot,
-                         tpm_socket=tpm_socket, console_socket=Path(tmp) / "console.sock" if interactive else None)
+                         tpm_socket=tpm_socket, console_socket=Path(tmp) / "console.sock" if interactive else None,
+                         reboots=reboots)
         with qemu_log.open("wb") as err:
             process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
         vm = Vm(process, log, qemu_log, timeout)

@@ -24,7 +24,8 @@ import pytest
 
 from tests.vm.image_variants import PRELOADED_TAG, ImageVariants
 from tests.vm.installed import boot_installed, check_layout, sparse_disk
-from tests.vm.iso_builder import BUILD_SCRIPT, TUI_EXITED, TUI_FIRST_SCREEN, LiveIso, LiveVm, booted_iso
+from tests.vm.iso_builder import BUILD_SCRIPT, TUI_EXITED, TUI_FIRST_SCREEN, LiveIso, booted_iso
+from tests.vm.qemu import Vm
 
 BOOT_TIMEOUT = 300
 """Seconds from QEMU's start to the installer on the console (about 60-90 s under TCG here)."""
@@ -45,7 +46,7 @@ def blank_disk(tmp_path: Path) -> Path:
     return sparse_disk(tmp_path / "blank.img", BLANK_DISK_BYTES)
 
 
-def keys(vm: LiveVm, *sequence: str) -> None:
+def keys(vm: Vm, *sequence: str) -> None:
     """Type keys on the serial console at a person's pace: a key that moves the focus (Tab, Enter, an
     arrow) travels through Textual's queues before the focus moves, so the next key waits a little."""
     settle = 0.0
@@ -55,7 +56,7 @@ def keys(vm: LiveVm, *sequence: str) -> None:
         settle = 0.0 if key.isprintable() and len(key) == 1 and key != " " else SETTLE
 
 
-def install_by_keys(vm: LiveVm) -> tuple[str, re.Match[str], float]:
+def install_by_keys(vm: Vm) -> tuple[str, re.Match[str], float]:
     """Welcome to done on the serial console: the staged image, the blank disk from the table, no
     encryption, ext4 and the automatic bootloader, console=ttyS0, no root password, the disk's name typed
     to confirm; then leave it. Returns what the installer drew, the shell's "nbc-tui exited" line and the

@@ -43,8 +43,8 @@ from tests.vm.installed import (
     luks_uuids,
     sparse_disk,
 )
-from tests.vm.iso_builder import HEADLESS_EXIT, LiveIso, LiveVm, booted_iso, build_iso
-from tests.vm.qemu import software_tpm
+from tests.vm.iso_builder import HEADLESS_EXIT, LiveIso, booted_iso, build_iso
+from tests.vm.qemu import Vm, software_tpm
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
@@ -110,7 +110,7 @@ def answers_disk(dest: Path, answers: str) -> Path:
     return dest
 
 
-def headless_exit(vm: LiveVm) -> tuple[int, float]:
+def headless_exit(vm: Vm) -> tuple[int, float]:
     """Wait for the headless unit's exit marker: (exit code, seconds since QEMU started)."""
     marker = vm.wait_for(HEADLESS_EXIT, INSTALL_TIMEOUT)
     return int(marker.group(1)), vm.elapsed
@@ -203,7 +203,7 @@ def test_unattended_tpm2_install_unlocks_by_itself(live_iso: LiveIso, image_vari
     target.unlink()
 
 
-def shell_checks(vm: LiveVm, variants: ImageVariants) -> dict[str, str]:
+def shell_checks(vm: Vm, variants: ImageVariants) -> dict[str, str]:
     """At the ISO's shell after the TPM2 install: the recovery key file, the secrets nowhere, and an
     install onto /dev/vdb stopped with SIGTERM while it extracts (it must close and unmount everything)."""
     vm.shell(f"mkdir -p /mnt/answers && mount -o ro LABEL={ANSWERS_LABEL} /mnt/answers")

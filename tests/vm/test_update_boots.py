@@ -1,0 +1,189 @@
+"""The proof of A/B updates: a disk installed with v1 boots, updates itself from inside to v2, boots B, rolls
+back to A, updates to a v3 that cannot boot and comes back on A by itself. One QEMU process per scenario, across
+all its reboots (QEMU + OVMF, TCG).
+
+Per scenario (systemd-boot on btrfs with an init that exits at once; GRUB on ext4 with a health check that
+fails): install ``v1`` on the host (with a root password); boot: A runs v1; log in on the serial console; write
+a file under /etc; ``nbc-tui update`` to v2 from the images disk (a second virtio disk, no network); reboot: B
+runs v2, the /etc file, machine-id and root's password (the login itself) are kept, v2's system user exists,
+``nbc status --json`` (the ``nbc`` link) says B good, running, default; ``nbc-tui rollback``; reboot: A runs v1;
+update to the broken v3 with 2 tries; reboot: B fails twice and the loader boots A by itself; status says B bad
+and that it fell back.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+from tests.vm.image_builder import REPORT_RE, parse_report
+from tests.vm.qemu import Vm, booted
+from tests.vm.update_images import ImagesDisk, UpdateImages
+
+pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
+
+PASSWORD = "vm-Root-pw-4711"
+TRIES = 2
+BOOT_TIMEOUT = 420
+UPDATE_TIMEOUT = 1800
+FALLBACK_TIMEOUT = TRIES * 300 + BOOT_TIMEOUT
+LOGIN = re.compile(r"login: $", re.M)
+SHELL_PROMPT = re.compile(r"root@[\w.-]+:[^\n]*# $", re.M)
+FIGURES: dict[str, dict[str, object]] = {}
+"""What the closing note quotes: update step times, fallback times, status outputs (printed with -s)."""
+
+
+def nbc_tui() -> str:
+    return str(Path(sys.executable).with_name("nbc-tui"))
+
+
+def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: str, filesystem: str) -> None:
+    password = tmp_path / "root-password"
+    password.write_text(PASSWORD + "\n")
+    argv = [nbc_tui(), "install", "--image", images.refs["v1"], "--via-loopback", str(disk), "--image-size", "7",
+            "--esp-size", "512M", "--root-size", "2560M", "--var-min-size", "1G", "--filesystem", filesystem,
+            "--bootloader", bootloader, "--karg", "console=ttyS0", "--root-password-file", str(password), "--yes",
+            "--json"]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+
+def next_report(vm: Vm, start: int, *, version: str | None = None, timeout: float = BOOT_TIMEOUT) -> dict[str, str]:
+    """The first NBC-REPORT line after ``start`` (of ``version`` when given)."""
+    pattern = REPORT_RE if version is None else re.compile(rf"NBC-REPORT (root=[^\n]*? version={re.escape(version)} "
+                                                           r"cmdline=.*?)\r?\n")
+    return parse_report(vm.wait_after(start, pattern, timeout).group(1))
+
+
+def log_in(vm: Vm, start: int) -> None:
+    """As root, with the password set at install: it still works after every update."""
+    vm.wait_after(start, LOGIN, BOOT_TIMEOUT)
+    mark = vm.mark()
+    vm.send("root\r")
+    vm.wait_after(mark, r"Password: ", 60)
+    vm.send(PASSWORD + "\r")
+    vm.wait_after(mark, SHELL_PROMPT, 120)
+    vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
+
+
+def reboot(vm: Vm) -> int:
+    start = vm.mark()
+    vm.send("systemctl reboot\r")
+    return start
+
+
+def status(vm: Vm) -> dict:
+    """``nbc status --json`` through the ``nbc`` link the image ships (scripts written for nbc keep working)."""
+    out = vm.shell("nbc status --json --offline", 120)
+    return json.loads(out)
+
+
+def slots(st: dict) -> dict[str, dict]:
+    return {s["slot"]: s for s in st["slots"]}
+
+
+def run_json(vm: Vm, command: str, timeout: float) -> list[dict]:
+    out = vm.shell(f"{command} --json", timeout)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert events and events[-1]["type"] == "complete", out[-4000:]
+    return events
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout:.0f} s")
+        time.sleep(5)
+
+
+@pytest.mark.parametrize(("bootloader", "filesystem", "broken"), [
+    ("systemd-boot", "btrfs", "v3-noinit"),
+    ("grub", "ext4", "v3-health"),
+])
+def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages, images_disk: ImagesDisk,
+                                                     tmp_path: Path, bootloader: str, filesystem: str,
+                                                     broken: str) -> None:
+    if shutil.which("qemu-system-x86_64") is None:
+        pytest.skip("QEMU is not installed")
+    disk = tmp_path / "disk.img"
+    install_v1(update_images, disk, tmp_path, bootloader=bootloader, filesystem=filesystem)
+    figures: dict[str, object] = {}
+    FIGURES[f"{bootloader}/{filesystem}"] = figures
+    log = tmp_path / "console.log"
+    with booted(disk, log=log, timeout=BOOT_TIMEOUT, interactive=True, reboots=True,
+                extra_disks=[images_disk.path]) as vm:
+        # 1. A runs v1.
+        report = next_report(vm, 0)
+        assert report["version"] == "1", report
+        log_in(vm, 0)
+        st = status(vm)
+        assert (st["booted_slot"], st["default_slot"], slots(st)["B"]["state"]) == ("A", "A", "empty"), st
+        vm.shell(images_disk.mount_command, 60)
+        vm.shell("echo kept-across-updates > /etc/nbc-test.conf")
+        machine_id = vm.shell("cat /etc/machine-id").strip()
+        assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
+
+        # Update to v2 from inside.
+        started = time.monotonic()
+        events = run_json(vm, f"nbc-tui update --image {images_disk.refs['v2']} --force", UPDATE_TIMEOUT)
+        figures["update_seconds"] = round(time.monotonic() - started)
+        figures["update_steps"] = events[-1]["details"]["step_seconds"]
+        st = status(vm)
+        figures["status_after_update"] = vm.shell("nbc-tui status")
+        assert slots(st)["B"]["state"] == "trial" and slots(st)["B"]["tries_left"] == 3, st
+        assert st["reboot_pending"]["pending_image_ref"] == images_disk.refs["v2"], st
+
+        # 2. B runs v2, with what the system had.
+        start = reboot(vm)
+        report = next_report(vm, start, version="2")
+        assert "root=UUID=" in report["cmdline"] and "panic=10" in report["cmdline"].split(), report
+        log_in(vm, start)
+        assert vm.shell("cat /etc/nbc-test.conf") == "kept-across-updates\n"
+        assert vm.shell("cat /etc/machine-id").strip() == machine_id
+        assert vm.shell("getent passwd nbc-v2").startswith("nbc-v2:x:"), "v2's system user is missing"
+        assert vm.shell("getent passwd root").startswith("root:x:0:0:")
+        wait_until(lambda: slots(status(vm))["B"]["state"] == "good", 180, "slot B was not marked good")
+        st = status(vm)
+        assert (st["booted_slot"], st["default_slot"]) == ("B", "B"), st
+        assert st["image"] == images_disk.refs["v2"], st  # config.json switched at the good boot
+        assert slots(st)["A"]["state"] == "good" and not st["fell_back"], st
+        figures["status_on_b"] = vm.shell("nbc-tui status")
+
+        # Roll back: A boots by default again.
+        run_json(vm, "nbc-tui rollback", 120)
+        start = reboot(vm)
+        report = next_report(vm, start, version="1")
+        log_in(vm, start)
+        st = status(vm)
+        assert (st["booted_slot"], st["default_slot"]) == ("A", "A"), st
+        assert slots(st)["B"]["state"] == "good" and st["image"] == update_images.refs["v1"], st
+        figures["status_after_rollback"] = vm.shell("nbc-tui status")
+
+        # Update to a v3 that cannot boot, with 2 tries: the loader gives up on B and boots A by itself.
+        vm.shell(images_disk.mount_command, 60)
+        run_json(vm, f"nbc-tui update --image {images_disk.refs[broken]} --force --tries {TRIES}", UPDATE_TIMEOUT)
+        start = reboot(vm)
+        went = time.monotonic()
+        report = next_report(vm, start, version="1", timeout=FALLBACK_TIMEOUT)
+        figures["fallback_seconds"] = round(time.monotonic() - went)
+        tried = vm.console()[start:]
+        marker = "NBC-NOINIT" if broken == "v3-noinit" else "NBC-HEALTH-FAIL"
+        assert tried.count(marker) == TRIES, f"{tried.count(marker)} failed boots of B, expected {TRIES}"
+        log_in(vm, start)
+        st = status(vm)
+        assert (st["booted_slot"], st["default_slot"]) == ("A", "A"), st
+        assert slots(st)["B"]["state"] == "bad" and st["fell_back"] is True, st
+        assert slots(st)["A"]["state"] == "good", st
+        text = vm.shell("nbc-tui status")
+        assert "FELL BACK" in text, text
+        figures["status_after_fallback"] = text
+    print(json.dumps(FIGURES, indent=2))
