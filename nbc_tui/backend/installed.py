@@ -169,8 +169,15 @@ def _partition_nodes(disk: Path) -> dict[str, Path]:
     return nodes
 
 
+ESP_MOUNT = Path("/boot")
+
+
 def _esp_of_running(esp_partition: Path, io: StepContext) -> EspFiles:
     """The ESP through its mount (/boot on an nbc system); with mtools only while nothing mounts it."""
+    # systemd may have made /boot an automount (systemd-gpt-auto-generator, when the loader names the ESP):
+    # looking inside mounts it, so that it is written through the mount and never behind its back.
+    with contextlib.suppress(OSError):
+        os.listdir(ESP_MOUNT)
     m = Machine.read(SYSTEM, io.ctx)
     mounts = m.mounts_of(esp_partition.name)
     if mounts:
