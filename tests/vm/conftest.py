@@ -85,3 +85,10 @@ def images_disk(update_images: UpdateImages) -> ImagesDisk:
 def live_iso(image_variants: ImageVariants) -> LiveIso:
     """The live ISO with the preloaded test image staged for offline installs (built once, cached)."""
     return build_iso(stage=[image_variants.preloaded_ref])
+
+
+@pytest.fixture(scope="session")
+def live_iso_with_v1(image_variants: ImageVariants, update_images: UpdateImages) -> LiveIso:
+    """The live ISO with the preloaded image and the update scenarios' ``v1`` (which carries nbc-tui) staged:
+    the encrypted scenario installs v1 from it, then updates the installed system from inside."""
+    return build_iso(stage=[image_variants.preloaded_ref, update_images.refs["v1"]])

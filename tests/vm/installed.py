@@ -3,13 +3,15 @@ installed system's console (the ``NBC-REPORT`` line of the test image, the passp
 
 from __future__ import annotations
 
+import json
 import re
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.image_builder import read_report
+from tests.vm.image_builder import REPORT_RE, parse_report, read_report
 from tests.vm.qemu import Vm, booted
 
 PASSPHRASE_PROMPT = re.compile(r"Please enter passphrase for disk")
@@ -19,6 +21,12 @@ LUKS2_UUID_OFFSET = 168
 """magic 6, version 2, header size 8, seqid 8, label 48, checksum algorithm 32, salt 64: then the UUID."""
 PARTITIONS = {"root1": 2, "root2": 3, "var": 4}
 REPORT_END = re.compile(r"NBC-REPORT-END")
+BOOT_TIMEOUT = 420
+"""Seconds from a (re)boot to the login prompt, with room for a slow machine (about 2 minutes under TCG)."""
+UPDATE_TIMEOUT = 1800
+"""Seconds an update inside the VM may take (about a minute for the test image under TCG)."""
+LOGIN = re.compile(r"login: $", re.M)
+ROOT_PROMPT = re.compile(r"root@[\w.-]+:[^\n]*# $", re.M)
 
 
 def sparse_disk(path: Path, size: int) -> Path:
@@ -95,11 +103,67 @@ def check_layout(report: dict[str, str], *, filesystem: str, facts: str) -> None
     assert "console=ttyS0" in report["cmdline"].split(), facts
 
 
-def check_encrypted_cmdline(report: dict[str, str], uuids: dict[str, str], facts: str) -> None:
+def check_encrypted_cmdline(report: dict[str, str], uuids: dict[str, str], facts: str, *,
+                            active: str = "root1") -> None:
     """Reference §12: the active root and var by LUKS UUID, the inactive root nowhere (it stays locked)."""
     cmdline = report["cmdline"].split()
-    assert "root=/dev/mapper/root1" in cmdline, facts
-    assert f"rd.luks.name={uuids['root1']}=root1" in cmdline, facts
+    inactive = "root2" if active == "root1" else "root1"
+    assert f"root=/dev/mapper/{active}" in cmdline, facts
+    assert f"rd.luks.name={uuids[active]}={active}" in cmdline, facts
     assert f"rd.luks.name={uuids['var']}=var" in cmdline, facts
-    assert not any(uuids["root2"] in token for token in cmdline), "the inactive root is not on the cmdline"
+    assert not any(uuids[inactive] in token for token in cmdline), "the inactive root is not on the cmdline"
     assert "rd.etc.overlay.var=/dev/mapper/var" in cmdline, facts
+
+
+# -- a logged-in system across its reboots (booted with reboots=True, interactive=True) ------------------
+
+def next_report(vm: Vm, start: int, *, version: str | None = None, timeout: float = BOOT_TIMEOUT) -> dict[str, str]:
+    """The first NBC-REPORT line after ``start`` (of ``version`` when given)."""
+    pattern = REPORT_RE if version is None else re.compile(rf"NBC-REPORT (root=[^\n]*? version={re.escape(version)} "
+                                                           r"cmdline=.*?)\r?\n")
+    return parse_report(vm.wait_after(start, pattern, timeout).group(1))
+
+
+def log_in(vm: Vm, start: int, password: str) -> None:
+    """On the serial console, as root with ``password`` (the one set at install: it must work after every
+    update), from the login prompt that shows after ``start``."""
+    vm.wait_after(start, LOGIN, BOOT_TIMEOUT)
+    mark = vm.mark()
+    vm.send("root\r")
+    vm.wait_after(mark, r"Password: ", 60)
+    vm.send(password + "\r")
+    vm.wait_after(mark, ROOT_PROMPT, 120)
+    vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
+
+
+def reboot(vm: Vm) -> int:
+    """Reboot the logged-in system (booted with ``reboots=True``); returns the console mark to wait after."""
+    start = vm.mark()
+    vm.send("systemctl reboot\r")
+    return start
+
+
+def status(vm: Vm) -> dict:
+    """``nbc status --json`` through the ``nbc`` link the image ships (scripts written for nbc keep working)."""
+    out = vm.shell("nbc status --json --offline", 120)
+    return json.loads(out)
+
+
+def slots(st: dict) -> dict[str, dict]:
+    return {s["slot"]: s for s in st["slots"]}
+
+
+def run_json(vm: Vm, command: str, timeout: float) -> list[dict]:
+    """Run an nbc-tui command with ``--json`` in the VM; its events, the last one ``complete``."""
+    out = vm.shell(f"{command} --json", timeout)
+    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert events and events[-1]["type"] == "complete", out[-4000:]
+    return events
+
+
+def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} after {timeout:.0f} s")
+        time.sleep(5)

@@ -10,8 +10,10 @@ whose shipped initramfs the engine keeps) onto the blank disk. Then the installe
 - **TPM2** (btrfs + systemd-boot, no PCRs; ``after = "none"``): enrolled against a swtpm. At the ISO's
   shell afterwards: the recovery key file is 0600 and of systemd's form, neither secret is in the journal
   or the log, and an install onto a second disk stopped with SIGTERM in the middle of the extraction exits
-  130 with its mappers closed and nothing mounted. The installed disk then boots with the same swtpm state
-  and unlocks with no prompt at all.
+  130 with its mappers closed and nothing mounted. The installed disk (the update scenarios' ``v1``, which
+  carries nbc-tui) then boots with the same swtpm state and unlocks with no prompt at all; in the same QEMU
+  process it updates itself to ``v2`` (root2 opened with its TPM2 token) and boots slot B, again with no
+  prompt, unlocking only root2 and var.
 
 Both check on the installed system's console that / is read-only, /etc the overlay, /var and /boot mounted,
 and the kernel command line of reference §12. The ISO runs with ``NBC_TUI_TEST_FAST_PBKDF=1`` (via
@@ -36,25 +38,35 @@ import pytest
 
 from tests.vm.image_variants import PRELOADED_TAG, ImageVariants
 from tests.vm.installed import (
+    BOOT_TIMEOUT,
     PASSPHRASE_PROMPT,
+    UPDATE_TIMEOUT,
     boot_installed,
     check_encrypted_cmdline,
     check_layout,
+    log_in,
     luks_uuids,
+    next_report,
+    reboot,
+    run_json,
+    slots,
     sparse_disk,
+    status,
+    wait_until,
 )
 from tests.vm.iso_builder import HEADLESS_EXIT, LiveIso, booted_iso, build_iso
-from tests.vm.qemu import Vm, software_tpm
+from tests.vm.qemu import Vm, booted, software_tpm
+from tests.vm.update_images import ImagesDisk, UpdateImages
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSPHRASE = "iso-luks-Secret-4711"
+ROOT_PASSWORD = "iso-Root-pw-0815"
 ANSWERS_LABEL = "nbc-answers"
 TARGET_BYTES = 6 << 30
 """512M ESP + 2 x 2G roots + 1G var, and slack."""
 INSTALL_TIMEOUT = 2400
 """Seconds from QEMU's start to the headless exit marker (about 6 minutes under TCG here)."""
-BOOT_TIMEOUT = 420
 SHELL_PROMPT = re.compile(r"root@nbc-tui-live:~# ")
 KERNEL_ARGS = f"nbc.answers=LABEL={ANSWERS_LABEL}:/answers.toml systemd.setenv=NBC_TUI_TEST_FAST_PBKDF=1"
 RECOVERY_KEY = "/run/nbc-recovery.key"
@@ -63,20 +75,21 @@ SLOW_ENV = "NBC_TUI_VM_SLOW"
 SLOW = pytest.mark.skipif(os.environ.get(SLOW_ENV) != "1", reason=f"opt-in: set {SLOW_ENV}=1 to run it")
 
 
-def answer_file(variants: ImageVariants, *, target: str, filesystem: str, bootloader: str, after: str,
-                tpm2_pcrs: str | None = None, tag: str = PRELOADED_TAG) -> str:
-    """The answer file of a scenario: a staged image, sizes that fit a small disk, a serial console; TPM2
-    bound to ``tpm2_pcrs`` ("" none, "7") unless None."""
+def answer_file(ref: str, digest: str, *, target: str, filesystem: str, bootloader: str, after: str,
+                tpm2_pcrs: str | None = None, root_password: bool = False) -> str:
+    """The answer file of a scenario: the staged image ``ref`` (``digest``), sizes that fit a small disk, a
+    serial console; TPM2 bound to ``tpm2_pcrs`` ("" none, "7") unless None; root's password from the answers
+    disk when ``root_password``."""
     tpm = ("" if tpm2_pcrs is None else
            f'tpm2 = true\ntpm2_pcrs = [{tpm2_pcrs}]\nrecovery_key_file = "{RECOVERY_KEY}"\n')
-    ref = variants.preloaded_ref if tag == PRELOADED_TAG else variants.latest_ref
+    system = '\n[system]\nroot_password_file = "root-password"\n' if root_password else ""
     return f"""\
 version = 1
 after = "{after}"
 
 [image]
 ref = "{ref}"
-staged_digest = "{variants.digests[tag]}"
+staged_digest = "{digest}"
 
 [target]
 wipe = true
@@ -94,7 +107,7 @@ kernel_args = ["console=ttyS0"]
 
 [encryption]
 passphrase_file = "passphrase"
-{tpm}"""
+{tpm}{system}"""
 
 
 def answers_disk(dest: Path, answers: str) -> Path:
@@ -103,7 +116,9 @@ def answers_disk(dest: Path, answers: str) -> Path:
     tree.mkdir()
     (tree / "answers.toml").write_text(answers)
     (tree / "passphrase").write_text(PASSPHRASE + "\n")
-    (tree / "passphrase").chmod(0o600)
+    (tree / "root-password").write_text(ROOT_PASSWORD + "\n")
+    for secret in ("passphrase", "root-password"):
+        (tree / secret).chmod(0o600)
     sparse_disk(dest, 16 << 20)
     subprocess.run(["mke2fs", "-q", "-t", "ext4", "-L", ANSWERS_LABEL, "-d", str(tree), str(dest)], check=True)
     shutil.rmtree(tree)
@@ -136,9 +151,10 @@ def test_unattended_install_boots_with_the_passphrase(live_iso: LiveIso, image_v
     target = sparse_disk(tmp_path / "target.img", TARGET_BYTES)
     # The target by a rule, as a real answer file would: the only disk of at least 5 GB (not the answers disk,
     # not the live medium).
+    ref = image_variants.preloaded_ref if tag == PRELOADED_TAG else image_variants.latest_ref
     answers = answers_disk(tmp_path / "answers.img", answer_file(
-        image_variants, target='[[target.match]]\nmin_size = "5G"', filesystem="ext4", bootloader="grub",
-        after="poweroff", tag=tag))
+        ref, image_variants.digests[tag], target='[[target.match]]\nmin_size = "5G"', filesystem="ext4",
+        bootloader="grub", after="poweroff"))
     with booted_iso(live_iso, log=tmp_path / "live-console.log", disks=[target, answers], memory="3072",
                     kernel_args=KERNEL_ARGS, timeout=INSTALL_TIMEOUT) as vm:
         rc, install_seconds = headless_exit(vm)
@@ -165,18 +181,22 @@ def test_unattended_install_boots_with_the_passphrase(live_iso: LiveIso, image_v
     # template), so PCR 7 must read the same.
     pytest.param("7", marks=SLOW),
 ])
-def test_unattended_tpm2_install_unlocks_by_itself(live_iso: LiveIso, image_variants: ImageVariants,
-                                                   tmp_path: Path, pcrs: str) -> None:
+def test_unattended_tpm2_install_unlocks_by_itself_and_updates(live_iso_with_v1: LiveIso, image_variants: ImageVariants,
+                                                               update_images: UpdateImages, images_disk: ImagesDisk,
+                                                               tmp_path: Path, pcrs: str) -> None:
+    """Installs ``v1`` (it carries nbc-tui), boots it with no prompt, then in the same QEMU process updates it
+    from inside to v2: root2 is opened with its TPM2 token, and B boots with no prompt either, unlocking only
+    itself and var."""
     if shutil.which("swtpm") is None:
         pytest.skip("needs swtpm (tools/install-deps.sh)")
     target = sparse_disk(tmp_path / "target.img", TARGET_BYTES)
     second = sparse_disk(tmp_path / "second.img", TARGET_BYTES)
     answers = answers_disk(tmp_path / "answers.img", answer_file(
-        image_variants, target='device = "/dev/vda"', filesystem="btrfs", bootloader="systemd-boot",
-        after="none", tpm2_pcrs=pcrs))
+        update_images.refs["v1"], update_images.digests["v1"], target='device = "/dev/vda"', filesystem="btrfs",
+        bootloader="systemd-boot", after="none", tpm2_pcrs=pcrs, root_password=True))
     tpm_state = tmp_path / "tpm"  # one "chip" for the install and the installed system's boots
     with software_tpm(tpm_state) as sock, booted_iso(
-            live_iso, log=tmp_path / "live-console.log", disks=[target, second, answers], memory="3072",
+            live_iso_with_v1, log=tmp_path / "live-console.log", disks=[target, second, answers], memory="3072",
             kernel_args=KERNEL_ARGS, timeout=INSTALL_TIMEOUT, tpm_socket=sock) as vm:
         rc, install_seconds = headless_exit(vm)
         vm.wait_for(SHELL_PROMPT, 120)
@@ -192,14 +212,37 @@ def test_unattended_tpm2_install_unlocks_by_itself(live_iso: LiveIso, image_vari
     assert after_install["cancel"] == "rc=130 mappers= mounts=0", "the stopped install left something behind"
     uuids = luks_uuids(target)
 
-    with software_tpm(tpm_state) as sock:
-        boot = boot_installed(target, tmp_path / "console.log", timeout=BOOT_TIMEOUT, tpm_socket=sock)
-    check_layout(boot.report, filesystem="btrfs", facts=boot.facts)
-    check_encrypted_cmdline(boot.report, uuids, boot.facts)
-    assert f"rd.luks.options={uuids['root1']}=tpm2-device=auto" in boot.report["cmdline"].split(), boot.facts
-    assert not PASSPHRASE_PROMPT.search(boot.console), "a passphrase was asked for although the TPM2 should unlock"
+    log = tmp_path / "console.log"
+    with software_tpm(tpm_state) as sock, booted(target, log=log, timeout=BOOT_TIMEOUT, tpm_socket=sock,
+                                                 interactive=True, reboots=True,
+                                                 extra_disks=[images_disk.path]) as vm:
+        report = next_report(vm, 0, version="1")
+        facts = f"report: {report}; console: {log}"
+        check_layout(report, filesystem="btrfs", facts=facts)
+        check_encrypted_cmdline(report, uuids, facts)
+        assert f"rd.luks.options={uuids['root1']}=tpm2-device=auto" in report["cmdline"].split(), facts
+        log_in(vm, 0, ROOT_PASSWORD)
+        first_boot = vm.elapsed
+        vm.shell(images_disk.mount_command, 60)
+        events = run_json(vm, f"nbc-tui update --image {images_disk.refs['v2']} --force", UPDATE_TIMEOUT)
+        assert any("as /dev/mapper/root2 with the TPM2" in e.get("message", "") for e in events), events
+        start = reboot(vm)
+        report = next_report(vm, start, version="2")
+        facts = f"report: {report}; console: {log}"
+        check_layout(report, filesystem="btrfs", facts=facts)
+        check_encrypted_cmdline(report, uuids, facts, active="root2")
+        log_in(vm, start, ROOT_PASSWORD)
+        crypttab = vm.shell("cat /etc/crypttab")
+        assert re.search(rf"^root1 UUID={uuids['root1']} none luks,noauto,tpm2-device=auto$", crypttab, re.M), crypttab
+        assert re.search(rf"^root2 UUID={uuids['root2']} none luks,tpm2-device=auto$", crypttab, re.M), crypttab
+        wait_until(lambda: slots(status(vm))["B"]["state"] == "good", 180, "B was not marked good")
+        assert status(vm)["booted_slot"] == "B"
+        console = vm.console()
+    assert not PASSPHRASE_PROMPT.search(console), "a passphrase was asked for although the TPM2 should unlock"
+    assert PASSPHRASE not in console and ROOT_PASSWORD not in console
     print(f"\nISO, unattended LUKS2 + TPM2 (btrfs/systemd-boot): install done {install_seconds:.0f} s after QEMU "
-          f"started; installed disk at login {boot.seconds:.0f} s after its start, no prompt")
+          f"started; installed disk at login {first_boot:.0f} s after its start, no prompt; updated to B, "
+          "which booted with no prompt")
     target.unlink()
 
 

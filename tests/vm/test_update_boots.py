@@ -19,24 +19,29 @@ import shutil
 import subprocess
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from tests.vm.image_builder import REPORT_RE, parse_report
-from tests.vm.qemu import Vm, booted
+from tests.vm.installed import (
+    BOOT_TIMEOUT,
+    UPDATE_TIMEOUT,
+    log_in,
+    next_report,
+    reboot,
+    run_json,
+    slots,
+    status,
+    wait_until,
+)
+from tests.vm.qemu import booted
 from tests.vm.update_images import ImagesDisk, UpdateImages
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSWORD = "vm-Root-pw-4711"
 TRIES = 2
-BOOT_TIMEOUT = 420
-UPDATE_TIMEOUT = 1800
 FALLBACK_TIMEOUT = TRIES * 300 + BOOT_TIMEOUT
-LOGIN = re.compile(r"login: $", re.M)
-SHELL_PROMPT = re.compile(r"root@[\w.-]+:[^\n]*# $", re.M)
 FIGURES: dict[str, dict[str, object]] = {}
 """What the closing note quotes: update step times, fallback times, status outputs (printed with -s)."""
 
@@ -54,55 +59,6 @@ def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: 
             "--json"]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-
-
-def next_report(vm: Vm, start: int, *, version: str | None = None, timeout: float = BOOT_TIMEOUT) -> dict[str, str]:
-    """The first NBC-REPORT line after ``start`` (of ``version`` when given)."""
-    pattern = REPORT_RE if version is None else re.compile(rf"NBC-REPORT (root=[^\n]*? version={re.escape(version)} "
-                                                           r"cmdline=.*?)\r?\n")
-    return parse_report(vm.wait_after(start, pattern, timeout).group(1))
-
-
-def log_in(vm: Vm, start: int) -> None:
-    """As root, with the password set at install: it still works after every update."""
-    vm.wait_after(start, LOGIN, BOOT_TIMEOUT)
-    mark = vm.mark()
-    vm.send("root\r")
-    vm.wait_after(mark, r"Password: ", 60)
-    vm.send(PASSWORD + "\r")
-    vm.wait_after(mark, SHELL_PROMPT, 120)
-    vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
-
-
-def reboot(vm: Vm) -> int:
-    start = vm.mark()
-    vm.send("systemctl reboot\r")
-    return start
-
-
-def status(vm: Vm) -> dict:
-    """``nbc status --json`` through the ``nbc`` link the image ships (scripts written for nbc keep working)."""
-    out = vm.shell("nbc status --json --offline", 120)
-    return json.loads(out)
-
-
-def slots(st: dict) -> dict[str, dict]:
-    return {s["slot"]: s for s in st["slots"]}
-
-
-def run_json(vm: Vm, command: str, timeout: float) -> list[dict]:
-    out = vm.shell(f"{command} --json", timeout)
-    events = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
-    assert events and events[-1]["type"] == "complete", out[-4000:]
-    return events
-
-
-def wait_until(check: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} after {timeout:.0f} s")
-        time.sleep(5)
 
 
 @pytest.mark.parametrize(("bootloader", "filesystem", "broken"), [
@@ -124,7 +80,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         # 1. A runs v1.
         report = next_report(vm, 0)
         assert report["version"] == "1", report
-        log_in(vm, 0)
+        log_in(vm, 0, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"], slots(st)["B"]["state"]) == ("A", "A", "empty"), st
         vm.shell(images_disk.mount_command, 60)
@@ -146,7 +102,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         start = reboot(vm)
         report = next_report(vm, start, version="2")
         assert "root=UUID=" in report["cmdline"] and "panic=10" in report["cmdline"].split(), report
-        log_in(vm, start)
+        log_in(vm, start, PASSWORD)
         assert vm.shell("cat /etc/nbc-test.conf") == "kept-across-updates\n"
         assert vm.shell("cat /etc/machine-id").strip() == machine_id
         assert vm.shell("getent passwd nbc-v2").startswith("nbc-v2:x:"), "v2's system user is missing"
@@ -162,7 +118,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         run_json(vm, "nbc-tui rollback", 120)
         start = reboot(vm)
         report = next_report(vm, start, version="1")
-        log_in(vm, start)
+        log_in(vm, start, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"]) == ("A", "A"), st
         assert slots(st)["B"]["state"] == "good" and st["image"] == update_images.refs["v1"], st
@@ -178,7 +134,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         tried = vm.console()[start:]
         marker = "NBC-NOINIT" if broken == "v3-noinit" else "NBC-HEALTH-FAIL"
         assert tried.count(marker) == TRIES, f"{tried.count(marker)} failed boots of B, expected {TRIES}"
-        log_in(vm, start)
+        log_in(vm, start, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"]) == ("A", "A"), st
         assert slots(st)["B"]["state"] == "bad" and st["fell_back"] is True, st

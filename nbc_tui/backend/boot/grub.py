@@ -109,7 +109,7 @@ def _counting(trial: str, previous: str) -> list[str]:
         "  else",
         *ladder,
         f"    save_env {TRIES}",
-        f'    echo "nbc: trying slot {trial}, ${{{TRIES}}} tries left after this one"',
+        f'    echo "nbc: trying slot {trial}; tries left after this one: ${{{TRIES}}}"',
         "  fi",
         "fi",
     ]
