@@ -34,6 +34,7 @@ from .storage import partition
 from .storage.esp import Esp, EspFiles, MountedEsp
 from .storage.filesystems import read_fs_uuid
 from .storage.luks import MAPPER_DIR
+from .system.rootfs import ETC_LOWER
 from .system.slots import ESP_PARTITION, MAPPER_NAMES, VAR, VAR_PARTITION, Slot
 from .system.state import (
     CONFIG_PATH,
@@ -233,7 +234,7 @@ def other_disk(device: Path, io: StepContext) -> InstalledSystem:
     # Read-only until an operation starts writing (make_writable): checks that refuse, and "no update
     # needed", leave the disk byte for byte as it was (a read-write mount alone writes the superblock).
     io.hold(mounted(partitions[VAR], base / "var", ctx=reading, options=["ro"]))
-    config = _read_config_of_disk(base)
+    config = _read_config_of_disk(base, partitions, reading)
     if config.encryption is not None and config.encryption.enabled:
         raise InputError(f"{device} is encrypted: updating an encrypted disk from another system is not supported",
                          hint="boot the disk and run nbc-tui update there")
@@ -270,12 +271,20 @@ def _refuse_in_use(disk: Path, io: StepContext) -> None:
                          hint="to update the system that runs, leave out --device; else unmount it first")
 
 
-def _read_config_of_disk(base: Path) -> SystemConfig:
+def _read_config_of_disk(base: Path, partitions: dict[str, Path], ctx: RunContext) -> SystemConfig:
+    """config.json on var; else nbc's legacy /etc/nbc/config.json as the system last wrote it (the overlay's
+    upper layer), else as a slot's image /etc holds it (each root slot mounted read-only to look)."""
     for path in (base / CONFIG_PATH, base / LEGACY_IN_UPPER):
         with contextlib.suppress(OSError, ValueError):
             return SystemConfig.model_validate_json(path.read_bytes())
+    for slot in Slot:
+        where = base / slot.role
+        with contextlib.suppress(NbcError), mounted(partitions[slot.role], where, ctx=ctx, options=["ro"]):
+            for path in (where / ETC_LOWER / "nbc/config.json", where / LEGACY_CONFIG_PATH):
+                with contextlib.suppress(OSError, ValueError):
+                    return SystemConfig.model_validate_json(path.read_bytes())
     raise InputError("the disk is not managed by nbc or nbc-tui: its var partition has no state "
-                     f"(/{CONFIG_PATH})")
+                     f"(/{CONFIG_PATH}) and no slot has nbc's legacy /{LEGACY_CONFIG_PATH}")
 
 
 def _rmdir_quietly(path: Path) -> None:

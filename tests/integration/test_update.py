@@ -53,43 +53,15 @@ def var_tree(disk: Path, where: Path) -> dict[str, str]:
 
 def as_user_would(disk: Path, where: Path) -> None:
     """What the running system changed in /etc: a user added (passwd in the upper layer), /etc/issue edited,
-    its machine-id. Written into the overlay's upper directory (the system does not run here)."""
-    from tests.integration.disk_image import partition_loop
-
-    with partition_loop(disk, 4) as ro:
-        del ro  # (read-only loop: only to check the partition is there)
-    table_dev = subprocess.run(["losetup", "--find", "--show", "--offset", str(_start(disk, 4)), "--sizelimit",
-                                str(_size(disk, 4)), str(disk)], capture_output=True, text=True,
-                               check=True).stdout.strip()
-    try:
-        where.mkdir(parents=True, exist_ok=True)
-        subprocess.run(["mount", table_dev, str(where)], check=True)
-        try:
-            upper = where / UPPER
-            with mounted_partition(disk, 2, where.with_name("a-root")) as a:
-                lower_passwd = (a / ".etc.lower/passwd").read_text()
-            (upper / "passwd").write_text(lower_passwd + "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n")
-            (upper / "issue").write_text("Welcome to the machine\n")
-            (upper / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
-            (upper / "nbc-tui-test.conf").write_text("kept\n")
-        finally:
-            subprocess.run(["umount", str(where)], check=True)
-    finally:
-        subprocess.run(["losetup", "-d", table_dev], check=False)
-
-
-def _start(disk: Path, number: int) -> int:
-    from tests.integration.disk_image import gpt
-
-    table = gpt(disk)
-    return table["partitions"][number - 1]["start"] * table.get("sectorsize", 512)
-
-
-def _size(disk: Path, number: int) -> int:
-    from tests.integration.disk_image import gpt
-
-    table = gpt(disk)
-    return table["partitions"][number - 1]["size"] * table.get("sectorsize", 512)
+    its machine-id, a file of its own. Written into the overlay's upper directory (nothing runs here)."""
+    with mounted_partition(disk, 2, where.with_name("a-root")) as a:
+        lower_passwd = (a / ".etc.lower/passwd").read_text()
+    with mounted_partition(disk, 4, where, writable=True) as var:
+        upper = var / UPPER
+        (upper / "passwd").write_text(lower_passwd + "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n")
+        (upper / "issue").write_text("Welcome to the machine\n")
+        (upper / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
+        (upper / "nbc-tui-test.conf").write_text("kept\n")
 
 
 def status(nbc, disk: Path) -> dict:
@@ -248,18 +220,9 @@ def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[st
     before = digest_of(small_disk)
     with small_disk.open("rb+") as held:
         fcntl.lockf(held, fcntl.LOCK_SH)
-        r = subprocess.run(["python3", "-c", "import sys"], check=True)  # (the lock is this process's)
-        del r
-        child = nbc_in_child(small_disk, versions["v2"])
-    assert child.returncode == 2 and "in use" in child.stderr, child.stdout + child.stderr
+        r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], "--force")
+    assert r.returncode == 2 and "in use" in r.stderr, r.stdout + r.stderr
     assert digest_of(small_disk) == before
-
-
-def nbc_in_child(disk: Path, image: str) -> subprocess.CompletedProcess[str]:
-    from tests.conftest import NBC_TUI, REPO
-
-    return subprocess.run([*NBC_TUI, "update", "--device", str(disk), "--image", image, "--force"],
-                          capture_output=True, text=True, cwd=REPO)
 
 
 # -- staged updates ---------------------------------------------------------------------------------------
@@ -330,10 +293,11 @@ def _mtools(tool: str, disk: Path, *args: str) -> None:
 
 # -- a disk nbc wrote ----------------------------------------------------------------------------------
 
-@pytest.fixture
-def nbc_layout_disk(nbc, versions: dict[str, str], tmp_path: Path) -> Iterator[Path]:
+@pytest.fixture(params=["config.json", "legacy /etc/nbc/config.json"])
+def nbc_layout_disk(request: pytest.FixtureRequest, nbc, versions: dict[str, str], tmp_path: Path) -> Iterator[Path]:
     """A disk as nbc leaves it: kernels at the ESP root, bootc.conf naming them, loader.conf's ``default
-    bootc``, config.json with nbc's keys only and no per-slot records (made from an nbc-tui install)."""
+    bootc``, config.json with nbc's keys only and no per-slot records (made from an nbc-tui install); or with
+    only nbc's legacy config, /etc/nbc/config.json in slot A's image /etc."""
     disk = tmp_path / "nbc.img"
     install(nbc, versions["v1"], disk, tmp_path, "--bootloader", "systemd-boot")
     entry = esp_read(disk, "loader/entries/bootc.conf").decode()
@@ -342,25 +306,26 @@ def nbc_layout_disk(nbc, versions: dict[str, str], tmp_path: Path) -> Iterator[P
     entry = entry.replace(f"/A/vmlinuz-{KVER}", f"/vmlinuz-{KVER}").replace(f"/A/initramfs-{KVER}",
                                                                               f"/initramfs-{KVER}")
     staged = tmp_path / "bootc.conf"
-    staged.write_text(entry.replace("title   Synthetic Linux 1 (test)", "title   Synthetic Linux 1 (test)"))
+    staged.write_text(entry)
     _mtools("mcopy", disk, "-o", str(staged), "::/loader/entries/bootc.conf")
     (tmp_path / "loader.conf").write_text("default bootc\ntimeout 5\nconsole-mode max\neditor yes\n")
     _mtools("mcopy", disk, "-o", str(tmp_path / "loader.conf"), "::/loader/loader.conf")
-    dev = subprocess.run(["losetup", "--find", "--show", "--offset", str(_start(disk, 4)), "--sizelimit",
-                          str(_size(disk, 4)), str(disk)], capture_output=True, text=True, check=True).stdout.strip()
-    where = tmp_path / "var"
-    where.mkdir()
-    try:
-        subprocess.run(["mount", dev, str(where)], check=True)
-        state = where / "lib/nbc/state"
+    legacy = request.param.startswith("legacy")
+    with mounted_partition(disk, 4, tmp_path / "var", writable=True) as var:
+        state = var / "lib/nbc/state"
         config = json.loads((state / "config.json").read_text())
         nbc_keys = ["image_ref", "image_digest", "device", "install_date", "kernel_args", "bootloader_type",
                     "filesystem_type"]
-        (state / "config.json").write_text(json.dumps({k: config[k] for k in nbc_keys}, indent=2))
+        nbc_config = json.dumps({k: config[k] for k in nbc_keys}, indent=2)
+        (state / "config.json").write_text(nbc_config)
         subprocess.run(["rm", "-rf", str(state / "slots")], check=True)
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
-        subprocess.run(["losetup", "-d", dev], check=False)
+        if legacy:
+            (state / "config.json").unlink()
+    if legacy:
+        with mounted_partition(disk, 2, tmp_path / "a", writable=True) as a:
+            for etc in (a / "etc", a / ".etc.lower"):
+                (etc / "nbc").mkdir(exist_ok=True)
+                (etc / "nbc/config.json").write_text(nbc_config)
     yield disk
 
 
