@@ -9,6 +9,7 @@ import re
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,6 +18,9 @@ from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK, locked
 from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.disk_image import digest_of, esp_files, esp_read, mounted_partition, partition_digest
 from tests.support.synthetic import KVER, V2_USER, make_image, make_versions
+
+if TYPE_CHECKING:
+    from tests.integration.registry_fixtures import RegistryServer
 
 pytestmark = pytest.mark.root
 
@@ -223,6 +227,54 @@ def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[st
         r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], "--force")
     assert r.returncode == 2 and "in use" in r.stderr, r.stdout + r.stderr
     assert digest_of(small_disk) == before
+
+
+# -- other sources ----------------------------------------------------------------------------------------
+
+def test_an_update_follows_a_moved_registry_tag_and_a_registry_down_changes_nothing(
+        nbc, registry: RegistryServer, versions: dict[str, str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Installed from a registry tag; v2 is pushed under the same tag: the update, with no --image, takes the
+    installed system's reference and finds v2. With the registry down, it fails and writes nothing."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    ref = registry.push(versions["v1"], "nbc/os:stable")
+    disk = tmp_path / "disk.img"
+    install(nbc, ref, disk, tmp_path)
+    r = nbc("update", "--device", str(disk), "--check", "--json")
+    assert json.loads(r.stdout)["update_needed"] is False, r.stdout + r.stderr
+    registry.push(versions["v2"], "nbc/os:stable")
+    r = nbc("update", "--device", str(disk), "--check", "--json")
+    answer = json.loads(r.stdout)
+    assert answer["update_needed"] is True and answer["image"] == ref, answer
+    r = nbc("update", "--device", str(disk), "--force", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert r.events[-1]["details"]["image"] == ref
+    assert slots_of(nbc, disk)["B"]["digest"] == answer["new_digest"]
+
+    registry.stop()
+    before = digest_of(disk)
+    r = nbc("update", "--device", str(disk), "--force")
+    assert r.returncode == 1 and ref.split("/")[0] in r.stderr, r.stdout + r.stderr
+    r = nbc("update", "--device", str(disk), "--check", "--json")
+    assert r.returncode == 1 and json.loads(r.stdout)["error"] is True, r.stdout
+    assert digest_of(disk) == before
+    assert loop_devices_of(disk) == [] and nbc_mounts() == []
+
+
+def test_an_update_from_an_oci_archive(nbc, versions: dict[str, str], tmp_path: Path) -> None:
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path, "--filesystem", "ext4")
+    layout = Path(versions["v2"].removeprefix("oci:").rsplit(":", 1)[0])
+    archive = tmp_path / "images.tar"
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+    r = nbc("update", "--device", str(disk), "--image", f"oci-archive:{archive}:v2", "--force", "--json")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert slots_of(nbc, disk)["B"]["image"] == f"oci-archive:{archive}:v2"
+
+
+def slots_of(nbc, disk: Path) -> dict[str, dict]:
+    return {s["slot"]: s for s in status(nbc, disk)["slots"]}
 
 
 # -- staged updates ---------------------------------------------------------------------------------------
