@@ -19,13 +19,13 @@ from ..backend.logfile import RunLog
 from ..backend.operations.update import (
     DEFAULT_TRIES,
     MAX_TRIES,
-    StagedUse,
     UpdateCheck,
     UpdateRequest,
     check_for_update,
     download_update,
     run_update,
 )
+from ..backend.operations.update_image import StagedUse
 from ..backend.runner import RunContext
 from ..backend.secret_files import read_secret_file
 from .flags import add_output_flags

@@ -5,8 +5,11 @@ change nothing; a disk in nbc's own layout is updated too."""
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -227,6 +230,42 @@ def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[st
         r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], "--force")
     assert r.returncode == 2 and "in use" in r.stderr, r.stdout + r.stderr
     assert digest_of(small_disk) == before
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM])
+def test_an_update_stopped_while_it_extracts_leaves_the_kept_slot_booting(nbc, versions: dict[str, str],
+                                                                        tmp_path: Path, log_file: Path,
+                                                                        sig: signal.Signals) -> None:
+    """Stopped in the middle of writing slot B: exit 130, nothing mounted or attached, slot A and its kernel
+    files as they were and the only entry of the menu, B empty; the next update works."""
+    from tests.conftest import NBC_TUI, REPO, sigint_not_ignored
+
+    big = make_image(tmp_path / "big", padding=400 << 20, compression="tar", version=2)
+    disk = tmp_path / "disk.img"
+    install(nbc, versions["v1"], disk, tmp_path)
+    slot_a = partition_digest(disk, 2)
+    env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
+    with sigint_not_ignored():
+        proc = subprocess.Popen([*NBC_TUI, "update", "--device", str(disk), "--image", big, "--force", "--json"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+    events = []
+    assert proc.stdout
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "progress" and events[-1].get("message") == "Extracting":
+            time.sleep(0.5)
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    events += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    assert proc.returncode == 130 and "Interrupted" in events[-1]["details"]["error"], events[-3:]
+    assert loop_devices_of(disk) == [] and nbc_mounts() == []
+    assert partition_digest(disk, 2) == slot_a
+    assert [f for f in esp_files(disk) if f.startswith("loader/entries/")] == ["loader/entries/bootc.conf"]
+    st = status(nbc, disk)
+    assert st["default_slot"] == "A" and {s["slot"]: s["state"] for s in st["slots"]} == {"A": "good", "B": "empty"}
+    r = nbc("update", "--device", str(disk), "--image", versions["v2"], "--force")
+    assert r.returncode == 0, r.stdout + r.stderr
 
 
 # -- other sources ----------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import pytest
 from nbc_tui.backend.boot.entries import BootEntry, EntryState
 from nbc_tui.backend.boot.menu import BootMenu, MenuItem
 from nbc_tui.backend.installed import InstalledSystem
-from nbc_tui.backend.operations.update import NO_UPDATE_NEEDED, ChosenImage, judge
+from nbc_tui.backend.operations.update_image import NO_UPDATE_NEEDED, ChosenImage, judge
 from nbc_tui.backend.system.slots import Slot
 from nbc_tui.backend.system.state import (
     SlotRecord,

@@ -25,7 +25,6 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +36,7 @@ from ..boot.menu import retire_slot, start_trial
 from ..engine import Finished, Step, StepContext, Timings, When, run_steps, system_lock_step
 from ..errors import Cancelled, InputError, NbcError
 from ..events import CompleteEvent, Emit
-from ..image.cache import CachedImage, CacheKind, cache_dir, clear_cache, download, single_staged
-from ..image.opener import open_image
-from ..image.source import ImageSource
+from ..image.cache import CachedImage, CacheKind, clear_cache, download
 from ..installed import InstalledSystem, other_disk, running_system
 from ..machine import require_tools, update_tools
 from ..mounts import RUN_DIR, mounted
@@ -56,30 +53,17 @@ from ..system.state import (
     REBOOT_MARKER,
     RebootMarker,
     SlotRecord,
-    SystemConfig,
     forget_slot,
     local_now_rfc3339,
     write_reboot_marker,
 )
+from .update_image import ChosenImage, StagedUse, Verdict, choose_image, judge
 
 DEFAULT_TRIES = 3
 """Boots a new slot gets to reach boot-complete.target before the loader goes back to the previous one."""
 MAX_TRIES = 9
 """GRUB's counter is a ladder in grub.cfg (boot/grub.py); systemd-boot would take more."""
-NO_UPDATE_NEEDED = "No update needed - system is already running the latest version."
-"""nbc's words (reference §13.3), which scripts may match."""
 CONFLICTS_SHOWN = 20
-
-
-class StagedUse(StrEnum):
-    """Whether the image comes from the staged-update cache (``nbc-tui download --for-update``)."""
-
-    NEVER = "never"
-    """``--image`` or the installed system's image, from where it lives."""
-    ONLY = "only"
-    """``--local-image``: the staged update; an error when there is none."""
-    FIRST = "first"
-    """``--auto``: the staged update when there is one, else the image from where it lives."""
 
 
 @dataclass(frozen=True)
@@ -105,41 +89,6 @@ class UpdateRequest:
 PassphraseReader = Callable[[], SecretStr]
 """Reads the LUKS passphrase when one is needed (a file, stdin, or a prompt: the face decides)."""
 Confirm = Callable[[str], bool]
-
-
-@dataclass(frozen=True)
-class ChosenImage:
-    """The image the update goes to, opened (manifest read, no layer yet)."""
-
-    ref: str
-    source: ImageSource
-    staged: CachedImage | None
-
-    @property
-    def digests(self) -> set[str]:
-        """Every digest that names it: the manifest's, and the index's for a multi-platform image."""
-        found = {self.source.manifest_digest, self.source.index_digest}
-        if self.staged is not None:
-            found |= {self.staged.image_digest, self.staged.index_digest}
-        return {d for d in found if d}
-
-    @property
-    def digest(self) -> str:
-        """What the installed system records and an update compares with: the index digest when there is one."""
-        if self.staged is not None:
-            return self.staged.index_digest or self.staged.image_digest
-        return self.source.index_digest or self.source.manifest_digest
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """Whether an update is needed, in words (``--check`` prints it, the update acts on it)."""
-
-    needed: bool
-    message: str
-    current_digest: str
-    refused: bool = False
-    """The image failed to boot from the target slot before: an update needs --force."""
 
 
 class UpdateRun:
@@ -214,7 +163,7 @@ def find_system_and_image(run: UpdateRun, io: StepContext) -> None:
     io.message(f"{'Currently booted from' if system.running else 'Keeps'}: "
                f"{system.where(current.role)} ({current.role}, slot {current.value})")
     io.message(f"Update target: {system.where(run.target.role)} ({run.target.role}, slot {run.target.value})")
-    run.image = choose_image(request, system.config, io)
+    run.image = choose_image(request.image, request.staged, system.config, io)
     run.verdict = judge(system, current, run.image)
 
 
@@ -225,6 +174,7 @@ def find_and_decide(run: UpdateRun, io: StepContext) -> None:
     if run.verdict.refused and not request.force:
         raise InputError(run.verdict.message, hint="fix the image, or run again with --force to try it again")
     if not run.verdict.needed and not request.force:
+        io.message("Use --force to reinstall anyway.")
         raise Finished(run.verdict.message, details={"update_needed": False, "image": run.image.ref,
                                                      "current_digest": run.verdict.current_digest})
     if not run.verdict.needed:
@@ -242,50 +192,6 @@ def _refuse_target_in_use(run: UpdateRun, io: StepContext) -> None:
     if mounts:
         raise InputError(f"{run.target_partition} (slot {run.target.value}) is mounted at {', '.join(mounts)}",
                          hint="unmount it first: the update formats it")
-
-
-def choose_image(request: UpdateRequest, config: SystemConfig, io: StepContext) -> ChosenImage:
-    """The staged update or the image named (by --image, else the installed system's), opened."""
-    staged = None
-    if request.staged is not StagedUse.NEVER:
-        staged = single_staged(CacheKind.UPDATE)
-        if staged is None and request.staged is StagedUse.ONLY:
-            raise InputError(f"no staged update found in {cache_dir(CacheKind.UPDATE)}",
-                             hint="stage one with: nbc-tui download --for-update (or run without --local-image)")
-    if staged is not None:
-        io.message(f"Using the staged update: {staged.image_ref} ({staged.image_digest[:19]}...)")
-        source: ImageSource = staged.open_source()
-        ref = staged.image_ref
-    else:
-        ref = request.image or config.image_ref
-        if request.image is None:
-            io.message(f"Using image from system config: {ref}")
-        source = open_image(ref)
-    io.stack.callback(source.close)
-    return ChosenImage(ref, source, staged)
-
-
-def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict:
-    """Needed unless the current slot runs the image, or the target slot holds it on trial already; refused when
-    the target slot held it and it never booted to the end (the loader gave up on it)."""
-    # The current slot's record; a disk nbc wrote has none, and its config.json names the image that runs.
-    has = system.record(current) or system.config
-    running = {has.image_digest, has.image_manifest_digest} - {""}
-    current_digest = has.image_digest
-    if running & image.digests:
-        return Verdict(False, NO_UPDATE_NEEDED, current_digest)
-    target = current.other
-    held = system.record(target)
-    item = system.menu.item(target)
-    if held is not None and {held.image_digest, held.image_manifest_digest} & image.digests and item is not None:
-        if item.state is EntryState.BAD:
-            return Verdict(False, f"{image.ref} ({image.digest[:19]}...) failed to boot from slot {target.value}: "
-                                  f"the loader gave up on it and went back to slot {current.value}",
-                           current_digest, refused=True)
-        if item.state is EntryState.TRIAL:
-            return Verdict(False, f"Slot {target.value} already holds {image.ref}, on trial: reboot to start it",
-                           current_digest)
-    return Verdict(True, "Update available", current_digest)
 
 
 # -- checking the image ----------------------------------------------------------------------------------
