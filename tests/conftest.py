@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +69,27 @@ def sigint_not_ignored() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def stopped_while_extracting(args: list[str], log_file: Path, sig: signal.Signals,
+                             delay: float = 0.5) -> tuple[int, list[dict]]:
+    """Run the CLI with ``args`` (``--json``) and send it ``sig`` ``delay`` seconds into its extraction; its
+    exit code and every event it wrote."""
+    env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
+    with sigint_not_ignored():
+        proc = subprocess.Popen([*NBC_TUI, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                env=env, cwd=REPO)
+    events = []
+    assert proc.stdout
+    for line in proc.stdout:
+        events.append(json.loads(line))
+        if events[-1]["type"] == "progress" and events[-1].get("message") == "Extracting":
+            time.sleep(delay)
+            proc.send_signal(sig)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    events += [json.loads(line) for line in rest.splitlines() if line.strip()]
+    return proc.returncode, events
 
 
 def loop_devices_of(path: Path) -> list[str]:

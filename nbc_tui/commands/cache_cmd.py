@@ -186,11 +186,9 @@ def _download(args: argparse.Namespace) -> int:
 
 def _download_from(args: argparse.Namespace, kind: CacheKind, ref: str, config: SystemConfig | None,
                    source: ImageSource) -> int:
-    if config is not None:
-        installed = {config.image_digest, getattr(config, "image_manifest_digest", "")} - {""}
-        if {source.manifest_digest, source.index_digest} & installed:
-            raise NbcError(f"no update available: image digest matches installed version "
-                           f"({config.image_digest[:19]}...)")
+    if config is not None and {source.manifest_digest, source.index_digest} & config.digests:
+        raise NbcError(f"no update available: image digest matches installed version "
+                       f"({config.image_digest[:19]}...)")
     root = cache_dir(kind)
     if args.dry_run:
         if args.json:

@@ -5,11 +5,9 @@ change nothing; a disk in nbc's own layout is updated too."""
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
 import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,7 +16,7 @@ import pytest
 
 from nbc_tui.backend.boot import grubenv
 from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK, locked
-from tests.conftest import loop_devices_of, nbc_mounts
+from tests.conftest import loop_devices_of, nbc_mounts, stopped_while_extracting
 from tests.integration.disk_image import digest_of, esp_files, esp_read, mounted_partition, partition_digest
 from tests.support.synthetic import KVER, V2_USER, make_image, make_versions
 
@@ -232,33 +230,19 @@ def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[st
     assert digest_of(small_disk) == before
 
 
-@pytest.mark.parametrize("sig", [signal.SIGTERM])
 def test_an_update_stopped_while_it_extracts_leaves_the_kept_slot_booting(nbc, versions: dict[str, str],
-                                                                        tmp_path: Path, log_file: Path,
-                                                                        sig: signal.Signals) -> None:
+                                                                        tmp_path: Path, log_file: Path) -> None:
     """Stopped in the middle of writing slot B: exit 130, nothing mounted or attached, slot A and its kernel
     files as they were and the only entry of the menu, B empty; the next update works."""
-    from tests.conftest import NBC_TUI, REPO, sigint_not_ignored
-
     big = make_image(tmp_path / "big", padding=400 << 20, compression="tar", version=2)
     disk = tmp_path / "disk.img"
     install(nbc, versions["v1"], disk, tmp_path)
     slot_a = partition_digest(disk, 2)
-    env = {**os.environ, "NBC_TUI_LOG_FILE": str(log_file)}
-    with sigint_not_ignored():
-        proc = subprocess.Popen([*NBC_TUI, "update", "--device", str(disk), "--image", big, "--force", "--json"],
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
-    events = []
-    assert proc.stdout
-    for line in proc.stdout:
-        events.append(json.loads(line))
-        if events[-1]["type"] == "progress" and events[-1].get("message") == "Extracting":
-            time.sleep(0.5)
-            proc.send_signal(sig)
-            break
-    rest, _ = proc.communicate(timeout=120)
-    events += [json.loads(line) for line in rest.splitlines() if line.strip()]
-    assert proc.returncode == 130 and "Interrupted" in events[-1]["details"]["error"], events[-3:]
+    returncode, events = stopped_while_extracting(["update", "--device", str(disk), "--image", big, "--force",
+                                                   "--json"], log_file, signal.SIGTERM, delay=0.0)
+    steps = [e["step_name"] for e in events if e["type"] == "step"]
+    assert steps[-1] == "Extracting new container filesystem", steps  # stopped in the middle, as meant
+    assert returncode == 130 and "Interrupted" in events[-1]["details"]["error"], events[-3:]
     assert loop_devices_of(disk) == [] and nbc_mounts() == []
     assert partition_digest(disk, 2) == slot_a
     assert [f for f in esp_files(disk) if f.startswith("loader/entries/")] == ["loader/entries/bootc.conf"]

@@ -9,7 +9,7 @@ the digest the image's reference names now.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -111,8 +111,6 @@ def read_status(*, ctx: RunContext, emit: Emit, device: Path | None = None, chec
 
 def _reading(ctx: RunContext) -> RunContext:
     """Status writes nothing: run as a dry run (a disk given with --device is then mounted read-only)."""
-    from dataclasses import replace
-
     return replace(ctx, dry_run=True)
 
 
@@ -122,7 +120,7 @@ def _status(system: InstalledSystem, io: StepContext, *, check: bool) -> SystemS
     # An entry out of tries is one the loader gave up on: it booted the other slot instead.
     fell_back = any(item.state is EntryState.BAD for item in system.menu.items)
     staged = _staged_update()
-    installed = {system.config.image_digest, system.config.image_manifest_digest} - {""}
+    installed = system.config.digests
     staged_ready = staged is not None and not ({staged.image_digest, staged.index_digest or ""} & installed)
     active = system.where(system.booted.role) if system.booted else None
     return SystemStatus(
@@ -190,6 +188,6 @@ def _check(system: InstalledSystem) -> UpdateCheckResult:
             names = {source.index_digest, source.manifest_digest} - {None, ""}
     except NbcError as exc:
         return UpdateCheckResult(available=False, remote_digest=None, current_digest=current, error=exc.message)
-    installed = {config.image_digest, config.image_manifest_digest} - {""}
+    installed = config.digests
     return UpdateCheckResult(available=bool(current) and not (names & installed), remote_digest=remote,
                              current_digest=current)

@@ -93,14 +93,14 @@ def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict
     the target slot held it and it never booted to the end (the loader gave up on it)."""
     # The current slot's record; a disk nbc wrote has none, and its config.json names the image that runs.
     has = system.record(current) or system.config
-    running = {has.image_digest, has.image_manifest_digest} - {""}
+    running = has.digests
     current_digest = has.image_digest
     if running & image.digests:
         return Verdict(False, NO_UPDATE_NEEDED, current_digest)
     target = current.other
     held = system.record(target)
     item = system.menu.item(target)
-    if held is not None and {held.image_digest, held.image_manifest_digest} & image.digests and item is not None:
+    if held is not None and held.digests & image.digests and item is not None:
         if item.state is EntryState.BAD:
             return Verdict(False, f"{image.ref} ({image.digest[:19]}...) failed to boot from slot {target.value}: "
                                   f"the loader gave up on it and went back to slot {current.value}",

@@ -59,6 +59,11 @@ class SystemConfig(BaseModel):
     boot_layout: str = "per-slot"
     """Kernel and initramfs live in /A and /B on the ESP (nbc keeps them at the ESP root)."""
 
+    @property
+    def digests(self) -> set[str]:
+        """Every digest recorded for the image (the index's and the manifest's): what an image is matched by."""
+        return {self.image_digest, self.image_manifest_digest} - {""}
+
     def to_json(self) -> str:
         data = self.model_dump(mode="json")
         if not self.disk_id:
@@ -112,6 +117,11 @@ class SlotRecord(BaseModel):
     """When the slot was written (local time with its offset, like install_date)."""
     written_by: str = ""
     operation: Literal["install", "update"] = "install"
+
+    @property
+    def digests(self) -> set[str]:
+        """As :attr:`SystemConfig.digests`."""
+        return {self.image_digest, self.image_manifest_digest} - {""}
 
 
 def write_slot_record(root: Path, record: SlotRecord, config: SystemConfig) -> None:
