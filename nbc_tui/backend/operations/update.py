@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from ... import __version__
 from ..boot.entries import BootEntry, EntryState
 from ..boot.menu import retire_slot, start_trial
+from ..disks.blockdevices import SYSTEM, Machine
 from ..engine import Finished, Step, StepContext, Timings, When, run_steps, system_lock_step
 from ..errors import Cancelled, InputError, NbcError
 from ..events import CompleteEvent, Emit
@@ -96,7 +97,7 @@ class UpdateRun:
 
     system: InstalledSystem
     current: Slot
-    """The slot that keeps running (the booted one; with --device, the one that boots by default)."""
+    """The slot the update keeps (the booted one; with --device, the first good one in the boot menu)."""
     previous: BootEntry
     """The current slot's menu entry, kept verbatim as the one to go back to."""
     image: ChosenImage
@@ -183,8 +184,6 @@ def find_and_decide(run: UpdateRun, io: StepContext) -> None:
 
 def _refuse_target_in_use(run: UpdateRun, io: StepContext) -> None:
     """Nothing may have the target slot mounted (it is formatted next), nor be the slot that runs."""
-    from ..disks.blockdevices import SYSTEM, Machine
-
     if run.system.booted is run.target:
         raise NbcError(f"slot {run.target.value} is both the target and the running slot (a bug in nbc-tui)")
     machine = Machine.read(SYSTEM, io.ctx)

@@ -81,6 +81,8 @@ def carry_runtime_files(layers: EtcLayers) -> list[str]:
         source = layers.current(rel)
         if layers.in_upper(rel) or source is None or source.is_symlink() or not source.is_file():
             continue
+        if layers.live is not None and os.path.ismount(source):
+            continue  # a transient one systemd mounted over /etc (it commits it to the upper layer itself)
         data = source.read_bytes()
         if rel == "machine-id" and not _MACHINE_ID.match(data):
             continue  # not set yet ("uninitialized" or empty): the first boot makes one
