@@ -22,7 +22,7 @@ from tests.vm.image_builder import (
     read_report,
     source_key,
 )
-from tests.vm.qemu import booted
+from tests.vm.qemu import STUCK_RESET_SECONDS, booted
 
 BOOT_TIMEOUT = 300
 
@@ -126,3 +126,22 @@ def _layer_blob(layout: Path) -> Path:
     manifest = json.loads((layout / "blobs/sha256" / digest).read_text())
     [layer] = manifest["layers"]
     return layout / "blobs/sha256" / layer["digest"].split(":", 1)[1]
+
+
+@pytest.mark.vm
+@pytest.mark.root
+def test_harness_resets_a_guest_whose_reset_never_comes(debian_image: Path, rootfs: Path, tmp_path: Path) -> None:
+    """A guest that says it resets and then stays silent (here: a panic with panic=100, no root to mount) is
+    reset from QEMU's monitor after STUCK_RESET_SECONDS, counted in ``stuck_resets`` and the QEMU log: what
+    keeps a reboot scenario going when TCG does not come back from a guest's reset."""
+    kver = str(image_info(debian_image)["kver"])
+    log = tmp_path / "console.log"
+    with booted(None, log=log, timeout=BOOT_TIMEOUT, kernel=rootfs / "usr/lib/modules" / kver / "vmlinuz",
+                append="console=ttyS0 panic=100 root=/dev/nothing", reboots=True) as vm:
+        vm.wait_for(r"Rebooting in 100 seconds", BOOT_TIMEOUT)
+        started = vm.elapsed
+        vm.wait_for(r"(?s)Rebooting in 100 seconds.*Linux version", 100 + STUCK_RESET_SECONDS)
+        waited = vm.elapsed - started
+    assert vm.stuck_resets == 1
+    assert STUCK_RESET_SECONDS <= waited < 100, f"reset after {waited:.0f} s"
+    assert '"return": {}' in (tmp_path / "console.log.qemu").read_text()

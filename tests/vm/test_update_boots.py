@@ -142,4 +142,5 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         text = vm.shell("nbc-tui status")
         assert "FELL BACK" in text, text
         figures["status_after_fallback"] = text
+        figures["stuck_resets"] = vm.stuck_resets  # resets the harness had to press (Vm._unstick)
     print(json.dumps(FIGURES, indent=2))
