@@ -23,6 +23,7 @@ import contextlib
 import http.server
 import json
 import os
+import re
 import secrets
 import signal
 import socket
@@ -155,6 +156,10 @@ class TokenServer:
         self._server.server_close()
 
 
+ACCESS_LINE = re.compile(r'"GET /v2/\S+/blobs/(?P<digest>sha256:[0-9a-f]{64}) HTTP/[\d.]+" 20[06] (?P<bytes>\d+)')
+"""A blob served, in the registry's access log (combined log format)."""
+
+
 @dataclass
 class RegistryServer:
     """One docker-registry process; restartable on the same port and storage."""
@@ -176,7 +181,9 @@ class RegistryServer:
         return f"{'https' if self.tls else 'http'}://{self.host}"
 
     def _config(self) -> Path:
-        lines = ["version: 0.1", "log:", "  level: error", "storage:", "  filesystem:",
+        # The access log (combined format) says what each request was served: served_blob_bytes().
+        lines = ["version: 0.1", "log:", "  level: error", "  accesslog:", "    disabled: false", "storage:",
+                 "  filesystem:",
                  f"    rootdirectory: {self.root}", "  delete:", "    enabled: true", "http:",
                  f"  addr: {self.host}", f"  secret: {secrets.token_hex(8)}"]
         if self.tls:
@@ -240,6 +247,14 @@ class RegistryServer:
         subprocess.run(["skopeo", "copy", "--quiet", "--all", "--preserve-digests", "--dest-tls-verify=false",
                         oci_ref, f"docker://{self.host}/{name}"], check=True, capture_output=True, timeout=300)
         return f"{self.host}/{name}"
+
+    def served_blob_bytes(self) -> dict[str, int]:
+        """Bytes served per blob digest since the registry was first started (its access log)."""
+        served: dict[str, int] = {}
+        for line in (self.workdir / "registry.log").read_text(errors="replace").splitlines():
+            if m := ACCESS_LINE.search(line):
+                served[m["digest"]] = served.get(m["digest"], 0) + int(m["bytes"])
+        return served
 
     def blob_path(self, digest: str) -> Path:
         hexpart = digest.split(":", 1)[1]

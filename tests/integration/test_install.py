@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.boot.cmdline import FAILURE_REBOOTS
+from nbc_tui.backend.system.dracut import HOOK_SCRIPT
+from nbc_tui.backend.system.initramfs_needs import initramfs_member_names
 from tests.conftest import loop_devices_of, nbc_mounts
 from tests.integration.disk_image import (
     blkid,
@@ -158,6 +160,28 @@ def test_install_into_image_file(nbc, synthetic_image: str, tmp_path: Path, pass
     # the secret never reaches a log or an output
     for text in (r.stdout, r.stderr, log_file.read_text()):
         assert PASSWORD not in text
+
+
+def test_a_missing_hook_is_appended_to_the_images_initramfs(nbc, tmp_path: Path) -> None:
+    """An image without dracut whose initramfs lacks only the etc-overlay hook (and has what it runs in) is
+    installed: the hook is added as an archive after the image's own, which stays byte for byte in front."""
+    from tests.support.synthetic import make_image
+
+    ref = make_image(tmp_path / "layout", initramfs_has_module=False, initramfs_takes_hook=True)
+    image = tmp_path / "disk.img"
+    r = nbc("install", "--image", ref, "--via-loopback", str(image), *SMALL, "--filesystem", "ext4", "--json")
+    assert r.returncode == 0, r.stderr
+    messages = [e.get("message") or "" for e in r.events]
+    assert any("Adding the etc-overlay hook" in m for m in messages), messages
+    assert not any("Regenerating" in m for m in messages), messages
+    initramfs = tmp_path / "initramfs.img"
+    initramfs.write_bytes(esp_read(image, f"A/initramfs-{KVER}.img"))
+    names = initramfs_member_names(initramfs)
+    assert f"usr/lib/dracut/hooks/pre-pivot/50-{HOOK_SCRIPT}" in names and "usr/bin/mount" in names
+    with mounted_partition(image, 2, tmp_path / "root") as root:
+        shipped = (root / f"usr/lib/modules/{KVER}/initramfs.img").read_bytes()
+    assert initramfs.read_bytes() == shipped, "the slot boots the initramfs its root holds"
+    assert shipped.startswith(b"\x1f\x8b")  # the image's own gzip archive still comes first
 
 
 def test_dry_run_writes_nothing(nbc, synthetic_image: str, tmp_path: Path) -> None:

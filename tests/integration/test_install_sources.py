@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -46,6 +47,12 @@ def test_install_and_download_from_a_registry(nbc, registry: RegistryServer, syn
     config = installed_config(image, isolated / "var")
     assert config["image_ref"] == ref
     assert config["image_digest"] == config["image_manifest_digest"] == r.events[-1]["details"]["image_digest"]
+    # Each blob fetched once: checked, kept in a spool, extracted from there; the spool is gone after.
+    manifest = json.loads(subprocess.run(["skopeo", "inspect", "--raw", "--tls-verify=false", f"docker://{ref}"],
+                                         capture_output=True, check=True).stdout)
+    blobs = {d["digest"]: d["size"] for d in [manifest["config"], *manifest["layers"]]}
+    assert registry.served_blob_bytes() == blobs
+    assert not list(Path("/var/tmp").glob("nbc-tui-spool-*"))
 
     r = nbc("download", "--image", ref, "--for-install", "--json")
     assert r.returncode == 0, r.stderr

@@ -27,16 +27,20 @@ def cpio_gz(files: dict[str, bytes]) -> bytes:
             p = Path(d, name)
             p.parent.mkdir(parents=True, exist_ok=True)
             p.write_bytes(data)
-        names = "\n".join(sorted(files)) + "\n"
+        dirs = {str(parent) for name in files for parent in Path(name).parents if str(parent) != "."}
+        names = "\n".join(sorted({*files, *dirs})) + "\n"  # directories too, as dracut lists them
         raw = subprocess.run(["cpio", "-o", "-H", "newc", "--quiet"], input=names.encode(), cwd=d,
                              capture_output=True, check=True).stdout
     return gzip.compress(raw)
 
 
 def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow: bool = True,
-               systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True, version: int = 1) -> bytes:
+               systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True, version: int = 1,
+               initramfs_takes_hook: bool = False) -> bytes:
     """The image's one big layer. By default its initramfs has the etc-overlay hook and can unlock LUKS
     with the TPM2 (so encrypted dry runs pass preflight); the image itself has no dracut or cryptsetup.
+    ``initramfs_takes_hook``: the initramfs has what the hook runs in (dracut's hook directory and library,
+    mount, umount, mkdir, overlay.ko), so a missing hook is appended to it.
     ``version`` 2 and later (an update) name themselves so and add a system user, ``_v2svc``, and change
     /etc/issue."""
     t = TarBuilder()
@@ -69,6 +73,11 @@ def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow
         if initramfs_has_module:
             files["usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh"] = b"# stand-in\n"
             files["var/lib/dracut/hooks/pre-pivot/etc-overlay-mount.sh"] = b"# stand-in\n"
+        if initramfs_takes_hook:
+            for name in ("usr/lib/dracut-lib.sh", "usr/lib/dracut/hooks/pre-pivot/10-overlay-mount.sh",
+                         "usr/bin/mount", "usr/bin/umount", "usr/bin/mkdir",
+                         f"usr/lib/modules/{KVER}/kernel/fs/overlayfs/overlay.ko"):
+                files[name] = b"stand-in\n"
         if initramfs_unlocks:
             files[INITRAMFS_UNLOCKER] = b"\x7fELF stand-in\n"
             files[INITRAMFS_TCTI] = b"\x7fELF stand-in\n"

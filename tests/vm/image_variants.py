@@ -1,13 +1,16 @@
-"""The Debian test image in two variants, for the scenarios that install from the live ISO.
+"""The Debian test image in three variants, for the scenarios that install from the live ISO and for each way
+the engine gets an initramfs that boots the disk.
 
-``latest`` is the test image as built: its initramfs lacks the etc-overlay module, so nbc-tui regenerates it
-with dracut (about ten minutes inside a TCG VM). ``preloaded`` is the same image plus one small layer:
+``latest`` is the test image as built: its initramfs is a generic dracut one that lacks only the etc-overlay
+hook, so nbc-tui appends the hook to it (system/initramfs_hook.py). ``needs-rebuild`` is the image plus an
+initramfs made by the same dracut without the overlay kernel module (``--omit-drivers overlay``): the hook
+cannot run in it, so nbc-tui rebuilds it with the image's dracut. ``preloaded`` is the same image plus one small layer:
 nbc-tui's 95etc-overlay module and an initramfs regenerated with it on the host (``dracut --no-hostonly
 --add etc-overlay``, which also carries dracut's crypt support and, through the image's dracut.conf.d,
 tpm2-tss). For ``preloaded`` the engine finds everything the disk needs in the shipped initramfs and keeps
 it, as it does for any image that ships such an initramfs: a VM install takes minutes, not a quarter hour.
 
-Both tags live in one OCI layout (they share the base layer), cached under
+All tags live in one OCI layout (they share the base layer), cached under
 ``<cache>/variants-<key>/layout``; ``key`` hashes this file, the base image's cache entry and the module.
 """
 
@@ -31,6 +34,7 @@ log = logging.getLogger(__name__)
 
 ENTRY_PREFIX = "variants-"
 PRELOADED_TAG = "preloaded"
+REBUILD_TAG = "needs-rebuild"
 MODULE_SOURCE = Path(__file__).resolve().parents[2] / "nbc_tui" / "dracut" / "95etc-overlay"
 MODULE_DIR = "usr/lib/dracut/modules.d/95etc-overlay"
 
@@ -42,6 +46,7 @@ class ImageVariants:
     layout: Path
     latest_ref: str
     preloaded_ref: str
+    rebuild_ref: str
     digests: dict[str, str]
     """Tag -> manifest digest (what a staged image is keyed by)."""
 
@@ -62,7 +67,8 @@ def image_variants(base_layout: Path, cache_root: Path = ib.DEFAULT_CACHE_ROOT) 
     layout = entry / "layout"
     digests = {m["annotations"]["org.opencontainers.image.ref.name"]: m["digest"]
                for m in json.loads((layout / "index.json").read_text())["manifests"]}
-    return ImageVariants(layout, f"oci:{layout}:latest", f"oci:{layout}:{PRELOADED_TAG}", digests)
+    return ImageVariants(layout, f"oci:{layout}:latest", f"oci:{layout}:{PRELOADED_TAG}",
+                         f"oci:{layout}:{REBUILD_TAG}", digests)
 
 
 def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
@@ -77,9 +83,10 @@ def _build(base_layout: Path, entry: Path, cache_root: Path) -> None:
         apt_cache = cache_root / "apt-archives"
         (apt_cache / "partial").mkdir(parents=True, exist_ok=True)
         with (cache_root / "last-variants-build.log").open("w") as out, ib._chroot_mounts(rootfs, apt_cache):
+            rebuild = _rebuild_layer(rootfs, str(info["kver"]), out)
             preload = _preloaded_layer(rootfs, str(info["kver"]), out)
         out_dir = work / "entry"
-        _write_layout(base_layout, preload, out_dir / "layout")
+        _write_layout(base_layout, preload, rebuild, out_dir / "layout")
         (out_dir / "info.json").write_text(json.dumps(
             {"seconds": round(time.monotonic() - started, 1), "base": base_layout.parent.name}))
         os.rename(out_dir, entry)
@@ -116,8 +123,23 @@ def _preloaded_layer(rootfs: Path, kver: str, out: IO[str]) -> bytes:
     return tar.bytes()
 
 
-def _write_layout(base_layout: Path, preload: bytes, dest: Path) -> None:
-    """The base image as ``latest`` and base + ``preload`` as ``preloaded``, in one layout at ``dest``."""
+def _rebuild_layer(rootfs: Path, kver: str, out: IO[str]) -> bytes:
+    """A layer tar: an initramfs without the overlay kernel module (and dracut's overlayfs module, which
+    would bring it back), so the etc-overlay hook cannot be appended to it."""
+    output = "/var/tmp/initramfs-no-overlay.img"
+    log.info("dracut --omit-drivers overlay for the needs-rebuild image")
+    ib._chroot(rootfs, ["dracut", "--force", "--no-hostonly", "--omit", "overlayfs", "--omit-drivers", "overlay",
+                        "--kver", kver, output], out)
+    tar = TarBuilder()
+    for d in ("usr", "usr/lib", "usr/lib/modules", f"usr/lib/modules/{kver}"):
+        tar.dir(d)
+    tar.file(f"usr/lib/modules/{kver}/initramfs.img", (rootfs / output.lstrip("/")).read_bytes(), mode=0o600)
+    return tar.bytes()
+
+
+def _write_layout(base_layout: Path, preload: bytes, rebuild: bytes, dest: Path) -> None:
+    """The base image as ``latest``, base + ``preload`` as ``preloaded`` and base + ``rebuild`` as
+    ``needs-rebuild``, in one layout at ``dest``."""
     index = json.loads((base_layout / "index.json").read_text())
     manifest = json.loads(_blob(base_layout, index["manifests"][0]["digest"]))
     config = json.loads(_blob(base_layout, manifest["config"]["digest"]))
@@ -127,6 +149,8 @@ def _write_layout(base_layout: Path, preload: bytes, dest: Path) -> None:
     labels = config.get("config", {}).get("Labels") or {}
     write_layout(dest, [ImageSpec(layers=base, labels=labels),
                         ImageSpec(layers=[*base, Layer(tar=preload, compression="zstd")], tag=PRELOADED_TAG,
+                                  labels=labels),
+                        ImageSpec(layers=[*base, Layer(tar=rebuild, compression="zstd")], tag=REBUILD_TAG,
                                   labels=labels)])
 
 

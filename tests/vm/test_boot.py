@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.vm.image_builder import image_reference, read_report
+from tests.vm.image_builder import read_report
+from tests.vm.image_variants import REBUILD_TAG, ImageVariants
 from tests.vm.qemu import booted
 
 pytestmark = [pytest.mark.vm, pytest.mark.root]
@@ -33,9 +34,9 @@ def nbc_tui() -> str:
     return found
 
 
-def install(image: Path, disk: Path, *, filesystem: str, bootloader: str) -> list[dict[str, object]]:
+def install(ref: str, disk: Path, *, filesystem: str, bootloader: str) -> list[dict[str, object]]:
     """Run ``nbc-tui install --json`` onto ``disk``; return its events, failing with their tail if it fails."""
-    argv = [nbc_tui(), "install", "--image", image_reference(image), "--via-loopback", str(disk),
+    argv = [nbc_tui(), "install", "--image", ref, "--via-loopback", str(disk),
             "--image-size", "6", "--esp-size", "512M", "--root-size", "2G", "--var-min-size", "1G",
             "--filesystem", filesystem,
             "--bootloader", bootloader, "--karg", "console=ttyS0", "--yes", "--json"]
@@ -50,15 +51,33 @@ def install(image: Path, disk: Path, *, filesystem: str, bootloader: str) -> lis
     return events
 
 
-# One pair here, installed on the host with dracut regenerating the initramfs: the other three boot after
-# installs from the live ISO (test_iso.py: ext4 + systemd-boot by the TUI; test_iso_encrypted.py: ext4 + GRUB
-# and btrfs + systemd-boot, encrypted), so every filesystem boots with every bootloader within the suite's
-# time budget (each boot is about 2 minutes).
-@pytest.mark.parametrize(("bootloader", "filesystem"), [("grub", "btrfs")])
-def test_installed_disk_boots(debian_image: Path, tmp_path: Path, bootloader: str, filesystem: str) -> None:
+# Two pairs here, installed on the host, one for each way the engine makes the initramfs boot the disk: the
+# hook appended to the image's own initramfs (``latest``), and dracut rebuilding it (``needs-rebuild``, whose
+# initramfs lacks the overlay kernel module). The other two pairs boot after installs from the live ISO
+# (test_iso.py: ext4 + systemd-boot by the TUI; test_iso_encrypted.py: ext4 + GRUB and btrfs + systemd-boot,
+# encrypted), so every filesystem boots with every bootloader within the suite's time budget (each boot is
+# about 2 minutes).
+INITRAMFS_WAYS = {
+    "latest": "Adding the etc-overlay hook to the initramfs",
+    REBUILD_TAG: "Regenerating the initramfs",
+}
+
+
+@pytest.mark.parametrize(("bootloader", "filesystem", "tag"), [
+    ("grub", "btrfs", "latest"),
+    ("systemd-boot", "ext4", REBUILD_TAG),
+])
+def test_installed_disk_boots(image_variants: ImageVariants, tmp_path: Path, bootloader: str, filesystem: str,
+                              tag: str) -> None:
     disk = tmp_path / "disk.img"
-    install(debian_image, disk, filesystem=filesystem, bootloader=bootloader)
+    ref = image_variants.latest_ref if tag == "latest" else image_variants.rebuild_ref
+    events = install(ref, disk, filesystem=filesystem, bootloader=bootloader)
     assert disk.stat().st_blocks * 512 < disk.stat().st_size, "the disk image should stay sparse"
+    messages = [str(e.get("message", "")) for e in events]
+    for tag_of, words in INITRAMFS_WAYS.items():
+        assert any(words in m for m in messages) == (tag_of == tag), f"{tag}: {words!r} in {messages}"
+    seconds = events[-1]["details"]["step_seconds"]["initramfs"]  # type: ignore[index]
+    print(f"{tag}: the initramfs step took {seconds} s")
 
     log = tmp_path / "console.log"
     with booted(disk, log=log, timeout=BOOT_TIMEOUT) as vm:

@@ -276,6 +276,8 @@ def _is_untrusted(exc: BaseException) -> bool:
 class RegistrySource(ImageSource):
     """An image pulled from a registry by digest, its tag resolved once when it is opened."""
 
+    remote = True
+
     def __init__(self, ref: RegistryRef | str, *, ctx: RunContext | None = None, insecure: Iterable[str] = (),
                  ca_file: Path | None = None, policy: RetryPolicy | None = None,
                  cancel: threading.Event | None = None, host: tuple[str, str] | None = None) -> None:

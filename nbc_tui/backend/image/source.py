@@ -155,6 +155,9 @@ class ImageSource(ABC):
     index_digest: str | None
     config: dict[str, Any]
     layers: list[Descriptor]
+    remote = False
+    """Whether blobs come over the network (a registry): then an install keeps them in a spool after the
+    check, so that the extraction does not download them again (spool.py)."""
 
     @abstractmethod
     def open_blob(self, desc: Descriptor) -> BlobStream:

@@ -22,12 +22,19 @@ from ..image.cache import CachedImage, CacheKind, find_cached
 from ..image.opener import open_image
 from ..image.scan import ImageInventory, KernelInfo, scan_image
 from ..image.source import ImageSource
+from ..image.spool import SpooledSource, make_spool, spool_problem
 from ..osrelease import os_name
 from ..plan import Bootloader, ImageSpec
 from ..sizes import human
 from ..system.dracut import HOOK_SCRIPT
 from ..system.initramfs import names_contain
-from ..system.initramfs_needs import image_tpm2_problem, initramfs_gaps, unlock_support_problem
+from ..system.initramfs_hook import append_blocker
+from ..system.initramfs_needs import (
+    ETC_OVERLAY_GAP,
+    image_tpm2_problem,
+    initramfs_gaps,
+    unlock_support_problem,
+)
 
 ROOT_HEADROOM = 1.15
 """Room over the image's own size that a root slot must have (filesystem metadata, a new initramfs)."""
@@ -146,11 +153,28 @@ def check_opened_image(ref: str, source: ImageSource, staged: CachedImage | None
                        io: StepContext) -> CheckedImage:
     """Scan an opened image with progress (every blob verified) and check it for the slot."""
     io.message(f"Digest: {source.manifest_digest}", verbose=True)
+    source = fetched_once(source, io)
     inventory = scan_image(source, on_progress=io.progress("Checking image"), cancel=io.ctx.cancel)
     image = CheckedImage(ref, source, inventory, staged)
     check_image(image, needs)
     io.message(f"Operating system: {os_name(inventory.os_release)}, kernel {image.kernel_version}")
     return image
+
+
+def fetched_once(source: ImageSource, io: StepContext) -> ImageSource:
+    """A remote image whose blobs the scan keeps in a spool for the extraction (image/spool.py), when there is
+    room for them; otherwise the image itself, read twice, as the message says."""
+    if not source.remote or io.ctx.dry_run:
+        return source
+    problem = spool_problem(source.compressed_size)
+    if problem is not None:
+        io.message(f"The image's layers will be downloaded twice, to check and to extract them: {problem}")
+        return source
+    spooled = SpooledSource(source, make_spool())
+    io.stack.callback(spooled.close)
+    io.message(f"Layers checked are kept in {spooled.directory} for the extraction (each downloaded once)",
+               verbose=True)
+    return spooled
 
 
 def check_image(image: CheckedImage, needs: SlotNeeds) -> None:
@@ -184,28 +208,34 @@ def boot_file_problems(facts: ImageFacts, *, what: str) -> list[ImageProblem]:
         return [ImageProblem(ImageCheck.INITRAMFS, f"{what} has no initramfs for kernel {kver}",
                              f"a bootable image carries /usr/lib/modules/{kver}/initramfs.img",
                              path=f"/usr/lib/modules/{kver}")]
-    if not names_contain(facts.initramfs_members.get(kver, frozenset()), HOOK_SCRIPT) and not facts.has_dracut:
-        return [ImageProblem(
-            ImageCheck.ETC_OVERLAY,
-            f"{what} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module "
-            "and it has no dracut to add it", "install dracut in the image", path=f"/{kernel.initramfs}")]
+    members = facts.initramfs_members.get(kver, frozenset())
+    if not names_contain(members, HOOK_SCRIPT) and not facts.has_dracut:
+        blocker = append_blocker(members, kver)
+        if blocker is not None:
+            return [ImageProblem(
+                ImageCheck.ETC_OVERLAY,
+                f"{what} cannot mount /etc as an overlay: its initramfs lacks the etc-overlay module, cannot "
+                f"take it as an added archive ({blocker}), and the image has no dracut to rebuild it",
+                "install dracut in the image", path=f"/{kernel.initramfs}")]
     return []
 
 
 def unlock_problem(facts: ImageFacts, *, tpm2: bool) -> ImageProblem | None:
     """Why the image cannot unlock its encrypted root at boot (or, with TPM2, reach the TPM), or None. The
-    shipped initramfs counts only when it is kept (it lacks nothing the slot needs); otherwise what boots is
-    the one dracut rebuilds from the image."""
-    members = facts.initramfs_members.get(facts.kernels[0].version, frozenset()) if facts.kernels else frozenset()
+    shipped initramfs counts when it is kept (it lacks nothing the slot needs, or only the etc-overlay hook,
+    which is appended to it); otherwise what boots is the one dracut rebuilds from the image."""
+    kver = facts.kernels[0].version if facts.kernels else ""
+    members = facts.initramfs_members.get(kver, frozenset())
     gaps = initramfs_gaps(members, encrypted=True, tpm2=tpm2)
-    shipped = None if gaps else members
+    kept = not gaps or (gaps == [ETC_OVERLAY_GAP] and append_blocker(members, kver) is None)
+    shipped = members if kept else None
     problems = [unlock_support_problem(facts.exists, facts.matches, initramfs_members=shipped)]
     if tpm2:
         problems.append(image_tpm2_problem(facts.exists, facts.matches, initramfs_members=shipped))
     problem = "; ".join(p for p in problems if p)
-    if problem and gaps:
+    if problem and not kept:
         problem += f" (its initramfs must be rebuilt: it lacks {' and '.join(gaps)})"
-    if not problem and gaps and not facts.has_dracut:
+    if not problem and not kept and not facts.has_dracut:
         problem = f"its initramfs lacks {' and '.join(gaps)}, and the image has no dracut to rebuild it"
     if not problem:
         return None

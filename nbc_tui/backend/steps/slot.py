@@ -29,9 +29,9 @@ from ..sizes import human
 from ..storage import luks
 from ..storage.esp import EspFiles
 from ..storage.filesystems import read_fs_label, read_fs_uuid
-from ..system import dracut, rootfs
+from ..system import dracut, initramfs_hook, rootfs
 from ..system.boot_assessment import install_boot_assessment
-from ..system.initramfs_needs import initramfs_gaps, initramfs_member_names
+from ..system.initramfs_needs import ETC_OVERLAY_GAP, initramfs_gaps, initramfs_member_names
 from ..system.slots import VAR, Slot
 from ..system.state import SlotRecord, SystemConfig, write_slot_record
 
@@ -126,28 +126,45 @@ def seal_etc(slot: SlotTarget, io: StepContext) -> None:
 # -- initramfs --------------------------------------------------------------------------------------
 
 def build_initramfs(slot: SlotTarget, boot_with: SlotBoot, inventory: ImageInventory, io: StepContext) -> SlotBoot:
-    """Keep the image's initramfs when it lacks nothing this slot needs; otherwise rebuild it with the image's
-    dracut, adding what is missing, and read the result back."""
+    """Keep the image's initramfs when it lacks nothing this slot needs; when it lacks only the etc-overlay
+    hook and can take it, append the hook to it; otherwise rebuild it with the image's dracut, adding what is
+    missing. Either way the result is read back."""
     kver, tpm2 = boot_with.kernel.version, slot.luks is not None and slot.luks.tpm2
     encrypted = slot.luks is not None
     # The scan read the very file extraction wrote (same verified layers, same final tree).
-    missing = initramfs_gaps(inventory.initramfs_members.get(kver, frozenset()), encrypted=encrypted, tpm2=tpm2)
+    members = inventory.initramfs_members.get(kver, frozenset())
+    missing = initramfs_gaps(members, encrypted=encrypted, tpm2=tpm2)
     if not missing:
         io.message("The image's initramfs already has the etc-overlay module"
                    + (" and can unlock LUKS" if encrypted else ""))
         return boot_with
     io.message(f"The image's initramfs lacks {' and '.join(missing)}", verbose=True)
-    if not (slot.root / dracut.MODULE_DIR / "module-setup.sh").exists():
-        dracut.install_etc_overlay_module(slot.root)
+    if inventory.has_dracut and not (slot.root / dracut.MODULE_DIR / "module-setup.sh").exists():
+        dracut.install_etc_overlay_module(slot.root)  # a later dracut run on the system keeps the hook
+    blocker = initramfs_hook.append_blocker(members, kver)
+    if missing == [ETC_OVERLAY_GAP] and blocker is None:
+        initramfs = boot_with.kernel.initramfs
+        io.message(f"Adding the etc-overlay hook to the initramfs of kernel {kver} (an appended archive, "
+                   "no dracut run)")
+        if not io.ctx.dry_run:
+            initramfs_hook.append_archive(initramfs, initramfs_hook.hook_archive(members))
+            _check_initramfs(initramfs, kver, encrypted=encrypted, tpm2=tpm2, how="with the appended hook")
+        return boot_with
+    if missing == [ETC_OVERLAY_GAP]:
+        io.message(f"The hook cannot be appended to the image's initramfs: {blocker}", verbose=True)
     modules = dracut.modules_to_add(crypt=encrypted, tpm2=tpm2, image_matches=inventory.matches)
     io.message(f"Regenerating the initramfs of kernel {kver} with dracut modules {', '.join(modules)}")
     initramfs = dracut.regenerate_initramfs(slot.root, kver, ctx=io.ctx, modules=modules)
     if not io.ctx.dry_run:
-        still = initramfs_gaps(initramfs_member_names(initramfs), encrypted=encrypted, tpm2=tpm2)
-        if still:
-            raise NbcError(f"the regenerated initramfs of kernel {kver} still lacks {' and '.join(still)}",
-                           hint="check the image's dracut modules (crypt, tpm2-tss) and their requirements")
+        _check_initramfs(initramfs, kver, encrypted=encrypted, tpm2=tpm2, how="regenerated")
     return SlotBoot(SlotKernel(kver, boot_with.kernel.vmlinuz, initramfs), boot_with.bootloader)
+
+
+def _check_initramfs(initramfs: Path, kver: str, *, encrypted: bool, tpm2: bool, how: str) -> None:
+    still = initramfs_gaps(initramfs_member_names(initramfs), encrypted=encrypted, tpm2=tpm2)
+    if still:
+        raise NbcError(f"the initramfs of kernel {kver} {how} still lacks {' and '.join(still)}",
+                       hint="check the image's dracut modules (crypt, tpm2-tss) and their requirements")
 
 
 # -- the boot entry ---------------------------------------------------------------------------------

@@ -13,10 +13,10 @@ import re
 import zlib
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import IO, Any, cast
+from typing import Any
 
 import zstandard
-from isal import igzip, isal_zlib
+from isal import isal_zlib
 
 from ..bytestreams import Reader
 from ..errors import NbcError
@@ -83,6 +83,12 @@ class _Buffered:
             self._pos += step
             n -= step
 
+    def unread(self, data: bytes) -> None:
+        """Put ``data`` back in front of what is still to be read."""
+        if data:
+            self._buf = data + self._buf[self._pos:]
+            self._pos = 0
+
     def skip_zeros(self) -> None:
         """Skip the zero padding between concatenated archives."""
         while True:
@@ -95,17 +101,39 @@ class _Buffered:
                 return
 
 
-def _decompressor(magic: bytes, buffered: _Buffered) -> Reader | None:
-    # Each decompressor reads any object with read(); typeshed asks for IO[bytes], which _Buffered is not.
-    source = cast(IO[bytes], buffered)
+class _Segment:
+    """One compressed archive of the initramfs, decompressed as it is read. It stops where its compressed
+    stream ends and hands what follows back to ``outer``: the kernel goes on from there (more archives,
+    compressed or not, may follow), and so does :func:`initramfs_names`."""
+
+    def __init__(self, decompressor: Any, outer: _Buffered) -> None:
+        self._decompressor = decompressor
+        self._outer = outer
+        self._pending = b""
+
+    def read(self, n: int = -1) -> bytes:
+        while not self._pending and not self._decompressor.eof:
+            data = self._outer.read(_CHUNK)
+            if not data:
+                raise InitramfsError("The initramfs ends in the middle of a compressed archive")
+            self._pending = self._decompressor.decompress(data)
+            if self._decompressor.eof:
+                self._outer.unread(self._decompressor.unused_data)
+        size = _CHUNK if n is None or n < 0 else n
+        data, self._pending = self._pending[:size], self._pending[size:]
+        return data
+
+
+def _decompressor(magic: bytes) -> Any:
+    """A decompressor object (decompress(), eof, unused_data) for the archive starting with ``magic``."""
     if magic.startswith(b"\x1f\x8b"):
-        return igzip.IGzipFile(fileobj=source, mode="rb")
+        return isal_zlib.decompressobj(wbits=31)  # one gzip member
     if magic.startswith(b"\x28\xb5\x2f\xfd"):
-        return zstandard.ZstdDecompressor().stream_reader(source, read_size=_CHUNK, read_across_frames=True)
+        return zstandard.ZstdDecompressor().decompressobj()  # one zstd frame
     if magic.startswith(b"\xfd7zXZ\x00") or magic.startswith(b"\x5d\x00\x00"):
-        return lzma.LZMAFile(source)
+        return lzma.LZMADecompressor()
     if magic.startswith(b"BZh"):
-        return bz2.BZ2File(source)
+        return bz2.BZ2Decompressor()
     return None
 
 
@@ -139,11 +167,11 @@ def initramfs_names(stream: Reader) -> Iterator[str]:
         if magic in _CPIO_MAGICS:
             yield from _cpio_names(source)
             continue
-        inner_stream = _decompressor(magic, source)
-        if inner_stream is None:
+        decompressor = _decompressor(magic)
+        if decompressor is None:
             raise InitramfsError(f"Unknown initramfs compression (starts with {magic.hex()})")
         try:
-            inner = _Buffered(inner_stream)
+            inner = _Buffered(_Segment(decompressor, source))
             while True:
                 inner.skip_zeros()
                 if not inner.peek(6):
@@ -151,7 +179,7 @@ def initramfs_names(stream: Reader) -> Iterator[str]:
                 yield from _cpio_names(inner)
         except _DECODE_ERRORS as exc:
             raise InitramfsError(f"The compressed part of the initramfs cannot be read: {exc}") from exc
-        return  # the kernel stops at the end of the compressed archive as well
+        # The kernel goes on after a compressed archive: so do we (e.g. an appended archive with a hook).
 
 
 def initramfs_contains(path_or_stream: str | Path | Reader, basename: str) -> bool:

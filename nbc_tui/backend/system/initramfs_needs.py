@@ -29,6 +29,8 @@ DRACUT_TPM2_MODULE = module_glob(TPM2_MODULE)
 TCTI_DEVICE_GLOBS = ("usr/lib/*/libtss2-tcti-device.so*", "usr/lib64/libtss2-tcti-device.so*",
                      "usr/lib/libtss2-tcti-device.so*")
 TPM2_TOOLS = ("usr/bin/tpm2", "usr/sbin/tpm2", "bin/tpm2", "sbin/tpm2")
+ETC_OVERLAY_GAP = "the etc-overlay module"
+"""The gap :func:`initramfs_gaps` names when the hook is missing (system/initramfs_hook.py can fill it alone)."""
 _TCTI_NAME = re.compile(r"(?:^|/)libtss2-tcti-device\.so(?:\.\d+)*$")
 
 
@@ -38,7 +40,7 @@ def initramfs_gaps(members: AbstractSet[str], *, encrypted: bool, tpm2: bool) ->
     has these parts boots this disk."""
     missing = []
     if not names_contain(members, HOOK_SCRIPT):
-        missing.append("the etc-overlay module")
+        missing.append(ETC_OVERLAY_GAP)
     if encrypted:
         if not initramfs_can_unlock(members):
             missing.append("LUKS support")
