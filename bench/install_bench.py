@@ -1,22 +1,36 @@
-"""Benchmark (run on purpose, not a test): wall time of each install step for the Debian test image, and
-extraction throughput beside GNU tar on the same layers, same machine, same run.
+"""Benchmark (run on purpose, not a test): how fast an install is beside its peers, same machine, same run.
 
-    sudo .venv/bin/python bench/install_bench.py [--runs 3]
+    sudo .venv/bin/python bench/install_bench.py [--runs 3] [--files 200000] [--big-gb 4] [--skip-scale]
 
-Prints a table. Throughput is uncompressed bytes / wall seconds, each tool extracting the same layer blobs
-(decompressing them too) into a fresh ext4 filesystem on a loop device.
+The Debian test image (tests/vm/image_builder.py) is pushed to a local docker-registry on 127.0.0.1. Each
+figure is the median of ``--runs`` runs, every extraction into a fresh ext4 filesystem on a loop device:
+
+1. bytes the registry serves for one ``nbc-tui install`` (its access log), against the image's blob bytes;
+2. check + extraction from the registry (the install's scan, spool and extraction, in process) against
+   ``skopeo copy`` + ``umoci raw unpack``, and our extraction of the local layers against GNU ``tar -x``;
+3. the whole ``nbc-tui install`` from the registry (disk-image file, ext4) against that peer pipeline;
+4. the initramfs step when only the etc-overlay hook is missing (``latest``: the hook is appended) and when a
+   rebuild is needed (``needs-rebuild``: dracut);
+5. scale: an image of ``--files`` small files and one of ``--big-gb`` GB, our extraction against
+   ``tar -x``, with peak RSS (GNU time's maximum resident set size, extraction child included);
+6. ``nbc-tui download`` against ``skopeo copy`` from the same registry.
 """
 
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
+import tarfile
 import tempfile
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -24,96 +38,291 @@ sys.path.insert(0, str(REPO))
 
 from nbc_tui.backend.image.extract import extract_image  # noqa: E402
 from nbc_tui.backend.image.opener import open_image  # noqa: E402
+from nbc_tui.backend.image.scan import scan_image  # noqa: E402
+from nbc_tui.backend.image.spool import SpooledSource, make_spool  # noqa: E402
 from nbc_tui.backend.runner import RunContext  # noqa: E402
+from tests.integration.registry_fixtures import RegistryServer, free_port  # noqa: E402
+from tests.support.oci import ImageSpec, Layer, write_layout  # noqa: E402
 from tests.vm.image_builder import build_debian_image  # noqa: E402
+from tests.vm.image_variants import image_variants  # noqa: E402
+
+NBC_TUI = str(REPO / ".venv/bin/nbc-tui")
+INSTALL_SIZES = ["--image-size", "8", "--esp-size", "512M", "--root-size", "3G", "--var-min-size", "1G"]
+FIGURES: list[tuple[str, str, str]] = []
+"""(what, figure, goal) rows of the summary table."""
 
 
-def sh(*argv: str, **kw) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True, **kw).stdout
+def sh(*argv: str) -> str:
+    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
 
 
-class FreshFs:
+@contextmanager
+def fresh_ext4(work: Path, size_gib: int = 8) -> Iterator[Path]:
     """A fresh ext4 filesystem on a loop device, mounted for one extraction."""
-
-    def __init__(self, work: Path, size_gib: int = 8) -> None:
-        self.work = work
-        self.size = size_gib
-
-    def __enter__(self) -> Path:
-        self.backing = Path(tempfile.mkstemp(dir=self.work, suffix=".ext4")[1])
-        os.truncate(self.backing, self.size << 30)
-        sh("mkfs.ext4", "-q", "-F", str(self.backing))
-        self.dev = sh("losetup", "--find", "--show", str(self.backing)).strip()
-        self.mnt = Path(tempfile.mkdtemp(dir=self.work))
-        sh("mount", self.dev, str(self.mnt))
-        return self.mnt
-
-    def __exit__(self, *exc: object) -> None:
-        sh("umount", str(self.mnt))
-        self.mnt.rmdir()
-        sh("losetup", "-d", self.dev)
-        self.backing.unlink()
+    backing = Path(tempfile.mkstemp(dir=work, suffix=".ext4")[1])
+    os.truncate(backing, size_gib << 30)
+    sh("mkfs.ext4", "-q", "-F", str(backing))
+    dev = sh("losetup", "--find", "--show", str(backing)).strip()
+    mnt = Path(tempfile.mkdtemp(dir=work))
+    sh("mount", dev, str(mnt))
+    try:
+        yield mnt
+    finally:
+        sh("umount", str(mnt))
+        mnt.rmdir()
+        sh("losetup", "-d", dev)
+        backing.unlink()
 
 
-def tar_flag(media_type: str) -> str:
-    return "--zstd" if "zstd" in media_type else ("--gzip" if "gzip" in media_type else "")
+def median_of(runs: int, once: Callable[[], float]) -> float:
+    return statistics.median(once() for _ in range(runs))
 
 
-def measure_extraction(ref: str, layout: Path, work: Path, runs: int) -> None:
-    source = open_image(ref)
-    blobs = [layout / "blobs" / d.digest.replace(":", "/") for d in source.layers]
-    results: dict[str, list[float]] = {"nbc-tui extract_image": [], "GNU tar -x": []}
-    out_bytes = 0
-    for _ in range(runs):
-        with FreshFs(work) as root:
-            t = time.monotonic()
-            stats = extract_image(open_image(ref), root, ctx=RunContext())
-            results["nbc-tui extract_image"].append(time.monotonic() - t)
-            out_bytes = stats.bytes_out
-        with FreshFs(work) as root:
-            t = time.monotonic()
-            for blob, desc in zip(blobs, source.layers, strict=True):
-                flag = tar_flag(desc.media_type)
-                sh("tar", "-x", *([flag] if flag else []), "--xattrs", "--xattrs-include=*",
-                   "--numeric-owner", "-p", "-f", str(blob), "-C", str(root))
-            results["GNU tar -x"].append(time.monotonic() - t)
-    print(f"\nExtraction of {ref} ({out_bytes / 1e6:.0f} MB uncompressed, {len(blobs)} layer(s)), "
-          f"median of {runs} run(s) into fresh ext4:")
-    medians = {k: statistics.median(v) for k, v in results.items()}
-    for name, secs in medians.items():
-        print(f"  {name:24s} {secs:6.2f} s  {out_bytes / 1e6 / secs:7.1f} MB/s")
-    print(f"  ratio nbc-tui / tar: {medians['GNU tar -x'] / medians['nbc-tui extract_image']:.2f}x the speed")
+def timed(argv: list[str], env: dict[str, str] | None = None) -> tuple[float, int]:
+    """Wall seconds and peak RSS (KiB, GNU time: the largest of the command and its waited-for children)."""
+    started = time.monotonic()
+    r = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True, text=True, check=False)
+    wall = time.monotonic() - started
+    if r.returncode != 0:
+        sys.exit(f"{argv[0]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    return wall, int(r.stderr.strip().splitlines()[-1])
 
 
-def measure_install(ref: str, work: Path) -> None:
-    image = work / "bench-disk.img"
-    r = subprocess.run([str(REPO / ".venv/bin/nbc-tui"), "install", "--image", ref, "--via-loopback",
-                        str(image), "--image-size", "8", "--esp-size", "512M", "--root-size", "3G",
-                        "--var-min-size", "1G",
-                        "--filesystem", "btrfs", "--karg", "console=ttyS0", "--yes", "--json"],
-                       capture_output=True, text=True, check=False,
-                       env={**os.environ, "NBC_TUI_LOG_FILE": str(work / "log")})
+def blob_bytes(layout: Path, tag: str) -> int:
+    """Config + layer bytes of ``tag`` in ``layout`` (what a registry serves for one pull)."""
+    index = json.loads((layout / "index.json").read_text())
+    entry = next(m for m in index["manifests"]
+                 if m.get("annotations", {}).get("org.opencontainers.image.ref.name") == tag)
+    manifest = json.loads((layout / "blobs/sha256" / entry["digest"].split(":")[1]).read_text())
+    return manifest["config"]["size"] + sum(d["size"] for d in manifest["layers"])
+
+
+def layer_blobs(layout: Path, tag: str = "latest") -> list[tuple[Path, str]]:
+    source = open_image(f"oci:{layout}:{tag}")
+    return [(layout / "blobs" / d.digest.replace(":", "/"), d.media_type) for d in source.layers]
+
+
+def tar_x(blobs: list[tuple[Path, str]], root: Path) -> list[str]:
+    """One shell command: GNU tar extracting each blob in order (decompressing it)."""
+    parts = []
+    for blob, media_type in blobs:
+        flag = "--zstd" if "zstd" in media_type else ("--gzip" if "gzip" in media_type else "")
+        parts.append(f"tar -x {flag} --xattrs --xattrs-include='*' --numeric-owner -p -f {blob} -C {root}")
+    return ["sh", "-c", " && ".join(parts)]
+
+
+def our_extract(ref: str, root: Path) -> list[str]:
+    """A child Python running the engine's extraction of ``ref`` into ``root`` (for its wall and peak RSS)."""
+    code = ("import sys; from pathlib import Path; from nbc_tui.backend.image.opener import open_image; "
+            "from nbc_tui.backend.image.extract import extract_image; from nbc_tui.backend.runner import RunContext; "
+            "extract_image(open_image(sys.argv[1]), Path(sys.argv[2]), ctx=RunContext())")
+    return [sys.executable, "-c", code, ref, str(root)]
+
+
+def install(ref: str, work: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+    """``nbc-tui install`` of ``ref`` into a disk-image file (ext4): its wall time and step seconds."""
+    disk = work / "disk.img"
+    started = time.monotonic()
+    r = subprocess.run([NBC_TUI, "install", "--image", ref, "--via-loopback", str(disk), *INSTALL_SIZES,
+                        "--filesystem", "ext4", "--yes", "--json"], capture_output=True, text=True, env=env,
+                       check=False)
+    wall = time.monotonic() - started
     if r.returncode:
-        sys.exit(f"install failed: {r.stderr}")
-    complete = json.loads(r.stdout.splitlines()[-1])
-    steps = complete["details"]["step_seconds"]
-    print("\nInstall of the Debian test image into an image file (btrfs, GRUB/systemd-boot auto):")
-    for name, secs in steps.items():
-        print(f"  {name:12s} {secs:7.2f} s")
-    print(f"  {'total':12s} {sum(steps.values()):7.2f} s")
-    image.unlink()
+        sys.exit(f"install failed: {r.stderr[-3000:]}")
+    disk.unlink()
+    return wall, json.loads(r.stdout.splitlines()[-1])["details"]["step_seconds"]
+
+
+# -- the figures ------------------------------------------------------------------------------------------
+
+def install_from_registry(remote: str, work: Path, env: dict[str, str], server: RegistryServer,
+                          runs: int, image_bytes: int) -> float:
+    """Figure 1 and the install's wall; also the hook-only initramfs step (figure 4)."""
+    walls, served, initramfs = [], [], []
+    for _ in range(runs):
+        before = sum(server.served_blob_bytes().values())
+        wall, steps = install(remote, work, env)
+        walls.append(wall)
+        served.append(sum(server.served_blob_bytes().values()) - before)
+        initramfs.append(steps["initramfs"])
+    ratio = statistics.median(served) / image_bytes
+    FIGURES.append(("bytes served by the registry per install", f"{statistics.median(served) / 1e6:.1f} MB = "
+                    f"{ratio:.2f}x the image's {image_bytes / 1e6:.1f} MB", "1.0x"))
+    FIGURES.append(("initramfs step, only the hook missing (appended)", f"{statistics.median(initramfs):.2f} s",
+                    "<= 3 s"))
+    return statistics.median(walls)
+
+
+def rebuild_initramfs_step(ref: str, work: Path, env: dict[str, str], runs: int) -> None:
+    """Figure 4, the other half: an image whose initramfs dracut must rebuild."""
+    seconds = [install(ref, work, env)[1]["initramfs"] for _ in range(runs)]
+    FIGURES.append(("initramfs step, rebuild needed (dracut)", f"{statistics.median(seconds):.2f} s", "(cheaper)"))
+
+
+def peer_pipeline(remote: str, work: Path, runs: int) -> float:
+    """skopeo copy + umoci raw unpack into a fresh ext4."""
+    def once() -> float:
+        layout = work / "skopeo"
+        shutil.rmtree(layout, ignore_errors=True)
+        with fresh_ext4(work) as root:
+            started = time.monotonic()
+            sh("skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{remote}", f"oci:{layout}:bench")
+            sh("umoci", "raw", "unpack", "--image", f"{layout}:bench", str(root / "rootfs"))
+            return time.monotonic() - started
+    return median_of(runs, once)
+
+
+def check_and_extract(remote: str, work: Path, runs: int) -> float:
+    """The install's own image work from the registry: scan (every blob verified, kept in a spool), then
+    extraction from the spool, in this process."""
+    def once() -> float:
+        with fresh_ext4(work) as root:
+            started = time.monotonic()
+            source = SpooledSource(open_image(remote), make_spool(work))
+            try:
+                scan_image(source)
+                extract_image(source, root, ctx=RunContext())
+            finally:
+                source.close()
+            return time.monotonic() - started
+    return median_of(runs, once)
+
+
+def extraction_vs_tar(ref: str, blobs: list[tuple[Path, str]], work: Path, runs: int, what: str,
+                      goal: str = ">= 1.0x") -> None:
+    """Our extraction of local layers against GNU tar, wall and peak RSS."""
+    ours, theirs = [], []
+    for _ in range(runs):
+        with fresh_ext4(work, 12) as root:
+            ours.append(timed(our_extract(ref, root)))
+        with fresh_ext4(work, 12) as root:
+            theirs.append(timed(tar_x(blobs, root)))
+    o_wall, t_wall = statistics.median(w for w, _ in ours), statistics.median(w for w, _ in theirs)
+    o_rss, t_rss = max(m for _, m in ours), max(m for _, m in theirs)
+    FIGURES.append((f"extraction vs GNU tar -x: {what}",
+                    f"nbc-tui {o_wall:.2f} s / tar {t_wall:.2f} s = {t_wall / o_wall:.2f}x tar's speed; "
+                    f"peak RSS {o_rss / 1024:.0f} MiB / {t_rss / 1024:.0f} MiB", goal))
+
+
+def download_vs_skopeo(remote: str, work: Path, env: dict[str, str], runs: int) -> None:
+    ours, theirs = [], []
+    for _ in range(runs):
+        shutil.rmtree(work / "cache", ignore_errors=True)
+        ours.append(timed([NBC_TUI, "download", "--image", remote, "--for-install", "--json"], env)[0])
+        shutil.rmtree(work / "skopeo-dl", ignore_errors=True)
+        theirs.append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{remote}",
+                             f"oci:{work / 'skopeo-dl'}:bench"])[0])
+    o, t = statistics.median(ours), statistics.median(theirs)
+    FIGURES.append(("nbc-tui download vs skopeo copy", f"{o:.2f} s / {t:.2f} s = {o / t:.2f}x", "<= 1.0x"))
+
+
+# -- synthetic images for scale ---------------------------------------------------------------------------
+
+def image_from_tar(tar: Path, layout: Path) -> str:
+    """A one-layer zstd image of ``tar`` (compressed with zstd -3 on all cores) at ``layout``."""
+    digest = hashlib.sha256()
+    with tar.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            digest.update(chunk)
+    blob = tar.with_suffix(".zst")
+    sh("zstd", "-q", "-3", "-T0", "-f", str(tar), "-o", str(blob))
+    tar.unlink()
+    write_layout(layout, [ImageSpec(layers=[Layer(tar=blob, compression="zstd",
+                                                  diff_id=f"sha256:{digest.hexdigest()}")])])
+    blob.unlink()
+    return f"oci:{layout}:latest"
+
+
+def many_files_tar(tar: Path, count: int) -> None:
+    """``count`` small files (100 B to 4 KiB) in 1000-file directories, as a real OS image has."""
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as out:
+        _dirs(out, "usr", "usr/share")
+        for i in range(count):
+            if i % 1000 == 0:
+                info = tarfile.TarInfo(f"usr/share/d{i // 1000:04d}")
+                info.type, info.mode = tarfile.DIRTYPE, 0o755
+                out.addfile(info)
+            data = hashlib.sha256(str(i).encode()).digest() * (3 + i % 125)
+            info = tarfile.TarInfo(f"usr/share/d{i // 1000:04d}/f{i:06d}")
+            info.size, info.mode, info.mtime = len(data), 0o644, 1_700_000_000
+            out.addfile(info, _Bytes(data))
+
+
+def big_files_tar(tar: Path, gigabytes: int) -> None:
+    """``gigabytes`` GB in 64 MiB files of half random, half repeated bytes (compresses about 2:1)."""
+    chunk = 64 << 20
+    with tarfile.open(tar, "w", format=tarfile.PAX_FORMAT) as out:
+        _dirs(out, "usr", "usr/lib", "usr/lib/big")
+        for i in range(gigabytes * (1 << 30) // chunk):
+            half = os.urandom(chunk // 2)
+            data = half + half[: 1 << 20] * (chunk // 2 // (1 << 20))
+            info = tarfile.TarInfo(f"usr/lib/big/part{i:04d}.bin")
+            info.size, info.mode = len(data), 0o644
+            out.addfile(info, _Bytes(data))
+
+
+def _dirs(out: tarfile.TarFile, *names: str) -> None:
+    for name in names:
+        info = tarfile.TarInfo(name)
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        out.addfile(info)
+
+
+class _Bytes:
+    def __init__(self, data: bytes) -> None:
+        self.data, self.pos = data, 0
+
+    def read(self, n: int = -1) -> bytes:
+        end = len(self.data) if n < 0 else self.pos + n
+        out, self.pos = self.data[self.pos:end], min(end, len(self.data))
+        return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--files", type=int, default=200_000)
+    ap.add_argument("--big-gb", type=int, default=4)
+    ap.add_argument("--skip-scale", action="store_true")
     args = ap.parse_args()
     layout = build_debian_image()
-    ref = f"oci:{layout}:latest"
+    variants = image_variants(layout)
+    image_bytes = blob_bytes(layout, "latest")
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="nbc-bench-") as d:
         work = Path(d)
-        measure_install(ref, work)
-        measure_extraction(ref, layout, work, args.runs)
+        server = RegistryServer(work, work / "storage", free_port())
+        server.start()
+        try:
+            remote = server.push(f"oci:{layout}:latest", "bench/debian:12")
+            env = {**os.environ, "NBC_TUI_CACHE_ROOT": str(work / "cache"), "NBC_TUI_LOCK_DIR": str(work / "locks"),
+                   "NBC_TUI_LOG_FILE": str(work / "nbc.log")}
+            print(f"Debian test image: {image_bytes / 1e6:.1f} MB of blobs, pushed as {remote}", flush=True)
+            install_wall = install_from_registry(remote, work, env, server, args.runs, image_bytes)
+            peer = peer_pipeline(remote, work, args.runs)
+            ours = check_and_extract(remote, work, args.runs)
+            FIGURES.append(("check + extraction from the registry vs skopeo copy + umoci raw unpack",
+                            f"{ours:.2f} s / {peer:.2f} s = {ours / peer:.2f}x", "<= 0.5x"))
+            FIGURES.append(("whole nbc-tui install from the registry vs that peer pipeline",
+                            f"{install_wall:.2f} s / {peer:.2f} s = {install_wall / peer:.2f}x", "<= 2x"))
+            extraction_vs_tar(f"oci:{layout}:latest", layer_blobs(layout), work, args.runs,
+                              "the Debian test image (local layers)")
+            rebuild_initramfs_step(variants.rebuild_ref, work, env, args.runs)
+            download_vs_skopeo(remote, work, env, args.runs)
+        finally:
+            server.stop()
+        if not args.skip_scale:
+            print(f"Building the scale images ({args.files} files; {args.big_gb} GB)...", flush=True)
+            many_files_tar(work / "many.tar", args.files)
+            many = image_from_tar(work / "many.tar", work / "many")
+            extraction_vs_tar(many, layer_blobs(work / "many"), work, args.runs, f"{args.files} small files")
+            shutil.rmtree(work / "many")
+            big_files_tar(work / "big.tar", args.big_gb)
+            big = image_from_tar(work / "big.tar", work / "big")
+            extraction_vs_tar(big, layer_blobs(work / "big"), work, args.runs, f"a {args.big_gb} GB image")
+    print(f"\nMedians of {args.runs} runs (seconds, same machine, same run):")
+    width = max(len(w) for w, _, _ in FIGURES)
+    for what, figure, goal in FIGURES:
+        print(f"  {what:{width}s}  {figure}   [goal {goal}]")
 
 
 if __name__ == "__main__":

@@ -353,3 +353,18 @@ def test_regenerate_binds_and_always_unbinds(tmp_path: Path) -> None:
     assert "--add etc-overlay --add crypt --add tpm2-tss --kver 6.1" in info.value.message
     assert mounts_under(root) == []
     assert (root / "var/tmp").is_dir()
+
+
+def test_a_rebuild_compresses_fast_unless_the_image_says_how(tmp_path: Path) -> None:
+    root = tmp_path / "target"
+    (root / "usr/bin").mkdir(parents=True)
+    assert dracut.compress_choice(root) is None  # no gzip in the image: dracut picks
+    (root / "usr/bin/gzip").write_bytes(b"\x7fELF")
+    assert dracut.compress_choice(root) == "gzip -1 -n"
+    (root / "usr/bin/pigz").write_bytes(b"\x7fELF")
+    assert dracut.compress_choice(root) == "pigz -1 -n"
+    (root / "etc/dracut.conf.d").mkdir(parents=True)
+    (root / "etc/dracut.conf.d/10-debian.conf").write_text('# compress="xz"\nhostonly="no"\n')
+    assert dracut.compress_choice(root) == "pigz -1 -n"  # a comment is not a setting
+    (root / "etc/dracut.conf.d/90-mine.conf").write_text('compress="zstd"\n')
+    assert dracut.compress_choice(root) is None
