@@ -2,7 +2,8 @@
 from there by the extraction.
 
 The scan must see every byte before the disk is touched, and the extraction comes after it: without a place
-in between, a registry serves the image twice. The spool is a private directory under /var/tmp (on disk on
+in between, a registry serves the image twice. While the scan reads one layer, the next ones are already
+being fetched into the spool (never into memory). The spool is a private directory under /var/tmp (on disk on
 an installed system; RAM on the live ISO). A blob is written there as it streams through the scan and kept
 only once its digest was verified (the source's stream verifies before it reports the end); it is read back
 verified again, so nothing downstream trusts the spool either. When the spool has no room (checked before,
@@ -12,11 +13,14 @@ as before: an install never fails for lack of spool space where a second downloa
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
 import shutil
 import tempfile
+import threading
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +31,9 @@ log = logging.getLogger("nbc_tui")
 
 SPOOL_PARENT = Path("/var/tmp")
 SPOOL_PREFIX = "nbc-tui-spool-"
+PREFETCH = 3
+"""Layers fetched into the spool at the same time, ahead of the scan."""
+CHUNK = 1 << 20
 RESERVE = 1 << 30
 """Room left over after the spool is full: what else the run (and the live system) needs meanwhile."""
 TMPFS_MAGIC = 0x01021994
@@ -80,7 +87,9 @@ def _memory_available() -> int | None:
 
 class SpooledSource(ImageSource):
     """``inner`` (a remote source) whose layer blobs are kept in ``directory`` the first time they are read
-    whole; later reads come from there. The directory is removed by :meth:`close`."""
+    whole; later reads come from there. When the first layer is opened, the layers after it are fetched into
+    the spool in the background (``PREFETCH`` at a time), so the network works while the scan reads. The
+    directory is removed by :meth:`close`."""
 
     def __init__(self, inner: ImageSource, directory: Path) -> None:
         self._inner = inner
@@ -92,6 +101,9 @@ class SpooledSource(ImageSource):
         self.layers = inner.layers
         self.lost: list[str] = []
         """Digests the spool could not keep (no room while writing): read from the source again."""
+        self._stop = threading.Event()
+        self._pool: ThreadPoolExecutor | None = None
+        self._fetching: dict[str, Future[None]] = {}
 
     def _path(self, desc: Descriptor) -> Path:
         return self.directory / desc.digest.replace(":", "-")
@@ -100,16 +112,42 @@ class SpooledSource(ImageSource):
         return self._path(desc).is_file()
 
     def open_blob(self, desc: Descriptor) -> BlobStream:
+        if self._pool is None and desc in self.layers:
+            self._prefetch_after(desc)
+        fetching = self._fetching.get(desc.digest)
+        if fetching is not None:
+            with contextlib.suppress(Exception):  # a failed prefetch: the direct read below says why
+                fetching.result()
         kept = self._path(desc)
         if kept.is_file():
             return verified_stream(io.FileIO(kept, "r"), desc, label="Layer blob (spooled)")
         stream = self._inner.open_blob(desc)
         if desc.digest in self.lost:
             return stream
-        return BlobStream(_Tee(stream, kept, on_lost=lambda: self.lost.append(desc.digest)), buffer_size=1 << 20)
+        return BlobStream(_Tee(stream, kept, on_lost=lambda: self.lost.append(desc.digest)), buffer_size=CHUNK)
+
+    def _prefetch_after(self, first: Descriptor) -> None:
+        later = self.layers[self.layers.index(first) + 1:]
+        self._pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="nbc-prefetch")
+        for desc in later:
+            if desc.digest not in self._fetching:
+                self._fetching[desc.digest] = self._pool.submit(self._fetch, desc)
+
+    def _fetch(self, desc: Descriptor) -> None:
+        """Read ``desc`` whole from the source into the spool (kept only once verified)."""
+        if self._stop.is_set() or self._path(desc).is_file():
+            return
+        with _Tee(self._inner.open_blob(desc), self._path(desc),
+                  on_lost=lambda: self.lost.append(desc.digest)) as tee:
+            buffer = bytearray(CHUNK)
+            while not self._stop.is_set() and tee.readinto(buffer):
+                pass
 
     def close(self) -> None:
+        self._stop.set()
         try:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True, cancel_futures=True)
             self._inner.close()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
