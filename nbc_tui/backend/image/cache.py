@@ -141,6 +141,14 @@ class CachedImage(BaseModel):
 
 # -- reading -------------------------------------------------------------------------------------------
 
+def recorded_digest(source: ImageSource, staged: CachedImage | None) -> str:
+    """The digest an installed system records for an image (and an update compares with the registry's): the
+    index digest of a multi-platform image, else the manifest's; a staged image's as it was staged."""
+    if staged is not None:
+        return staged.index_digest or staged.image_digest
+    return source.index_digest or source.manifest_digest
+
+
 def read_entry(path: Path) -> CachedImage | None:
     """The entry at ``path``, or None when its metadata is missing or unreadable."""
     try:

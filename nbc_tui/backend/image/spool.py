@@ -20,6 +20,7 @@ import os
 import shutil
 import tempfile
 import threading
+from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -158,7 +159,7 @@ class _Tee(io.RawIOBase):
     becomes ``kept`` at the end: ``inner`` reports the end only after the digest matched. A write error
     (a full spool) drops the copy and the reading goes on."""
 
-    def __init__(self, inner: BlobStream, kept: Path, *, on_lost: Any) -> None:
+    def __init__(self, inner: BlobStream, kept: Path, *, on_lost: Callable[[], None]) -> None:
         super().__init__()
         self._inner = inner
         self._kept = kept

@@ -9,7 +9,7 @@ from enum import StrEnum
 from ..boot.entries import EntryState
 from ..engine import StepContext
 from ..errors import InputError
-from ..image.cache import CachedImage, CacheKind, cache_dir, single_staged
+from ..image.cache import CachedImage, CacheKind, cache_dir, recorded_digest, single_staged
 from ..image.opener import open_image
 from ..image.source import ImageSource
 from ..installed import InstalledSystem
@@ -49,10 +49,8 @@ class ChosenImage:
 
     @property
     def digest(self) -> str:
-        """What the installed system records and an update compares with: the index digest when there is one."""
-        if self.staged is not None:
-            return self.staged.index_digest or self.staged.image_digest
-        return self.source.index_digest or self.source.manifest_digest
+        """What the installed system records and an update compares with (image/cache.recorded_digest)."""
+        return recorded_digest(self.source, self.staged)
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..engine import StepContext
 from ..errors import InputError
-from ..image.cache import CachedImage, CacheKind, find_cached
+from ..image.cache import CachedImage, CacheKind, find_cached, recorded_digest
 from ..image.opener import open_image
 from ..image.scan import ImageInventory, KernelInfo, scan_image
 from ..image.source import ImageSource
@@ -132,11 +132,8 @@ class CheckedImage:
 
     @property
     def recorded_digest(self) -> str:
-        """What the installed system records and an update compares with the registry: the index digest of a
-        multi-platform image, else the manifest's."""
-        if self.staged is not None:
-            return self.staged.index_digest or self.staged.image_digest
-        return self.source.index_digest or self.source.manifest_digest
+        """What the installed system records and an update compares with the registry."""
+        return recorded_digest(self.source, self.staged)
 
 
 def open_checked_image(spec: ImageSpec, needs: SlotNeeds, io: StepContext) -> CheckedImage:
