@@ -42,17 +42,36 @@ class VmError(AssertionError):
 class Vm:
     """A running QEMU whose serial console is written to ``log``."""
 
-    def __init__(self, process: subprocess.Popen[bytes], log: Path, qemu_log: Path, timeout: float,
-                 qmp: Path | None = None) -> None:
-        self.process = process
+    def __init__(self, argv: Sequence[str], log: Path, qemu_log: Path, timeout: float,
+                 qmp: Path | None = None, console_socket: Path | None = None) -> None:
+        self.argv = list(argv)
         self.log = log
         self.qemu_log = qemu_log
         self.timeout = timeout
-        self.started = time.monotonic()
         self.qmp = qmp
+        self.console_socket = console_socket
+        self.stuck_after = STUCK_RESET_SECONDS
+        """Seconds of silence after a reset request that count as a stuck reset (see _unstick)."""
         self.stuck_resets = 0
         """Times the guest asked for a reset and QEMU sat silent until the harness reset it (see _unstick)."""
+        self.relaunches = 0
+        """Times a reset from the monitor did not help either and the harness started QEMU again (_unstick)."""
         self._quiet_since = (0, time.monotonic())
+        self._reset_pressed = False
+        self.started = time.monotonic()
+        self.process = self._launch()
+
+    def _launch(self) -> subprocess.Popen[bytes]:
+        """Start QEMU with ``argv`` (its messages appended to ``qemu_log``) and attach to its console."""
+        with self.qemu_log.open("ab") as err:  # appending: the harness adds its own lines (_unstick)
+            self.process = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
+        if self.console_socket is not None:
+            try:
+                self.connect(self.console_socket)
+            except BaseException:
+                stop_qemu(self.process)
+                raise
+        return self.process
 
     _sock: socket.socket | None = None
 
@@ -156,30 +175,56 @@ class Vm:
         return base64.b64decode(match.group(1)).decode(errors="replace")
 
     def _unstick(self) -> None:
-        """Reset the machine from QEMU's monitor when the guest asked for a reset and nothing followed.
+        """Reset the machine when the guest asked for a reset and nothing followed.
 
         Under TCG with 2 vCPUs, QEMU 7.2 now and then never comes back from a guest's reset: the console stops
-        at "reboot: Restarting system" for good (seen once in CI, 2026-12-05, in the GRUB update scenario's
-        first reboot; every other reset of that run came back within seconds). The guest did its part
-        (what boots next is the firmware's and the loader's business, which the tests check), so the harness
-        presses the reset button (QMP system_reset), as a person would, and counts it in ``stuck_resets``
-        and in the QEMU log. Booted with ``reboots=True`` only (otherwise QEMU exits on a reset)."""
+        at "reboot: Restarting system" for good (seen in CI on 2026-12-05, twice, in the GRUB update scenario's
+        first reboot; every other reset of those runs came back within seconds, and the same disk boots at
+        once in a new QEMU). The guest did its part (what boots next is the firmware's and the loader's
+        business, which the tests check), so the harness does what a person would: after ``stuck_after``
+        seconds of silence it presses the reset button (QMP system_reset, counted in ``stuck_resets``); when
+        that does not help either (the second time, the monitor answered and the console stayed silent) or
+        the monitor does not answer, it pulls the plug and starts QEMU again on the same disks, firmware
+        variables and TPM (counted in ``relaunches``). Each step is written to the QEMU log, and the firmware
+        variables of the stall are kept beside it for a post-mortem. Booted with ``reboots=True`` only
+        (otherwise QEMU exits on a reset)."""
         if self.qmp is None:
             return
         size = self.log.stat().st_size if self.log.exists() else 0
         if size != self._quiet_since[0]:
             self._quiet_since = (size, time.monotonic())
+            self._reset_pressed = False
             return
-        if time.monotonic() - self._quiet_since[1] < STUCK_RESET_SECONDS:
+        if time.monotonic() - self._quiet_since[1] < self.stuck_after:
             return
         if not RESET_REQUEST.search(self.console()[-400:]):
             return
         self._quiet_since = (size, time.monotonic())  # once per stall
-        self.stuck_resets += 1
-        outcome = qmp_command(self.qmp, "system_reset")
+        if not self._reset_pressed:
+            self._reset_pressed = True
+            self.stuck_resets += 1
+            self._keep_firmware_variables()
+            outcome = qmp_command(self.qmp, "system_reset")
+            self._note(f"{self.stuck_after:.0f} s of silence after the guest asked for a reset "
+                       f"({self.elapsed:.0f} s after start): QMP system_reset: {outcome}")
+            if '"return"' in outcome:
+                return
+        self.relaunches += 1
+        self._note(f"still silent ({self.elapsed:.0f} s after start): QEMU stopped and started again")
+        stop_qemu(self.process)
+        self.disconnect()
+        self._reset_pressed = False
+        self._launch()
+
+    def _keep_firmware_variables(self) -> None:
+        for arg in self.argv:
+            if arg.startswith("if=pflash,") and "unit=1" in arg:
+                shutil.copyfile(arg.rsplit("file=", 1)[1].replace(",,", ","),
+                                self.log.with_name(self.log.name + ".vars-at-stall"))
+
+    def _note(self, line: str) -> None:
         with self.qemu_log.open("a") as out:
-            out.write(f"[test harness] {STUCK_RESET_SECONDS:.0f} s of silence after the guest asked for a reset "
-                      f"({self.elapsed:.0f} s after start): QMP system_reset: {outcome}\n")
+            out.write(f"[test harness] {line}\n")
 
     def _explain(self, what: str) -> str:
         qemu = self.qemu_log.read_text(errors="replace").strip() if self.qemu_log.exists() else ""
@@ -205,8 +250,10 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
         "-nodefaults", "-display", "none", *([] if reboots else ["-no-reboot"]), "-device", "virtio-rng-pci",
         # With a socket, QEMU waits for the test to connect before it starts the guest; the test writes what
         # it reads to ``log`` (QEMU's own logfile= option repeated bytes on a busy socket).
-        *(["-chardev", f"socket,id=ser0,path={option_path(console_socket)},server=on,wait=on",
-           "-serial", "chardev:ser0"] if console_socket else ["-serial", f"file:{option_path(log)}"]),
+        # A file console is appended to, so a QEMU started again (Vm._unstick) continues the same log.
+        "-chardev", (f"socket,id=ser0,path={option_path(console_socket)},server=on,wait=on" if console_socket
+                     else f"file,id=ser0,path={option_path(log)},append=on"),
+        "-serial", "chardev:ser0",
         "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_path(OVMF_CODE)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={option_path(vars_file)}",
     ]
@@ -253,15 +300,12 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
         if qmp is not None:
             argv += ["-qmp", f"unix:{option_path(qmp)},server=on,wait=off"]
         qemu_log.write_bytes(b"")
-        with qemu_log.open("ab") as err:  # appending: the harness adds its own lines (Vm._unstick)
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        vm = Vm(process, log, qemu_log, timeout, qmp=qmp)
+        vm = Vm(argv, log, qemu_log, timeout, qmp=qmp,
+                console_socket=Path(tmp) / "console.sock" if interactive else None)
         try:
-            if interactive:
-                vm.connect(Path(tmp) / "console.sock")
             yield vm
         finally:
-            stop_qemu(process)
+            stop_qemu(vm.process)
             vm.disconnect()
 
 

@@ -142,5 +142,6 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         text = vm.shell("nbc-tui status")
         assert "FELL BACK" in text, text
         figures["status_after_fallback"] = text
-        figures["stuck_resets"] = vm.stuck_resets  # resets the harness had to press (Vm._unstick)
+        # What the harness had to do when QEMU did not come back from a reset (Vm._unstick).
+        figures["stuck_resets"], figures["relaunches"] = vm.stuck_resets, vm.relaunches
     print(json.dumps(FIGURES, indent=2))
