@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import logging
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from types import ModuleType
 
 from . import __version__
 from .backend.errors import NbcError
@@ -14,16 +17,25 @@ from .backend.errors import NbcError
 log = logging.getLogger("nbc_tui")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    from .commands.answers_cmd import add_answers_parser
-    from .commands.cache_cmd import add_cache_parser, add_download_parser
-    from .commands.disks_cmd import add_list_parser, add_validate_parser
-    from .commands.headless_cmd import add_headless_flags
-    from .commands.install_cmd import add_install_parser
-    from .commands.lint_cmd import add_lint_parser
-    from .commands.rollback_cmd import add_rollback_parser
-    from .commands.status_cmd import add_status_parser
-    from .commands.update_cmd import add_update_parser
+COMMAND_MODULES: dict[str, tuple[str, ...]] = {
+    "install_cmd": ("install", "inst"),
+    "update_cmd": ("update", "upgrade", "up"),
+    "status_cmd": ("status", "stat", "info"),
+    "rollback_cmd": ("rollback",),
+    "disks_cmd": ("list", "ls", "disks", "validate"),
+    "cache_cmd": ("download", "dl", "cache"),
+    "answers_cmd": ("answers",),
+    "lint_cmd": ("lint",),
+}
+"""Each command module of ``nbc_tui.commands`` and the words (aliases too) its parsers take, in help order.
+A command line names one of them, and only that module is imported: each costs its imports, and a
+script that runs ``nbc-tui status`` should not wait for the installer's. (A test checks this table against
+the parsers the modules add.)"""
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The parser of every command, or only of the module that takes the word ``command``."""
+    from .commands.headless_flags import add_headless_flags
 
     parser = argparse.ArgumentParser(
         prog="nbc-tui",
@@ -36,23 +48,40 @@ def build_parser() -> argparse.ArgumentParser:
                              "answers) and show the plan, writing nothing")
     add_headless_flags(parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    add_install_parser(sub)
-    add_update_parser(sub)
-    add_status_parser(sub)
-    add_rollback_parser(sub)
-    add_list_parser(sub)
-    add_validate_parser(sub)
-    add_download_parser(sub)
-    add_cache_parser(sub)
-    add_answers_parser(sub)
-    add_lint_parser(sub)
+    for module in _modules_for(command):
+        for add_parser in _parser_adders(importlib.import_module(f".commands.{module}", __package__)):
+            add_parser(sub)
     return parser
 
 
+def _modules_for(command: str | None) -> list[str]:
+    wanted = [m for m, words in COMMAND_MODULES.items() if command in words]
+    return wanted or list(COMMAND_MODULES)
+
+
+def _parser_adders(module: ModuleType) -> list[Callable[[argparse._SubParsersAction], None]]:  # type: ignore[type-arg]
+    """The module's ``add_*_parser`` functions, in the order they are defined."""
+    return [f for name, f in vars(module).items()
+            if name.startswith("add_") and name.endswith("_parser") and getattr(f, "__module__", "") == module.__name__]
+
+
+def _command_word(argv: list[str]) -> str | None:
+    """The first word of ``argv`` that is not an option: the command, if any (options before it take no
+    values, except --answers, whose value is skipped)."""
+    words = iter(argv)
+    for word in words:
+        if word in ("--answers",):
+            next(words, None)
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
+    argv = sys.argv[1:] if argv is None else argv
+    parser = build_parser(_command_word(argv))
     args = parser.parse_args(argv)
-    from .commands.headless_cmd import cmd_headless, wants_headless
+    from .commands.headless_flags import wants_headless
 
     headless = wants_headless(args)
     if headless and args.command is not None:
@@ -60,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None and not headless:
         return run_tui(dry_run=args.tui_dry_run, answers=args.answers)
-    func = cmd_headless if headless else getattr(args, "func", None)
+    if headless:
+        from .commands.headless_cmd import cmd_headless
+
+        func = cmd_headless
+    else:
+        func = getattr(args, "func", None)
     if func is None:
         parser.print_help(sys.stderr)
         return 2

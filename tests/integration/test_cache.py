@@ -364,13 +364,18 @@ def tiny_filesystem(tmp_path: Path):
 
 
 @pytest.mark.root
-def test_full_disk_is_a_clear_error_and_leaves_nothing(tiny_filesystem: Path, tmp_path: Path,
-                                                       monkeypatch: pytest.MonkeyPatch,
+@pytest.mark.parametrize("where", ["layout", "registry"])
+def test_full_disk_is_a_clear_error_and_leaves_nothing(tiny_filesystem: Path, tmp_path: Path, where: str,
+                                                       monkeypatch: pytest.MonkeyPatch, request: pytest.FixtureRequest,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    """From a registry the blobs are kept as the check reads them; a blob the full disk refused there is
+    fetched again to write the entry, which reports the full disk all the same."""
     monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tiny_filesystem / "cache"))
     noise = TarBuilder().dir("usr").file("usr/noise.bin", os.urandom(12 << 20)).bytes()  # does not compress
     write_layout(tmp_path / "huge", [ImageSpec([Layer(base_layer()), Layer(noise, "gzip")], tag="t")])
     ref = f"oci:{tmp_path / 'huge'}:t"
+    if where == "registry":
+        ref = request.getfixturevalue("registry").push(ref, "nbc/huge:t")
     rc, out, err = run_cmd(capsys, "download", "-i", ref, "--for-install", "--json")
     assert rc == 1
     data = json.loads(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -57,8 +58,15 @@ def test_install_and_download_from_a_registry(nbc, registry: RegistryServer, syn
     r = nbc("download", "--image", ref, "--for-install", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["image_digest"] == config["image_manifest_digest"]
+    # The download too: each blob once, checked while it arrived and kept in the cache entry as it was.
+    assert registry.served_blob_bytes() == {digest: 2 * size for digest, size in blobs.items()}
     listed = json.loads(nbc("cache", "list", "--install-images", "--json").stdout)["images"]
     assert [i["image_ref"] for i in listed] == [ref]
+    entry = Path(json.loads(r.stdout)["cache_dir"]) / ("sha256-" + config["image_manifest_digest"].split(":")[1])
+    for digest, size in blobs.items():  # every blob in the entry is the registry's, byte for byte
+        data = (entry / "blobs/sha256" / digest.split(":")[1]).read_bytes()
+        assert (len(data), "sha256:" + hashlib.sha256(data).hexdigest()) == (size, digest)
+    assert not list((entry / "blobs/sha256").glob("*.partial"))
 
 
 def test_registry_problems_write_nothing(nbc, registry: RegistryServer, synthetic_image: str,

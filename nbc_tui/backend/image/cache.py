@@ -44,6 +44,7 @@ from .oci import MANIFEST_TYPES, MT_OCI_INDEX, MT_OCI_MANIFEST, REF_NAME
 from .reference import OciLayoutRef
 from .scan import ImageInventory, scan_image
 from .source import BLOB_BUFFER, Descriptor, ImageSource, verify_bytes
+from .spool import SpooledSource
 
 CACHE_ROOT = Path("/var/cache/nbc")
 ENV_CACHE_ROOT = "NBC_TUI_CACHE_ROOT"
@@ -342,14 +343,25 @@ def download(source: ImageSource, kind: CacheKind, *, ref_text: str, on_progress
     try:
         root.mkdir(parents=True, exist_ok=True)
         with _staging_dir(root) as staging:
-            say("Downloading image...")
-            digest = _write_layout(source, staging, ref_text=ref_text, on_progress=on_progress, cancel=cancel,
-                                   parallel=parallel)
-            say("Checking the downloaded image...")
+            if source.remote:
+                # Checked while it arrives: the scan reads each layer as the registry sends it, the later
+                # layers are fetched meanwhile, and every verified blob lands in the entry's layout.
+                say("Downloading and checking image...")
+                inventory = _scan_into(source, staging / "blobs" / "sha256", on_progress=on_progress,
+                                       cancel=cancel, parallel=parallel)
+                digest = _write_layout(source, staging, ref_text=ref_text, on_progress=None, cancel=cancel,
+                                       parallel=parallel)
+            else:
+                say("Downloading image...")
+                digest = _write_layout(source, staging, ref_text=ref_text, on_progress=on_progress,
+                                       cancel=cancel, parallel=parallel)
+                say("Checking the downloaded image...")
+                inventory = None
             written = OciLayoutSource(OciLayoutRef(staging, None))
             if written.manifest_digest != digest:
                 raise NbcError(f"The cached copy of {ref_text} resolves to {written.manifest_digest}, not {digest}")
-            inventory = scan_image(written, cancel=cancel)
+            if inventory is None:
+                inventory = scan_image(written, cancel=cancel, list_initramfs=False)
             entry = _metadata(source, inventory, ref_text=ref_text, digest=digest)
             _write_json(staging / METADATA, entry.metadata_json())
             say(f"Saving image to cache: {entry.image_digest}")
@@ -366,6 +378,20 @@ def download(source: ImageSource, kind: CacheKind, *, ref_text: str, on_progress
             raise
         raise NbcError(f"Cannot save {ref_text} into {root}: {exc.filename}: {exc.strerror or exc}",
                        details={"cache_dir": str(root)}) from None
+
+
+def _scan_into(source: ImageSource, blobs: Path, *, on_progress: Progress | None, cancel: threading.Event | None,
+               parallel: int) -> ImageInventory:
+    """Scan ``source`` as an install would, keeping each layer blob it reads, once verified, in ``blobs``. A
+    blob the directory could not take (a full disk) is simply missing there: writing the layout fetches it
+    again and reports the full disk."""
+    blobs.mkdir(parents=True)
+    spooled = SpooledSource(source, blobs, prefetch=parallel, layout=True)
+    try:
+        # Whether its initramfs suits a slot is the install's question (it scans the entry again).
+        return scan_image(spooled, on_progress=on_progress, cancel=cancel, list_initramfs=False)
+    finally:
+        spooled.stop()
 
 
 def _commit(staging: Path, root: Path, entry: CachedImage, *, replace_others: bool, lock_wait: float,
@@ -421,7 +447,7 @@ def _write_layout(source: ImageSource, staging: Path, *, ref_text: str, on_progr
                   cancel: threading.Event | None, parallel: int) -> str:
     """Write ``source`` as an OCI layout into ``staging``; returns the digest of the manifest written."""
     blobs = staging / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
+    blobs.mkdir(parents=True, exist_ok=True)
     manifest_raw, config_raw = _manifest_and_config(source)
     manifest_digest = "sha256:" + hashlib.sha256(manifest_raw).hexdigest()
     manifest = json.loads(manifest_raw)
@@ -435,6 +461,11 @@ def _write_layout(source: ImageSource, staging: Path, *, ref_text: str, on_progr
     if config_raw is not None:
         _write_file(blobs / _hex(config_desc.digest), verify_bytes(config_raw, config_desc, label="Image config"))
         wanted.pop(config_desc.digest)
+    for digest in list(wanted):
+        kept = blobs / _hex(digest)
+        if kept.is_file():  # kept, verified, while the image was scanned (_scan_into)
+            _fsync_file(kept)
+            wanted.pop(digest)
     _fetch_blobs(source, list(wanted.values()), blobs, on_progress=on_progress, cancel=cancel, parallel=parallel)
     _write_file(blobs / _hex(manifest_digest), manifest_raw)
     media_type = str(manifest.get("mediaType") or "")
@@ -537,6 +568,14 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     _write_file(path, json.dumps(data, indent=2).encode())
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -6,7 +6,9 @@ target, so no path it touches (absolute symlinks included) can resolve outside i
 from the pipe and applies it with the OCI rules of :mod:`.layer_rules` (the same the scan used): regular
 files, directories, symlinks, hard links, device nodes, FIFOs, numeric owners, modes with
 setuid/setgid/sticky, xattrs (``security.capability`` included), mtimes, whiteouts and opaque directories.
-Decompression and writing overlap; no layer is ever held whole in memory or spooled to disk.
+Decompression and writing overlap; no layer is ever held whole in memory or spooled to disk, and the content
+of a file bigger than what the child has buffered goes from the pipe to the file by splice(2), never
+through Python.
 
 The pipe carries frames: ``L`` + layer digest, ``D`` + tar bytes, ``E`` (end of layer), ``Z`` (finish).
 The child answers once, on a second pipe, with one JSON object: its statistics, or the error that
@@ -36,6 +38,7 @@ from ..errors import Cancelled, NbcError
 from ..runner import RunContext
 from .layer_rules import LayerApplier
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
+from .readahead import ReadAhead
 from .resolve import DIR as K_DIR
 from .resolve import LINK as K_LINK
 from .resolve import MISSING as K_MISSING
@@ -100,8 +103,9 @@ def extract_image(
     with _ApplyingChild(target, ctx.cancel) as child:
         for desc in source.layers:
             child.begin_layer(desc.digest)
-            with source.open_blob(desc) as blob:
-                stream = decompressed(blob, desc.media_type)
+            # Read, verified and decompressed in a thread while this one feeds the child.
+            with source.open_blob(desc) as blob, \
+                    contextlib.closing(ReadAhead(decompressed(blob, desc.media_type))) as stream:
                 while chunk := stream.read(CHUNK):
                     child.send(chunk)
                     bytes_out += len(chunk)
@@ -266,6 +270,7 @@ class _Frames:
         self.fd = fd
         self._left = 0          # bytes of the current data frame not read yet
         self._in_layer = False
+        self.can_splice = hasattr(os, "splice")
 
     def _exact(self, n: int) -> bytes:
         parts, got = [], 0
@@ -285,23 +290,57 @@ class _Frames:
         self._in_layer = True
         return self._exact(length).decode()
 
-    def read(self, n: int) -> bytes:
-        """The current layer's next tar bytes (any amount); b"" at its end."""
+    def _next_data(self) -> bool:
+        """Move to the next data frame when the current one is used up; False at the layer's end."""
         while not self._left:
             if not self._in_layer:
-                return b""
+                return False
             kind, length = self.header()
             if kind == _END:
                 self._in_layer = False
-                return b""
+                return False
             if kind != _DATA:
                 raise EOFError(f"unexpected frame {kind!r} inside a layer")
             self._left = length
+        return True
+
+    def read(self, n: int) -> bytes:
+        """The current layer's next tar bytes (any amount); b"" at its end."""
+        if not self._next_data():
+            return b""
         data = os.read(self.fd, min(self._left, max(n, CHUNK)))
         if not data:
             raise EOFError("the data pipe closed early")
         self._left -= len(data)
         return data
+
+    def splice(self, fd: int, n: int) -> int:
+        """Move up to ``n`` of the layer's next tar bytes from the pipe into ``fd`` without reading them
+        (a file's content goes from the pipe to the page cache); 0 at the layer's end. Falls back to a
+        read and a write where the target filesystem cannot take a splice."""
+        if not self._next_data():
+            return 0
+        want = min(self._left, n)
+        if self.can_splice:
+            try:
+                moved = os.splice(self.fd, fd, want)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.can_splice = False
+            else:
+                if not moved:
+                    raise EOFError("the data pipe closed early")
+                self._left -= moved
+                return moved
+        data = os.read(self.fd, want)
+        if not data:
+            raise EOFError("the data pipe closed early")
+        self._left -= len(data)
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        return len(data)
 
 
 def _child_main(root: str, data_fd: int, report_fd: int) -> int:
@@ -329,7 +368,7 @@ def _child_main(root: str, data_fd: int, report_fd: int) -> int:
             if kind != _LAYER:
                 raise EOFError(f"unexpected frame {kind!r}")
             layer = frames.begin_layer(length)
-            reader = TarReader(frames.read)
+            reader = TarReader(frames.read, frames.splice)
             applier = LayerApplier(tree)
             for entry in reader:
                 current = entry.name
@@ -465,10 +504,7 @@ class _RealTree:
 
     def _fill_file(self, fd: int, entry: TarEntry, content: TarReader) -> None:
         try:
-            for piece in content.chunks():
-                written = os.write(fd, piece)
-                while written < len(piece):  # rare: a short write to a regular file
-                    written += os.write(fd, memoryview(piece)[written:])
+            content.copy_to(fd)
             # the same order as above, on the open file
             os.fchown(fd, entry.uid, entry.gid)
             os.fchmod(fd, entry.mode)

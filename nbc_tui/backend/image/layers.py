@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import base64
 import io
+import os
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -195,6 +196,12 @@ def _pax_time_ns(value: bytes) -> int:
     return -ns if negative else ns
 
 
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):  # rare: a short write to a regular file
+        written += os.write(fd, memoryview(data)[written:])
+
+
 class TarReader:
     """Stream the entries of a tar archive from ``read(n)`` (which may return any amount, b"" at the end).
 
@@ -203,8 +210,11 @@ class TarReader:
     the end-of-archive marker the input is read to its end (a blob's digest is checked there).
     """
 
-    def __init__(self, read: Callable[[int], bytes]) -> None:
+    def __init__(self, read: Callable[[int], bytes],
+                 splice: Callable[[int, int], int] | None = None) -> None:
         self._read = read
+        self._splice = splice
+        """Moves up to n bytes of the input straight into a file descriptor (0 at the end): see copy_to."""
         self._buf = b""
         self._pos = 0
         self._left = 0   # unread content bytes of the current entry
@@ -275,6 +285,27 @@ class TarReader:
             self._left -= step
             self.offset += step
             yield piece
+
+    def copy_to(self, fd: int) -> None:
+        """Write the remaining content of the current entry to ``fd``. What is buffered is written; the rest
+        is spliced from the input when the reader was given ``splice`` (it never enters this process: a big
+        file costs no copy through Python), else read and written in large pieces."""
+        if self._splice is None or len(self._buf) - self._pos >= self._left:
+            for piece in self.chunks():
+                _write_all(fd, piece)
+            return
+        avail = len(self._buf) - self._pos
+        if avail:
+            _write_all(fd, memoryview(self._buf)[self._pos:])
+            self._buf, self._pos = b"", 0
+            self._left -= avail
+            self.offset += avail
+        while self._left:
+            moved = self._splice(fd, self._left)
+            if not moved:
+                raise TarError(f"The layer's tar stream ends in the middle of an entry (at byte {self.offset})")
+            self._left -= moved
+            self.offset += moved
 
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes (all when n < 0) of the current entry's remaining content."""

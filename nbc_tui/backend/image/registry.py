@@ -298,7 +298,9 @@ class RegistrySource(ImageSource):
         self.manifest = manifest
         config_desc = Descriptor.from_json(manifest.get("config"), what="image config")
         self.config_digest = config_desc.digest
-        config = self._json(self._small_blob(config_desc, "Image config"), config_desc, "Image config")
+        # Kept as stored: the staged cache writes these bytes (fetching the config again would be a second time).
+        self.config_bytes = self._small_blob(config_desc, "Image config")
+        config = self._json(self.config_bytes, config_desc, "Image config")
         if not isinstance(config, dict):
             raise NbcError(f"The image config {config_desc.digest} of {self.ref} is not a JSON object")
         self.config: dict[str, Any] = config

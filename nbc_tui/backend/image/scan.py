@@ -10,6 +10,7 @@ machine must make for itself (SSH host keys, machine-id, random seeds).
 
 from __future__ import annotations
 
+import contextlib
 import fnmatch
 import re
 import threading
@@ -33,6 +34,7 @@ from ..system.initramfs_needs import (
 )
 from .layer_rules import LayerApplier, find
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
+from .readahead import HandOff, ReadAhead
 from .resolve import DIR as K_DIR
 from .resolve import LINK as K_LINK
 from .resolve import MISSING as K_MISSING
@@ -141,14 +143,17 @@ class _Node:
         self.size = size
         self.children: set[str] | None = set() if kind == K_DIR else None
         self.data: bytes | None = None        # content kept for os-release files and READ_PATHS
-        self.members: frozenset[str] | None = None  # for initramfs images: their member names
+        # For initramfs images: their member names, being listed in a thread until the inventory is taken.
+        self.members: frozenset[str] | HandOff[frozenset[str]] | None = None
 
 
 class VirtualTree:
     """The final tree of an image as names and kinds only, keyed by canonical path ("" is the root)."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, list_initramfs: bool = True) -> None:
         self.nodes: dict[str, _Node] = {"": _Node(K_DIR)}
+        self._list_initramfs = list_initramfs
+        self._listings: list[HandOff[frozenset[str]]] = []
 
     # -- the Tree protocol of layer_rules -------------------------------------------------------------
 
@@ -219,17 +224,33 @@ class VirtualTree:
         assert children is not None
         children.add(name)
 
-    @staticmethod
-    def _read_facts(path: str, node: _Node, content: TarReader) -> None:
+    def _read_facts(self, path: str, node: _Node, content: TarReader) -> None:
         if (path.endswith("os-release") and node.size <= _OS_RELEASE_MAX) or (
                 path in READ_PATHS and node.size <= SMALL_FILE_MAX):
             node.data = content.read()
-        elif _INITRAMFS_FILE.search(path):
-            # Names only (a few thousand for a distribution's initramfs); the contents stream by.
+        elif self._list_initramfs and _INITRAMFS_FILE.search(path):
+            # Names only (a few thousand for a distribution's initramfs); the contents stream by, to a thread
+            # that decompresses and lists them while this one goes on with the layer.
+            listing = HandOff(lambda stream: frozenset(initramfs_names(stream)), name="initramfs-names")
+            self._listings.append(listing)
+            for piece in content.chunks():
+                listing.write(piece)
+            node.members = listing
+
+    def members(self, node: _Node) -> frozenset[str]:
+        """An initramfs node's member names (empty when it cannot be read: treated as "needs regenerating")."""
+        if isinstance(node.members, HandOff):
             try:
-                node.members = frozenset(initramfs_names(content.stream()))
+                node.members = node.members.result()
             except InitramfsError:
-                node.members = frozenset()  # unreadable: treat as "needs regenerating"
+                node.members = frozenset()
+        return node.members or frozenset()
+
+    def stop_listing(self) -> None:
+        """Abandon the initramfs listings nobody asked for (a file a later layer replaced, a scan that failed)."""
+        for listing in self._listings:
+            listing.stop()
+        self._listings.clear()
 
     def node(self, path: str) -> _Node | None:
         """The node ``path`` leads to (symlinks followed inside the root), if any."""
@@ -270,22 +291,28 @@ def scan_image(
     *,
     on_progress: Callable[[int, int], None] | None = None,
     cancel: threading.Event | None = None,
+    list_initramfs: bool = True,
 ) -> ImageInventory:
     """Stream every layer once, verify it, refuse what extraction would refuse, and take inventory.
 
     Raises InputError (exit 2) naming the entry and layer for an entry extraction would refuse; NbcError
     (exit 1) naming the blob or layer for a damaged image (digest, size, compression, tar format);
-    Cancelled when ``cancel`` is set. on_progress(done, total) counts compressed bytes.
+    Cancelled when ``cancel`` is set. on_progress(done, total) counts compressed bytes. Without
+    ``list_initramfs`` the initramfs images are not opened (``initramfs_members`` stays empty): for a caller
+    that only wants what the image is (a download's metadata), not whether it boots a slot as it is.
     """
-    tree = VirtualTree()
+    tree = VirtualTree(list_initramfs=list_initramfs)
     total = source.compressed_size
     done_before = 0
-    for desc in source.layers:
-        _scan_layer(source, desc, tree, lambda n, base=done_before: _report(on_progress, base + n, total),
-                    cancel)
-        done_before += desc.size
-        _report(on_progress, done_before, total)
-    return _inventory(tree)
+    try:
+        for desc in source.layers:
+            _scan_layer(source, desc, tree, lambda n, base=done_before: _report(on_progress, base + n, total),
+                        cancel)
+            done_before += desc.size
+            _report(on_progress, done_before, total)
+        return _inventory(tree)
+    finally:
+        tree.stop_listing()
 
 
 def _report(on_progress: Callable[[int, int], None] | None, done: int, total: int) -> None:
@@ -296,8 +323,10 @@ def _report(on_progress: Callable[[int, int], None] | None, done: int, total: in
 def _scan_layer(source: ImageSource, desc: Descriptor, tree: VirtualTree,
                 progress: Callable[[int], None], cancel: threading.Event | None) -> None:
     applier = LayerApplier(tree)
-    with source.open_blob(desc) as blob:
-        reader = TarReader(decompressed(blob, desc.media_type).read)
+    # Fetched (or read) and verified in one thread, decompressed in another, while this one walks the entries.
+    with source.open_blob(desc) as blob, contextlib.closing(ReadAhead(blob)) as raw, \
+            contextlib.closing(ReadAhead(decompressed(raw, desc.media_type))) as tar:
+        reader = TarReader(tar.read)
         reported = 0
         try:
             for entry in reader:
@@ -372,7 +401,7 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[s
                           if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
         kernels.append(KernelInfo(kver, vmlinuz, initramfs))
         node = tree.node(initramfs) if initramfs else None
-        members[kver] = node.members if node is not None and node.members is not None else frozenset()
+        members[kver] = tree.members(node) if node is not None else frozenset()
     kernels.sort(key=lambda k: version_key(k.version), reverse=True)
     return kernels, members
 

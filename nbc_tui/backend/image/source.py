@@ -118,10 +118,33 @@ class _VerifyingRaw(io.RawIOBase):
             super().close()
 
 
+class _CountingRaw(io.RawIOBase):
+    """Counts a blob's bytes as they are read (a copy verified already: see :func:`reread_stream`)."""
+
+    def __init__(self, inner: RawReader) -> None:
+        super().__init__()
+        self._inner = inner
+        self.count = 0
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._inner.readinto(buffer) or 0
+        self.count += n
+        return n
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        finally:
+            super().close()
+
+
 class BlobStream(io.BufferedReader):
     """A blob's bytes as stored (compressed), verified while read; ``bytes_read`` feeds progress."""
 
-    raw: _VerifyingRaw
+    raw: _VerifyingRaw | _CountingRaw
 
     @property
     def bytes_read(self) -> int:
@@ -131,6 +154,12 @@ class BlobStream(io.BufferedReader):
 def verified_stream(inner: RawReader, desc: Descriptor, *, label: str = "Blob") -> BlobStream:
     """Wrap ``inner`` so that reading it to the end proves it is the blob ``desc`` describes."""
     return BlobStream(_VerifyingRaw(inner, desc, label), buffer_size=BLOB_BUFFER)
+
+
+def reread_stream(inner: RawReader) -> BlobStream:
+    """A blob this process wrote moments ago, only once its digest matched, read back without hashing it again:
+    for a download's own cache entry, which every later use reads through :func:`verified_stream` anyway."""
+    return BlobStream(_CountingRaw(inner), buffer_size=BLOB_BUFFER)
 
 
 def verify_bytes(data: bytes, desc: Descriptor, *, label: str) -> bytes:

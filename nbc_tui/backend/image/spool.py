@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from ..sizes import human
-from .source import BlobStream, Descriptor, ImageSource, verified_stream
+from .source import BlobStream, Descriptor, ImageSource, reread_stream, verified_stream
 
 log = logging.getLogger("nbc_tui")
 
@@ -89,12 +89,21 @@ def _memory_available() -> int | None:
 class SpooledSource(ImageSource):
     """``inner`` (a remote source) whose layer blobs are kept in ``directory`` the first time they are read
     whole; later reads come from there. When the first layer is opened, the layers after it are fetched into
-    the spool in the background (``PREFETCH`` at a time), so the network works while the scan reads. The
-    directory is removed by :meth:`close`."""
+    the spool in the background (``prefetch`` at a time), so the network works while the scan reads.
 
-    def __init__(self, inner: ImageSource, directory: Path) -> None:
+    ``layout``: the blobs are named as in an OCI layout's ``blobs/sha256/`` and each is synced to disk before
+    it is kept (the download writes its cache entry this way, each blob's sync overlapping the next one's
+    fetch); read back, a kept blob is not hashed a second time (the entry is verified wherever it is used).
+    Otherwise blobs are named ``sha256-<hex>`` and verified again when read back (the extraction trusts
+    nothing it did not check itself). :meth:`stop` ends the prefetching; :meth:`close` also closes
+    ``inner`` and removes the directory (a spool owned by an install or update)."""
+
+    def __init__(self, inner: ImageSource, directory: Path, *, prefetch: int = PREFETCH,
+                 layout: bool = False) -> None:
         self._inner = inner
         self.directory = directory
+        self._prefetch = max(1, prefetch)
+        self._layout = layout
         self.ref = inner.ref
         self.manifest_digest = inner.manifest_digest
         self.index_digest = inner.index_digest
@@ -107,7 +116,7 @@ class SpooledSource(ImageSource):
         self._fetching: dict[str, Future[None]] = {}
 
     def _path(self, desc: Descriptor) -> Path:
-        return self.directory / desc.digest.replace(":", "-")
+        return self.directory / (desc.digest.partition(":")[2] if self._layout else desc.digest.replace(":", "-"))
 
     def spooled(self, desc: Descriptor) -> bool:
         return self._path(desc).is_file()
@@ -121,15 +130,18 @@ class SpooledSource(ImageSource):
                 fetching.result()
         kept = self._path(desc)
         if kept.is_file():
+            if self._layout:  # a download's entry: verified as it was kept, and wherever it is used later
+                return reread_stream(io.FileIO(kept, "r"))
             return verified_stream(io.FileIO(kept, "r"), desc, label="Layer blob (spooled)")
         stream = self._inner.open_blob(desc)
         if desc.digest in self.lost:
             return stream
-        return BlobStream(_Tee(stream, kept, on_lost=lambda: self.lost.append(desc.digest)), buffer_size=CHUNK)
+        return BlobStream(_Tee(stream, kept, on_lost=lambda: self.lost.append(desc.digest), durable=self._layout),
+                          buffer_size=CHUNK)
 
     def _prefetch_after(self, first: Descriptor) -> None:
         later = self.layers[self.layers.index(first) + 1:]
-        self._pool = ThreadPoolExecutor(max_workers=PREFETCH, thread_name_prefix="nbc-prefetch")
+        self._pool = ThreadPoolExecutor(max_workers=self._prefetch, thread_name_prefix="nbc-prefetch")
         for desc in later:
             if desc.digest not in self._fetching:
                 self._fetching[desc.digest] = self._pool.submit(self._fetch, desc)
@@ -138,17 +150,21 @@ class SpooledSource(ImageSource):
         """Read ``desc`` whole from the source into the spool (kept only once verified)."""
         if self._stop.is_set() or self._path(desc).is_file():
             return
-        with _Tee(self._inner.open_blob(desc), self._path(desc),
-                  on_lost=lambda: self.lost.append(desc.digest)) as tee:
+        with _Tee(self._inner.open_blob(desc), self._path(desc), on_lost=lambda: self.lost.append(desc.digest),
+                  durable=self._layout) as tee:
             buffer = bytearray(CHUNK)
             while not self._stop.is_set() and tee.readinto(buffer):
                 pass
 
-    def close(self) -> None:
+    def stop(self) -> None:
+        """End the prefetching: blobs being fetched stop between two chunks (and are not kept)."""
         self._stop.set()
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def close(self) -> None:
         try:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True, cancel_futures=True)
+            self.stop()
             self._inner.close()
         finally:
             shutil.rmtree(self.directory, ignore_errors=True)
@@ -159,8 +175,9 @@ class _Tee(io.RawIOBase):
     becomes ``kept`` at the end: ``inner`` reports the end only after the digest matched. A write error
     (a full spool) drops the copy and the reading goes on."""
 
-    def __init__(self, inner: BlobStream, kept: Path, *, on_lost: Callable[[], None]) -> None:
+    def __init__(self, inner: BlobStream, kept: Path, *, on_lost: Callable[[], None], durable: bool = False) -> None:
         super().__init__()
+        self._durable = durable
         self._inner = inner
         self._kept = kept
         self._partial = kept.with_name(kept.name + ".partial")
@@ -184,6 +201,8 @@ class _Tee(io.RawIOBase):
                 while view:
                     view = view[self._out.write(view):]
             else:
+                if self._durable:
+                    os.fsync(self._out.fileno())
                 self._out.close()
                 self._out = None
                 os.rename(self._partial, self._kept)

@@ -1,0 +1,47 @@
+"""The command line imports only the module of the command it runs, and its table of command words agrees
+with the parsers the command modules add."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from nbc_tui.cli import COMMAND_MODULES, _command_word, build_parser
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _words(parser) -> list[str]:
+    [sub] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return list(sub.choices)
+
+
+def test_the_table_names_every_word_of_every_module_in_help_order() -> None:
+    assert _words(build_parser()) == [w for words in COMMAND_MODULES.values() for w in words]
+    for module, words in COMMAND_MODULES.items():
+        assert _words(build_parser(words[0])) == list(words), module
+
+
+@pytest.mark.parametrize(("argv", "word"), [
+    (["status", "--json"], "status"), (["-v", "dl", "-i", "x"], "dl"), (["--answers", "a.yaml", "--headless"], None),
+    (["--dry-run"], None), ([], None), (["instal"], "instal"),
+])
+def test_the_command_word(argv: list[str], word: str | None) -> None:
+    assert _command_word(argv) == word
+
+
+def test_a_command_imports_only_its_own_module() -> None:
+    code = ("import sys, nbc_tui.cli as c; c.build_parser(c._command_word(['status', '--json']))"
+            ".parse_args(['status', '--json']); "
+            "print(sorted(m for m in sys.modules if m.startswith('nbc_tui.commands.') and m.endswith('_cmd')))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True).stdout
+    assert out.strip() == "['nbc_tui.commands.status_cmd']"
+
+
+def test_a_mistyped_command_still_lists_them_all() -> None:
+    proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", "instal"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "invalid choice: 'instal'" in proc.stderr and "'install'" in proc.stderr and "'lint'" in proc.stderr
