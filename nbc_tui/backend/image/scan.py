@@ -230,8 +230,9 @@ class VirtualTree:
             node.data = content.read()
         elif self._list_initramfs and _INITRAMFS_FILE.search(path):
             # Names only (a few thousand for a distribution's initramfs); the contents stream by, to a thread
-            # that decompresses and lists them while this one goes on with the layer.
-            listing = HandOff(lambda stream: frozenset(initramfs_names(stream)), name="initramfs-names")
+            # that decompresses and lists them while this one goes on with the layer. Up to 48 MiB wait for it
+            # (a distribution's whole initramfs, often): the walk is faster than the listing.
+            listing = HandOff(lambda stream: frozenset(initramfs_names(stream)), depth=48, name="initramfs-names")
             self._listings.append(listing)
             for piece in content.chunks():
                 listing.write(piece)
