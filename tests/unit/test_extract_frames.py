@@ -1,4 +1,5 @@
-"""The extraction child's end of the data pipe: tar bytes across data frames, read or spliced into a file."""
+"""The extraction child's end of the data pipe (extract_child): entry headers and a file's content across
+data frames, moved into a file through the buffer, by splice, or by read and write."""
 
 from __future__ import annotations
 
@@ -7,39 +8,73 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.image.extract import _DATA, _END, _FRAME, _LAYER, _Frames
+from nbc_tui.backend.image.extract_child import (
+    DATA,
+    END,
+    ENTRY,
+    FRAME,
+    LAYER,
+    FramedContent,
+    Frames,
+    decode_entry,
+    encode_entry,
+)
+from nbc_tui.backend.image.layers import REG, TarEntry
+
+ENTRY_A = TarEntry("usr/lib/\udcffodd", REG, mode=0o4755, uid=0, gid=42, size=4010, mtime_ns=-5,
+                   xattrs={"security.capability": b"\x01\x00\xff"})
 
 
-def _frames_pipe(*pieces: bytes) -> int:
-    """A pipe holding one layer made of ``pieces`` (one data frame each); returns its read end."""
+def _pipe(data: bytes) -> int:
     r, w = os.pipe()
-    out = _FRAME.pack(_LAYER, 3) + b"abc"
-    for piece in pieces:
-        out += _FRAME.pack(_DATA, len(piece)) + piece
-    out += _FRAME.pack(_END, 0)
-    assert len(out) < 60_000  # fits the pipe without a reader
-    os.write(w, out)
+    assert len(data) < 60_000  # fits the pipe without a reader
+    os.write(w, data)
     os.close(w)
     return r
 
 
+def _frame(kind: bytes, payload: bytes = b"") -> bytes:
+    return FRAME.pack(kind, len(payload)) + payload
+
+
+def test_an_entry_comes_back_as_it_was_sent() -> None:
+    back, inline = decode_entry(encode_entry(ENTRY_A))
+    assert [getattr(back, k) for k in TarEntry.__slots__] == [getattr(ENTRY_A, k) for k in TarEntry.__slots__]
+    assert inline is None
+    assert decode_entry(encode_entry(ENTRY_A, b"\0small"))[1] == b"\0small"
+
+
 @pytest.mark.parametrize("can_splice", [True, False])
-def test_splice_moves_exactly_what_is_asked_across_frames(tmp_path: Path, can_splice: bool) -> None:
-    r = _frames_pipe(b"1" * 1000, b"2" * 3000, b"3" * 10)
-    frames = _Frames(r)
+def test_content_across_frames_lands_in_the_file(tmp_path: Path, can_splice: bool) -> None:
+    content = os.urandom(4010)
+    stream = (_frame(LAYER, b"sha256:abc") + _frame(ENTRY, encode_entry(ENTRY_A)) + _frame(DATA, content[:10])
+              + _frame(DATA, content[10:3000]) + _frame(DATA, content[3000:]) + _frame(END))
+    r = _pipe(stream)
+    frames = Frames(r)
     frames.can_splice = can_splice
     kind, length = frames.header()
-    assert (kind, frames.begin_layer(length)) == (_LAYER, "abc")
+    assert (kind, frames.exact(length)) == (LAYER, b"sha256:abc")
+    kind, length = frames.header()
+    entry, _ = decode_entry(frames.exact(length))
     target = tmp_path / "file"
     with target.open("wb") as f:
-        moved = 0
-        while moved < 2500:
-            moved += frames.splice(f.fileno(), 2500 - moved)
-    assert target.read_bytes() == b"1" * 1000 + b"2" * 1500
-    rest = b""
-    while data := frames.read(1 << 20):
-        rest += data
-    assert rest == b"2" * 1500 + b"3" * 10
-    with target.open("ab") as f:
-        assert frames.splice(f.fileno(), 10) == 0  # the layer's end
+        FramedContent(frames, entry.size).copy_to(f.fileno())
+    assert target.read_bytes() == content
+    assert frames.header() == (END, 0)
+    os.close(r)
+
+
+def test_content_not_written_is_skipped_and_a_short_stream_is_an_error(tmp_path: Path) -> None:
+    r = _pipe(_frame(DATA, b"x" * 100) + _frame(END))
+    frames = Frames(r)
+    FramedContent(frames, 100).skip_rest()
+    assert frames.header() == (END, 0)
+    os.close(r)
+    r = _pipe(_frame(DATA, b"x" * 100))
+    with pytest.raises(EOFError), (tmp_path / "f").open("wb") as f:
+        FramedContent(Frames(r), 200).copy_to(f.fileno())
+    os.close(r)
+    r = _pipe(_frame(END))
+    with pytest.raises(EOFError, match="inside a file's content"):
+        FramedContent(Frames(r), 5).skip_rest()
     os.close(r)

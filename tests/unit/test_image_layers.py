@@ -168,56 +168,6 @@ def test_content_is_read_in_pieces_and_unread_content_is_skipped() -> None:
     assert reader.stream().read() == b"BBB"
 
 
-def test_copy_to_writes_what_is_buffered_and_splices_the_rest(tmp_path) -> None:
-    """A file bigger than the reader's buffer: the buffered head is written, the tail comes through
-    ``splice`` (here, in small pieces), and the entries after it still parse."""
-    big = os.urandom((1 << 20) + 70_000)
-    data = TarBuilder().file("small", b"s" * 700).file("big", big).file("after", b"A" * 3).bytes()
-    source = io.BytesIO(data)
-    spliced: list[int] = []
-
-    def splice(fd: int, n: int) -> int:
-        piece = source.read(min(n, 40_000))
-        os.write(fd, piece)
-        spliced.append(len(piece))
-        return len(piece)
-
-    reader = TarReader(source.read, splice)
-    found = {}
-    for entry in reader:
-        out = tmp_path / entry.name
-        with out.open("wb") as f:
-            reader.copy_to(f.fileno())
-        found[entry.name] = out.read_bytes()
-    assert found == {"small": b"s" * 700, "big": big, "after": b"AAA"}
-    assert sum(spliced) > 0 and max(spliced) <= 40_000  # the tail did not go through read()
-
-
-def test_copy_to_without_splice_reads_and_writes(tmp_path) -> None:
-    data = TarBuilder().file("big", b"b" * (3 << 20)).bytes()
-    reader = TarReader(io.BytesIO(data).read)
-    [entry] = list(_copied(reader, tmp_path))
-    assert entry == ("big", b"b" * (3 << 20))
-
-
-def test_copy_to_fails_on_a_truncated_stream(tmp_path) -> None:
-    data = TarBuilder().file("big", os.urandom(3 << 20)).bytes()[: 2 << 20]
-    source = io.BytesIO(data)
-    reader = TarReader(source.read, lambda fd, n: os.write(fd, source.read(min(n, 1 << 16))))
-    with pytest.raises(TarError, match="ends in the middle of an entry"):
-        list(_copied(reader, tmp_path))
-
-
-def _copied(reader: TarReader, where) -> list[tuple[str, bytes]]:
-    out = []
-    for entry in reader:
-        path = where / entry.name
-        with path.open("wb") as f:
-            reader.copy_to(f.fileno())
-        out.append((entry.name, path.read_bytes()))
-    return out
-
-
 def test_sparse_files_are_refused_by_name() -> None:
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:

@@ -18,11 +18,16 @@ from __future__ import annotations
 from typing import Protocol
 
 from .layers import DIR as T_DIR
-from .layers import LNK, TarEntry, TarReader
+from .layers import LNK, TarEntry
 from .resolve import DIR, LINK, MISSING, Refused, clean_name, join, normalize, resolve, resolve_parent
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+
+
+class EntryContent(Protocol):
+    """A regular file's content, in the form its tree reads it: the scan's :class:`TarReader` (read, chunks),
+    the extraction child's ``FramedContent`` (copy_to). The layer rules only pass it on."""
 
 
 class Tree(Protocol):
@@ -52,7 +57,7 @@ class Tree(Protocol):
         """Give an existing directory the entry's metadata (owner, mode, xattrs, mtime)."""
         ...
 
-    def create(self, path: str, entry: TarEntry, content: TarReader) -> bool:
+    def create(self, path: str, entry: TarEntry, content: EntryContent) -> bool:
         """Create the entry (dir, file, symlink, device, FIFO) at path; False, with nothing done and no
         content read, when something already exists there."""
         ...
@@ -72,7 +77,7 @@ class LayerApplier:
         self.touched: set[str] = {""}
         self.entries = 0
 
-    def apply(self, entry: TarEntry, content: TarReader) -> None:
+    def apply(self, entry: TarEntry, content: EntryContent) -> None:
         clean = normalize(entry.name)
         if not clean:
             return  # "./": the root's own metadata stays the mounted filesystem's (0755 root)

@@ -8,8 +8,8 @@ large chunks, and never hold more than one chunk of a layer in memory.
 from __future__ import annotations
 
 import base64
+import contextlib
 import io
-import os
 import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -20,6 +20,7 @@ from isal import igzip, isal_zlib
 
 from ..bytestreams import RawReader, Reader
 from ..errors import NbcError
+from .readahead import ReadAhead
 
 CHUNK = 1 << 20
 BLOCK = 512
@@ -79,6 +80,16 @@ def decompressed(stored: RawReader, media_type: str) -> io.RawIOBase:
     else:
         inner = raw
     return _Drained(inner, raw)
+
+
+@contextlib.contextmanager
+def decompressed_ahead(stored: RawReader, media_type: str) -> Iterator[ReadAhead]:
+    """:func:`decompressed`, with the work spread over two threads ahead of the reader: one reads the blob and
+    hashes it (its digest checked as it goes), one decompresses it. The reader (walking the tar entries, or
+    feeding them to the extraction) gets the tar stream as fast as the slowest of the three."""
+    with contextlib.closing(ReadAhead(stored)) as raw, \
+            contextlib.closing(ReadAhead(decompressed(raw, media_type))) as tar:
+        yield tar
 
 
 def _peek(raw: io.BufferedReader[Any], n: int) -> bytes:
@@ -196,12 +207,6 @@ def _pax_time_ns(value: bytes) -> int:
     return -ns if negative else ns
 
 
-def _write_all(fd: int, data: memoryview | bytes) -> None:
-    written = os.write(fd, data)
-    while written < len(data):  # rare: a short write to a regular file
-        written += os.write(fd, memoryview(data)[written:])
-
-
 class TarReader:
     """Stream the entries of a tar archive from ``read(n)`` (which may return any amount, b"" at the end).
 
@@ -210,11 +215,8 @@ class TarReader:
     the end-of-archive marker the input is read to its end (a blob's digest is checked there).
     """
 
-    def __init__(self, read: Callable[[int], bytes],
-                 splice: Callable[[int, int], int] | None = None) -> None:
+    def __init__(self, read: Callable[[int], bytes]) -> None:
         self._read = read
-        self._splice = splice
-        """Moves up to n bytes of the input straight into a file descriptor (0 at the end): see copy_to."""
         self._buf = b""
         self._pos = 0
         self._left = 0   # unread content bytes of the current entry
@@ -286,27 +288,6 @@ class TarReader:
             self.offset += step
             yield piece
 
-    def copy_to(self, fd: int) -> None:
-        """Write the remaining content of the current entry to ``fd``. What is buffered is written; the rest
-        is spliced from the input when the reader was given ``splice`` (it never enters this process: a big
-        file costs no copy through Python), else read and written in large pieces."""
-        if self._splice is None or len(self._buf) - self._pos >= self._left:
-            for piece in self.chunks():
-                _write_all(fd, piece)
-            return
-        avail = len(self._buf) - self._pos
-        if avail:
-            _write_all(fd, memoryview(self._buf)[self._pos:])
-            self._buf, self._pos = b"", 0
-            self._left -= avail
-            self.offset += avail
-        while self._left:
-            moved = self._splice(fd, self._left)
-            if not moved:
-                raise TarError(f"The layer's tar stream ends in the middle of an entry (at byte {self.offset})")
-            self._left -= moved
-            self.offset += moved
-
     def read(self, n: int = -1) -> bytes:
         """Up to n bytes (all when n < 0) of the current entry's remaining content."""
         if n < 0 or n > self._left:
@@ -320,6 +301,16 @@ class TarReader:
         self._pos += n
         self._left -= n
         self.offset += n
+        return data
+
+    def read_exactly(self, n: int) -> bytes:
+        """The next n bytes of the current entry's content (n at most what is left of it)."""
+        data = self.read(n)
+        while len(data) < n:  # the buffer held part of it
+            more = self.read(n - len(data))
+            if not more:
+                raise TarError(f"The layer's tar stream ends in the middle of an entry (at byte {self.offset})")
+            data += more
         return data
 
     def stream(self) -> io.RawIOBase:

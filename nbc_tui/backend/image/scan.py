@@ -10,7 +10,6 @@ machine must make for itself (SSH host keys, machine-id, random seeds).
 
 from __future__ import annotations
 
-import contextlib
 import fnmatch
 import re
 import threading
@@ -33,8 +32,8 @@ from ..system.initramfs_needs import (
     TPM2_TOOLS,
 )
 from .layer_rules import LayerApplier, find
-from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed
-from .readahead import HandOff, ReadAhead
+from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry, TarError, TarReader, decompressed_ahead
+from .readahead import HandOff
 from .resolve import DIR as K_DIR
 from .resolve import LINK as K_LINK
 from .resolve import MISSING as K_MISSING
@@ -325,8 +324,7 @@ def _scan_layer(source: ImageSource, desc: Descriptor, tree: VirtualTree,
                 progress: Callable[[int], None], cancel: threading.Event | None) -> None:
     applier = LayerApplier(tree)
     # Fetched (or read) and verified in one thread, decompressed in another, while this one walks the entries.
-    with source.open_blob(desc) as blob, contextlib.closing(ReadAhead(blob)) as raw, \
-            contextlib.closing(ReadAhead(decompressed(raw, desc.media_type))) as tar:
+    with source.open_blob(desc) as blob, decompressed_ahead(blob, desc.media_type) as tar:
         reader = TarReader(tar.read)
         reported = 0
         try:

@@ -1,0 +1,378 @@
+"""The extraction's child: chrooted into the target, it applies the entries the parent sends (see
+:mod:`.extract`) with the OCI rules of :mod:`.layer_rules`.
+
+The parent walks the tar stream; the pipe carries frames, each a kind byte and a length:
+``L`` + layer digest, ``H`` + one entry's header (:func:`encode_entry`, with the content of a small file),
+``D`` + content bytes of the bigger regular file just announced (as many frames as its size takes), ``E``
+(end of layer), ``Z`` (finish). The child
+answers once, on a second pipe, with one JSON object: its statistics, or the error that stopped it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import json
+import marshal
+import os
+import signal
+import stat
+import struct
+from typing import Any
+
+from .layer_rules import LayerApplier
+from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry
+from .resolve import DIR as K_DIR
+from .resolve import LINK as K_LINK
+from .resolve import MISSING as K_MISSING
+from .resolve import OTHER as K_OTHER
+from .resolve import Refused
+
+CHUNK = 1 << 20
+FRAME = struct.Struct("!cQ")
+LAYER, ENTRY, DATA, END, FINISH = b"L", b"H", b"D", b"E", b"Z"
+_MAX_WARNINGS = 20
+_CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+
+
+INLINE_MAX = 64 << 10
+"""A regular file up to this size travels inside its entry's frame (most files of a system are small)."""
+
+
+def encode_entry(entry: TarEntry, inline: bytes | None = None) -> bytes:
+    """An entry's header as the parent sends it, with the content of a small file (``inline``) or without
+    (``None``: ``D`` frames follow). marshal: a tuple of plain values, read back in C."""
+    return marshal.dumps((entry.name, entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime_ns,
+                          entry.linkname, entry.devmajor, entry.devminor, entry.xattrs, inline))
+
+
+def decode_entry(data: bytes) -> tuple[TarEntry, bytes | None]:
+    name, kind, mode, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs, inline = marshal.loads(data)
+    return TarEntry(name, kind, mode=mode, uid=uid, gid=gid, size=size, mtime_ns=mtime_ns, linkname=linkname,
+                    devmajor=devmajor, devminor=devminor, xattrs=xattrs), inline
+
+
+class Frames:
+    """The child's end of the data pipe, read through its own buffer (one system call per megabyte, not per
+    frame); a file's content is spliced from the pipe when the buffer holds none of it."""
+
+    def __init__(self, fd: int) -> None:
+        self.fd = fd
+        self._buf = b""
+        self._pos = 0
+        self.can_splice = hasattr(os, "splice")
+
+    def _fill(self) -> None:
+        data = os.read(self.fd, CHUNK)
+        if not data:
+            raise EOFError("the data pipe closed early")
+        self._buf = self._buf[self._pos:] + data if self._pos < len(self._buf) else data
+        self._pos = 0
+
+    def exact(self, n: int) -> bytes:
+        while len(self._buf) - self._pos < n:
+            self._fill()
+        data = self._buf[self._pos: self._pos + n]
+        self._pos += n
+        return data
+
+    def header(self) -> tuple[bytes, int]:
+        kind, length = FRAME.unpack(self.exact(FRAME.size))
+        return kind, length
+
+    def move(self, fd: int, n: int) -> int:
+        """Write up to ``n`` (> 0) of the next bytes into ``fd``: what is buffered, else a splice from the pipe
+        (the bytes go from the pipe to the page cache, never through Python), else a read and a write where
+        the target filesystem cannot take a splice. Returns how many moved."""
+        avail = len(self._buf) - self._pos
+        if avail:
+            step = min(avail, n)
+            _write_all(fd, memoryview(self._buf)[self._pos: self._pos + step])
+            self._pos += step
+            return step
+        if self.can_splice:
+            try:
+                moved = os.splice(self.fd, fd, n)
+            except OSError as exc:
+                if exc.errno != errno.EINVAL:
+                    raise
+                self.can_splice = False
+            else:
+                if not moved:
+                    raise EOFError("the data pipe closed early")
+                return moved
+        self._fill()
+        return self.move(fd, n)
+
+
+class InlineContent:
+    """The content of a small file, carried in its entry's frame."""
+
+    def __init__(self, data: bytes) -> None:
+        self._data = data
+
+    def copy_to(self, fd: int) -> None:
+        if self._data:
+            _write_all(fd, self._data)
+
+    def skip_rest(self) -> None:
+        pass
+
+
+class FramedContent:
+    """The content of one regular-file entry, arriving in ``D`` frames after it."""
+
+    def __init__(self, frames: Frames, size: int) -> None:
+        self._frames = frames
+        self._left = size        # content bytes not consumed yet
+        self._frame_left = 0     # of which in the current data frame
+
+    def _next_frame(self) -> None:
+        kind, length = self._frames.header()
+        if kind != DATA or not 0 < length <= self._left:
+            raise EOFError(f"unexpected frame {kind!r} ({length} bytes) inside a file's content")
+        self._frame_left = length
+
+    def copy_to(self, fd: int) -> None:
+        while self._left:
+            if not self._frame_left:
+                self._next_frame()
+            moved = self._frames.move(fd, self._frame_left)
+            self._frame_left -= moved
+            self._left -= moved
+
+    def skip_rest(self) -> None:
+        while self._left:
+            if not self._frame_left:
+                self._next_frame()
+            self._frames.exact(self._frame_left)
+            self._left -= self._frame_left
+            self._frame_left = 0
+
+
+def _write_all(fd: int, data: memoryview | bytes) -> None:
+    written = os.write(fd, data)
+    while written < len(data):  # rare: a short write to a regular file
+        written += os.write(fd, memoryview(data)[written:])
+
+
+def child_main(root: str, data_fd: int, report_fd: int) -> int:
+    """Runs in the forked child: chroot, apply the frames, report one JSON object. Returns the exit code."""
+    layer, current = "", None
+    report: dict[str, Any]
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when to stop (it kills us)
+        devnull = os.open("/dev/null", os.O_RDWR)
+        for fd in (0, 1, 2):
+            os.dup2(devnull, fd)  # a stray message must not reach the TUI or the JSON Lines stream
+        keep = sorted({0, 1, 2, data_fd, report_fd})
+        for low, high in zip(keep, [*keep[1:], os.sysconf("SC_OPEN_MAX")], strict=True):
+            os.closerange(low + 1, high)  # other threads' pipes must not stay open in us
+        os.chroot(root)
+        os.chdir("/")
+        os.umask(0)
+        frames = Frames(data_fd)
+        tree = _RealTree()
+        entries = 0
+        while True:
+            kind, length = frames.header()
+            if kind == FINISH:
+                break
+            if kind != LAYER:
+                raise EOFError(f"unexpected frame {kind!r}")
+            layer = frames.exact(length).decode()
+            applier = LayerApplier(tree)
+            while True:
+                kind, length = frames.header()
+                if kind == END:
+                    break
+                if kind != ENTRY:
+                    raise EOFError(f"unexpected frame {kind!r} inside a layer")
+                entry, inline = decode_entry(frames.exact(length))
+                current = entry.name
+                content = (InlineContent(inline) if inline is not None
+                           else FramedContent(frames, entry.size if entry.kind == REG else 0))
+                applier.apply(entry, content)
+                content.skip_rest()  # a file the layer rules did not write (none today): its bytes go by
+            current = None
+            entries += applier.entries
+        tree.finish()
+        report = {"status": "ok", "entries": entries, "files_bytes": tree.files_bytes,
+                  "warnings": tree.warnings}
+        code = 0
+    except Refused as exc:
+        report = {"status": "refused", "layer": layer, "entry": exc.name, "reason": exc.reason}
+        code = 1
+    except OSError as exc:
+        what = f"{exc.strerror}" + (f": {exc.filename}" if exc.filename else "")
+        report = {"status": "failed", "layer": layer, "entry": current, "message": what}
+        code = 1
+    except Exception as exc:
+        report = {"status": "failed", "layer": layer, "entry": current, "message": f"{exc!r}"}
+        code = 1
+    with contextlib.suppress(OSError):
+        data = json.dumps(report, default=str).encode()
+        view = memoryview(data)
+        while view:
+            view = view[os.write(report_fd, view):]
+    return code
+
+
+class _RealTree:
+    """The target filesystem as layer_rules sees it (the child runs chrooted: "/" is the target root)."""
+
+    def __init__(self) -> None:
+        self.known: set[str] = {""}  # canonical paths verified to be real directories
+        self.dir_times: dict[str, tuple[int, int]] = {}  # path -> (mtime ns, inode), applied at the end
+        self.files_bytes = 0
+        self.warnings: list[str] = []
+
+    def lookup(self, path: str) -> tuple[int, str | None]:
+        try:
+            mode = os.lstat(path or "/").st_mode
+        except (FileNotFoundError, NotADirectoryError):
+            return K_MISSING, None
+        if stat.S_ISDIR(mode):
+            return K_DIR, None
+        if stat.S_ISLNK(mode):
+            return K_LINK, os.readlink(path)
+        return K_OTHER, None
+
+    def known_dir(self, path: str) -> bool:
+        return path in self.known
+
+    def make_dirs(self, path: str) -> None:
+        if path in self.known:
+            return
+        parent = path.rpartition("/")[0]
+        self.make_dirs(parent)
+        try:
+            os.mkdir(path, 0o755)
+        except FileExistsError:
+            if not stat.S_ISDIR(os.lstat(path).st_mode):  # resolve() checked it; cheap insurance
+                raise
+        self.known.add(path)
+
+    def remove(self, path: str) -> None:
+        if stat.S_ISDIR(os.lstat(path).st_mode):
+            self._remove_tree(path)
+            self.known = {""}  # forget every verified directory: cheap, and removals are rare
+        else:
+            os.unlink(path)
+
+    def _remove_tree(self, path: str) -> None:
+        with os.scandir(path) as it:
+            found = list(it)
+        for e in found:
+            if e.is_dir(follow_symlinks=False):
+                self._remove_tree(e.path)
+            else:
+                os.unlink(e.path)
+        try:
+            os.rmdir(path)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            self._warn(f"/{path} is a mount point: emptied instead of removed")
+
+    def children(self, path: str) -> list[str]:
+        return os.listdir(path or "/")
+
+    def update_dir(self, path: str, entry: TarEntry) -> None:
+        os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        os.chmod(path, entry.mode)
+        self._xattrs(path, entry, replace=True)
+        self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
+
+    def create(self, path: str, entry: TarEntry, content: FramedContent | InlineContent) -> bool:
+        kind = entry.kind
+        try:
+            if kind == REG:
+                fd = os.open(path, _CREATE_FLAGS, 0o600)
+            elif kind == DIR:
+                os.mkdir(path, 0o700)
+            elif kind == SYM:
+                os.symlink(entry.linkname, path)
+            elif kind in (CHR, BLK):
+                fmt = stat.S_IFCHR if kind == CHR else stat.S_IFBLK
+                os.mknod(path, fmt | 0o600, os.makedev(entry.devmajor, entry.devminor))
+            elif kind == FIFO:
+                os.mkfifo(path, 0o600)
+            else:  # pragma: no cover - the tar reader maps every type to one of the above
+                raise Refused(entry.name, f"has an unknown type {kind!r}")
+        except FileExistsError:
+            return False
+        if kind == REG:
+            self._fill_file(fd, entry, content)
+        elif kind == SYM:
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+            self._xattrs(path, entry, symlink=True)
+            os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        else:
+            # chown before chmod: chown clears setuid/setgid; xattrs after chown, which drops capabilities
+            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+            os.chmod(path, entry.mode)
+            self._xattrs(path, entry)
+            if kind == DIR:
+                self.known.add(path)
+                self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
+            else:
+                os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        return True
+
+    def _fill_file(self, fd: int, entry: TarEntry, content: FramedContent | InlineContent) -> None:
+        try:
+            content.copy_to(fd)
+            # the same order as above, on the open file
+            os.fchown(fd, entry.uid, entry.gid)
+            os.fchmod(fd, entry.mode)
+            if entry.xattrs:
+                self._xattrs(fd, entry)
+            os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
+        finally:
+            os.close(fd)
+        self.files_bytes += entry.size
+
+    def hardlink(self, path: str, target: str, entry: TarEntry) -> bool:
+        try:
+            os.link(target, path, follow_symlinks=False)  # a link to a symlink links the symlink itself
+        except FileExistsError:
+            return False
+        return True
+
+    def _xattrs(self, where: str | int, entry: TarEntry, *, symlink: bool = False,
+                replace: bool = False) -> None:
+        wanted = entry.xattrs or {}
+        if replace and isinstance(where, str):
+            for name in os.listxattr(where, follow_symlinks=False):
+                if name not in wanted and name != "security.selinux":  # the host's label stays
+                    os.removexattr(where, name, follow_symlinks=False)
+        for name, value in wanted.items():
+            try:
+                if isinstance(where, int):
+                    os.setxattr(where, name, value)
+                else:
+                    os.setxattr(where, name, value, follow_symlinks=False)
+            except OSError as exc:
+                # Linux refuses user.* xattrs on symlinks; a filesystem may lack a namespace. Anything
+                # else, and file capabilities anywhere, is an error: the system would not work.
+                tolerable = exc.errno in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP) and (
+                    symlink or name != "security.capability")
+                if not tolerable:
+                    raise
+                self._warn(f"xattr {name} not set on {entry.name}: {exc.strerror}")
+
+    def _warn(self, text: str) -> None:
+        if len(self.warnings) < _MAX_WARNINGS:
+            self.warnings.append(text)
+
+    def finish(self) -> None:
+        """Directory mtimes last, deepest first: creating entries inside a directory changes its mtime."""
+        for path in sorted(self.dir_times, key=lambda p: p.count("/"), reverse=True):
+            mtime, ino = self.dir_times[path]
+            try:
+                st = os.lstat(path)
+            except FileNotFoundError:
+                continue
+            if stat.S_ISDIR(st.st_mode) and st.st_ino == ino:  # not removed or replaced since
+                os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
