@@ -122,14 +122,12 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
                  "-device", "virtio-scsi-pci,id=scsi0",
                  "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0"),
                  *extra_args]
-        with qemu_log.open("wb") as err:
-            process = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=err, stderr=err)
-        vm = Vm(process, log, qemu_log, timeout)
+        qemu_log.write_bytes(b"")
+        vm = Vm(argv, log, qemu_log, timeout, console_socket=sock_path)  # started, its console attached
         try:
-            vm.connect(sock_path)
             yield vm
         finally:
-            stop_qemu(process)
+            stop_qemu(vm.process)
             vm.disconnect()
 
 
