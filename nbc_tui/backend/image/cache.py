@@ -462,9 +462,7 @@ def _write_layout(source: ImageSource, staging: Path, *, ref_text: str, on_progr
         _write_file(blobs / _hex(config_desc.digest), verify_bytes(config_raw, config_desc, label="Image config"))
         wanted.pop(config_desc.digest)
     for digest in list(wanted):
-        kept = blobs / _hex(digest)
-        if kept.is_file():  # kept, verified, while the image was scanned (_scan_into)
-            _fsync_file(kept)
+        if (blobs / _hex(digest)).is_file():  # kept, verified and synced, while the image was scanned (_scan_into)
             wanted.pop(digest)
     _fetch_blobs(source, list(wanted.values()), blobs, on_progress=on_progress, cancel=cancel, parallel=parallel)
     _write_file(blobs / _hex(manifest_digest), manifest_raw)
@@ -568,14 +566,6 @@ def _write_file(path: Path, data: bytes) -> None:
 
 def _write_json(path: Path, data: Any) -> None:
     _write_file(path, json.dumps(data, indent=2).encode())
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -152,7 +152,7 @@ class FramedContent:
 
 def _write_all(fd: int, data: memoryview | bytes) -> None:
     written = os.write(fd, data)
-    while written < len(data):  # rare: a short write to a regular file
+    while written < len(data):  # rare: a short write (a regular file, a full pipe)
         written += os.write(fd, memoryview(data)[written:])
 
 
@@ -211,10 +211,7 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
         report = {"status": "failed", "layer": layer, "entry": current, "message": f"{exc!r}"}
         code = 1
     with contextlib.suppress(OSError):
-        data = json.dumps(report, default=str).encode()
-        view = memoryview(data)
-        while view:
-            view = view[os.write(report_fd, view):]
+        _write_all(report_fd, json.dumps(report, default=str).encode())
     return code
 
 
