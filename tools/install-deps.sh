@@ -18,6 +18,8 @@ PACKAGES=(
   libtss2-esys-3.0.2-0 libtss2-rc0 libtss2-mu0
   # tests: a real registry, a real Podman API socket, htpasswd for basic auth
   docker-registry podman uidmap apache2-utils
+  # tests: Authenticode signing of EFI images (the Secure Boot checks read real signatures)
+  sbsigntool
   # benchmarks: GNU time for peak memory
   time
   # live ISO (iso/build.sh): the squashfs and the ISO image

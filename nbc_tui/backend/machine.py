@@ -16,6 +16,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Literal
 
+from .boot.secure_boot import machine_secure_boot
 from .errors import InputError, NbcError
 from .image.cache import CacheKind, list_cached
 from .plan import InstallPlan
@@ -128,6 +129,8 @@ def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path | None = None) -
         Check("uefi", Severity.NOTICE, "This machine did not start with UEFI firmware; the installed system "
               "boots only with UEFI. Installing for another machine or into a disk-image file still works."),
     ]
+    if efi_dir.is_dir():
+        checks.append(_secure_boot_check(machine_secure_boot(None if efi_dir == EFI_DIR else efi_dir / "efivars")))
     missing = missing_tools()
     checks.append(
         Check("tools", Severity.OK, "Every tool the install needs is present.") if not missing else
@@ -140,6 +143,16 @@ def survey_machine(*, efi_dir: Path = EFI_DIR, tpm_device: Path | None = None) -
               "at every boot."))
     checks.append(_staged_check())
     return checks
+
+
+def _secure_boot_check(state: bool | None) -> Check:
+    if state is None:
+        return Check("secure-boot", Severity.NOTICE, "Whether Secure Boot is on could not be read.")
+    if state:
+        return Check("secure-boot", Severity.NOTICE, "Secure Boot is on: the installed system starts only "
+                     "from an image that ships a signed boot chain (shim, a signed GRUB, a signed kernel); the "
+                     "image is checked for it before anything is written.")
+    return Check("secure-boot", Severity.OK, "Secure Boot is off: any image boots here.")
 
 
 def _staged_check() -> Check:

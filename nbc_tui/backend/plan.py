@@ -30,6 +30,9 @@ MIN_PASSPHRASE = 8
 
 Filesystem = Literal["btrfs", "ext4"]
 Bootloader = Literal["auto", "grub", "systemd-boot"]
+SecureBootMode = Literal["auto", "require", "off"]
+"""``require``: refuse an image that cannot boot with Secure Boot on; ``auto``: warn when this machine has it on
+and the image cannot; ``off``: do not ask."""
 AfterInstall = Literal["none", "reboot", "poweroff"]
 # PCRs a TPM2 key may be bound to: 7 is the Secure Boot state; 0-23 exist on every TPM2.
 Pcr = Annotated[int, Field(ge=0, le=23)]
@@ -141,6 +144,9 @@ class Boot(_Strict):
     """auto picks systemd-boot when the image carries its EFI binary, else GRUB."""
     kernel_args: tuple[str, ...] = ()
     """Extra kernel arguments, appended last to the command line."""
+    secure_boot: SecureBootMode = "auto"
+    """require: refuse an image that cannot boot with Secure Boot on; auto: warn when this machine has it on and
+    the image cannot (and prefer the image's signed GRUB); off: do not check."""
 
 
 class Encryption(_Strict):

@@ -66,6 +66,8 @@ def cmd_validate(args: argparse.Namespace) -> int:
     else:
         print(f"✓ {args.file} is valid on this machine")
         print(f"  {target_line(checked)}")
+        for warning in checked.warnings:
+            print("  warning: " + warning.render(checked.answers.source).replace("\n", "\n  "))
         print("\nThe plan nbc-tui --headless runs with it:\n")
         print(dump_answers(checked.plan), end="")
     return 0
@@ -84,7 +86,8 @@ def target_line(checked: Checked) -> str:
 
 def validated_json(checked: Checked) -> dict[str, Any]:
     out: dict[str, Any] = {"file": checked.answers.source, "valid": True,
-                           "plan": checked.plan.model_dump(mode="json")}
+                           "plan": checked.plan.model_dump(mode="json"),
+                           "warnings": [w.as_dict() for w in checked.warnings]}
     if checked.disk is not None:
         out["disk"] = {"device": checked.disk.device, "model": checked.disk.model, "serial": checked.disk.serial,
                        "size": checked.disk.size, "transport": checked.disk.transport}

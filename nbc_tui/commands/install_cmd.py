@@ -43,6 +43,10 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
                    help="set root's password from this file (never give a password on the command line)")
     p.add_argument("--bootloader", choices=["auto", "grub", "systemd-boot"], default="auto",
                    help="auto: systemd-boot when the image has it, else GRUB")
+    p.add_argument("--secure-boot", choices=["auto", "require", "off"], default="auto",
+                   help="require: refuse an image that cannot boot with Secure Boot on (shim, a signed GRUB and a "
+                        "signed kernel), before the disk is touched; auto (default): warn when this machine has "
+                        "Secure Boot on and the image cannot boot that way; off: do not check")
     p.add_argument("--esp-size", default="2G", metavar="SIZE", help="EFI system partition size (default 2G)")
     p.add_argument("--root-size", default="12G", metavar="SIZE", help="size of each root slot (default 12G)")
     p.add_argument("--var-min-size", default="4G", metavar="SIZE",
@@ -165,7 +169,7 @@ def plan_from_args(args: argparse.Namespace, image: ImageSpec,
         return InstallPlan(
             image=image, target=target, layout=layout,
             encryption=encryption,
-            boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg)),
+            boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg), secure_boot=args.secure_boot),
             system=System(root_password_file=args.root_password_file),
         )
     except (ValidationError, ValueError) as exc:

@@ -7,7 +7,6 @@ run in a chroot. Shim chains use stand-in binaries: only which file lands where 
 
 from __future__ import annotations
 
-import fcntl
 import shutil
 import struct
 import subprocess
@@ -23,11 +22,11 @@ from nbc_tui.backend.boot.menu import write_menu
 from nbc_tui.backend.runner import RunContext
 from nbc_tui.backend.storage.esp import Esp, esp_uuid
 from nbc_tui.backend.system.slots import Slot
+from tests.support.debs import unpacked
 from tests.support.loopdev import attached_loop
 
 pytestmark = pytest.mark.root
 
-CACHE = Path("/var/cache/nbc-tui-tests/debs")
 KVER = "6.1.0-99-test"
 VOLUME_ID = "C0FFEE42"
 UUID = esp_uuid(VOLUME_ID)
@@ -38,16 +37,7 @@ TITLE = "Test OS 1 (it's here)"
 @pytest.fixture(scope="session")
 def systemd_boot_efi(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Debian's systemd-boot EFI binary, from the systemd-boot-efi package (cached across runs)."""
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with (CACHE / ".lock").open("w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        debs = sorted(CACHE.glob("systemd-boot-efi_*.deb"))
-        if not debs:
-            subprocess.run(["apt-get", "download", "systemd-boot-efi"], cwd=CACHE, check=True,
-                           capture_output=True)
-            debs = sorted(CACHE.glob("systemd-boot-efi_*.deb"))
-    tree = tmp_path_factory.mktemp("systemd-boot-efi")
-    subprocess.run(["dpkg-deb", "-x", str(debs[-1]), str(tree)], check=True)
+    tree = unpacked("systemd-boot-efi", tmp_path_factory.mktemp("systemd-boot-efi"))
     binary = tree / "usr/lib/systemd/boot/efi/systemd-bootx64.efi"
     assert is_pe(binary.read_bytes())
     return binary
@@ -218,25 +208,39 @@ def test_grub_built_by_the_images_own_grub_mkimage(target: Path, esp: Esp) -> No
 
 
 def test_grub_behind_shim_with_a_signed_grub(target: Path, esp: Esp) -> None:
+    """A signed GRUB whose prefix cannot be read (a stand-in): the early config also goes to EFI/<os-release ID>,
+    the directory distributions build their GRUB's prefix with."""
     put(target, "usr/lib/shim/shimx64.efi.signed", b"MZ shim")
     put(target, "usr/lib/shim/mmx64.efi.signed", b"MZ mok")
     put(target, "usr/lib/shim/fbx64.efi.signed", b"MZ fallback")
     put(target, "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", b"MZ signed grub")
+    with (target / "usr/lib/os-release").open("a") as f:
+        f.write("ID=testos\n")
     warnings: list[str] = []
     options = install("grub2", target, esp, warnings)
     assert warnings == []
     assert esp.files() == [f"A/initramfs-{KVER}.img", f"A/vmlinuz-{KVER}", "EFI/BOOT/BOOTX64.EFI",
                            "EFI/BOOT/grub.cfg", "EFI/BOOT/grubx64.efi", "EFI/BOOT/mmx64.efi",
-                           "grub/grub.cfg", "grub/grubenv"]
+                           "EFI/testos/grub.cfg", "grub/grub.cfg", "grub/grubenv"]
     assert esp.read("EFI/BOOT/BOOTX64.EFI") == b"MZ shim"
     assert esp.read("EFI/BOOT/grubx64.efi") == b"MZ signed grub"
     assert esp.read("EFI/BOOT/mmx64.efi") == b"MZ mok"
-    assert esp.read("EFI/BOOT/grub.cfg").decode() == (
-        f"search --no-floppy --fs-uuid --set=root {UUID}\n"
-        "set prefix=($root)/grub\n"
-        "configfile ($root)/grub/grub.cfg\n"
-    )
+    early = (f"search --no-floppy --fs-uuid --set=root {UUID}\n"
+             "set prefix=($root)/grub\n"
+             "configfile ($root)/grub/grub.cfg\n")
+    assert esp.read("EFI/BOOT/grub.cfg").decode() == early
+    assert esp.read("EFI/testos/grub.cfg").decode() == early
     assert esp.read("grub/grub.cfg").decode() == grub_cfg_text(options)
+
+
+def test_a_signed_grub_without_a_known_prefix_is_said(target: Path, esp: Esp) -> None:
+    put(target, "usr/lib/shim/shimx64.efi.signed", b"MZ shim")
+    put(target, "usr/lib/grub/x86_64-efi-signed/grubx64.efi.signed", b"MZ signed grub")
+    warnings: list[str] = []
+    install("grub2", target, esp, warnings)
+    assert warnings == ["Could not tell where the image's signed GRUB looks for its config first: only "
+                        "EFI/BOOT/grub.cfg was written (another attached medium may take over the boot)"]
+    assert not esp.exists("EFI/testos/grub.cfg") and esp.exists("EFI/BOOT/grub.cfg")
 
 
 def test_grub_with_shim_but_no_signed_grub_boots_directly(target: Path, esp: Esp) -> None:

@@ -107,6 +107,17 @@ def test_broken_image_changes_nothing(nbc, broken_images: dict[str, str], loop_d
     assert nbc_mounts() == []
 
 
+def test_secure_boot_require_refuses_an_image_without_the_signed_chain(nbc, synthetic_image: str,
+                                                                        loop_disk) -> None:
+    """The synthetic image has no shim, no signed GRUB and a kernel that is no EFI image: every gap is named."""
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--secure-boot", "require", "--yes")
+    assert_refused(r, "cannot boot with Secure Boot on", "no shim", "no signed GRUB or systemd-boot",
+                   "is not an EFI image", "--secure-boot auto")
+    assert digest_of(backing) == before
+
+
 def test_swap_disk_is_refused(nbc, synthetic_image: str, loop_disk) -> None:
     dev, backing = loop_disk
     subprocess.run(["mkswap", "-q", dev], check=True)

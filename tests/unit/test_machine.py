@@ -54,3 +54,14 @@ def test_power_in_a_dry_run_is_announced_and_logged_not_done(monkeypatch: pytest
     monkeypatch.setenv(POWER_DRY_RUN_ENV, "1")
     power("poweroff", announce=said.append)  # the test switch: no dry run asked, still not done
     assert said[-1] == "Would run now: systemctl poweroff (dry run)"
+
+
+def test_the_survey_says_whether_secure_boot_is_on(tmp_path: Path) -> None:
+    efi = tmp_path / "efi"
+    (efi / "efivars").mkdir(parents=True)
+    assert "secure-boot" not in {c.key for c in survey_machine(efi_dir=tmp_path / "no-efi")}
+    off = {c.key: c for c in survey_machine(efi_dir=efi)}["secure-boot"]
+    assert off.severity is Severity.OK and off.text == "Secure Boot is off: any image boots here."
+    (efi / "efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x06\x00\x00\x00\x01")
+    on = {c.key: c for c in survey_machine(efi_dir=efi)}["secure-boot"]
+    assert on.severity is Severity.NOTICE and on.text.startswith("Secure Boot is on: the installed system starts")

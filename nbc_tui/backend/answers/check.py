@@ -27,6 +27,8 @@ class Checked:
     disk: Disk | None
     rule: int | None
     problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    """What the engine's checks warn about (an image that cannot boot with this machine's Secure Boot on)."""
 
 
 def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = True,
@@ -54,7 +56,7 @@ def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = 
     checked = Checked(answers, resolved.plan if resolved else plan, resolved.disk if resolved else None,
                       resolved.rule if resolved else None, problems)
     if preflight and resolved is not None and not problems:
-        problems += _engine_preflight(answers, checked.plan, ctx)
+        problems += _engine_preflight(answers, checked, ctx)
     if problems:
         raise AnswerFileError(answers.source, problems)
     return checked
@@ -113,17 +115,19 @@ def _encryption_problems(answers: AnswerFile) -> list[Problem]:
     return out
 
 
-def _engine_preflight(answers: AnswerFile, plan: InstallPlan, ctx: RunContext) -> list[Problem]:
-    """The engine's own checks (tools, image reachable, kernel, initramfs, bootloader, root size) in a dry
-    run, which reads and writes nothing."""
+def _engine_preflight(answers: AnswerFile, checked: Checked, ctx: RunContext) -> list[Problem]:
+    """The engine's own checks (tools, image reachable, kernel, initramfs, bootloader, Secure Boot, root size)
+    in a dry run, which reads and writes nothing; its warnings go to ``checked.warnings``."""
     from ..operations.install import run_install  # the engine, only when an image is to be checked
 
     seen: list[Event] = []
     try:
-        run_install(plan, emit=seen.append, ctx=RunContext(dry_run=True, redactor=ctx.redactor))
+        run_install(checked.plan, emit=seen.append, ctx=RunContext(dry_run=True, redactor=ctx.redactor))
     except NbcError as exc:
         image_reached = any(e.type == "message" and (e.message or "").startswith("Image: ") for e in seen)
         return [answers.problem(preflight_loc(exc.message, image_reached=image_reached), exc.message, exc.hint)]
+    checked.warnings += [answers.problem(preflight_loc(e.message or "", image_reached=True), e.message or "")
+                         for e in seen if e.type == "warning"]
     return []
 
 
@@ -132,7 +136,8 @@ def preflight_loc(message: str, *, image_reached: bool) -> Loc:
     what they say, and by whether the image was being looked at (preflight checks the target first)."""
     for words, loc in (("pinned to serial", ("target", "serial")), ("changed since it was checked", ("target",)),
                        ("cannot be installed to", ("target",)), ("choose another disk", ("target",)),
-                       ("root slot", ("layout", "root_size")), ("systemd-boot", ("boot", "bootloader")),
+                       ("root slot", ("layout", "root_size")), ("Secure Boot", ("boot", "secure_boot")),
+                       ("systemd-boot", ("boot", "bootloader")),
                        ("image file", ("target", "image_file")), ("free space", ("target", "image_file")),
                        ("in cache", ("image", "staged_digest")), ("multiple matches", ("image", "staged_digest")),
                        ("the image", ("image", "ref")),

@@ -16,13 +16,18 @@ from .cmdline import grub_cmdline
 from .entries import BootEntry, BootloaderKind
 from .grub import grub_available, install_grub
 from .kernel import SlotKernel
+from .shim import find_signed_grub, find_signed_systemd_boot, shim_chain
 from .systemd_boot import find_systemd_boot, install_systemd_boot
 
 
-def resolve_bootloader(choice: Literal["auto", "grub", "systemd-boot"], target_root: Path) -> BootloaderKind:
+def resolve_bootloader(choice: Literal["auto", "grub", "systemd-boot"], target_root: Path, *,
+                       prefer_signed: bool = False) -> BootloaderKind:
     """auto: systemd-boot when the image has its EFI binary (not bootctl: Debian ships them apart),
-    else GRUB. An explicit choice the image or host cannot satisfy is an InputError."""
-    if choice in ("auto", "systemd-boot"):
+    else GRUB; with ``prefer_signed`` (the disk is to boot with Secure Boot on) GRUB when only it is signed
+    and behind shim. An explicit choice the image or host cannot satisfy is an InputError."""
+    signed_grub_only = prefer_signed and find_signed_systemd_boot(target_root) is None and shim_chain(
+        target_root, find_signed_grub(target_root)) is not None
+    if choice == "systemd-boot" or (choice == "auto" and not signed_grub_only):
         if find_systemd_boot(target_root) is not None:
             return "systemd-boot"
         if choice == "systemd-boot":

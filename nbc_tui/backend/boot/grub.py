@@ -24,10 +24,12 @@ from typing import Literal
 
 from ..errors import InputError, NbcError
 from ..inroot import resolve_in_target
+from ..osrelease import OS_RELEASE_PATHS, parse_os_release
 from ..runner import RunContext, run, which
 from ..storage.esp import EspFiles
 from .entries import BootEntry
 from .grubenv import TRIAL_SLOT, TRIES
+from .pe import PeError, grub_prefix, prefix_directory
 from .shim import find_shim, find_signed_grub, install_shim_chain, shim_chain
 
 GRUB_FORMAT = "x86_64-efi"
@@ -237,7 +239,17 @@ def install_grub(*, target_root: Path, esp: EspFiles, esp_uuid: str, ctx: RunCon
     chain = shim_chain(target_root, signed)
     if chain is not None:
         install_shim_chain(esp, chain)
-        esp.put_text(render_early_config(esp_uuid), SHIM_GRUB_CFG)
+        early = render_early_config(esp_uuid)
+        esp.put_text(early, SHIM_GRUB_CFG)
+        # The signed GRUB reads $prefix/grub.cfg first; without it, it searches every device for /.disk/info
+        # and another medium that has one (an installer stick) would take over the boot.
+        prefix = signed_grub_prefix_dir(chain.second_stage, target_root)
+        if prefix is None:
+            warn("Could not tell where the image's signed GRUB looks for its config first: only "
+                 f"{SHIM_GRUB_CFG} was written (another attached medium may take over the boot)")
+        elif prefix.casefold() not in (SHIM_GRUB_CFG.rpartition("/")[0].casefold(), GRUB_DIR):  # no clobbering
+            esp.mkdir(prefix)
+            esp.put_text(early, f"{prefix}/grub.cfg")
         return
     if find_shim(target_root) is not None:
         warn("The image has shim but no signed GRUB: booting GRUB directly (Secure Boot must be off)")
@@ -251,6 +263,23 @@ def install_grub(*, target_root: Path, esp: EspFiles, esp_uuid: str, ctx: RunCon
         image = Path(tmp, "BOOTX64.EFI")
         build_grub_efi(source, target_root=target_root, esp_uuid=esp_uuid, output=image, ctx=ctx, warn=warn)
         esp.put_file(image, REMOVABLE_DEST)
+
+
+def signed_grub_prefix_dir(signed_grub: Path, target_root: Path) -> str | None:
+    """The ESP directory the signed GRUB's built-in prefix names (``EFI/debian``), read from the binary; else
+    ``EFI/<os-release ID>``, the convention distributions build with; None when neither can be told."""
+    try:
+        prefix = grub_prefix(signed_grub.read_bytes())
+    except (OSError, PeError):
+        prefix = None
+    if prefix is not None:
+        return prefix_directory(prefix)
+    for rel in OS_RELEASE_PATHS:
+        found = resolve_in_target(target_root, rel)
+        if found is not None and found.is_file():
+            os_id = parse_os_release(found.read_text(errors="replace")).get("ID", "")
+            return f"EFI/{os_id}" if re.fullmatch(r"[a-z0-9][a-z0-9._-]*", os_id) else None
+    return None
 
 
 def _host_mkimage() -> str | None:

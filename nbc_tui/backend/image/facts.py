@@ -7,6 +7,7 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from ..boot.secure_boot import machine_secure_boot, secure_boot_gaps, signed_chain
 from ..sizes import human
 from .cache import CachedImage
 from .opener import open_image
@@ -28,6 +29,10 @@ class ImageFacts:
     digest: str
     staged_digest: str | None = None
     """Set when the image comes from the staged-install cache (an offline install)."""
+    secure_boot_gaps: tuple[str, ...] | None = None
+    """What the image lacks to boot with Secure Boot on (empty: nothing); None when not looked at (staged)."""
+    machine_secure_boot: bool | None = None
+    """Whether this machine boots with Secure Boot on (None: not known)."""
 
     def summary(self) -> str:
         staged = " (staged, offline)" if self.staged_digest else ""
@@ -35,7 +40,19 @@ class ImageFacts:
                  f"Architecture {self.architecture or 'unknown'}, {human(self.size)} of files"
                  + (f" ({human(self.compressed_size)} to fetch)" if self.compressed_size else ""),
                  f"Digest {self.digest}"]
+        if self.secure_boot_gaps is not None:
+            lines.append(secure_boot_words(self.secure_boot_gaps, self.machine_secure_boot))
         return "\n".join(lines)
+
+
+def secure_boot_words(gaps: tuple[str, ...], machine_on: bool | None) -> str:
+    """The image against Secure Boot, in the words of the install's own warning when this machine has it on."""
+    if not gaps:
+        return "Secure Boot: can boot with it on (shim, a signed loader, a signed kernel)"
+    if machine_on:
+        return (f"Warning: this machine boots with Secure Boot on, and the image cannot: {'; '.join(gaps)}. "
+                "The installed system will not start until Secure Boot is turned off in the firmware setup.")
+    return f"Secure Boot: cannot boot with it on ({'; '.join(gaps)})"
 
 
 def describe_reference(text: str) -> str:
@@ -65,6 +82,8 @@ def look_up_image(ref: str, *, cancel: threading.Event | None = None,
             size=inventory.uncompressed_bytes,
             compressed_size=source.compressed_size,
             digest=source.manifest_digest,
+            secure_boot_gaps=tuple(secure_boot_gaps(signed_chain(inventory), "auto")),
+            machine_secure_boot=machine_secure_boot(),
         )
 
 

@@ -18,7 +18,8 @@ from dataclasses import dataclass, field
 
 from ..boot.grub import IMAGE_MODULE_DIR
 from ..boot.kernel import INITRAMFS_NAMES, KERNEL_NAMES, MODULES_DIR, version_key
-from ..boot.shim import SHIM_CANDIDATES
+from ..boot.pe import PE_HEAD_BYTES, PeError, authenticode_signed
+from ..boot.shim import SHIM_CANDIDATES, SIGNED_GRUB_CANDIDATES, SIGNED_SYSTEMD_BOOT_CANDIDATES
 from ..boot.systemd_boot import EFI_BINARY_CANDIDATES
 from ..errors import Cancelled, InputError, NbcError
 from ..osrelease import OS_RELEASE_PATHS, parse_os_release
@@ -59,6 +60,7 @@ ETC_OVERLAY_MODULE = f"{MODULE_DIR}/module-setup.sh"
 GRUB_EFI_MODULE = f"{IMAGE_MODULE_DIR}/normal.mod"
 _INITRAMFS_FILE = re.compile(
     r"(?:^|/)modules/[^/]+/(?:initramfs\.img|initrd\.img|initramfs-[^/]+\.img|initrd\.img-[^/]+)$")
+_KERNEL_FILE = re.compile(r"(?:^|/)(?:modules/[^/]+/|boot/)vmlinuz(?:-[^/]+)?$")  # boot/: a vmlinuz symlink's target
 _SYSTEMD_SHARED = re.compile(r"^libsystemd-shared-(\d+)[.\-].*so")
 _OS_RELEASE_MAX = 64 << 10
 _PROGRESS_STEP = 1 << 20
@@ -83,6 +85,10 @@ class ImageInventory:
     has_systemd_boot_efi: bool = False
     has_grub_efi_modules: bool = False
     has_shim: bool = False
+    has_signed_grub: bool = False
+    has_signed_systemd_boot: bool = False
+    kernel_signed: dict[str, bool | None] = field(default_factory=dict)
+    """Per kernel version: whether its vmlinuz has an Authenticode signature (None: not an EFI image)."""
     has_dracut: bool = False
     has_etc_overlay_module: bool = False
     initramfs_members: dict[str, frozenset[str]] = field(default_factory=dict)
@@ -141,7 +147,7 @@ class _Node:
         self.target = target
         self.size = size
         self.children: set[str] | None = set() if kind == K_DIR else None
-        self.data: bytes | None = None        # content kept for os-release files and READ_PATHS
+        self.data: bytes | None = None        # content kept for os-release files, READ_PATHS, kernel heads
         # For initramfs images: their member names, being listed in a thread until the inventory is taken.
         self.members: frozenset[str] | HandOff[frozenset[str]] | None = None
 
@@ -227,6 +233,8 @@ class VirtualTree:
         if (path.endswith("os-release") and node.size <= _OS_RELEASE_MAX) or (
                 path in READ_PATHS and node.size <= SMALL_FILE_MAX):
             node.data = content.read()
+        elif _KERNEL_FILE.search(path):
+            node.data = content.read_exactly(min(node.size, PE_HEAD_BYTES))  # its PE headers: signed or not
         elif self._list_initramfs and _INITRAMFS_FILE.search(path):
             # Names only (a few thousand for a distribution's initramfs); the contents stream by, to a thread
             # that decompresses and lists them while this one goes on with the layer. Up to 48 MiB wait for it
@@ -365,6 +373,9 @@ def _inventory(tree: VirtualTree) -> ImageInventory:
     inv.has_systemd_boot_efi = any(tree.exists(p) for p in EFI_BINARY_CANDIDATES)
     inv.has_grub_efi_modules = tree.exists(GRUB_EFI_MODULE)
     inv.has_shim = any(tree.exists(p) for p in SHIM_CANDIDATES)
+    inv.has_signed_grub = any(tree.exists(p) for p in SIGNED_GRUB_CANDIDATES)
+    inv.has_signed_systemd_boot = any(tree.exists(p) for p in SIGNED_SYSTEMD_BOOT_CANDIDATES)
+    inv.kernel_signed = {k.version: _signed(tree, k.vmlinuz) for k in inv.kernels}
     inv.has_dracut = any(tree.exists(p) for p in DRACUT_CANDIDATES)
     inv.has_etc_overlay_module = tree.exists(ETC_OVERLAY_MODULE)
     inv.probed_paths = {p: tree.node(p) is not None for p in PROBED_PATHS}
@@ -403,6 +414,14 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[s
         members[kver] = tree.members(node) if node is not None else frozenset()
     kernels.sort(key=lambda k: version_key(k.version), reverse=True)
     return kernels, members
+
+
+def _signed(tree: VirtualTree, path: str) -> bool | None:
+    node = tree.node(path)
+    try:
+        return authenticode_signed(node.data or b"") if node is not None else None
+    except PeError:
+        return None
 
 
 def _size(tree: VirtualTree, path: str) -> int | None:

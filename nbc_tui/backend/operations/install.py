@@ -19,6 +19,7 @@ from ... import __version__
 from ..boot.bootloader import install_loader, resolve_bootloader
 from ..boot.efivars import register_efi_boot_entry
 from ..boot.menu import write_menu
+from ..boot.secure_boot import machine_secure_boot, prefers_signed_grub
 from ..describe import creation_lines
 from ..disks import disk_id
 from ..engine import Step, StepContext, Timings, When, run_steps, system_lock_step
@@ -101,7 +102,8 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
                   if enc is not None else None)
     target = disk.check_target(plan, io)
     needs = SlotNeeds(encrypted=enc is not None, tpm2=bool(enc and enc.tpm2), bootloader=plan.boot.bootloader,
-                      slot_size=plan.layout.root_size)
+                      slot_size=plan.layout.root_size, secure_boot=plan.boot.secure_boot,
+                      machine_secure_boot=machine_secure_boot())
     image = open_checked_image(plan.image, needs, io)
     if target.disk is None:
         disk.check_room_for_image_file(target, image.needed_bytes)
@@ -168,9 +170,9 @@ def extract(run: InstallRun, io: StepContext) -> None:
 def configure(run: InstallRun, io: StepContext) -> None:
     """The slot's root for nbc's model; root's password and SSH keys before /etc is sealed into the overlay's
     lower layer (nbc set the password after that copy, so it was lost); then the system's state file."""
-    choice = run.plan.boot.bootloader
+    choice, signed = run.plan.boot.bootloader, prefers_signed_grub(run.plan.boot.secure_boot, machine_secure_boot())
     run.boot = slot.prepare_root(run.slot, run.preflight.image.inventory,
-                                 lambda root: resolve_bootloader(choice, root), io)
+                                 lambda root: resolve_bootloader(choice, root, prefer_signed=signed), io)
     set_root_access(run, io)
     slot.seal_etc(run.slot, io)
     record_state(run, io)

@@ -33,6 +33,7 @@ from pydantic import SecretStr
 from ... import __version__
 from ..boot.entries import BootEntry, EntryState
 from ..boot.menu import retire_slot, start_trial
+from ..boot.secure_boot import machine_secure_boot
 from ..disks.blockdevices import SYSTEM, Machine
 from ..engine import Finished, Step, StepContext, Timings, When, run_steps, system_lock_step
 from ..errors import Cancelled, InputError, NbcError
@@ -202,7 +203,9 @@ def check_new_image(run: UpdateRun, io: StepContext) -> None:
     needs = SlotNeeds(encrypted=enc is not None, tpm2=bool(enc and enc.tpm2), bootloader=None,
                       slot_size=_size_of(run.target_partition),
                       bigger_slot_hint="root slots are sized at install: a bigger image needs a new install "
-                                       "with a larger --root-size")
+                                       "with a larger --root-size",
+                      # the running system's firmware is the one that will start the new kernel
+                      secure_boot="auto", machine_secure_boot=machine_secure_boot() if system.running else None)
     run.checked = check_opened_image(run.image.ref, run.image.source, run.image.staged, needs, io)
     if enc is not None and not enc.tpm2:
         run.passphrase = _read_passphrase(run, io)

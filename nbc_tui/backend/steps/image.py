@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
+from ..boot.secure_boot import secure_boot_gaps, signed_chain
 from ..engine import StepContext
 from ..errors import InputError
 from ..image.cache import CachedImage, CacheKind, find_cached, recorded_digest
@@ -24,7 +25,7 @@ from ..image.scan import ImageInventory, KernelInfo, scan_image
 from ..image.source import ImageSource
 from ..image.spool import SpooledSource, make_spool, spool_problem
 from ..osrelease import os_name
-from ..plan import Bootloader, ImageSpec
+from ..plan import Bootloader, ImageSpec, SecureBootMode
 from ..sizes import human
 from ..system.dracut import HOOK_SCRIPT
 from ..system.initramfs import names_contain
@@ -52,6 +53,10 @@ class SlotNeeds:
     """Bytes of the root slot the image goes into."""
     bigger_slot_hint: str = "give a larger --root-size"
     """What to do when the image does not fit."""
+    secure_boot: SecureBootMode = "off"
+    """Whether the image must boot with Secure Boot on (``require``), or is warned about (``auto``)."""
+    machine_secure_boot: bool | None = None
+    """Whether this machine boots with Secure Boot on (None: not known, not UEFI)."""
 
 
 class ImageFacts(Protocol):
@@ -78,6 +83,20 @@ class ImageFacts(Protocol):
     @property
     def has_grub_efi_modules(self) -> bool: ...
 
+    @property
+    def has_shim(self) -> bool: ...
+
+    @property
+    def has_signed_grub(self) -> bool: ...
+
+    @property
+    def has_signed_systemd_boot(self) -> bool: ...
+
+    @property
+    def kernel_signed(self) -> Mapping[str, bool | None]:
+        """Per kernel version: whether its vmlinuz has an Authenticode signature (None: not an EFI image)."""
+        ...
+
     def exists(self, path: str) -> bool: ...
 
     def matches(self, glob: str) -> bool: ...
@@ -91,6 +110,7 @@ class ImageCheck(StrEnum):
     ETC_OVERLAY = "etc-overlay"
     UNLOCK = "unlock-support"
     BOOTLOADER = "bootloader"
+    SECURE_BOOT = "secure-boot"
     ROOM = "slot-size"
 
 
@@ -154,6 +174,9 @@ def check_opened_image(ref: str, source: ImageSource, staged: CachedImage | None
     inventory = scan_image(source, on_progress=io.progress("Checking image"), cancel=io.ctx.cancel)
     image = CheckedImage(ref, source, inventory, staged)
     check_image(image, needs)
+    for problem in image_problems(image, needs):
+        if problem.check == ImageCheck.SECURE_BOOT:
+            io.warn(f"{problem.message} ({problem.hint})")
     io.message(f"Operating system: {os_name(inventory.os_release)}, kernel {image.kernel_version}")
     return image
 
@@ -189,6 +212,7 @@ def image_problems(image: CheckedImage, needs: SlotNeeds) -> list[ImageProblem]:
         problems += _present(unlock_problem(facts, tpm2=needs.tpm2))
     if needs.bootloader is not None:
         problems += _present(bootloader_problem(facts, needs.bootloader, what=what))
+    problems += _present(secure_boot_problem(facts, needs, what=what))
     problems += _present(room_problem(image, needs))
     return problems
 
@@ -266,6 +290,27 @@ def bootloader_problem(facts: ImageFacts, choice: Bootloader, *, what: str) -> I
         "without grub-mkimage and x86_64-efi modules)",
         "add systemd-boot (systemd-boot-efi) or GRUB's EFI modules (grub-efi-amd64-bin) to the image",
         refuses=False)
+
+
+def secure_boot_problem(facts: ImageFacts, needs: SlotNeeds, *, what: str) -> ImageProblem | None:
+    """``require``: an image that cannot boot with Secure Boot on is refused. ``auto``: on a machine that has
+    it on, the same is a warning (the disk would be refused by this machine's firmware). An update keeps the
+    installed bootloader, so only the kernel is asked about then."""
+    if needs.secure_boot == "off" or (needs.secure_boot == "auto" and needs.machine_secure_boot is not True):
+        return None
+    gaps = secure_boot_gaps(signed_chain(facts), needs.bootloader)
+    if not gaps:
+        return None
+    reasons = "; ".join(gaps)
+    if needs.secure_boot == "require":
+        return ImageProblem(ImageCheck.SECURE_BOOT, f"{what} cannot boot with Secure Boot on: {reasons}",
+                            "use an image that ships the signed chain (shim, a signed GRUB, a signed kernel), or "
+                            "--secure-boot auto")
+    return ImageProblem(
+        ImageCheck.SECURE_BOOT,
+        f"This machine boots with Secure Boot on, and {what} cannot: {reasons}",
+        "the installed system will not start until Secure Boot is turned off in the firmware setup; "
+        "--secure-boot require refuses such an image", refuses=False)
 
 
 def room_problem(image: CheckedImage, needs: SlotNeeds) -> ImageProblem | None:
