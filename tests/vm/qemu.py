@@ -25,6 +25,9 @@ from pathlib import Path
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
 OVMF_VARS = Path("/usr/share/OVMF/OVMF_VARS_4M.fd")
+# Secure Boot enforced with Microsoft's keys enrolled (ovmf's README.Debian); the code needs SMM (q35, smm=on).
+OVMF_CODE_SECBOOT = Path("/usr/share/OVMF/OVMF_CODE_4M.secboot.fd")
+OVMF_VARS_MS = Path("/usr/share/OVMF/OVMF_VARS_4M.ms.fd")
 DEFAULT_TIMEOUT = 300.0
 """Seconds a wait_for waits by default: a TCG boot takes about a minute, a slow CI machine more."""
 TAIL_LINES = 60
@@ -236,15 +239,20 @@ class Vm:
 def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2048", smp: int = 2,
               kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
               extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-              console_socket: Path | None = None, reboots: bool = False) -> list[str]:
+              console_socket: Path | None = None, reboots: bool = False, secure_boot: bool = False) -> list[str]:
     """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``.
 
     ``snapshot`` attaches ``disk`` with writes going to a temp overlay (a cached image stays untouched);
     ``tpm_socket`` adds a TPM 2.0 (tpm-tis) backed by a running swtpm's control socket;
     ``console_socket`` makes the serial port a unix socket (for typing into it); :class:`Vm` logs it;
-    ``reboots``: a reboot of the guest restarts it in the same QEMU process (else QEMU exits on it)."""
+    ``reboots``: a reboot of the guest restarts it in the same QEMU process (else QEMU exits on it);
+    ``secure_boot``: OVMF's Secure Boot build, enforcing (``vars_file`` must be a copy of OVMF_VARS_MS)."""
+    firmware = OVMF_CODE_SECBOOT if secure_boot else OVMF_CODE
+    # The Secure Boot firmware keeps its variables in SMM-protected flash (edk2 OvmfPkg/README, "SMM support").
+    smm = ["-global", "driver=cfi.pflash01,property=secure,value=on", "-global", "ICH9-LPC.disable_s3=1"]
     argv = [
-        QEMU, "-machine", "q35", "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
+        QEMU, "-machine", "q35,smm=on" if secure_boot else "q35", *(smm if secure_boot else []),
+        "-accel", "tcg", "-m", memory, "-smp", str(smp), "-nic", "none",
         # -nodefaults drops the default CD-ROM, VGA and monitor the guest would spend time probing;
         # virtio-rng lets the guest's entropy pool fill at once instead of stalling systemd for seconds.
         "-nodefaults", "-display", "none", *([] if reboots else ["-no-reboot"]), "-device", "virtio-rng-pci",
@@ -254,7 +262,7 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
         "-chardev", (f"socket,id=ser0,path={option_path(console_socket)},server=on,wait=on" if console_socket
                      else f"file,id=ser0,path={option_path(log)},append=on"),
         "-serial", "chardev:ser0",
-        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_path(OVMF_CODE)}",
+        "-drive", f"if=pflash,format=raw,unit=0,readonly=on,file={option_path(firmware)}",
         "-drive", f"if=pflash,format=raw,unit=1,file={option_path(vars_file)}",
     ]
     if disk:
@@ -278,12 +286,14 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
 def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float = DEFAULT_TIMEOUT,
            smp: int = 2, kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
            extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-           vars_file: Path | None = None, interactive: bool = False, reboots: bool = False) -> Iterator[Vm]:
+           vars_file: Path | None = None, interactive: bool = False, reboots: bool = False,
+           secure_boot: bool = False) -> Iterator[Vm]:
     """Start QEMU on ``disk`` (UEFI boot through OVMF), or on ``kernel``/``initrd``/``append`` directly
     with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default.
     ``vars_file``: an OVMF NVRAM to use (and keep) instead of a fresh copy, for boots that must see the
     same firmware state (TPM PCR 7). ``interactive``: the console also takes input (:meth:`Vm.send`).
-    ``reboots``: the guest's reboots stay in this QEMU process (one process per scenario, across its boots)."""
+    ``reboots``: the guest's reboots stay in this QEMU process (one process per scenario, across its boots).
+    ``secure_boot``: OVMF enforcing Secure Boot with Microsoft's keys (a fresh copy of its enrolled NVRAM)."""
     require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
@@ -291,11 +301,11 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
     with tempfile.TemporaryDirectory(prefix="nbc-vm-") as tmp:
         if vars_file is None:
             vars_file = Path(tmp) / "OVMF_VARS_4M.fd"  # a fresh NVRAM per boot: firmware writes to it
-            shutil.copyfile(OVMF_VARS, vars_file)
+            shutil.copyfile(OVMF_VARS_MS if secure_boot else OVMF_VARS, vars_file)
         argv = qemu_argv(disk, log=log, vars_file=vars_file, memory=memory, smp=smp, kernel=kernel,
                          initrd=initrd, append=append, extra_disks=extra_disks, snapshot=snapshot,
                          tpm_socket=tpm_socket, console_socket=Path(tmp) / "console.sock" if interactive else None,
-                         reboots=reboots)
+                         reboots=reboots, secure_boot=secure_boot)
         qmp = Path(tmp) / "qmp.sock" if reboots else None
         if qmp is not None:
             argv += ["-qmp", f"unix:{option_path(qmp)},server=on,wait=off"]
@@ -311,7 +321,7 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
 
 def require_qemu() -> None:
     """QEMU and the OVMF firmware are installed (tools/install-deps.sh), else a VmError saying which."""
-    for needed in (OVMF_CODE, OVMF_VARS):
+    for needed in (OVMF_CODE, OVMF_VARS, OVMF_CODE_SECBOOT, OVMF_VARS_MS):
         if not needed.exists():
             raise VmError(f"{needed} is missing: install the 'ovmf' package")
     if shutil.which(QEMU) is None:
