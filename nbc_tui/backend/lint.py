@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Literal, Protocol
 
 from .boot.kernel import SlotKernel, find_kernel
+from .boot.pe import PE_HEAD_BYTES, PeError, authenticode_signed
+from .boot.shim import find_shim, find_signed_grub, find_signed_systemd_boot
 from .boot.systemd_boot import find_systemd_boot
 from .errors import Cancelled, InputError, NbcError
 from .image.opener import open_image
@@ -332,6 +334,29 @@ class RootTree:
     @property
     def has_grub_efi_modules(self) -> bool:
         return self._regular(GRUB_EFI_MODULE) is not None
+
+    @property
+    def has_shim(self) -> bool:
+        return find_shim(self.root) is not None
+
+    @property
+    def has_signed_grub(self) -> bool:
+        return find_signed_grub(self.root) is not None
+
+    @property
+    def has_signed_systemd_boot(self) -> bool:
+        return find_signed_systemd_boot(self.root) is not None
+
+    @cached_property
+    def kernel_signed(self) -> dict[str, bool | None]:
+        kernel = self._kernel
+        if kernel is None:
+            return {}
+        try:
+            with kernel.vmlinuz.open("rb") as f:
+                return {kernel.version: authenticode_signed(f.read(PE_HEAD_BYTES))}
+        except (OSError, PeError):
+            return {kernel.version: None}
 
     def _names(self, path: str) -> list[str]:
         found = resolve_in_target(self.root, path) if path else self.root

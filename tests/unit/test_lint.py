@@ -229,6 +229,8 @@ def test_a_root_directory_answers_like_the_image(tmp_path: Path) -> None:
     assert [k.version for k in tree.kernels] == [KVER] and tree.kernels[0].initramfs
     assert HOOK in tree.initramfs_members[KVER] and tree.has_systemd_boot_efi and not tree.has_grub_efi_modules
     assert not tree.has_dracut
+    assert not tree.has_shim and not tree.has_signed_grub and not tree.has_signed_systemd_boot
+    assert tree.kernel_signed == {KVER: None}  # the stand-in kernel is no EFI image
     assert lint_root(tmp_path).issues == ()
     # an absolute symlink leads inside the root, never to this machine's files
     (tmp_path / "var/lib/dbus").mkdir(parents=True)
