@@ -53,7 +53,8 @@ class SignedChain:
 
 
 class ChainFacts(Protocol):
-    """What the scan's inventory (or lint's real tree) knows of the chain; see steps.image.ImageFacts."""
+    """What a tree ships of the chain, as the scan's inventory (or lint's real tree) knows it; part of
+    steps.image.ImageFacts."""
 
     @property
     def kernels(self) -> Sequence[KernelVersion]: ...
@@ -68,7 +69,9 @@ class ChainFacts(Protocol):
     def has_signed_systemd_boot(self) -> bool: ...
 
     @property
-    def kernel_signed(self) -> Mapping[str, bool | None]: ...
+    def kernel_signed(self) -> Mapping[str, bool | None]:
+        """Per kernel version: whether its vmlinuz has an Authenticode signature (None: not an EFI image)."""
+        ...
 
 
 class KernelVersion(Protocol):

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Protocol
 
-from ..boot.secure_boot import secure_boot_gaps, signed_chain
+from ..boot.secure_boot import ChainFacts, secure_boot_gaps, signed_chain
 from ..engine import StepContext
 from ..errors import InputError
 from ..image.cache import CachedImage, CacheKind, find_cached, recorded_digest
@@ -59,10 +59,11 @@ class SlotNeeds:
     """Whether this machine boots with Secure Boot on (None: not known, not UEFI)."""
 
 
-class ImageFacts(Protocol):
+class ImageFacts(ChainFacts, Protocol):
     """What the image checks read of a final tree: the pre-install scan's
     :class:`~nbc_tui.backend.image.scan.ImageInventory` for an image, or a real root directory (lint --local).
-    Paths are relative to the tree's root, symlinks followed inside it."""
+    Paths are relative to the tree's root, symlinks followed inside it. What it ships of the Secure Boot chain
+    comes from :class:`~nbc_tui.backend.boot.secure_boot.ChainFacts`."""
 
     @property
     def kernels(self) -> Sequence[KernelInfo]:
@@ -82,20 +83,6 @@ class ImageFacts(Protocol):
 
     @property
     def has_grub_efi_modules(self) -> bool: ...
-
-    @property
-    def has_shim(self) -> bool: ...
-
-    @property
-    def has_signed_grub(self) -> bool: ...
-
-    @property
-    def has_signed_systemd_boot(self) -> bool: ...
-
-    @property
-    def kernel_signed(self) -> Mapping[str, bool | None]:
-        """Per kernel version: whether its vmlinuz has an Authenticode signature (None: not an EFI image)."""
-        ...
 
     def exists(self, path: str) -> bool: ...
 
