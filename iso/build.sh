@@ -32,8 +32,6 @@ KERNEL_ARGS_VERBOSE="boot=live noeject console=tty1 console=ttyS0,115200"
 PRUNED_MODULE_DIRS="sound drivers/media drivers/staging drivers/iio drivers/isdn drivers/comedi
   drivers/infiniband net/bluetooth drivers/bluetooth drivers/gpu/drm/amd drivers/gpu/drm/nouveau
   drivers/gpu/drm/radeon drivers/net/wireless net/wireless net/mac80211"
-GRUB_MODULES="part_gpt part_msdos iso9660 fat search search_fs_file search_label normal configfile
-  linux echo serial terminal test all_video efi_gop efi_uga gfxterm font ls cat reboot halt"
 CHROOT_ENV=(env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin LANG=C.UTF-8 HOME=/root DEBIAN_FRONTEND=noninteractive
             INITRD=No)
 
@@ -57,10 +55,9 @@ while (($#)); do
 done
 
 [ "$(id -u)" = 0 ] || die "needs root (debootstrap, chroot, overlay mounts): sudo $0"
-for tool in debootstrap mksquashfs xorriso mkfs.vfat mmd mcopy grub-mkstandalone flock sha256sum; do
+for tool in debootstrap mksquashfs xorriso mkfs.vfat mmd mcopy flock sha256sum; do
   command -v "$tool" >/dev/null || die "$tool is missing: run tools/install-deps.sh"
 done
-[ -d /usr/lib/grub/x86_64-efi ] || die "GRUB's x86_64-efi modules are missing: run tools/install-deps.sh"
 [ -x "$VENV/bin/pip" ] || die "$VENV is missing: run tools/install-deps.sh (the wheels come from its pins)"
 if [ -n "$out" ]; then
   out=$(realpath -m -- "$out")
@@ -330,16 +327,22 @@ build_app() {  # build_app DIR: nbc-tui into the venv, iso/rootfs on top, the he
   rm -rf "$dir/upper.work" "$dir/merged"
   squash "$dir/upper" "$dir/20-nbc-tui.squashfs" -comp zstd -Xcompression-level 3
 }
-make_efi_image() {  # make_efi_image FILE: a FAT image with EFI/BOOT/BOOTX64.EFI (GRUB; no mount needed)
-  local efi=$1 grub=$WORK/BOOTX64.EFI
-  local modules
-  modules=$(xargs <<< "$GRUB_MODULES")  # one line
-  grub-mkstandalone -O x86_64-efi --install-modules="$modules" --modules="$modules" \
-    --locales= --fonts= --themes= -o "$grub" "boot/grub/grub.cfg=$ISO_SRC/grub/early.cfg"
+make_efi_image() {  # make_efi_image FILE: a FAT image with Debian's signed boot chain (no mount needed)
+  # shim (signed by Microsoft's UEFI CA) starts grubx64.efi from its own directory: Debian's signed GRUB for
+  # removable media, whose prefix is /boot/grub, so early.cfg sits there (a disk or stick reads it from this
+  # image; a CD reads the ISO tree's /boot/grub directly). The same chain boots with Secure Boot off.
+  local efi=$1 lib=$BASE/rootfs/usr/lib kib=512 f
+  local -A files=([EFI/BOOT/BOOTX64.EFI]=$lib/shim/shimx64.efi.signed [EFI/BOOT/mmx64.efi]=$lib/shim/mmx64.efi.signed
+                  [EFI/BOOT/grubx64.efi]=$lib/grub/x86_64-efi-signed/gcdx64.efi.signed
+                  [boot/grub/grub.cfg]=$ISO_SRC/grub/early.cfg)
+  for f in "${files[@]}"; do
+    [ -f "$f" ] || die "$f is missing from the base layer (iso/packages: shim-signed, grub-efi-amd64-signed)"
+    kib=$(( kib + $(stat -c %s "$f") / 1024 + 4 ))
+  done
   rm -f "$efi"
-  mkfs.vfat -C -n NBCTUIEFI "$efi" $(( $(stat -c %s "$grub") / 1024 + 512 )) >/dev/null
-  mmd -i "$efi" ::/EFI ::/EFI/BOOT
-  mcopy -i "$efi" "$grub" ::/EFI/BOOT/BOOTX64.EFI
+  mkfs.vfat -C -n NBCTUIEFI "$efi" "$kib" >/dev/null
+  mmd -i "$efi" ::/EFI ::/EFI/BOOT ::/boot ::/boot/grub
+  for f in "${!files[@]}"; do mcopy -i "$efi" "${files[$f]}" "::/$f"; done
 }
 build_iso() {  # build_iso DIR
   local dir=$1 tree=$1/tree layer
@@ -373,7 +376,7 @@ app_files() {  # everything of this checkout that goes into 20-nbc-tui and the I
   (cd "$ISO_SRC" && find rootfs grub README.md -type f | LC_ALL=C sort | xargs sha256sum)
   find "$ISO_SRC/rootfs" -printf '%P %m\n' | LC_ALL=C sort
 }
-iso_key=$( { echo "$python_key ${STAGED##*/} $KERNEL_ARGS $KERNEL_ARGS_VERBOSE $GRUB_MODULES $VOLID";
+iso_key=$( { echo "$python_key ${STAGED##*/} $KERNEL_ARGS $KERNEL_ARGS_VERBOSE $VOLID";
              declare -f build_app make_efi_image build_iso; app_files; } | key_of)
 ISO=$CACHE/iso-$iso_key
 if finished "$ISO"; then

@@ -28,7 +28,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.vm.qemu import OVMF_VARS, Vm, option_path, qemu_argv, require_qemu, stop_qemu
+from tests.vm.qemu import OVMF_VARS, OVMF_VARS_MS, Vm, option_path, qemu_argv, require_qemu, stop_qemu
 
 REPO = Path(__file__).resolve().parents[2]
 BUILD_SCRIPT = REPO / "iso" / "build.sh"
@@ -93,13 +93,14 @@ def build_iso(stage: Sequence[str] = (), *, cache: Path | None = None,
 @contextlib.contextmanager
 def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_args: str | None = None,
                memory: str = "2048", timeout: float = 300, tpm_socket: Path | None = None,
-               extra_args: Sequence[str] = ()) -> Iterator[Vm]:
+               extra_args: Sequence[str] = (), secure_boot: bool = False, as_disk: bool = False) -> Iterator[Vm]:
     """Boot ``live`` with ``disks`` as virtio disks; yield a Vm; always stop QEMU on exit.
 
     ``kernel_args`` None: UEFI boot from the CD-ROM through OVMF and the ISO's GRUB (its default entry).
     A string: the ISO's kernel and initrd booted directly with its arguments plus ``kernel_args``.
     ``tpm_socket``: a TPM 2.0 backed by a running swtpm (:func:`~tests.vm.qemu.software_tpm`).
-    ``extra_args`` go to QEMU as they are (a display: ``-device VGA``)."""
+    ``extra_args`` go to QEMU as they are (a display: ``-device VGA``). ``secure_boot``: OVMF enforcing Secure
+    Boot (Microsoft's keys). ``as_disk``: the ISO is a virtio disk (a USB stick), not a CD-ROM."""
     require_qemu()
     log.parent.mkdir(parents=True, exist_ok=True)
     log.unlink(missing_ok=True)
@@ -107,21 +108,25 @@ def booted_iso(live: LiveIso, *, log: Path, disks: Sequence[Path] = (), kernel_a
     qemu_log = log.with_name(log.name + ".qemu")
     with tempfile.TemporaryDirectory(prefix="nbc-iso-vm-") as tmp:
         vars_file = Path(tmp) / "OVMF_VARS_4M.fd"
-        shutil.copyfile(OVMF_VARS, vars_file)
+        shutil.copyfile(OVMF_VARS_MS if secure_boot else OVMF_VARS, vars_file)
         sock_path = Path(tmp) / "serial.sock"
         direct = kernel_args is not None
         # The serial port is a socket QEMU waits on before it starts the guest, so nothing printed is lost.
         argv = qemu_argv(None, log=log, vars_file=vars_file, memory=memory, extra_disks=disks,
                          kernel=live.kernel if direct else None, initrd=live.initrd if direct else None,
                          append=f"{live.cmdline} {kernel_args}".strip() if direct else None,
-                         console_socket=sock_path, tpm_socket=tpm_socket)
+                         console_socket=sock_path, tpm_socket=tpm_socket, secure_boot=secure_boot)
         # The CD-ROM on virtio-scsi (OVMF and the live initramfs both drive it): several times faster
         # under TCG than the q35 board's emulated AHCI. A direct kernel boot takes bootindex 0 itself;
         # else the CD-ROM comes before the disks.
-        argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={option_path(live.iso)}",
-                 "-device", "virtio-scsi-pci,id=scsi0",
-                 "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0"),
-                 *extra_args]
+        if as_disk:
+            argv += ["-drive", f"if=none,id=live,format=raw,readonly=on,file={option_path(live.iso)}",
+                     "-device", "virtio-blk-pci,drive=live" + ("" if direct else ",bootindex=0")]
+        else:
+            argv += ["-drive", f"if=none,id=live,media=cdrom,format=raw,readonly=on,file={option_path(live.iso)}",
+                     "-device", "virtio-scsi-pci,id=scsi0",
+                     "-device", "scsi-cd,bus=scsi0.0,drive=live" + ("" if direct else ",bootindex=0")]
+        argv += [*extra_args]
         qemu_log.write_bytes(b"")
         vm = Vm(argv, log, qemu_log, timeout, console_socket=sock_path)  # started, its console attached
         try:

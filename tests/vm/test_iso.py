@@ -95,12 +95,13 @@ def install_by_keys(vm: Vm) -> tuple[str, re.Match[str], float]:
 @pytest.mark.root
 def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso, image_variants: ImageVariants,
                                                                 tmp_path: Path) -> None:
-    """UEFI boot through the ISO's GRUB; the installer starts by itself on the serial console and, driven by
-    keys, installs the staged image onto the blank disk without encryption; leaving it leaves a shell, where
-    the live system is checked; the installed disk then boots with the layout the installer promised."""
+    """UEFI boot from the CD with Secure Boot enforced, through shim and the ISO's signed GRUB; the installer
+    starts by itself on the serial console and, driven by keys, installs the staged image onto the blank disk
+    without encryption; leaving it leaves a shell, where the live system is checked (Secure Boot on included);
+    the installed disk then boots with the layout the installer promised."""
     disk = blank_disk(tmp_path)
     with booted_iso(live_iso, log=tmp_path / "live-console.log", disks=[disk], timeout=BOOT_TIMEOUT,
-                    memory="3072") as vm:
+                    memory="3072", secure_boot=True) as vm:
         vm.wait_for(r"nbc-tui live: install a container image", timeout=120)  # the GRUB menu, on serial too
         grub_seconds = vm.elapsed
         vm.wait_for(TUI_FIRST_SCREEN)
@@ -113,6 +114,7 @@ def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso,
 
         medium = vm.shell("findmnt -no SOURCE,FSTYPE /run/live/medium").split()
         assert medium == ["/dev/sr0", "iso9660"], medium
+        assert "SecureBoot enabled" in vm.shell("mokutil --sb-state")
         # The installer runs on tty1 too (no display in this VM, but the virtual console exists).
         on_tty1 = vm.shell("pgrep -a -t tty1 -f bin/nbc-tui").strip()
         assert "nbc-tui" in on_tty1, f"no nbc-tui on tty1: {on_tty1!r}"
@@ -139,6 +141,25 @@ def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso,
           f"{tui_seconds:.0f} s after QEMU started, install by keys {install_seconds:.0f} s; installed disk at "
           f"login {boot.seconds:.0f} s after its start; ISO build {live_iso.build_seconds:.0f} s")
     disk.unlink()
+
+
+@pytest.mark.vm
+@pytest.mark.root
+def test_iso_as_a_disk_boots_the_installer_with_secure_boot_on(live_iso: LiveIso, tmp_path: Path) -> None:
+    """The ISO written to a USB stick (here a virtio disk): the firmware boots its EFI partition, whose GRUB reads
+    the config in that partition and finds the ISO's menu by the marker file."""
+    with booted_iso(live_iso, log=tmp_path / "live-console.log", timeout=BOOT_TIMEOUT, secure_boot=True,
+                    as_disk=True) as vm:
+        vm.wait_for(TUI_FIRST_SCREEN)
+        print(f"\nlive ISO as a disk, Secure Boot on: installer at {vm.elapsed:.0f} s after QEMU started")
+        leaving = vm.mark()
+        keys(vm, ESC)  # quit, from the welcome screen ...
+        vm.wait_after(leaving, "Quit the installer?", timeout=30)
+        keys(vm, "y")  # ... once asked
+        exited = vm.wait_after(leaving, TUI_EXITED, timeout=60)
+        vm.wait_after(exited.end(), PROMPT, timeout=30)
+        assert "SecureBoot enabled" in vm.shell("mokutil --sb-state")
+        assert vm.shell("findmnt -no FSTYPE /run/live/medium").split() == ["iso9660"]
 
 
 @pytest.mark.vm
