@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import re
 import shlex
+from pathlib import Path
+
+from .inroot import resolve_in_target
 
 _KEY = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 OS_RELEASE_PATHS = ("etc/os-release", "usr/lib/os-release")
@@ -34,3 +37,13 @@ def os_name(fields: dict[str, str]) -> str:
         if fields.get(key, "").strip():
             return fields[key].strip()
     return "Linux"
+
+
+def read_os_release(target_root: Path) -> dict[str, str] | None:
+    """The os-release of a mounted root (its first file of OS_RELEASE_PATHS, links followed inside the root
+    only); None when it has none."""
+    for rel in OS_RELEASE_PATHS:
+        path = resolve_in_target(target_root, rel)
+        if path is not None and path.is_file():
+            return parse_os_release(path.read_text(errors="replace"))
+    return None

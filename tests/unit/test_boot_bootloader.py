@@ -7,8 +7,9 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.boot import efivars, grub
-from nbc_tui.backend.boot.bootloader import os_title, parse_os_release, resolve_bootloader
+from nbc_tui.backend.boot.bootloader import os_title, resolve_bootloader
 from nbc_tui.backend.errors import InputError
+from nbc_tui.backend.osrelease import parse_os_release
 from nbc_tui.backend.runner import RunContext
 
 

@@ -7,8 +7,7 @@ from pathlib import Path
 from typing import Literal
 
 from ..errors import InputError
-from ..inroot import resolve_in_target
-from ..osrelease import OS_RELEASE_PATHS, os_name, parse_os_release
+from ..osrelease import os_name, read_os_release
 from ..runner import RunContext
 from ..storage.esp import EspFiles, remove_tree
 from ..system.slots import Slot
@@ -82,11 +81,7 @@ def slot_entry(kind: BootloaderKind, slot: Slot, kernel: SlotKernel, *, cmdline:
 
 def os_title(target_root: Path) -> str:
     """The menu title: PRETTY_NAME, else NAME, else ID from the image's os-release, else "Linux"."""
-    for rel in OS_RELEASE_PATHS:
-        path = resolve_in_target(target_root, rel)
-        if path is None or not path.is_file():
-            continue
-        return os_name(parse_os_release(path.read_text(errors="replace")))
-    return "Linux"
+    fields = read_os_release(target_root)
+    return "Linux" if fields is None else os_name(fields)
 
 

@@ -24,7 +24,7 @@ from typing import Literal
 
 from ..errors import InputError, NbcError
 from ..inroot import resolve_in_target
-from ..osrelease import OS_RELEASE_PATHS, parse_os_release
+from ..osrelease import read_os_release
 from ..runner import RunContext, run, which
 from ..storage.esp import EspFiles
 from .entries import BootEntry
@@ -274,12 +274,8 @@ def signed_grub_prefix_dir(signed_grub: Path, target_root: Path) -> str | None:
         prefix = None
     if prefix is not None:
         return prefix_directory(prefix)
-    for rel in OS_RELEASE_PATHS:
-        found = resolve_in_target(target_root, rel)
-        if found is not None and found.is_file():
-            os_id = parse_os_release(found.read_text(errors="replace")).get("ID", "")
-            return f"EFI/{os_id}" if re.fullmatch(r"[a-z0-9][a-z0-9._-]*", os_id) else None
-    return None
+    os_id = (read_os_release(target_root) or {}).get("ID", "")
+    return f"EFI/{os_id}" if re.fullmatch(r"[a-z0-9][a-z0-9._-]*", os_id) else None
 
 
 def _host_mkimage() -> str | None:
