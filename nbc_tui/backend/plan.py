@@ -48,6 +48,21 @@ class ImageSpec(_Strict):
     ``oci:PATH[:TAG]`` or ``oci-archive:FILE[:TAG]``. Recorded on the installed system for its updates."""
     staged_digest: str | None = None
     """Install offline from the staged-install cache entry with this digest (``ref`` is where it came from)."""
+    cosign_key: Path | None = None
+    """Require a key-based cosign signature by this public key (PEM, ECDSA) on a registry pull, instead of the
+    signature policy. The installed system keeps trusting it for its updates."""
+    insecure_skip_verify: bool = False
+    """Do not check image signatures at all (a warning says so)."""
+    signature_policy: Path | None = None
+    """containers' policy.json to follow (default: /etc/containers/policy.json)."""
+    registries_d: Path | None = None
+    """containers' registries.d directory naming where GPG signatures are (default: /etc/containers/registries.d)."""
+
+    @model_validator(mode="after")
+    def _one_trust(self) -> ImageSpec:
+        if self.cosign_key is not None and self.insecure_skip_verify:
+            raise ValueError("cosign_key and insecure_skip_verify contradict each other: give one of them")
+        return self
 
 
 class DiskRule(_Strict):

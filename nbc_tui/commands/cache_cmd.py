@@ -27,7 +27,11 @@ from ..backend.image.cache import (
 from ..backend.image.opener import open_image
 from ..backend.image.source import ImageSource
 from ..backend.locks import CACHE_LOCK_WAIT
+from ..backend.provenance import Verification
+from ..backend.runner import RunContext
 from ..backend.system.state import SystemConfig, read_system_config
+from ..backend.trust.verify import settings_for_update, verify_pull
+from .flags import add_trust_flags, trust_settings
 
 MiB = 1024 * 1024
 
@@ -51,6 +55,7 @@ def add_download_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     which.add_argument("--for-install", action="store_true", help="stage for `install --local-image`")
     which.add_argument("--for-update", action="store_true", help="stage as the pending update (replaces it)")
     p.add_argument("--parallel", type=int, default=3, metavar="N", help="layers downloaded at once (default 3)")
+    add_trust_flags(p)
     _add_flags(p, dry_run=True)
     p.set_defaults(func=cmd_download)
 
@@ -180,12 +185,18 @@ def _download(args: argparse.Namespace) -> int:
         ref = args.image
     if args.parallel < 1:
         raise InputError("--parallel must be at least 1")
+    settings = trust_settings(args)
+    if args.for_update and config is not None:
+        settings = settings_for_update(settings, config)
     with open_image(ref) as source:  # resolves the reference (read only), also under --dry-run
-        return _download_from(args, kind, ref, config, source)
+        verification = verify_pull(source, settings, ctx=RunContext(), warn=lambda text: _note(f"Warning: {text}"))
+        if not args.json:
+            _note(f"Signature: {verification.describe()}")
+        return _download_from(args, kind, ref, config, source, verification=verification)
 
 
 def _download_from(args: argparse.Namespace, kind: CacheKind, ref: str, config: SystemConfig | None,
-                   source: ImageSource) -> int:
+                   source: ImageSource, *, verification: Verification) -> int:
     if config is not None and {source.manifest_digest, source.index_digest} & config.digests:
         raise NbcError(f"no update available: image digest matches installed version "
                        f"({config.image_digest[:19]}...)")
@@ -199,12 +210,14 @@ def _download_from(args: argparse.Namespace, kind: CacheKind, ref: str, config: 
         return 0
     progress = None if args.json else _TextProgress()
     entry = download(source, kind, ref_text=ref, on_progress=progress, parallel=args.parallel,
-                     on_message=None if args.json else _note, lock_wait=args.lock_wait)
+                     on_message=None if args.json else _note, lock_wait=args.lock_wait, verification=verification)
     if args.json:
         out = {"image_ref": entry.image_ref, "image_digest": entry.image_digest, "cache_dir": str(root),
                "size_bytes": entry.size_bytes, "architecture": entry.architecture}
         if entry.os_release_pretty_name:
             out["os_name"] = entry.os_release_pretty_name
+        if entry.verification is not None:
+            out["verification"] = entry.verification.model_dump(mode="json")
         _print_json(out)
         return 0
     print("Download complete!")
@@ -223,14 +236,16 @@ cmd_download = _guarded("failed to download image")(_download)
 
 # -- cache list / remove / clear -----------------------------------------------------------------------
 
-def _print_entry(entry: CachedImage, *, indent: str) -> None:
-    print(f"{indent}Image:        {entry.image_ref}")
+def _print_entry(entry: CachedImage, *, indent: str, with_image: bool = True) -> None:
+    if with_image:
+        print(f"{indent}Image:        {entry.image_ref}")
     print(f"{indent}Digest:       {entry.image_digest}")
     print(f"{indent}Architecture: {entry.architecture}")
     if entry.os_release_pretty_name:
         print(f"{indent}OS:           {entry.os_release_pretty_name}")
     print(f"{indent}Size:         {_mb(entry.size_bytes)}")
     print(f"{indent}Downloaded:   {entry.download_date}")
+    print(f"{indent}Signature:    {entry.verification.describe() if entry.verification else '(not recorded)'}")
 
 
 def _cache_list(args: argparse.Namespace) -> int:
@@ -254,12 +269,7 @@ def _cache_list(args: argparse.Namespace) -> int:
     for n, entry in enumerate(entries, start=1):
         print()
         print(f"{n}. {entry.image_ref}")
-        print(f"   Digest:       {entry.image_digest}")
-        print(f"   Architecture: {entry.architecture}")
-        if entry.os_release_pretty_name:
-            print(f"   OS:           {entry.os_release_pretty_name}")
-        print(f"   Size:         {_mb(entry.size_bytes)}")
-        print(f"   Downloaded:   {entry.download_date}")
+        _print_entry(entry, indent="   ", with_image=False)
     return 0
 
 

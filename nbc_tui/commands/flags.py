@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 
 from pydantic import ValidationError
 
 from ..backend.errors import InputError
 from ..backend.plan import validation_messages
+from ..backend.trust.verify import TrustSettings
 
 
 def add_output_flags(p: argparse.ArgumentParser) -> None:
@@ -21,3 +23,24 @@ def plan_error(exc: ValidationError | ValueError) -> InputError:
     if isinstance(exc, ValidationError):
         return InputError("; ".join(validation_messages(exc)))
     return InputError(str(exc))
+
+
+def add_trust_flags(p: argparse.ArgumentParser) -> None:
+    """How registry pulls are verified (trust/verify.py): nbc's two flags and containers' two files."""
+    g = p.add_argument_group("image signatures (registry pulls)")
+    g.add_argument("--cosign-key", type=Path, metavar="FILE",
+                   help="require a cosign signature by this public key (PEM, ECDSA) instead of the signature policy")
+    g.add_argument("--insecure-skip-verify", action="store_true", help="do not check image signatures (warns)")
+    g.add_argument("--signature-policy", type=Path, metavar="FILE",
+                   help="containers' policy.json to follow (default: /etc/containers/policy.json)")
+    g.add_argument("--registries.d", dest="registries_d", type=Path, metavar="DIR",
+                   help="where registries.d says GPG signatures are (default: /etc/containers/registries.d)")
+
+
+def trust_settings(args: argparse.Namespace) -> TrustSettings:
+    """The trust flags as settings; contradicting ones are an input error."""
+    def absolute(path: Path | None) -> Path | None:
+        return path.absolute() if path is not None else None
+
+    return TrustSettings(absolute(args.cosign_key), args.insecure_skip_verify, absolute(args.signature_policy),
+                         absolute(args.registries_d))

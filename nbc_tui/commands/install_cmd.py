@@ -17,7 +17,7 @@ from ..backend.operations.install import run_install
 from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
-from .flags import add_output_flags, plan_error
+from .flags import add_output_flags, add_trust_flags, plan_error, trust_settings
 
 
 def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -72,30 +72,41 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p.add_argument("--save-answers", type=Path, metavar="FILE",
                    help="write this install's plan as an answer file for nbc-tui --headless (with --dry-run: "
                         "only that); secrets are left out, their files referenced")
+    add_trust_flags(p)
     add_output_flags(p)
     p.set_defaults(func=cmd_install)
 
 
 def image_from_args(args: argparse.Namespace, say: Callable[[str], None]) -> ImageSpec:
-    """--image, --local-image, or the single staged image (nbc's rules, reference §1.2)."""
+    """--image, --local-image, or the single staged image (nbc's rules, reference §1.2), with the trust flags."""
+    try:
+        trust = trust_settings(args)
+        return ImageSpec(**_image_source(args, say), cosign_key=trust.cosign_key,
+                         insecure_skip_verify=trust.insecure_skip_verify, signature_policy=trust.signature_policy,
+                         registries_d=trust.registries_d)
+    except ValidationError as exc:
+        raise plan_error(exc) from None
+
+
+def _image_source(args: argparse.Namespace, say: Callable[[str], None]) -> dict[str, str]:
     from ..backend.image.cache import CacheKind, cache_dir, find_cached, single_staged
 
     if args.image and args.local_image:
         raise InputError("--image and --local-image are mutually exclusive")
     if args.image:
-        return ImageSpec(ref=args.image)
+        return {"ref": args.image}
     if args.local_image:
         entry = find_cached(CacheKind.INSTALL, args.local_image)
         say(f"Using staged image: {entry.image_ref}")
         say(f"  Digest: {entry.image_digest}")
-        return ImageSpec(ref=entry.image_ref, staged_digest=entry.image_digest)
+        return {"ref": entry.image_ref, "staged_digest": entry.image_digest}
     entry = single_staged(CacheKind.INSTALL)
     if entry is None:
         raise InputError(f"no --image specified and no staged images found in {cache_dir(CacheKind.INSTALL)}",
                          hint="give --image REF, or stage one with: nbc-tui download --for-install --image REF")
     say(f"Auto-detected staged image: {entry.image_ref}")
     say(f"  Digest: {entry.image_digest}")
-    return ImageSpec(ref=entry.image_ref, staged_digest=entry.image_digest)
+    return {"ref": entry.image_ref, "staged_digest": entry.image_digest}
 
 
 def encryption_from_args(args: argparse.Namespace, read_passphrase: Callable[[], SecretStr]) -> Encryption | None:

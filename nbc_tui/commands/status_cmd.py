@@ -12,6 +12,7 @@ from typing import Any
 from ..backend.errors import NbcError
 from ..backend.events import ErrorEvent, Event, TextWriter, WarningEvent
 from ..backend.operations.status import SlotState, SlotStatus, SystemStatus, read_status
+from ..backend.provenance import Verification
 from ..backend.runner import RunContext
 
 
@@ -86,6 +87,10 @@ def status_json(status: SystemStatus) -> dict[str, Any]:
     if status.reboot_pending is not None:
         out["reboot_pending"] = status.reboot_pending.model_dump()
     # ours
+    verification = config.image_verification
+    out["verification"] = verification.model_dump(mode="json") if verification else None
+    if config.cosign_key:
+        out["cosign_key"] = config.cosign_key
     out["slots"] = [_slot_json(s) for s in status.slots]
     out["booted_slot"] = status.booted.value if status.booted else None
     out["default_slot"] = next((s.slot.value for s in status.slots if s.boots_next), None)
@@ -97,7 +102,9 @@ def _slot_json(slot: SlotStatus) -> dict[str, Any]:
     return {"slot": slot.slot.value, "role": slot.slot.role, "partition": slot.partition, "state": slot.state.value,
             "tries_left": slot.tries_left, "running": slot.running, "boots_next": slot.boots_next,
             "image": slot.image_ref, "digest": slot.image_digest, "kernel": slot.kernel, "written": slot.written,
-            "operation": slot.operation}
+            "operation": slot.operation,
+            "verification": slot.record.verification.model_dump(mode="json")
+            if slot.record is not None and slot.record.verification else None}
 
 
 # -- text ---------------------------------------------------------------------------------------------
@@ -114,7 +121,10 @@ def status_text(status: SystemStatus, *, verbose: bool = False) -> str:
         lines.append(f"Active Root:  (not running: read from {status.device})")
     if status.root_mount_mode:
         lines.append(f"Root Mount:   {'read-only' if status.root_mount_mode == 'ro' else 'read-write'}")
-    lines += [f"Bootloader:   {status.bootloader}", f"Filesystem:   {config.filesystem_type or 'ext4 (default)'}"]
+    lines += [f"Bootloader:   {status.bootloader}", f"Filesystem:   {config.filesystem_type or 'ext4 (default)'}",
+              f"Signature:    {_verification(config.image_verification)}"]
+    if config.cosign_key:
+        lines.append(f"Trusted key:  {config.cosign_key} (cosign: updates require its signature)")
     if verbose:
         lines.append(f"Installed:    {config.install_date}")
         lines.append(f"Kernel Args:  {' '.join(config.kernel_args) or '(none)'}")
@@ -152,11 +162,17 @@ def _slot_lines(slot: SlotStatus, verbose: bool) -> list[str]:
     if slot.image_ref:
         lines.append(f"  Image:      {slot.image_ref}")
         lines.append(f"  Digest:     {_digest(slot.image_digest or '', verbose)}")
+        if slot.record is not None:
+            lines.append(f"  Signature:  {_verification(slot.record.verification)}")
     if slot.kernel:
         lines.append(f"  Kernel:     {slot.kernel}")
     if slot.written:
         lines.append(f"  Written:    {slot.written}" + (f" ({slot.operation})" if slot.operation else ""))
     return lines
+
+
+def _verification(verification: Verification | None) -> str:
+    return verification.describe() if verification is not None else "(not recorded)"
 
 
 def _digest(digest: str, verbose: bool) -> str:

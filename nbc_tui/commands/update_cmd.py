@@ -28,7 +28,7 @@ from ..backend.operations.update import (
 from ..backend.operations.update_image import StagedUse
 from ..backend.runner import RunContext
 from ..backend.secret_files import read_secret_file
-from .flags import add_output_flags
+from .flags import add_output_flags, add_trust_flags, trust_settings
 from .install_cmd import confirm_on_terminal
 
 
@@ -63,6 +63,7 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
     p.add_argument("--passphrase-file", "--keyfile", dest="passphrase_file", type=Path, metavar="FILE",
                    help="the LUKS passphrase, when the TPM2 does not open the slot (else stdin when it is not a "
                         "terminal, else asked once; never asked under --json)")
+    add_trust_flags(p)
     add_output_flags(p)
     p.set_defaults(func=cmd_update)
 
@@ -76,7 +77,8 @@ def request_from_args(args: argparse.Namespace) -> UpdateRequest:
                          hint="the staged update names its own image")
     return UpdateRequest(image=args.image, staged=staged,
                          device=args.device.absolute() if args.device else None,
-                         extra_kernel_args=tuple(args.karg), force=args.force, tries=args.tries)
+                         extra_kernel_args=tuple(args.karg), force=args.force, tries=args.tries,
+                         trust=trust_settings(args))
 
 
 def passphrase_reader(args: argparse.Namespace) -> Callable[[], SecretStr] | None:

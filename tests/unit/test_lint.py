@@ -27,6 +27,7 @@ from nbc_tui.backend.lint import (
     running_in_container,
     ssh_host_key_issues,
 )
+from nbc_tui.backend.provenance import not_verified
 from nbc_tui.backend.steps.image import CheckedImage, SlotNeeds, check_image, image_problems
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, newc_cpio, write_layout
 
@@ -181,7 +182,8 @@ def _checked(tree: FakeTree, *, size: int = 1000) -> CheckedImage:
                          has_systemd_boot_efi=tree.has_systemd_boot_efi,
                          has_grub_efi_modules=tree.has_grub_efi_modules, uncompressed_bytes=size)
     inv.exists, inv.matches = tree.exists, tree.matches  # type: ignore[method-assign]
-    return CheckedImage("oci:/img", source=None, inventory=inv, staged=None)  # type: ignore[arg-type]
+    return CheckedImage("oci:/img", source=None, inventory=inv, staged=None,
+                        verification=not_verified("local image", "a fake tree"))  # type: ignore[arg-type]
 
 
 def test_check_image_raises_the_first_refusal_and_never_a_warning() -> None:

@@ -39,6 +39,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..errors import Cancelled, InputError, NbcError
 from ..locks import CACHE_LOCK_WAIT, cache_locked
+from ..provenance import Verification
 from .layout import OciLayoutSource
 from .oci import MANIFEST_TYPES, MT_OCI_INDEX, MT_OCI_MANIFEST, REF_NAME
 from .reference import OciLayoutRef
@@ -112,6 +113,8 @@ class CachedImage(BaseModel):
     """The image index the reference resolved to, when it was multi-platform."""
     compressed_size_bytes: int | None = None
     """Sum of the layer blobs as stored."""
+    verification: Verification | None = None
+    """Whether and by what the download was verified (trust/); None for entries staged before it was recorded."""
     path: Path | None = Field(default=None, exclude=True)
     """The entry's directory (an OCI image layout)."""
     already_cached: bool = Field(default=False, exclude=True)
@@ -119,7 +122,7 @@ class CachedImage(BaseModel):
 
     def metadata_json(self) -> dict[str, Any]:
         data = self.model_dump(mode="json")
-        for optional in ("labels", "index_digest", "compressed_size_bytes"):
+        for optional in ("labels", "index_digest", "compressed_size_bytes", "verification"):
             if data.get(optional) is None:
                 data.pop(optional, None)
         return data
@@ -327,7 +330,7 @@ def _staging_dir(root: Path) -> Iterator[Path]:
 
 def download(source: ImageSource, kind: CacheKind, *, ref_text: str, on_progress: Progress | None = None,
              cancel: threading.Event | None = None, parallel: int = 3, on_message: Message | None = None,
-             lock_wait: float = CACHE_LOCK_WAIT) -> CachedImage:
+             lock_wait: float = CACHE_LOCK_WAIT, verification: Verification | None = None) -> CachedImage:
     """Save ``source`` into the ``kind`` cache as ``sha256-<hex>/`` and return its entry.
 
     Blobs stream from ``source.open_blob`` (verified while read), ``parallel`` at a time, into a staging
@@ -335,6 +338,7 @@ def download(source: ImageSource, kind: CacheKind, *, ref_text: str, on_progress
     and committed under the exclusive cache lock. An entry already there with readable metadata is kept
     (``already_cached``). For the update cache the commit also drops any other staged update: it holds
     one image. on_progress(done, total) counts blob bytes and is called from this thread only.
+    ``verification`` (the pull's signature verdict, trust/) is recorded in metadata.json.
     Raises NbcError (disk full, damaged blob, ...), InputError (an image the install would refuse),
     Cancelled; in every case the staging dir is gone.
     """
@@ -363,6 +367,7 @@ def download(source: ImageSource, kind: CacheKind, *, ref_text: str, on_progress
             if inventory is None:
                 inventory = scan_image(written, cancel=cancel, list_initramfs=False)
             entry = _metadata(source, inventory, ref_text=ref_text, digest=digest)
+            entry.verification = verification
             _write_json(staging / METADATA, entry.metadata_json())
             say(f"Saving image to cache: {entry.image_digest}")
             return _commit(staging, root, entry, replace_others=kind is CacheKind.UPDATE, lock_wait=lock_wait,

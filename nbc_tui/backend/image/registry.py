@@ -443,6 +443,28 @@ class RegistrySource(ImageSource):
         raise NbcError(f"The registry answered HTTP {status} for blob {desc.short} of {self.ref}",
                        hint="The registry may be down; try again later")
 
+    # -- signatures (trust/cosign.py reads cosign's signature images through these) -------------------
+
+    def manifest_at(self, reference: str) -> bytes | None:
+        """The manifest stored at a tag or digest of this repository, or None when there is none there. A
+        digest reference is checked against the bytes."""
+        try:
+            data, _, _ = self._manifest_bytes(reference)
+        except NbcError as exc:
+            if exc.details.get("reason") in ("unknown-tag", "unknown-image"):
+                return None
+            raise
+        if reference.startswith("sha256:") and "sha256:" + hashlib.sha256(data).hexdigest() != reference:
+            raise NbcError(f"The manifest {reference} of {self.ref} does not match its digest")
+        return data
+
+    def small_blob(self, desc: Descriptor, *, label: str, limit: int) -> bytes:
+        """A blob of at most ``limit`` bytes (its descriptor says so before any byte is read), verified."""
+        if desc.size > limit:
+            raise NbcError(f"{label} {desc.digest} of {self.ref} is larger than {limit} bytes ({desc.size})")
+        with self.open_blob(desc, label=label) as stream:
+            return stream.read()
+
     def _small_blob(self, desc: Descriptor, label: str) -> bytes:
         if desc.size > _MAX_JSON:
             raise NbcError(f"{label} {desc.digest} of {self.ref} is implausibly large ({desc.size} bytes)")

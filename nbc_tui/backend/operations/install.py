@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pydantic import SecretStr
 
 from ... import __version__
+from ..atomic import write_atomically
 from ..boot.bootloader import install_loader, resolve_bootloader
 from ..boot.efivars import register_efi_boot_entry
 from ..boot.menu import write_menu
@@ -41,7 +42,14 @@ from ..storage.partition import ESP
 from ..storage.tpm import RecoveryKeyHandler
 from ..system import rootfs
 from ..system.slots import ENCRYPTED_ROLES, VAR, Slot
-from ..system.state import EncryptionState, SlotRecord, SystemConfig, local_now_rfc3339, write_system_config
+from ..system.state import (
+    COSIGN_KEY_PATH,
+    EncryptionState,
+    SlotRecord,
+    SystemConfig,
+    local_now_rfc3339,
+    write_system_config,
+)
 
 SLOT = Slot.A
 """An install writes slot A; slot B stays empty until the first update."""
@@ -209,14 +217,25 @@ def record_state(run: InstallRun, io: StepContext) -> None:
         kernel_args=list(plan.boot.kernel_args), bootloader_type=run.boot.bootloader,
         filesystem_type=plan.layout.filesystem, encryption=encryption,
         image_manifest_digest=pre.image.source.manifest_digest, installed_by=f"nbc-tui {__version__}",
+        image_verification=pre.image.verification, cosign_key=_keep_cosign_key(run, io),
     )
     path = write_system_config(run.slot.root, config)
     io.message(f"Wrote {path.relative_to(run.slot.root)}", verbose=True)
     record = SlotRecord(slot=SLOT.value, image_ref=config.image_ref, image_digest=config.image_digest,
                         image_manifest_digest=config.image_manifest_digest, kernel=run.boot.kernel.version,
                         kernel_args=config.kernel_args, written=config.install_date, written_by=config.installed_by,
-                        operation="install")
+                        operation="install", verification=pre.image.verification)
     slot.record_slot(run.slot, record, config, io)
+
+
+def _keep_cosign_key(run: InstallRun, io: StepContext) -> str:
+    """The key given by --cosign-key, kept on var for the system's updates; its path there ("" for none)."""
+    key = run.plan.image.cosign_key
+    if key is None:
+        return ""
+    write_atomically(run.slot.root / COSIGN_KEY_PATH, key.read_bytes())
+    io.message(f"Updates will require signatures by the cosign key {key} (kept as /{COSIGN_KEY_PATH})")
+    return f"/{COSIGN_KEY_PATH}"
 
 
 def build_initramfs(run: InstallRun, io: StepContext) -> None:

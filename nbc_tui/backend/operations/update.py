@@ -42,9 +42,10 @@ from ..image.cache import CachedImage, CacheKind, clear_cache, download
 from ..installed import InstalledSystem, other_disk, running_system
 from ..machine import require_tools, update_tools
 from ..mounts import RUN_DIR, mounted
+from ..provenance import Verification
 from ..runner import RunContext
 from ..steps import slot
-from ..steps.image import CheckedImage, SlotNeeds, check_opened_image
+from ..steps.image import CheckedImage, SlotNeeds, check_opened_image, verified
 from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
 from ..storage import luks, partition
 from ..storage.filesystems import make_filesystem
@@ -59,6 +60,7 @@ from ..system.state import (
     local_now_rfc3339,
     write_reboot_marker,
 )
+from ..trust.verify import TrustSettings, settings_for_update
 from .update_image import ChosenImage, StagedUse, Verdict, choose_image, judge
 
 DEFAULT_TRIES = 3
@@ -82,6 +84,8 @@ class UpdateRequest:
     force: bool = False
     """Write the slot even when the system already runs the image, or the image failed to boot before."""
     tries: int = DEFAULT_TRIES
+    trust: TrustSettings = field(default_factory=TrustSettings)
+    """How a registry pull is verified; by default as the install was (its cosign key), else the policy."""
 
     def __post_init__(self) -> None:
         if not 1 <= self.tries <= MAX_TRIES:
@@ -206,10 +210,17 @@ def check_new_image(run: UpdateRun, io: StepContext) -> None:
                                        "with a larger --root-size",
                       # the running system's firmware is the one that will start the new kernel
                       secure_boot="auto", machine_secure_boot=machine_secure_boot() if system.running else None)
-    run.checked = check_opened_image(run.image.ref, run.image.source, run.image.staged, needs, io)
+    run.checked = check_opened_image(run.image.ref, run.image.source, run.image.staged, needs, io,
+                                     verification=_verification(run, io))
     if enc is not None and not enc.tpm2:
         run.passphrase = _read_passphrase(run, io)
         luks.check_passphrase(run.target_partition, run.passphrase, ctx=io.ctx)
+
+
+def _verification(run: UpdateRun, io: StepContext) -> Verification:
+    """The new image's signatures, checked as the flags say or else as the install was told to."""
+    settings = settings_for_update(run.request.trust, run.system.config, run.system.shared_root)
+    return verified(run.image.source, run.image.staged, settings, io)
 
 
 def _read_passphrase(run: UpdateRun, io: StepContext) -> SecretStr:
@@ -353,11 +364,11 @@ def record_state(run: UpdateRun, io: StepContext) -> None:
     system, checked = run.system, run.checked
     config = system.config.model_copy(update={
         "image_ref": run.image.ref, "image_digest": checked.recorded_digest,
-        "image_manifest_digest": checked.source.manifest_digest})
+        "image_manifest_digest": checked.source.manifest_digest, "image_verification": checked.verification})
     record = SlotRecord(slot=run.target.value, image_ref=run.image.ref, image_digest=config.image_digest,
                         image_manifest_digest=config.image_manifest_digest, kernel=run.boot.kernel.version,
                         kernel_args=list(run.slot.kernel_args), written=local_now_rfc3339(),
-                        written_by=f"nbc-tui {__version__}", operation="update")
+                        written_by=f"nbc-tui {__version__}", operation="update", verification=checked.verification)
     slot.record_slot(run.slot, record, config, io)
 
 
@@ -500,9 +511,10 @@ def download_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit,
     def stage(state: UpdateRun, io: StepContext) -> None:
         if not state.verdict.needed and not request.force:
             return
+        verification = _verification(state, io)
         staged.append(download(state.image.source, CacheKind.UPDATE, ref_text=state.image.ref,
                                on_progress=io.progress("Downloading"), cancel=io.ctx.cancel,
-                               on_message=on_message))
+                               on_message=on_message, verification=verification))
 
     steps = [Step("find", "Checking for an update", find_system_and_image, when=When.ALWAYS),
              Step("download", "Downloading the update", stage)]

@@ -26,6 +26,7 @@ from ..image.source import ImageSource
 from ..image.spool import SpooledSource, make_spool, spool_problem
 from ..osrelease import os_name
 from ..plan import Bootloader, ImageSpec, SecureBootMode
+from ..provenance import Verification
 from ..sizes import human
 from ..system.dracut import HOOK_SCRIPT
 from ..system.initramfs import names_contain
@@ -36,6 +37,7 @@ from ..system.initramfs_needs import (
     initramfs_gaps,
     unlock_support_problem,
 )
+from ..trust.verify import TrustSettings, verify_opened
 
 ROOT_HEADROOM = 1.15
 """Room over the image's own size that a root slot must have (filesystem metadata, a new initramfs)."""
@@ -127,6 +129,8 @@ class CheckedImage:
     inventory: ImageInventory
     staged: CachedImage | None
     """The staged cache entry it comes from, for offline installs."""
+    verification: Verification
+    """Whether and by what its signatures were verified (recorded on the installed system)."""
 
     @property
     def kernel_version(self) -> str:
@@ -150,16 +154,26 @@ def open_checked_image(spec: ImageSpec, needs: SlotNeeds, io: StepContext) -> Ch
     staged = find_cached(CacheKind.INSTALL, spec.staged_digest) if spec.staged_digest else None
     source = staged.open_source() if staged is not None else open_image(spec.ref)
     io.stack.callback(source.close)
-    return check_opened_image(spec.ref, source, staged, needs, io)
+    verification = verified(source, staged, TrustSettings.from_spec(spec), io)
+    return check_opened_image(spec.ref, source, staged, needs, io, verification=verification)
+
+
+def verified(source: ImageSource, staged: CachedImage | None, settings: TrustSettings,
+             io: StepContext) -> Verification:
+    """The image's signatures checked as ``settings`` say, before any layer is read (trust/verify.py);
+    UntrustedImage refuses it."""
+    verification = verify_opened(source, staged, settings, ctx=io.ctx, warn=io.warn)
+    io.message(f"Signature: {verification.describe()}")
+    return verification
 
 
 def check_opened_image(ref: str, source: ImageSource, staged: CachedImage | None, needs: SlotNeeds,
-                       io: StepContext) -> CheckedImage:
+                       io: StepContext, *, verification: Verification) -> CheckedImage:
     """Scan an opened image with progress (every blob verified) and check it for the slot."""
     io.message(f"Digest: {source.manifest_digest}", verbose=True)
     source = fetched_once(source, io)
     inventory = scan_image(source, on_progress=io.progress("Checking image"), cancel=io.ctx.cancel)
-    image = CheckedImage(ref, source, inventory, staged)
+    image = CheckedImage(ref, source, inventory, staged, verification)
     check_image(image, needs)
     for problem in image_problems(image, needs):
         if problem.check == ImageCheck.SECURE_BOOT:

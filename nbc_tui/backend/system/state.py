@@ -19,12 +19,15 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict
 
 from ..atomic import write_atomically
+from ..provenance import Verification
 from .slots import Slot
 
 STATE_DIR = Path("var/lib/nbc/state")
 CONFIG_PATH = STATE_DIR / "config.json"
 LEGACY_CONFIG_PATH = Path("etc/nbc/config.json")
 SLOTS_DIR = STATE_DIR / "slots"
+COSIGN_KEY_PATH = STATE_DIR / "cosign.pub"
+"""Where an install keeps the key given by ``--cosign-key`` (on var: it outlives both slots)."""
 REBOOT_MARKER = Path("/run/nbc-reboot-required")
 
 
@@ -58,6 +61,11 @@ class SystemConfig(BaseModel):
     installed_by: str = ""
     boot_layout: str = "per-slot"
     """Kernel and initramfs live in /A and /B on the ESP (nbc keeps them at the ESP root)."""
+    image_verification: Verification | None = None
+    """Whether and by what the image of this config was verified (its signatures, trust/)."""
+    cosign_key: str = ""
+    """The cosign public key trusted at install (``--cosign-key``), kept on the system (COSIGN_KEY_PATH):
+    updates require its signature unless told otherwise."""
 
     @property
     def digests(self) -> set[str]:
@@ -70,6 +78,9 @@ class SystemConfig(BaseModel):
             data.pop("disk_id")
         if self.encryption is None:
             data.pop("encryption")
+        for optional in ("image_verification", "cosign_key"):
+            if not data.get(optional):
+                data.pop(optional)
         return json.dumps(data, indent=2)
 
 
@@ -117,6 +128,8 @@ class SlotRecord(BaseModel):
     """When the slot was written (local time with its offset, like install_date)."""
     written_by: str = ""
     operation: Literal["install", "update"] = "install"
+    verification: Verification | None = None
+    """Whether and by what the image was verified before it was written (trust/)."""
 
     @property
     def digests(self) -> set[str]:
