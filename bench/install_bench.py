@@ -29,7 +29,7 @@ import sys
 import tarfile
 import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -121,12 +121,12 @@ def our_extract(ref: str, root: Path) -> list[str]:
     return [sys.executable, "-c", code, ref, str(root)]
 
 
-def install(ref: str, work: Path, env: dict[str, str]) -> tuple[float, dict[str, float]]:
+def install(ref: str, work: Path, env: dict[str, str], *, extra: Sequence[str] = ()) -> tuple[float, dict[str, float]]:
     """``nbc-tui install`` of ``ref`` into a disk-image file (ext4): its wall time and step seconds."""
     disk = work / "disk.img"
     started = time.monotonic()
     r = subprocess.run([NBC_TUI, "install", "--image", ref, "--via-loopback", str(disk), *INSTALL_SIZES,
-                        "--filesystem", "ext4", "--yes", "--json"], capture_output=True, text=True, env=env,
+                        "--filesystem", "ext4", "--yes", "--json", *extra], capture_output=True, text=True, env=env,
                        check=False)
     wall = time.monotonic() - started
     if r.returncode:

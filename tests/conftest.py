@@ -42,6 +42,16 @@ class CliResult:
 
 
 @pytest.fixture
+def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """No registry credentials of the machine, a private cache and lock directory (under ``tmp_path``)."""
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
+    monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tmp_path / "cache"))
+    monkeypatch.setenv("NBC_TUI_LOCK_DIR", str(tmp_path / "locks"))
+    return tmp_path
+
+
+@pytest.fixture
 def log_file(tmp_path: Path) -> Path:
     return tmp_path / "nbc-tui.log"
 

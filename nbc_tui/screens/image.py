@@ -1,7 +1,7 @@
 """ImageScreen: which image to install. A reference is checked as it is typed; Enter looks it up (OS,
 version, architecture, size, digest); or a staged image is picked from the cache for an offline install.
 A ``localhost/NAME`` reference reaches the local Podman or Docker daemon like any other reference. What a
-reference or an image is comes from :mod:`nbc_tui.backend.image.facts`."""
+reference or an image is comes from :mod:`nbc_tui.backend.image_facts`."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ from textual.worker import Worker, WorkerState
 
 from ..backend.errors import InputError, NbcError
 from ..backend.image.cache import CachedImage, CacheKind, list_cached
-from ..backend.image.facts import ImageFacts, describe_reference, look_up_image, staged_facts
+from ..backend.image_facts import ImageFacts, describe_reference, look_up_image, staged_facts
 from ..backend.sizes import human
 from ..draft import PlanDraft
 from ..widgets.status_line import StatusLine

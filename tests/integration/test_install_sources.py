@@ -22,16 +22,6 @@ pytestmark = pytest.mark.root
 SMALL = ["--image-size", "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
 
 
-@pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No credentials of the machine, a private cache and lock directory."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
-    monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tmp_path / "cache"))
-    monkeypatch.setenv("NBC_TUI_LOCK_DIR", str(tmp_path / "locks"))
-    return tmp_path
-
-
 def installed_config(image: Path, where: Path) -> dict:
     with mounted_partition(image, 4, where) as var:
         return json.loads((var / "lib/nbc/state/config.json").read_text())

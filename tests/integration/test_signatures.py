@@ -29,16 +29,6 @@ SMALL = ["--image-size", "3", "--esp-size", "100M", "--root-size", "1G", "--var-
 
 
 @pytest.fixture
-def isolated(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """No credentials or policy of the machine; a private cache and lock directory."""
-    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker"))
-    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(tmp_path / "auth.json"))
-    monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tmp_path / "cache"))
-    monkeypatch.setenv("NBC_TUI_LOCK_DIR", str(tmp_path / "locks"))
-    return tmp_path
-
-
-@pytest.fixture
 def gpg_signer(tmp_path: Path) -> Iterator[GpgSigner]:
     signer = GpgSigner.create(tmp_path / "gpg")
     yield signer
@@ -153,6 +143,7 @@ def test_cosign_key_install_records_the_key_and_updates_keep_requiring_it(
             "--json")
     assert r.returncode == 0, r.stderr
     config, kept_key = installed_state(disk, isolated / "var")
+    assert r.events[-1]["details"]["verification"] == config["image_verification"]
     assert kept_key == signer.public_pem.read_bytes()
     assert config["cosign_key"] == "/var/lib/nbc/state/cosign.pub"
     check = config["image_verification"]["signatures"][0]
@@ -207,6 +198,10 @@ def test_cosign_signatures_under_policy_and_flag_refuse_every_wrong_case(
     r = nbc("install", "--local-image", digest[:19], "--via-loopback", str(disk), *SMALL)
     assert r.returncode == 0, r.stderr
     assert installed_state(disk, isolated / "var")[0]["image_verification"] == recorded
+    # Offline with --cosign-key: only a download that key verified will do.
+    r = nbc("install", "--local-image", digest[:19], "--via-loopback", str(isolated / "other.img"), *SMALL,
+            "--cosign-key", str(other.public_pem))
+    assert_refused(r, isolated / "other.img", "was not verified with the cosign key", str(other.public_pem))
     nbc("cache", "clear", "--install")
 
     disk = isolated / "disk.img"

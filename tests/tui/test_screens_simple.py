@@ -15,8 +15,8 @@ from textual.widgets import Button, Input, OptionList
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.image.cache import CacheKind, download
-from nbc_tui.backend.image.facts import describe_reference
 from nbc_tui.backend.image.opener import open_image
+from nbc_tui.backend.image_facts import describe_reference
 from nbc_tui.backend.machine import Severity, survey_machine
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
@@ -28,6 +28,7 @@ from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.confirm_quit import ConfirmQuit
 from nbc_tui.widgets.help_dialog import HelpDialog
+from tests.support.signing import CosignSigner, write_policy
 from tests.tui.harness import CHECKS, CONSOLE, SIZE, image_file_draft, rendered_text, show, wait_for
 
 # -- welcome ----------------------------------------------------------------------------------------
@@ -117,6 +118,35 @@ async def test_image_lookup_shows_facts_and_fills_the_draft(synthetic_image: str
         assert shown.results == [True]
         assert draft.image_ref == synthetic_image and draft.staged_digest is None
         assert draft.image_summary.startswith("Synthetic Linux 1 (test)")
+
+
+async def test_image_lookup_says_whether_the_signature_verified_and_refuses_an_unsigned_image(
+        synthetic_image: str, registry, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The look-up checks signatures as the install will: here the user's containers policy (HOME) asks for a
+    cosign signature of everything from the registry."""
+    signer = CosignSigner.create(tmp_path / "cosign")
+    signed, unsigned = registry.push(synthetic_image, "tui/signed:1"), registry.push(synthetic_image, "tui/plain:1")
+    with open_image(signed) as source:
+        signer.push_signature(registry.host, "tui/signed", source.manifest_digest,
+                              docker_reference=f"{registry.host}/tui/signed")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    write_policy(tmp_path / ".config/containers/policy.json", {
+        "default": [{"type": "insecureAcceptAnything"}],
+        "transports": {"docker": {registry.host: [{"type": "sigstoreSigned", "keyPath": str(signer.public_pem),
+                                                   "signedIdentity": {"type": "matchRepository"}}]}}})
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        shown = await show(pilot, ImageScreen(PlanDraft()))
+        field = shown.screen.query_one("#image-ref", Input)
+        field.value = signed
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: shown.screen.facts is not None)  # type: ignore[attr-defined]
+        assert "Signature: verified: cosign signature of sha256:" in shown.text("#image-facts")
+        field.focus()
+        field.value = unsigned
+        await pilot.press("enter")
+        await wait_for(pilot, lambda: "could not be used" in shown.text("#status"))
+        assert "has no valid cosign signature" in shown.text("#status")
+        assert shown.screen.facts is None  # type: ignore[attr-defined]
 
 
 async def test_image_staged_entry_is_offered(synthetic_image: str) -> None:

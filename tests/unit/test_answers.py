@@ -207,6 +207,20 @@ def test_relative_paths_are_relative_to_the_file(tmp_path: Path) -> None:
     assert plan.system.root_password_file == tmp_path / "sub" / "secrets" / "pw"
 
 
+def test_image_trust_keys_load_relative_to_the_file_and_contradictions_point_at_the_key(tmp_path: Path) -> None:
+    path = tmp_path / "answers.toml"
+    trust = 'cosign_key = "keys/cosign.pub"\nsignature_policy = "policy.json"\nregistries_d = "/etc/regd"\n'
+    path.write_text(GOOD.replace('ref = "oci:/x"\n', 'ref = "oci:/x"\n' + trust))
+    image = load_answers(path).image
+    assert (image.cosign_key, image.signature_policy, image.registries_d) == (
+        tmp_path / "keys/cosign.pub", tmp_path / "policy.json", Path("/etc/regd"))
+    [(key, line, message, _)] = problems(GOOD.replace('ref = "oci:/x"\n', 'ref = "oci:/x"\ncosign_kye = "k"\n'))
+    assert (key, line) == ("image.cosign_kye", 4) and "unknown key" in message
+    both = 'ref = "oci:/x"\ncosign_key = "/k"\ninsecure_skip_verify = true\n'
+    [(key, _, message, _)] = problems(GOOD.replace('ref = "oci:/x"\n', both))
+    assert key.startswith("image") and "contradict" in message
+
+
 def test_unreadable_file(tmp_path: Path) -> None:
     with pytest.raises(AnswerFileError, match="cannot read the answer file"):
         load_answers(tmp_path / "missing.toml")

@@ -128,7 +128,7 @@ def test_the_secure_boot_check_by_mode() -> None:
 
 
 def test_the_image_summary_says_the_same_as_the_install() -> None:
-    from nbc_tui.backend.image.facts import ImageFacts
+    from nbc_tui.backend.image_facts import ImageFacts
 
     facts = ImageFacts(ref="r", os_name="Debian", version="12", architecture="amd64", size=1, compressed_size=0,
                        digest="sha256:x", secure_boot_gaps=("no shim (Debian: shim-signed)",), machine_secure_boot=True)

@@ -3,12 +3,12 @@ back to A, updates to a v3 that cannot boot and comes back on A by itself. One Q
 all its reboots (QEMU + OVMF, TCG).
 
 Per scenario (systemd-boot on btrfs with an init that exits at once; GRUB on ext4 with a health check that
-fails): install ``v1`` on the host (with a root password); boot: A runs v1; log in on the serial console; write
-a file under /etc; ``nbc-tui update`` to v2 from the images disk (a second virtio disk, no network); reboot: B
-runs v2, the /etc file, machine-id and root's password (the login itself) are kept, v2's system user exists,
-``nbc status --json`` (the ``nbc`` link) says B good, running, default; ``nbc-tui rollback``; reboot: A runs v1;
-update to the broken v3 with 2 tries; reboot: B fails twice and the loader boots A by itself; status says B bad
-and that it fell back.
+fails, that one with Debian's signed chain under OVMF enforcing Secure Boot): install ``v1`` on the host (with
+a root password); boot: A runs v1; log in on the serial console; write a file under /etc; ``nbc-tui update``
+to v2 from the images disk (a second virtio disk, no network); reboot: B runs v2, the /etc file, machine-id and
+root's password (the login itself) are kept, v2's system user exists, ``nbc status --json`` (the ``nbc`` link)
+says B good, running, default; ``nbc-tui rollback``; reboot: A runs v1; update to the broken v3 with 2 tries;
+reboot: B fails twice and the loader boots A by itself; status says B bad and that it fell back.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ from tests.vm.installed import (
     wait_until,
 )
 from tests.vm.qemu import booted
+from tests.vm.signed_image import signed_chain_image
 from tests.vm.update_images import ImagesDisk, UpdateImages
 
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
@@ -50,36 +51,45 @@ def nbc_tui() -> str:
     return str(Path(sys.executable).with_name("nbc-tui"))
 
 
-def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: str, filesystem: str) -> None:
+def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: str, filesystem: str,
+               secure_boot: bool) -> str:
+    """Install v1 (with Debian's signed chain on top for ``secure_boot``); returns the reference installed."""
     password = tmp_path / "root-password"
     password.write_text(PASSWORD + "\n")
-    argv = [nbc_tui(), "install", "--image", images.refs["v1"], "--via-loopback", str(disk), "--image-size", "7",
+    ref = signed_chain_image(images.layout, tmp_path / "signed", tag="v1") if secure_boot else images.refs["v1"]
+    argv = [nbc_tui(), "install", "--image", ref, "--via-loopback", str(disk), "--image-size", "7",
             "--esp-size", "512M", "--root-size", "2560M", "--var-min-size", "1G", "--filesystem", filesystem,
             "--bootloader", bootloader, "--karg", "console=ttyS0", "--root-password-file", str(password), "--yes",
-            "--json"]
+            "--json", *(["--secure-boot", "require"] if secure_boot else [])]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    return ref
 
 
-@pytest.mark.parametrize(("bootloader", "filesystem", "broken"), [
-    ("systemd-boot", "btrfs", "v3-noinit"),
-    ("grub", "ext4", "v3-health"),
+@pytest.mark.parametrize(("bootloader", "filesystem", "broken", "secure_boot"), [
+    ("systemd-boot", "btrfs", "v3-noinit", False),
+    # Debian's signed GRUB under OVMF enforcing Secure Boot: it loads no module from disk, so the boot
+    # counting must work with what it has built in.
+    ("grub", "ext4", "v3-health", True),
 ])
 def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages, images_disk: ImagesDisk,
                                                      tmp_path: Path, bootloader: str, filesystem: str,
-                                                     broken: str) -> None:
+                                                     broken: str, secure_boot: bool) -> None:
     if shutil.which("qemu-system-x86_64") is None:
         pytest.skip("QEMU is not installed")
     disk = tmp_path / "disk.img"
-    install_v1(update_images, disk, tmp_path, bootloader=bootloader, filesystem=filesystem)
+    v1_ref = install_v1(update_images, disk, tmp_path, bootloader=bootloader, filesystem=filesystem,
+                        secure_boot=secure_boot)
     figures: dict[str, object] = {}
-    FIGURES[f"{bootloader}/{filesystem}"] = figures
+    FIGURES[f"{bootloader}/{filesystem}" + (" (Secure Boot)" if secure_boot else "")] = figures
     log = tmp_path / "console.log"
     with booted(disk, log=log, timeout=BOOT_TIMEOUT, interactive=True, reboots=True,
-                extra_disks=[images_disk.path]) as vm:
+                extra_disks=[images_disk.path], secure_boot=secure_boot) as vm:
         # 1. A runs v1.
         report = next_report(vm, 0)
         assert report["version"] == "1", report
+        if secure_boot:
+            assert "secureboot: Secure boot enabled" in vm.console(), "the kernel did not see Secure Boot on"
         log_in(vm, 0, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"], slots(st)["B"]["state"]) == ("A", "A", "empty"), st
@@ -121,7 +131,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         log_in(vm, start, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"]) == ("A", "A"), st
-        assert slots(st)["B"]["state"] == "good" and st["image"] == update_images.refs["v1"], st
+        assert slots(st)["B"]["state"] == "good" and st["image"] == v1_ref, st
         figures["status_after_rollback"] = vm.shell("nbc-tui status")
 
         # Update to a v3 that cannot boot, with 2 tries: the loader gives up on B and boots A by itself.

@@ -11,7 +11,8 @@ from ..plan import InstallPlan
 ANSWERS_VERSION = 1
 # (section, key) of every path in the plan: relative ones are resolved against the answer file's directory.
 PATH_KEYS = (("target", "image_file"), ("encryption", "passphrase_file"), ("encryption", "recovery_key_file"),
-             ("system", "root_password_file"))
+             ("system", "root_password_file"), ("image", "cosign_key"), ("image", "signature_policy"),
+             ("image", "registries_d"))
 # Secrets the model can hold (typed in the TUI) but an answer file must not: the key that replaces each.
 INLINE_SECRETS = {("encryption", "passphrase"): "passphrase_file", ("system", "root_password"): "root_password_file"}
 SECTIONS = ("image", "target", "layout", "encryption", "boot", "system")

@@ -359,6 +359,7 @@ def _complete(run: InstallRun, timings: Timings) -> CompleteEvent:
         details={"image": result.image_ref, "device": result.device, "image_digest": result.image_digest,
                  "bootloader": result.bootloader, "filesystem": result.filesystem, "slot": SLOT.value,
                  **({"encryption": {"luks2": True, "tpm2": enc.tpm2}} if enc else {}),
+                 "verification": run.preflight.image.verification.model_dump(mode="json"),
                  "step_seconds": {k: round(v, 2) for k, v in timings.items()}},
     )
 

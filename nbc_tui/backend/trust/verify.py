@@ -92,9 +92,17 @@ def verify_opened(source: ImageSource, staged: CachedImage | None, settings: Tru
     were checked then, the layout holds no signature)."""
     if staged is None:
         return verify_pull(source, settings, ctx=ctx, warn=warn)
-    if staged.verification is not None:
-        return staged.verification
-    return not_verified("staged cache", "staged without a record of signature verification")
+    record = staged.verification or not_verified("staged cache", "staged without a record of its verification")
+    if settings.cosign_key:
+        # Asked for a key, offline: only a download that this key verified will do.
+        key = cosign.load_key(_read_key(settings.cosign_key))
+        if not any(s.signer == key.fingerprint for s in record.signatures):
+            raise UntrustedImage(
+                f"The staged image {staged.image_ref} ({staged.image_digest}) was not verified with the cosign key "
+                f"{settings.cosign_key} ({key.fingerprint[:19]}…) when it was downloaded: {record.describe()}",
+                hint="Download it again with --cosign-key, or install it without --cosign-key. Nothing was written",
+                details={"reason": "signature", "image": staged.image_ref, "digests": [staged.image_digest]})
+    return record
 
 
 def settings_for_update(given: TrustSettings, config: SystemConfig, root: Path = Path("/")) -> TrustSettings:

@@ -1,5 +1,6 @@
 """What an image is, in words people read: a typed reference described, and an image looked up (OS, version,
-architecture, size, digest) by opening and scanning it, or from a staged entry's metadata."""
+architecture, size, digest, whether its signatures verified, whether it boots with Secure Boot) by opening and
+scanning it, or from a staged entry's metadata. Above image/, boot/ and trust/: it speaks for all three."""
 
 from __future__ import annotations
 
@@ -7,12 +8,15 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from ..boot.secure_boot import machine_secure_boot, secure_boot_gaps, signed_chain
-from ..sizes import human
-from .cache import CachedImage
-from .opener import open_image
-from .reference import OciArchiveRef, OciLayoutRef, parse_reference
-from .scan import scan_image
+from .boot.secure_boot import machine_secure_boot, secure_boot_gaps, signed_chain
+from .image.cache import CachedImage
+from .image.opener import open_image
+from .image.reference import OciArchiveRef, OciLayoutRef, parse_reference
+from .image.scan import scan_image
+from .provenance import Verification
+from .runner import RunContext
+from .sizes import human
+from .trust.verify import TrustSettings, verify_pull
 
 
 @dataclass(frozen=True)
@@ -33,13 +37,19 @@ class ImageFacts:
     """What the image lacks to boot with Secure Boot on (empty: nothing); None when not looked at (staged)."""
     machine_secure_boot: bool | None = None
     """Whether this machine boots with Secure Boot on (None: not known)."""
+    verification: Verification | None = None
+    """Whether and by what its signatures verified (the install checks them again); None: not recorded."""
+    trust_warnings: tuple[str, ...] = ()
+    """What the check warned about (an image the policy accepts unsigned)."""
 
     def summary(self) -> str:
         staged = " (staged, offline)" if self.staged_digest else ""
         lines = [f"{self.os_name}" + (f", version {self.version}" if self.version else "") + staged,
                  f"Architecture {self.architecture or 'unknown'}, {human(self.size)} of files"
                  + (f" ({human(self.compressed_size)} to fetch)" if self.compressed_size else ""),
-                 f"Digest {self.digest}"]
+                 f"Digest {self.digest}",
+                 "Signature: " + (self.verification.describe() if self.verification else "(not recorded)")]
+        lines += [f"Warning: {w}" for w in self.trust_warnings]
         if self.secure_boot_gaps is not None:
             lines.append(secure_boot_words(self.secure_boot_gaps, self.machine_secure_boot))
         return "\n".join(lines)
@@ -70,8 +80,11 @@ def describe_reference(text: str) -> str:
 
 def look_up_image(ref: str, *, cancel: threading.Event | None = None,
                   on_progress: Callable[[int, int], None] | None = None) -> ImageFacts:
-    """Open the image and scan it (every layer verified): what it is and how big. Blocking."""
+    """Open the image, check its signatures as the install will (the signature policy; UntrustedImage refuses
+    it) and scan it (every layer verified): what it is and how big. Blocking."""
     with open_image(ref, cancel=cancel) as source:
+        warnings: list[str] = []
+        verification = verify_pull(source, TrustSettings(), ctx=RunContext(), warn=warnings.append)
         inventory = scan_image(source, on_progress=on_progress, cancel=cancel)
         release = inventory.os_release
         return ImageFacts(
@@ -84,6 +97,8 @@ def look_up_image(ref: str, *, cancel: threading.Event | None = None,
             digest=source.manifest_digest,
             secure_boot_gaps=tuple(secure_boot_gaps(signed_chain(inventory), "auto")),
             machine_secure_boot=machine_secure_boot(),
+            verification=verification,
+            trust_warnings=tuple(warnings),
         )
 
 
@@ -93,4 +108,4 @@ def staged_facts(entry: CachedImage) -> ImageFacts:
         ref=entry.image_ref, os_name=entry.os_release_pretty_name or entry.image_ref,
         version=entry.os_release_version_id, architecture=entry.architecture, size=entry.size_bytes,
         compressed_size=entry.compressed_size_bytes or 0, digest=entry.image_digest,
-        staged_digest=entry.image_digest)
+        staged_digest=entry.image_digest, verification=entry.verification)
