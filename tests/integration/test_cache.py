@@ -215,8 +215,11 @@ def test_download_command_json_and_text(images: dict[str, str], capsys: pytest.C
     rc, out, err = run_cmd(capsys, "download", "--image", images["two"], "--for-install", "--json")
     assert rc == 0, err
     data = json.loads(out)  # exactly one object on stdout
-    assert list(data) == ["image_ref", "image_digest", "cache_dir", "size_bytes", "architecture", "os_name"]
+    # nbc's keys in nbc's order, then ours; an OCI layout is not a registry pull, so nothing was verified
+    assert list(data) == ["image_ref", "image_digest", "cache_dir", "size_bytes", "architecture", "os_name",
+                          "verification"]
     assert data["os_name"] == "Synthetic Linux 1 (test)" and data["size_bytes"] > 3 << 20
+    assert data["verification"]["verified"] is False and data["verification"]["by"] == "local image"
     assert Path(data["cache_dir"]).name == "staged-install"  # nbc: the cache directory, not the entry
     assert out.startswith('{\n  "image_ref"')
 
