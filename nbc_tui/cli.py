@@ -26,6 +26,7 @@ COMMAND_MODULES: dict[str, tuple[str, ...]] = {
     "cache_cmd": ("download", "dl", "cache"),
     "answers_cmd": ("answers",),
     "lint_cmd": ("lint",),
+    "shell_cmd": ("completion", "man"),
 }
 """Each command module of ``nbc_tui.commands`` and the words (aliases too) its parsers take, in help order.
 A command line names one of them, and only that module is imported: each costs its imports, and a
@@ -47,6 +48,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
                         help="with no command: walk the whole installer (or with --headless, check and run the "
                              "answers) and show the plan, writing nothing")
     add_headless_flags(parser)
+    # `completion` and `man` describe every command, but given a command word this parser holds only its module's.
+    parser.set_defaults(whole_parser=build_parser)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for module in _modules_for(command):
         for add_parser in _parser_adders(importlib.import_module(f".commands.{module}", __package__)):

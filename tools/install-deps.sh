@@ -26,6 +26,8 @@ PACKAGES=(
   squashfs-tools xorriso
   # python
   python3 python3-venv python3-pip
+  # `man nbc-tui` and nbc-tui's bash completion (tools/install-shell-files.sh installs both)
+  man-db bash-completion
 )
 missing=()
 for p in "${PACKAGES[@]}"; do
@@ -52,4 +54,12 @@ if [ ! -e "$stamp" ]; then
   fi
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+# Shell completions and the man page, generated from the CLI's parser: under /usr/local, or under ~/.local
+# when not run as root (idempotent).
+if [ "$(id -u)" = 0 ]; then
+  bash tools/install-shell-files.sh
+else
+  bash tools/install-shell-files.sh "$HOME/.local"
 fi

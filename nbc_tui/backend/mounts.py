@@ -65,6 +65,19 @@ def bind_mounted(source: Path, where: Path, *, ctx: RunContext) -> Iterator[Path
         yield p
 
 
+CHROOT_BINDS = ("dev", "proc", "sys")
+"""What a tool run in the target's chroot sees of the host (dracut, useradd, systemd-firstboot)."""
+
+
+@contextlib.contextmanager
+def chroot_binds(root: Path, *, ctx: RunContext) -> Iterator[Path]:
+    """/dev, /proc and /sys of the host bound into ``root`` for a chroot, unmounted afterwards."""
+    with contextlib.ExitStack() as stack:
+        for name in CHROOT_BINDS:
+            stack.enter_context(bind_mounted(Path("/", name), root / name, ctx=ctx))
+        yield root
+
+
 def unmount(where: Path, *, ctx: RunContext) -> None:
     """Unmount, retrying lazily only if the filesystem is busy; a failure is logged and re-raised."""
     if not is_mountpoint(where):

@@ -6,10 +6,20 @@ answer files render the same plan, and the engine executes nothing else.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    model_validator,
+)
 from pydantic_core import ErrorDetails
 
 from .sizes import GiB, MiB, human, parse_size
@@ -194,7 +204,108 @@ class Encryption(_Strict):
         return self
 
 
+# Identity: the syntax here; whether the image has the zone, keymap, locale, groups and tools is checked
+# against the image before the wipe (steps/identity.py).
+_HOST_LABEL = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?$")
+_USER_NAME = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+_ZONE_PART = re.compile(r"^[A-Za-z0-9_+-][A-Za-z0-9_+.-]*$")
+_KEYMAP = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]*$")
+_LOCALE = re.compile(r"^[A-Za-z]{1,8}(_[A-Za-z0-9]+)?(\.[A-Za-z0-9-]+)?(@[A-Za-z0-9]+)?$|^C(\.[A-Za-z0-9-]+)?$|^POSIX$")
+
+
+def _hostname(value: str) -> str:
+    if len(value) > 64 or not all(_HOST_LABEL.match(label) for label in value.split(".")):
+        raise ValueError(f"{value!r} is not a valid host name: letters, digits and '-' (not first or last), "
+                         "dot-separated labels, at most 64 characters")
+    return value
+
+
+def _timezone(value: str) -> str:
+    if not all(_ZONE_PART.match(part) for part in value.split("/")):
+        raise ValueError(f"{value!r} is not a time zone name such as Europe/Berlin or UTC")
+    return value
+
+
+def _keymap(value: str) -> str:
+    if not _KEYMAP.match(value):
+        raise ValueError(f"{value!r} is not a console keymap name such as us, de or fr-latin1")
+    return value
+
+
+def _locale(value: str) -> str:
+    if not _LOCALE.match(value):
+        raise ValueError(f"{value!r} is not a locale name such as en_US.UTF-8 or C.UTF-8")
+    return value
+
+
+def _user_name(value: str) -> str:
+    if not _USER_NAME.match(value):
+        raise ValueError(f"{value!r} is not a valid user name: lowercase letters, digits, '_' and '-', starting "
+                         "with a letter or '_', at most 32 characters")
+    if value == "root":
+        raise ValueError("root exists already: its password is system.root_password_file")
+    return value
+
+
+def _one_line(value: str) -> str:
+    if ":" in value or "\n" in value or "," in value:
+        raise ValueError("may not contain ':', ',' or a line break")
+    return value
+
+
+class User(_Strict):
+    """A person's account, made with the image's own ``useradd`` (its UID range, skeleton and shell rules)."""
+
+    name: Annotated[str, AfterValidator(_user_name)]
+    """The login name: lowercase letters, digits, ``_`` and ``-``."""
+    full_name: Annotated[str, AfterValidator(_one_line)] = ""
+    """The person's name (the GECOS field)."""
+    password_file: Path | None = None
+    """File holding the password (trailing newlines are dropped); it is never logged."""
+    password_hash: str | None = None
+    """The password as a crypt(3) hash (``$y$...``, ``$6$...``), set as it is."""
+    password: SecretStr | None = Field(default=None, exclude=True)
+    """The password itself (typed in the TUI). Never serialised: a saved plan refers to a file."""
+    admin: bool = False
+    """Member of the image's admin group: ``sudo`` (Debian, Ubuntu) or ``wheel`` (Fedora, Arch), whichever it has."""
+    groups: tuple[Annotated[str, AfterValidator(_user_name)], ...] = ()
+    """More groups the image has (``video``, ``audio``...)."""
+    ssh_authorized_keys: tuple[str, ...] = ()
+    """Public keys (one ``authorized_keys`` line each) that may log in as this user over SSH."""
+    shell: str | None = None
+    """The login shell, a path the image has (default: useradd's)."""
+
+    @model_validator(mode="after")
+    def _consistent(self) -> User:
+        given = [self.password_file is not None, self.password_hash is not None, self.password is not None]
+        if sum(given) > 1:
+            raise ValueError(f"give {self.name}'s password one way only: a file, a hash or a value")
+        if self.password_hash is not None and not self.password_hash.startswith("$"):
+            raise ValueError("password_hash must be a crypt(3) hash such as $y$... or $6$... "
+                             "(make one with: openssl passwd -6)")
+        if self.shell is not None and not self.shell.startswith("/"):
+            raise ValueError(f"shell must be an absolute path such as /bin/bash, not {self.shell!r}")
+        for key in self.ssh_authorized_keys:
+            if "\n" in key or not key.strip():
+                raise ValueError("each entry of ssh_authorized_keys is one non-empty line")
+        return self
+
+    @property
+    def sets_password(self) -> bool:
+        return any(v is not None for v in (self.password_file, self.password_hash, self.password))
+
+
 class System(_Strict):
+    hostname: Annotated[str, AfterValidator(_hostname)] | None = None
+    """The machine's name (``/etc/hostname``)."""
+    timezone: Annotated[str, AfterValidator(_timezone)] | None = None
+    """A time zone the image ships (``Europe/Berlin``; ``/etc/localtime``)."""
+    keymap: Annotated[str, AfterValidator(_keymap)] | None = None
+    """The console keymap (``de``, ``fr-latin1``; ``/etc/vconsole.conf``), one the image ships."""
+    locale: Annotated[str, AfterValidator(_locale)] | None = None
+    """The system locale (``en_US.UTF-8``; ``/etc/locale.conf``), one the image has built."""
+    users: tuple[User, ...] = ()
+    """People's accounts (``[[system.users]]``)."""
     root_password_file: Path | None = None
     """File holding the root password (trailing newlines are dropped); it is never logged."""
     root_password_hash: str | None = None
@@ -216,11 +327,19 @@ class System(_Strict):
         for key in self.ssh_authorized_keys:
             if "\n" in key or not key.strip():
                 raise ValueError("each entry of ssh_authorized_keys is one non-empty line")
+        names = [u.name for u in self.users]
+        if twice := sorted({n for n in names if names.count(n) > 1}):
+            raise ValueError(f"users: {', '.join(twice)} given more than once")
         return self
 
     @property
     def sets_password(self) -> bool:
         return any(v is not None for v in (self.root_password_file, self.root_password_hash, self.root_password))
+
+    @property
+    def sets_identity(self) -> bool:
+        """Whether a host name, time zone, keymap or locale is asked for (systemd-firstboot's part)."""
+        return any(v is not None for v in (self.hostname, self.timezone, self.keymap, self.locale))
 
 
 class InstallPlan(_Strict):

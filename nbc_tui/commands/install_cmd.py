@@ -14,7 +14,7 @@ from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.logfile import RunLog
 from ..backend.operations.install import run_install
-from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target
+from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target, User
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
 from .flags import add_output_flags, add_trust_flags, plan_error, trust_settings
@@ -41,6 +41,14 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
                    help="extra kernel argument (repeatable)")
     p.add_argument("--root-password-file", type=Path, metavar="FILE",
                    help="set root's password from this file (never give a password on the command line)")
+    who = p.add_argument_group("the machine's identity (more users: [[system.users]] in an answer file)")
+    who.add_argument("--hostname", metavar="NAME", help="the machine's name (/etc/hostname)")
+    who.add_argument("--timezone", metavar="ZONE", help="a time zone the image ships, e.g. Europe/Berlin")
+    who.add_argument("--keymap", metavar="KEYMAP", help="the console keymap, one the image ships, e.g. de-latin1")
+    who.add_argument("--locale", metavar="LOCALE", help="the system locale, one the image has built, e.g. C.UTF-8")
+    who.add_argument("--user", metavar="NAME", help="make this user (the image's useradd; home on /var)")
+    who.add_argument("--user-password-file", type=Path, metavar="FILE", help="the user's password, from this file")
+    who.add_argument("--user-admin", action="store_true", help="the user is an administrator (sudo or wheel)")
     p.add_argument("--bootloader", choices=["auto", "grub", "systemd-boot"], default="auto",
                    help="auto: systemd-boot when the image has it, else GRUB")
     p.add_argument("--secure-boot", choices=["auto", "require", "off"], default="auto",
@@ -181,10 +189,20 @@ def plan_from_args(args: argparse.Namespace, image: ImageSpec,
             image=image, target=target, layout=layout,
             encryption=encryption,
             boot=Boot(bootloader=args.bootloader, kernel_args=tuple(args.karg), secure_boot=args.secure_boot),
-            system=System(root_password_file=args.root_password_file),
+            system=System(root_password_file=args.root_password_file, hostname=args.hostname,
+                          timezone=args.timezone, keymap=args.keymap, locale=args.locale, users=_users(args)),
         )
     except (ValidationError, ValueError) as exc:
         raise plan_error(exc) from exc
+
+
+def _users(args: argparse.Namespace) -> tuple[User, ...]:
+    if args.user is None:
+        if args.user_password_file or args.user_admin:
+            raise InputError("--user-password-file and --user-admin need --user NAME")
+        return ()
+    password = args.user_password_file.absolute() if args.user_password_file else None
+    return (User(name=args.user, password_file=password, admin=args.user_admin),)
 
 
 def confirm_on_terminal(what: str) -> bool:

@@ -13,7 +13,7 @@ import pytest
 
 from nbc_tui.backend.errors import InputError, NbcError
 from nbc_tui.backend.image.opener import open_image
-from nbc_tui.backend.image.scan import ImageInventory, KernelInfo, scan_image
+from nbc_tui.backend.image.scan import SMALL_FILE_MAX, ImageInventory, KernelInfo, scan_image
 from nbc_tui.backend.lint import (
     LintIssue,
     LintReport,
@@ -348,12 +348,12 @@ def test_the_scan_reads_what_lint_asks(tmp_path: Path) -> None:
         inv.size("etc/passwd")  # not asked for: the scan cannot be asked afterwards
 
     big = TarBuilder().dir("etc").symlink("etc/ssh", "../keys").dir("keys").file("keys/ssh_host_dsa_key", b"k") \
-        .file("etc/machine-id", b"9" * 5000).bytes()
+        .file("etc/machine-id", b"9" * (SMALL_FILE_MAX + 1)).bytes()
     write_layout(tmp_path / "b", [ImageSpec([Layer(big)])])
     inv = scan_image(open_image(f"oci:{tmp_path / 'b'}"))
     assert inv.matching("etc/ssh/ssh_host_*_key") == ["keys/ssh_host_dsa_key"]
-    assert inv.small_content("etc/machine-id") is None and inv.size("etc/machine-id") == 5000
-    assert "(5000 bytes)" in machine_id_issues(inv)[0].message
+    assert inv.small_content("etc/machine-id") is None and inv.size("etc/machine-id") == SMALL_FILE_MAX + 1
+    assert f"({SMALL_FILE_MAX + 1} bytes)" in machine_id_issues(inv)[0].message
 
 
 def test_an_unreadable_image_is_the_image_s_fault(tmp_path: Path) -> None:

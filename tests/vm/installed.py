@@ -124,16 +124,19 @@ def next_report(vm: Vm, start: int, *, version: str | None = None, timeout: floa
     return parse_report(vm.wait_after(start, pattern, timeout).group(1))
 
 
-def log_in(vm: Vm, start: int, password: str) -> None:
-    """On the serial console, as root with ``password`` (the one set at install: it must work after every
-    update), from the login prompt that shows after ``start``."""
+def log_in(vm: Vm, start: int, password: str, user: str = "root") -> None:
+    """On the serial console, as ``user`` (root by default) with ``password`` (the one set at install: it must
+    work after every update), from the login prompt that shows after ``start``."""
     vm.wait_after(start, LOGIN, BOOT_TIMEOUT)
     mark = vm.mark()
-    vm.send("root\r")
+    vm.send(f"{user}\r")
     vm.wait_after(mark, r"Password: ", 60)
     vm.send(password + "\r")
-    vm.wait_after(mark, ROOT_PROMPT, 120)
-    vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
+    if user == "root":
+        vm.wait_after(mark, ROOT_PROMPT, 120)
+        vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
+    else:
+        vm.wait_after(mark, re.compile(rf"{re.escape(user)}@[\w.-]+:[^\n]*\$ $", re.M), 120)
 
 
 def reboot(vm: Vm) -> int:

@@ -41,6 +41,7 @@ from tests.vm.update_images import ImagesDisk, UpdateImages
 pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSWORD = "vm-Root-pw-4711"
+USER, USER_PASSWORD, HOSTNAME, TIMEZONE = "alice", "vm-Alice-pw-0815", "nbc-box", "Europe/Berlin"
 TRIES = 2
 FALLBACK_TIMEOUT = TRIES * 300 + BOOT_TIMEOUT
 FIGURES: dict[str, dict[str, object]] = {}
@@ -53,14 +54,19 @@ def nbc_tui() -> str:
 
 def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: str, filesystem: str,
                secure_boot: bool) -> str:
-    """Install v1 (with Debian's signed chain on top for ``secure_boot``); returns the reference installed."""
+    """Install v1 (with Debian's signed chain on top for ``secure_boot``, else with a host name, time zone,
+    locale and an administrator); returns the reference installed."""
     password = tmp_path / "root-password"
     password.write_text(PASSWORD + "\n")
+    (tmp_path / "user-password").write_text(USER_PASSWORD + "\n")
+    identity = [] if secure_boot else [
+        "--hostname", HOSTNAME, "--timezone", TIMEZONE, "--locale", "C.UTF-8", "--user", USER,
+        "--user-password-file", str(tmp_path / "user-password"), "--user-admin"]
     ref = signed_chain_image(images.layout, tmp_path / "signed", tag="v1") if secure_boot else images.refs["v1"]
     argv = [nbc_tui(), "install", "--image", ref, "--via-loopback", str(disk), "--image-size", "7",
             "--esp-size", "512M", "--root-size", "2560M", "--var-min-size", "1G", "--filesystem", filesystem,
             "--bootloader", bootloader, "--karg", "console=ttyS0", "--root-password-file", str(password), "--yes",
-            "--json", *(["--secure-boot", "require"] if secure_boot else [])]
+            "--json", *(["--secure-boot", "require"] if secure_boot else []), *identity]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return ref
@@ -88,9 +94,19 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         # 1. A runs v1.
         report = next_report(vm, 0)
         assert report["version"] == "1", report
+        login_from = 0
         if secure_boot:
             assert "secureboot: Secure boot enabled" in vm.console(), "the kernel did not see Secure Boot on"
-        log_in(vm, 0, PASSWORD)
+        else:  # the machine's identity, set at install: the user logs in with the password
+            log_in(vm, 0, USER_PASSWORD, user=USER)
+            assert set(vm.shell("id -nG").split()) >= {USER, "sudo"}
+            assert vm.shell("hostnamectl hostname").strip() == HOSTNAME
+            assert vm.shell("timedatectl show -p Timezone --value").strip() == TIMEZONE
+            assert "LANG=C.UTF-8" in vm.shell("localectl status")
+            figures["identity"] = vm.shell("hostnamectl; timedatectl; localectl")
+            login_from = vm.mark()
+            vm.send("exit\r")
+        log_in(vm, login_from, PASSWORD)
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"], slots(st)["B"]["state"]) == ("A", "A", "empty"), st
         vm.shell(images_disk.mount_command, 60)
@@ -117,6 +133,9 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         assert vm.shell("cat /etc/machine-id").strip() == machine_id
         assert vm.shell("getent passwd nbc-v2").startswith("nbc-v2:x:"), "v2's system user is missing"
         assert vm.shell("getent passwd root").startswith("root:x:0:0:")
+        if not secure_boot:  # who the machine is outlives the update
+            assert vm.shell("hostnamectl hostname").strip() == HOSTNAME
+            assert vm.shell(f"getent passwd {USER}").startswith(f"{USER}:x:")
         wait_until(lambda: slots(status(vm))["B"]["state"] == "good", 180, "slot B was not marked good")
         st = status(vm)
         assert (st["booted_slot"], st["default_slot"]) == ("B", "B"), st

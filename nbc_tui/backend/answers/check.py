@@ -125,7 +125,8 @@ def _engine_preflight(answers: AnswerFile, checked: Checked, ctx: RunContext) ->
         run_install(checked.plan, emit=seen.append, ctx=RunContext(dry_run=True, redactor=ctx.redactor))
     except NbcError as exc:
         image_reached = any(e.type == "message" and (e.message or "").startswith("Image: ") for e in seen)
-        return [answers.problem(preflight_loc(exc.message, image_reached=image_reached), exc.message, exc.hint)]
+        loc = tuple(exc.details.get("answer_key") or ()) or preflight_loc(exc.message, image_reached=image_reached)
+        return [answers.problem(loc, exc.message, exc.hint)]
     checked.warnings += [answers.problem(preflight_loc(e.message or "", image_reached=True), e.message or "")
                          for e in seen if e.type == "warning"]
     return []
@@ -163,7 +164,7 @@ def keyed_engine_errors(answers: AnswerFile, emit: Emit) -> Emit:
         elif isinstance(event, ErrorEvent) and state["step"] <= 1:
             details = dict(event.details or {})
             error = str(details.get("error") or event.message or "")
-            loc = preflight_loc(error, image_reached=bool(state["image"]))
+            loc = tuple(details.get("answer_key") or ()) or preflight_loc(error, image_reached=bool(state["image"]))
             if loc:
                 problem = answers.problem(loc, error)
                 details.update(error=problem.render(answers.source), key=problem.key, line=problem.line)

@@ -16,6 +16,10 @@ PATH_KEYS = (("target", "image_file"), ("encryption", "passphrase_file"), ("encr
 # Secrets the model can hold (typed in the TUI) but an answer file must not: the key that replaces each.
 INLINE_SECRETS = {("encryption", "passphrase"): "passphrase_file", ("system", "root_password"): "root_password_file"}
 SECTIONS = ("image", "target", "layout", "encryption", "boot", "system")
+# The same for each table of [[system.users]].
+USER_PATH_KEYS = ("password_file",)
+USER_INLINE_SECRETS = {"password": "password_file"}
+
 
 def answers_json_schema() -> dict[str, Any]:
     """The plan's schema as an answer file sees it: ``version`` required, no inline secrets, sizes as
@@ -24,6 +28,8 @@ def answers_json_schema() -> dict[str, Any]:
     for (section, key), _instead in INLINE_SECRETS.items():
         definition = schema["$defs"][section.capitalize()]
         definition["properties"].pop(key, None)
+    for key in USER_INLINE_SECRETS:
+        schema["$defs"]["User"]["properties"].pop(key, None)
     schema["required"] = sorted({*schema.get("required", []), "version"})
     for definition in [schema, *schema["$defs"].values()]:
         for name, prop in definition.get("properties", {}).items():
@@ -44,7 +50,8 @@ def answers_json_schema() -> dict[str, Any]:
 SECTION_DOCS = {
     "ImageSpec": "The image to install, and where the installed system gets its updates from.",
     "Boot": "The bootloader and extra kernel arguments.",
-    "System": "The installed system's root password (from a file or as a hash) and SSH keys for root.",
+    "System": "Who the machine is (host name, time zone, keymap, locale), its users, and root's password (from a "
+              "file or as a hash) and SSH keys.",
 }
 _SIZE_PATTERN = r"^\s*\d+(\.\d+)?\s*[KMGTkmgt]?([iI]?[bB])?\s*$"
 

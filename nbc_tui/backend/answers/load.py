@@ -24,7 +24,7 @@ from pydantic import BaseModel, ValidationError
 
 from ..plan import InstallPlan, error_text
 from ..sizes import human
-from .format import ANSWERS_VERSION, INLINE_SECRETS, PATH_KEYS
+from .format import ANSWERS_VERSION, INLINE_SECRETS, PATH_KEYS, USER_INLINE_SECRETS, USER_PATH_KEYS
 from .lines import Loc, locate_json, locate_toml, strip_indices
 from .problems import AnswerFileError, Problem, format_key, line_of
 
@@ -122,7 +122,23 @@ def _file_rules(data: dict[str, Any], lines: dict[Loc, int]) -> list[Problem]:
                 "a secret written in the answer file is refused: anyone who can read or copy the file has it",
                 f'put it in a file readable only by root (chmod 600) and use {instead} = "/path/to/file"{alt}'))
             del part[key]  # reported once, not again by the model's own checks
+    for n, user in enumerate(_users(data)):
+        for key, instead in USER_INLINE_SECRETS.items():
+            if key in user:
+                problems.append(Problem(
+                    format_key(("system", "users", n, key)), line_of(lines, ("system", "users", n, key)),
+                    "a secret written in the answer file is refused: anyone who can read or copy the file has it",
+                    f'put it in a file readable only by root (chmod 600) and use {instead} = "/path/to/file" '
+                    "(or password_hash, a crypt(3) hash)"))
+                del user[key]
     return problems
+
+
+def _users(data: dict[str, Any]) -> list[dict[str, Any]]:
+    """The tables of [[system.users]] (those that are tables)."""
+    system = data.get("system")
+    users = system.get("users") if isinstance(system, dict) else None
+    return [u for u in users if isinstance(u, dict)] if isinstance(users, list) else []
 
 
 def _loose_scalars(data: Any, lines: dict[Loc, int], loc: Loc) -> list[Problem]:
@@ -160,8 +176,9 @@ def _leaf_types(annotation: Any) -> set[Any]:
 
 
 def _resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
-    for section, key in PATH_KEYS:
-        part = data.get(section)
+    tables = [(data.get(section), key) for section, key in PATH_KEYS]
+    tables += [(user, key) for user in _users(data) for key in USER_PATH_KEYS]
+    for part, key in tables:
         if isinstance(part, dict) and isinstance(part.get(key), str) and part[key] and not part[key].startswith("/"):
             part[key] = str(base_dir / part[key])
 

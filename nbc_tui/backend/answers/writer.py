@@ -55,13 +55,10 @@ def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
             if current is not None:  # a typed secret: say how to give it, never write it
                 out += _secret_note(section, name)
             continue
-        if name == "match":
-            for rule in current:
-                later += ["", *(_comment(info.description or "") if not later else []), "[[target.match]]"]
-                for rname, _rinfo in type(rule).model_fields.items():
-                    rvalue = getattr(rule, rname)
-                    if rvalue is not None:
-                        later += [*_doc(type(rule), rname), f"{rname} = {_toml(rvalue, rname)}"]
+        if (section, name) in _ARRAYS:
+            for n, item in enumerate(current):
+                later += ["", *(_comment(info.description or "") if not n else []), f"[[{section}.{name}]]"]
+                later += _array_table(item)
             continue
         if section == "target" and name == "wipe" and not plan.target.is_image_file:
             out += _doc(type(value), name)
@@ -79,11 +76,30 @@ def _table(section: str, value: BaseModel, plan: InstallPlan) -> list[str]:
     return [*out, *later, ""]
 
 
-def _secret_note(section: str, name: str) -> list[str]:
-    what = "LUKS passphrase" if name == "passphrase" else "root password"
+_ARRAYS = {("target", "match"), ("system", "users")}
+"""Lists of tables: written as [[section.name]] after the section's own keys."""
+
+
+def _array_table(item: BaseModel) -> list[str]:
+    """One [[...]] table: the keys not at their default, a typed secret as a note."""
+    out = []
+    for name, info in type(item).model_fields.items():
+        value = getattr(item, name)
+        if info.exclude:
+            if value is not None:
+                out += _secret_note("users", name, whose=str(getattr(item, "name", "")))
+            continue
+        if value is not None and value != info.default:
+            out += [*_doc(type(item), name), f"{name} = {_toml(value, name)}"]
+    return out
+
+
+def _secret_note(section: str, name: str, whose: str = "") -> list[str]:
+    what = {"passphrase": "LUKS passphrase", "root_password": "root password"}.get(name, f"password of {whose}")
+    default = f"/root/{name.replace('_', '-')}" + (f"-{whose}" if whose else "")
     return [f"# The {what} was typed in and is not saved in this file. For an unattended install, put it",
             "# in a file readable only by root (chmod 600) and uncomment:",
-            f'# {name}_file = "/root/{name.replace("_", "-")}"']
+            f'# {name}_file = "{default}"']
 
 
 def _doc(model: type[BaseModel], name: str) -> list[str]:

@@ -23,6 +23,7 @@ from ..boot.shim import SHIM_CANDIDATES, SIGNED_GRUB_CANDIDATES, SIGNED_SYSTEMD_
 from ..boot.systemd_boot import EFI_BINARY_CANDIDATES
 from ..errors import Cancelled, InputError, NbcError
 from ..osrelease import OS_RELEASE_PATHS, parse_os_release
+from ..system import identity
 from ..system.dracut import DRACUT_CANDIDATES, HOOK_SCRIPT, MODULE_DIR
 from ..system.initramfs import InitramfsError, initramfs_names, names_contain
 from ..system.initramfs_needs import (
@@ -44,18 +45,20 @@ from .source import Descriptor, ImageSource
 
 # What the encryption checks (initramfs_needs.unlock_support_problem, image_tpm2_problem) ask of the final
 # tree: ImageInventory.exists() and matches() answer these and nothing else.
-PROBED_PATHS = (*IMAGE_UNLOCKERS, *TPM2_TOOLS)
+# And what the identity checks (steps/identity.py) ask: the tools, zones, keymaps, locales and account files.
+PROBED_PATHS = (*IMAGE_UNLOCKERS, *TPM2_TOOLS, identity.FIRSTBOOT, identity.USERADD, identity.CHPASSWD,
+                identity.LOCALE_ARCHIVE)
 PROBED_GLOBS = (DRACUT_CRYPT_MODULE, DRACUT_TPM2_MODULE, *TCTI_DEVICE_GLOBS)
 # What lint asks of the final tree (reference §16): files each machine makes for itself at first boot, which an
 # image must not ship. ImageInventory.matching(), size() and small_content() answer these and nothing else.
 SSH_HOST_KEY_GLOBS = ("etc/ssh/ssh_host_*_key", "etc/ssh/ssh_host_*_key.pub")
 MACHINE_ID = "etc/machine-id"
 RANDOM_SEEDS = ("var/lib/systemd/random-seed", "var/lib/random-seed")
-LISTED_GLOBS = SSH_HOST_KEY_GLOBS
+LISTED_GLOBS = (*SSH_HOST_KEY_GLOBS, *identity.ZONE_GLOBS, *identity.KEYMAP_GLOBS, identity.LOCALE_DIRS_GLOB)
 SIZED_PATHS = (MACHINE_ID, *RANDOM_SEEDS)
-READ_PATHS = (MACHINE_ID,)
-SMALL_FILE_MAX = 4096
-"""The largest file of READ_PATHS whose content the scan keeps (a machine-id is 33 bytes)."""
+READ_PATHS = (MACHINE_ID, *identity.ACCOUNT_READS)
+SMALL_FILE_MAX = 256 << 10
+"""The largest file of READ_PATHS whose content the scan keeps (Debian's /etc/locale.gen is about 10 KiB)."""
 ETC_OVERLAY_MODULE = f"{MODULE_DIR}/module-setup.sh"
 GRUB_EFI_MODULE = f"{IMAGE_MODULE_DIR}/normal.mod"
 _INITRAMFS_FILE = re.compile(

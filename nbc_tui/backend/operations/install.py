@@ -34,6 +34,7 @@ from ..secret_files import read_secret_file
 from ..sizes import human
 from ..steps import disk, slot
 from ..steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partitions
+from ..steps.identity import check_identity, firstboot_note, set_identity
 from ..steps.image import CheckedImage, SlotNeeds, open_checked_image
 from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
 from ..storage import partition
@@ -113,6 +114,9 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
                       slot_size=plan.layout.root_size, secure_boot=plan.boot.secure_boot,
                       machine_secure_boot=machine_secure_boot())
     image = open_checked_image(plan.image, needs, io)
+    check_identity(plan.system, image.inventory)
+    if note := firstboot_note(plan.system, image.inventory):
+        io.warn(note)
     if target.disk is None:
         disk.check_room_for_image_file(target, image.needed_bytes)
     io.message(f"Layout: {plan.layout.describe()}")
@@ -176,12 +180,14 @@ def extract(run: InstallRun, io: StepContext) -> None:
 
 
 def configure(run: InstallRun, io: StepContext) -> None:
-    """The slot's root for nbc's model; root's password and SSH keys before /etc is sealed into the overlay's
-    lower layer (nbc set the password after that copy, so it was lost); then the system's state file."""
+    """The slot's root for nbc's model; root's password and SSH keys, the machine's identity and its users
+    before /etc is sealed into the overlay's lower layer (nbc set the password after that copy, so it was
+    lost); then the system's state file."""
     choice, signed = run.plan.boot.bootloader, prefers_signed_grub(run.plan.boot.secure_boot, machine_secure_boot())
     run.boot = slot.prepare_root(run.slot, run.preflight.image.inventory,
                                  lambda root: resolve_bootloader(choice, root, prefer_signed=signed), io)
     set_root_access(run, io)
+    set_identity(run.slot.root, run.slot.shared_root, run.plan.system, run.preflight.image.inventory, io)
     slot.seal_etc(run.slot, io)
     record_state(run, io)
 

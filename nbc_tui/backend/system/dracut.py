@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..errors import InputError, NbcError
 from ..inroot import resolve_in_target
-from ..mounts import bind_mounted
+from ..mounts import chroot_binds
 from ..runner import RunContext, run
 from .initramfs import InitramfsError, initramfs_contains
 
@@ -38,7 +38,6 @@ HOOK_SCRIPT = "etc-overlay-mount.sh"
 DRACUT_CANDIDATES = ("usr/bin/dracut", "usr/sbin/dracut", "sbin/dracut", "bin/dracut")
 # dracut writes large temporary trees: a disk-backed directory inside the chroot, not a small tmpfs.
 CHROOT_TMPDIR = "/var/tmp"
-BIND_MOUNTS = ("dev", "proc", "sys")
 # dracut's default compression is gzip -9 (or what it finds first), a third of a rebuild's time. Every kernel
 # unpacks gzip, so the fast levels of gzip (pigz on all cores when the image has it) keep the initramfs
 # bootable anywhere and a few percent bigger. An image whose dracut configuration picks a compressor keeps it.
@@ -153,9 +152,7 @@ def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext,
         os.chmod(tmp, 0o1777)
     chroot_ctx = dataclasses.replace(ctx, env_extra={**ctx.env_extra, "TMPDIR": CHROOT_TMPDIR})
     compress = compress_choice(target_root)
-    with contextlib.ExitStack() as stack:
-        for name in BIND_MOUNTS:
-            stack.enter_context(bind_mounted(Path("/", name), target_root / name, ctx=ctx))
+    with chroot_binds(target_root, ctx=ctx):
         run(["chroot", target_root, dracut, "--force", "--no-hostonly", "--tmpdir", CHROOT_TMPDIR,
              *(["--compress", compress] if compress else []),
              *(arg for m in modules for arg in ("--add", m)), "--kver", kver, image],

@@ -89,12 +89,17 @@ def reset_machine_id(root: Path, warn: Callable[[str], None]) -> None:
     os.chmod(path, 0o444)
 
 
-def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> None:
-    """Hash with openssl (the password goes on stdin) and write root's field of the target's /etc/shadow."""
+def hash_password(password: SecretStr, *, ctx: RunContext) -> str:
+    """A crypt(3) SHA-512 hash made by openssl (the password goes on stdin); redacted from every log."""
     hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=ctx, stdin=password,
                  changes_system=False).out.strip()
     ctx.redactor.add(hashed)
-    set_root_password_hash(root, hashed)
+    return hashed
+
+
+def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> None:
+    """Hash the password and write root's field of the target's /etc/shadow."""
+    set_root_password_hash(root, hash_password(password, ctx=ctx))
 
 
 def set_root_password_hash(root: Path, hashed: str) -> None:
