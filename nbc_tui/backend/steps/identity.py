@@ -36,22 +36,18 @@ def _text(inventory: ImageInventory, path: str) -> str:
 def identity_problems(system: System, inventory: ImageInventory) -> list[InputError]:
     """Everything the image lacks for ``system``, in the plan's order."""
     found: list[InputError] = []
-    if system.timezone:
-        zones = identity.zone_names(p for g in identity.ZONE_GLOBS for p in inventory.matching(g))
-        if not zones:
-            found.append(_error(("system", "timezone"), f"The image ships no time zones: cannot set {system.timezone}",
-                                "Add tzdata to the image, or leave timezone out (the system then runs on UTC)"))
-        elif system.timezone not in zones:
-            found.append(_error(("system", "timezone"), f"The image has no time zone {system.timezone!r}",
-                                f"Name one in its /usr/share/zoneinfo ({_close(system.timezone, zones)})"))
-    if system.keymap:
-        keymaps = identity.keymap_names(p for g in identity.KEYMAP_GLOBS for p in inventory.matching(g))
-        if not keymaps:
-            found.append(_error(("system", "keymap"), f"The image ships no console keymaps: cannot set {system.keymap}",
-                                "Add the keymaps to the image (kbd or console-data), or leave keymap out"))
-        elif system.keymap not in keymaps:
-            found.append(_error(("system", "keymap"), f"The image has no console keymap {system.keymap!r}",
-                                f"Name one it ships ({_close(system.keymap, keymaps)})"))
+    zones = identity.zone_names(p for g in identity.ZONE_GLOBS for p in inventory.matching(g))
+    keymaps = identity.keymap_names(p for g in identity.KEYMAP_GLOBS for p in inventory.matching(g))
+    for key, value, known, what, add in (
+            ("timezone", system.timezone, zones, "time zone", "Add tzdata to the image, or leave timezone out "
+                                                               "(the system then runs on UTC)"),
+            ("keymap", system.keymap, keymaps, "console keymap", "Add the keymaps to the image (kbd or "
+                                                                 "console-data), or leave keymap out")):
+        if value and not known:
+            found.append(_error(("system", key), f"The image ships no {what}s: cannot set {value}", add))
+        elif value and value not in known:
+            found.append(_error(("system", key), f"The image has no {what} {value!r}",
+                                f"Name one it ships ({_close(value, known)})"))
     if system.locale:
         dirs = inventory.matching(identity.LOCALE_DIRS_GLOB)
         if not identity.locale_installed(system.locale, dirs=dirs, has_archive=inventory.exists(
