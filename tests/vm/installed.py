@@ -136,7 +136,8 @@ def log_in(vm: Vm, start: int, password: str, user: str = "root") -> None:
         vm.wait_after(mark, ROOT_PROMPT, 120)
         vm.shell("dmesg -n 1")  # kernel messages would land in the middle of a command's output line
     else:
-        vm.wait_after(mark, re.compile(rf"{re.escape(user)}@[\w.-]+:[^\n]*\$ $", re.M), 120)
+        # bash's prompt, or a bare "$ " (Debian's useradd gives new users /bin/sh)
+        vm.wait_after(mark, re.compile(rf"(?:{re.escape(user)}@[\w.-]+:[^\n]*)?\$ $", re.M), 120)
 
 
 def reboot(vm: Vm) -> int:

