@@ -96,7 +96,7 @@ def main() -> None:
     print(f"\nMedians of {args.runs} installs from the registry (disk-image file, ext4), {NBC_TUI}:")
     for name, w in walls.items():
         m = statistics.median(w)
-        print(f"  {name:38} {m:6.1f} s = {m / base:.3f}x (+{m - base:+.1f} s)")
+        print(f"  {name:38} {m:6.2f} s = {m / base:.3f}x ({m - base:+.2f} s)")
     print(f"The check alone (median of {args.runs * 3}, image already opened): "
           + ", ".join(f"{k} {v * 1000:.0f} ms" for k, v in alone.items()))
 
