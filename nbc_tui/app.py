@@ -1,5 +1,5 @@
 """NbcTuiApp: the full-screen installer. A wizard controller walks the screens in order (welcome,
-image, disk, encryption, options, review, progress, done), going back when a screen answers None; the
+image, disk, encryption, options, system, review, progress, done), going back when a screen answers None; the
 screens fill one PlanDraft and the review turns it into the InstallPlan that the engine runs.
 
 Keys everywhere: F1 help, Esc back, Ctrl+C quit (asked first); on each step (screens/wizard.py) Enter and
@@ -34,6 +34,7 @@ from .screens.image import ImageScreen
 from .screens.options import OptionsScreen
 from .screens.progress import ProgressScreen
 from .screens.review import ReviewScreen
+from .screens.system import SystemScreen
 from .screens.welcome import WelcomeScreen
 from .widgets.confirm_quit import ConfirmQuit
 from .widgets.help_dialog import HelpDialog
@@ -141,7 +142,7 @@ class NbcTuiApp(App[str]):
 
     async def walk_to_plan(self) -> InstallPlan:
         steps = (self.welcome_screen, self.image_screen, self.disk_screen, self.encryption_screen,
-                 self.options_screen, self.review_screen)
+                 self.options_screen, self.system_screen, self.review_screen)
         index = 0
         while True:
             result: Any = await self.push_screen_wait(steps[index]())
@@ -167,6 +168,9 @@ class NbcTuiApp(App[str]):
 
     def options_screen(self) -> Screen[Any]:
         return OptionsScreen(self.draft)
+
+    def system_screen(self) -> Screen[Any]:
+        return SystemScreen(self.draft)
 
     def review_screen(self) -> Screen[Any]:
         return ReviewScreen(self.draft, dry_run=self.dry_run)

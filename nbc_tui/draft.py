@@ -38,9 +38,28 @@ class PlanDraft:
     esp_size: str = "2G"
     root_size: str = "12G"
     var_min_size: str = "4G"
+    hostname: str = ""
+    """The system screen's fields: "" leaves each to the image."""
+    timezone: str = ""
+    keymap: str = ""
+    locale: str = ""
+    user_name: str = ""
+    """The one user the system screen makes ("": none)."""
+    user_full_name: str = ""
+    user_password: SecretStr | None = None
+    """Typed twice on the system screen; None keeps a password file or hash of the answer file (or sets none)."""
+    user_admin: bool = False
+    image_time_zones: tuple[str, ...] = ()
+    """What the image screen's look-up found the image ships (empty: none, or not known): the system screen's
+    lists."""
+    image_keymaps: tuple[str, ...] = ()
+    live_defaults_offered: bool = False
+    """Whether the live system's time zone and keymap were offered already (the system screen offers them once,
+    so an emptied field stays empty; an answer file says what it wants itself)."""
     kept: dict[str, Any] = field(default_factory=dict)
     """Parts of a plan loaded from an answer file that no screen edits (a password file or hash, SSH keys,
-    the after-install action, a passphrase file): carried into the plan as they came."""
+    the after-install action, a passphrase file, the user's groups, shell and keys, more users): carried into
+    the plan as they came."""
 
     @classmethod
     def from_plan(cls, plan: InstallPlan) -> PlanDraft:
@@ -54,6 +73,11 @@ class PlanDraft:
         }
         if enc is not None and enc.passphrase_file is not None:
             kept["encryption"] = {"passphrase_file": enc.passphrase_file, "recovery_key_file": enc.recovery_key_file}
+        user, *more = system.users or (None,)
+        kept["more_users"] = tuple(more)
+        if user is not None:
+            kept["user"] = user.model_dump(include={"password_file", "password_hash", "groups",
+                                                    "ssh_authorized_keys", "shell"}, exclude_defaults=True)
         return cls(
             image_ref=plan.image.ref, staged_digest=plan.image.staged_digest,
             device=str(t.device) if t.device else None, serial=t.serial if t.device else None,
@@ -64,7 +88,11 @@ class PlanDraft:
             filesystem=plan.layout.filesystem, bootloader=plan.boot.bootloader,
             kernel_args=list(plan.boot.kernel_args), root_password=system.root_password,
             esp_size=str(plan.layout.esp_size), root_size=str(plan.layout.root_size),
-            var_min_size=str(plan.layout.var_min_size), kept=kept,
+            var_min_size=str(plan.layout.var_min_size),
+            hostname=system.hostname or "", timezone=system.timezone or "", keymap=system.keymap or "",
+            locale=system.locale or "", user_name=user.name if user else "",
+            user_full_name=user.full_name if user else "", user_password=user.password if user else None,
+            user_admin=bool(user and user.admin), live_defaults_offered=True, kept=kept,
         )
 
     def to_plan(self) -> InstallPlan:
@@ -76,6 +104,7 @@ class PlanDraft:
         if self.root_password is not None:  # typed on the options screen: it replaces a file or a hash
             system = {k: v for k, v in system.items() if k == "ssh_authorized_keys"}
             system["root_password"] = self.root_password
+        system |= self.identity()
         return InstallPlan.model_validate({
             "after": self.kept.get("after", "none") if self.device else "none",
             "image": {"ref": self.image_ref, "staged_digest": self.staged_digest},
@@ -86,6 +115,24 @@ class PlanDraft:
             "boot": {"bootloader": self.bootloader, "kernel_args": tuple(self.kernel_args)},
             "system": system,
         })
+
+    def identity(self) -> dict[str, Any]:
+        """The plan's ``system`` keys the system screen fills: host name, time zone, keymap, locale, users."""
+        settings = {"hostname": self.hostname, "timezone": self.timezone, "keymap": self.keymap,
+                    "locale": self.locale}
+        found: dict[str, Any] = {key: value for key, value in settings.items() if value}
+        users = [*([self.user()] if self.user_name else []), *self.kept.get("more_users", ())]
+        if users:
+            found["users"] = users
+        return found
+
+    def user(self) -> dict[str, Any]:
+        """The system screen's user; a typed password replaces the answer file's password file or hash."""
+        kept = dict(self.kept.get("user", {}))
+        if self.user_password is not None:
+            kept = {k: v for k, v in kept.items() if k not in ("password_file", "password_hash")}
+            kept["password"] = self.user_password
+        return {**kept, "name": self.user_name, "full_name": self.user_full_name, "admin": self.user_admin}
 
     def _encryption(self) -> dict[str, Any] | None:
         if not self.encrypt:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .disks import Disk, disk_line
-from .plan import InstallPlan
+from .plan import InstallPlan, System, User
 from .sizes import human
 from .storage.partition import nbc_layout
 
@@ -70,3 +70,39 @@ def creation_lines(plan: InstallPlan) -> list[str]:
         f"Bootloader: {BOOTLOADER_WORDS.get(plan.boot.bootloader, plan.boot.bootloader)}",
         f"Kernel arguments: {kargs}. Root password: {password}.",
     ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Who the installed system is
+
+def _listed(words: list[str]) -> str:
+    return " and ".join([", ".join(words[:-1]), words[-1]] if len(words) > 1 else words)
+
+
+def user_words(user: User) -> str:
+    """One user in a line: name, full name, administrator or not, whether a password is set; never the
+    password itself."""
+    words = [user.name + (f" ({user.full_name})" if user.full_name else ""),
+             "administrator" if user.admin else "not an administrator",
+             "password set" if user.sets_password else "no password"]
+    if user.groups:
+        words.append(f"groups {' '.join(user.groups)}")
+    if user.ssh_authorized_keys:
+        keys = len(user.ssh_authorized_keys)
+        words.append(f"{keys} SSH key" + ("s" if keys > 1 else ""))
+    if user.shell:
+        words.append(f"shell {user.shell}")
+    return ", ".join(words)
+
+
+def identity_lines(system: System) -> list[str]:
+    """The installed system's name, time, keyboard, language and users, in words: what is set, then what the
+    image keeps."""
+    settings = {"host name": system.hostname, "time zone": system.timezone, "keymap": system.keymap,
+                "locale": system.locale}
+    given = ", ".join(f"{what} {value}" for what, value in settings.items() if value)
+    kept = [what for what, value in settings.items() if not value]
+    lines = [given[:1].upper() + given[1:]] if given else []
+    if kept:
+        lines.append(f"The image's own {_listed(kept)}")
+    return lines + ([f"User {user_words(u)}" for u in system.users] or ["No user besides root"])

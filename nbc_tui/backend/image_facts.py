@@ -1,6 +1,7 @@
 """What an image is, in words people read: a typed reference described, and an image looked up (OS, version,
-architecture, size, digest, whether its signatures verified, whether it boots with Secure Boot) by opening and
-scanning it, or from a staged entry's metadata. Above image/, boot/ and trust/: it speaks for all three."""
+architecture, size, digest, whether its signatures verified, whether it boots with Secure Boot, the time zones
+and console keymaps it ships) by opening and scanning it, or from a staged entry's metadata. Above image/,
+boot/, trust/ and system/: it speaks for all four."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from .boot.secure_boot import machine_secure_boot, secure_boot_gaps, signed_chai
 from .image.cache import CachedImage
 from .image.opener import open_image
 from .image.reference import OciArchiveRef, OciLayoutRef, parse_reference
-from .image.scan import scan_image
+from .image.scan import ImageInventory, scan_image
 from .provenance import Verification
 from .runner import RunContext
 from .sizes import human
+from .system import identity
 from .trust.verify import TrustSettings, verify_pull
 
 
@@ -41,6 +43,11 @@ class ImageFacts:
     """Whether and by what its signatures verified (the install checks them again); None: not recorded."""
     trust_warnings: tuple[str, ...] = ()
     """What the check warned about (an image the policy accepts unsigned)."""
+    time_zones: tuple[str, ...] = ()
+    """The time zones the image ships (``Europe/Berlin``), sorted; empty when it ships none or it is not known
+    (a staged image: its metadata does not list them)."""
+    keymaps: tuple[str, ...] = ()
+    """The console keymaps the image ships (``de-latin1``), sorted; empty as for :attr:`time_zones`."""
 
     def summary(self) -> str:
         staged = " (staged, offline)" if self.staged_digest else ""
@@ -99,7 +106,19 @@ def look_up_image(ref: str, *, cancel: threading.Event | None = None,
             machine_secure_boot=machine_secure_boot(),
             verification=verification,
             trust_warnings=tuple(warnings),
+            time_zones=image_time_zones(inventory),
+            keymaps=image_keymaps(inventory),
         )
+
+
+def image_time_zones(inventory: ImageInventory) -> tuple[str, ...]:
+    """The zones of the scan's zoneinfo listing, sorted."""
+    return tuple(sorted(identity.zone_names(p for g in identity.ZONE_GLOBS for p in inventory.matching(g))))
+
+
+def image_keymaps(inventory: ImageInventory) -> tuple[str, ...]:
+    """The console keymaps of the scan's keymap listing, by name (``de-latin1``)."""
+    return tuple(sorted(identity.keymap_names(p for g in identity.KEYMAP_GLOBS for p in inventory.matching(g))))
 
 
 def staged_facts(entry: CachedImage) -> ImageFacts:

@@ -160,10 +160,13 @@ class DoneScreen(WizardScreen[str]):
             why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             self.say(f"Could not save to {path}: {why}. Choose another place.", "error")
             return None
-        secrets = [w for w, given in (("the root password", self.plan.system.root_password),
-                                      ("the passphrase", self.plan.encryption and self.plan.encryption.passphrase))
+        system = self.plan.system
+        secrets = [w for w, given in (("the root password", system.root_password),
+                                      ("the passphrase", self.plan.encryption and self.plan.encryption.passphrase),
+                                      *((f"the password of {u.name}", u.password) for u in system.users))
                    if given is not None]
-        left_out = f" ({' and '.join(secrets)} left out: the file says how to give them)" if secrets else ""
+        listed = " and ".join([", ".join(secrets[:-1]), secrets[-1]] if len(secrets) > 1 else secrets)
+        left_out = f" ({listed} left out: the file says how to give them)" if secrets else ""
         self.say(f"Saved to {path}{left_out}. Replay with: nbc-tui --headless --answers {path}", "good")
         return self.saved
 

@@ -179,4 +179,6 @@ class ImageScreen(WizardScreen[bool]):
         self.draft.image_ref = self.facts.ref
         self.draft.staged_digest = self.facts.staged_digest
         self.draft.image_summary = self.facts.summary()
+        self.draft.image_time_zones = self.facts.time_zones
+        self.draft.image_keymaps = self.facts.keymaps
         return True

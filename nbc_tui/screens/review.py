@@ -19,7 +19,7 @@ from textual.content import Content
 from textual.widgets import Button, Input, Static
 from textual.worker import Worker, WorkerState
 
-from ..backend.describe import creation_lines, image_file_words
+from ..backend.describe import creation_lines, identity_lines, image_file_words
 from ..backend.disks import Disk, disk_contents, disk_line, resolve_disk
 from ..backend.errors import NbcError
 from ..backend.plan import InstallPlan, validation_messages
@@ -109,7 +109,8 @@ class ReviewScreen(WizardScreen[InstallPlan]):
         if self.plan.target.serial:
             rest.append(f"Only the disk with serial {self.plan.target.serial} is written to.")
         return [*image, f"Target: {first}", *(f"  {x}" for x in rest), "To be created:",
-                *(f"  {x}" for x in creation_lines(self.plan))]
+                *(f"  {x}" for x in creation_lines(self.plan)), "The installed system:",
+                *(f"  {x}" for x in identity_lines(self.plan.system))]
 
     def _show(self, lines: list[str], *, message_error: bool = False) -> None:
         text = self.query_one("#plan-text", Static)

@@ -131,6 +131,7 @@ def test_install_into_image_file(nbc, synthetic_image: str, tmp_path: Path, pass
         fstab = (root / "etc/fstab").read_text()
         # the image's systemd is 252: /boot and /var need real fstab lines
         assert f"UUID={ids['UEFI']}\t/boot\tvfat" in fstab and f"UUID={ids['var']}\t/var\t{filesystem}" in fstab
+        assert "tmpfs\t/tmp\ttmpfs\tmode=1777," in fstab  # the read-only root's /tmp cannot be written
         for etc in ("etc", ".etc.lower"):
             shadow = (root / etc / "shadow").read_text()
             assert shadow.startswith("root:$6$"), f"password not in /{etc}/shadow"

@@ -20,6 +20,7 @@ from textual.widget import Widget
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.disks import Disk, Ineligible, Partition, Refusal
 from nbc_tui.backend.events import MessageEvent, StepEvent, WarningEvent, progress_event
+from nbc_tui.backend.live_defaults import LiveDefaults
 from nbc_tui.backend.machine import Check, Severity
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.backend.sizes import GiB
@@ -27,6 +28,7 @@ from nbc_tui.draft import PlanDraft
 from nbc_tui.look import Look
 from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.progress import ProgressScreen
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.disk_table import DiskEntry
 from nbc_tui.widgets.step_list import StepList
@@ -110,11 +112,22 @@ def welcome() -> WelcomeScreen:
     return WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")])
 
 
+LIVE = LiveDefaults(timezone="Europe/Paris", keymap="de")
+"""A live system's settings, fixed: what the system screen offers when the image ships them."""
+ZONES = ("America/New_York", "Atlantic/Bermuda", "Etc/UTC", "Europe/Berlin", "Europe/Paris", "UTC")
+KEYMAPS = ("de", "de-latin1", "fr", "us")
+"""What an image ships, as the image screen's look-up finds it (the identity image of conftest.py ships these)."""
+
+
 class FlowApp(NbcTuiApp):
-    """The real wizard; only the welcome's survey of this machine is fixed (it is tested on its own)."""
+    """The real wizard; only the welcome's survey of this machine and the live system's time zone and keymap
+    are fixed (both are tested on their own)."""
 
     def welcome_screen(self) -> Screen[Any]:
         return welcome()
+
+    def system_screen(self) -> Screen[Any]:
+        return SystemScreen(self.draft, defaults=LIVE)
 
 
 # -- drafts -------------------------------------------------------------------------------------------
@@ -128,6 +141,11 @@ def image_file_draft(path: Path = SNAPSHOT_FILE, **changes: Any) -> PlanDraft:
     for key, value in changes.items():
         setattr(draft, key, value)
     return draft
+
+
+def system_draft(**changes: Any) -> PlanDraft:
+    """A draft whose image ships :data:`ZONES` and :data:`KEYMAPS`, onto a disk-image file."""
+    return image_file_draft(**{"image_time_zones": ZONES, "image_keymaps": KEYMAPS, **changes})
 
 
 # -- the disk screen over fixed disks -------------------------------------------------------------------

@@ -16,6 +16,7 @@ BINARY = REPO / ".venv" / "bin" / "nbc-tui"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 # Keys as the Linux console sends them.
 TAB, SHIFT_TAB, ENTER, ESC, RIGHT, HOME, KILL_TO_END = "\t", "\x1b[Z", "\r", "\x1b", "\x1b[C", "\x01", "\x0b"
+CTRL_N = "\x0e"
 SETTLE = 0.5
 """Seconds after a key that moves the focus before the next key (see Tui.keys)."""
 WELCOME_TEXT = "install a bootable container image"
@@ -84,8 +85,8 @@ class Tui:
 
 def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, password: str, karg: str) -> None:
     """Welcome to done: the image by reference, a disk-image file, no encryption, ext4, one kernel
-    argument, the root password twice, the name typed to confirm; then the answers saved and the
-    installer left. Returns when the binary has exited."""
+    argument, the root password twice, the system left as the image has it (no user), the name typed to
+    confirm; then the answers saved and the installer left. Returns when the binary has exited."""
     tui.wait("Running as root")  # the welcome screen has surveyed the machine
     tui.keys(ENTER)
     tui.wait("Image reference")
@@ -105,6 +106,8 @@ def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, pas
     tui.keys(RIGHT, " ", TAB, TAB)
     tui.fill(karg)
     tui.keys(TAB, *password, TAB, *password, ENTER)
+    tui.wait("A user (optional)")
+    tui.keys(CTRL_N)  # host name, time zone, keymap and locale the image's own; no user
     tui.wait(f"type {image.name} here")
     tui.keys(*image.name, ENTER)
     tui.wait("Save these answers", timeout=900)

@@ -1,6 +1,6 @@
 """``nbc-tui --answers FILE``: the full-screen installer starts from an answer file's plan. The draft made
 from a plan gives the same plan back (so a TUI session started from answers, left as it is, saves the same
-answers), and the screens show what the file said."""
+answers), and the screens (the image's, the system's) show what the file said."""
 
 from __future__ import annotations
 
@@ -9,11 +9,13 @@ from pathlib import Path
 import pytest
 from textual.widgets import Input
 
+from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.answers import load_answers, parse_answers
 from nbc_tui.backend.plan import InstallPlan
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.image import ImageScreen
-from tests.tui.harness import SIZE, FlowApp, until_screen
+from nbc_tui.screens.system import SystemScreen
+from tests.tui.harness import LIVE, SIZE, FlowApp, rendered_text, until_screen
 
 EXAMPLES = Path(__file__).parents[2] / "docs/examples"
 
@@ -80,3 +82,27 @@ async def test_the_screens_start_from_the_answer_file(tmp_path: Path) -> None:
         assert image.query_one(Input).value == plan.image.ref
         assert app.draft.image_file == plan.target.image_file
         assert app.draft.image_size_gib == 40
+
+
+async def test_the_system_screen_starts_from_the_answer_file() -> None:
+    """The first user is on the screen (its password hash kept while the fields stay empty), the others are
+    carried as they came; the live system's settings are not offered over what the file left out."""
+    plan = parse_answers('version = 1\n[image]\nref = "x"\n[target]\nimage_file = "/var/tmp/a.img"\n'
+                         'overwrite = true\n[system]\nhostname = "box"\ntimezone = "Europe/Berlin"\n'
+                         '[[system.users]]\nname = "alice"\nfull_name = "Alice"\nadmin = true\n'
+                         'password_hash = "$6$s$h"\ngroups = ["video"]\n'
+                         '[[system.users]]\nname = "bob"\n', source="u.toml").plan
+    draft = PlanDraft.from_plan(plan)
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        screen = SystemScreen(draft, defaults=LIVE)
+        await pilot.app.push_screen(screen)
+        await pilot.pause()
+        values = {i.id: i.value for i in screen.query(Input)}
+        assert values == {"hostname": "box", "timezone": "Europe/Berlin", "keymap": "", "locale": "",
+                          "user-name": "alice", "full-name": "Alice", "password": "", "password-again": ""}
+        assert screen.query_one("#password", Input).placeholder == "empty: the answers' one"
+        assert "A user (and 1 from the answers)" in rendered_text(pilot.app)
+        await pilot.press("ctrl+n")
+        await pilot.pause()
+        assert pilot.app.screen is not screen
+    assert draft.to_plan() == plan

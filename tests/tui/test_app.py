@@ -27,6 +27,7 @@ from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.confirm_quit import ConfirmQuit
 from tests.tui.harness import SIZE, FlowApp, until_screen, wait_for
@@ -151,6 +152,12 @@ async def test_wizard_walks_back_and_forth_and_retries(synthetic_image: str, tmp
         await pilot.click("#continue")
         await until_screen(pilot, OptionsScreen)
         await pilot.click("#continue")
+        await until_screen(pilot, SystemScreen)
+        await pilot.press("escape")  # back to the options, and on again
+        await until_screen(pilot, OptionsScreen)
+        await pilot.click("#continue")
+        await until_screen(pilot, SystemScreen)
+        await pilot.click("#continue")
         await until_screen(pilot, ReviewScreen)
         await pilot.press(*"disk.img", "enter")
         done = await until_screen(pilot, DoneScreen)
@@ -224,6 +231,8 @@ async def test_dry_run_walks_every_real_screen(synthetic_image: str, tmp_path: P
         await until_screen(pilot, EncryptionScreen)
         await pilot.click("#continue")
         await until_screen(pilot, OptionsScreen)
+        await pilot.click("#continue")
+        await until_screen(pilot, SystemScreen)
         await pilot.click("#continue")
         review = await until_screen(pilot, ReviewScreen)
         assert str(review.query_one("#install", Button).label) == "Dry run"

@@ -1,6 +1,7 @@
 """The whole wizard with the real screens and the real engine: driven by keys alone (there and back, and
-the demo's walk with Enter alone), saving the answers of a session and loading them back, an encrypted
-install refused by the engine shown on the done screen, and every screen surviving a 40x12 terminal."""
+the demo's walk with Enter alone), saving the answers of a session and loading them back (with a user and the
+system's identity too), an encrypted install refused by the engine shown on the done screen, and every screen
+surviving a 40x12 terminal."""
 
 from __future__ import annotations
 
@@ -26,6 +27,7 @@ from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.confirm_quit import ConfirmQuit
 from nbc_tui.widgets.help_dialog import HelpDialog
@@ -34,6 +36,7 @@ from nbc_tui.widgets.recovery_key import RecoveryKeyScreen, key_lines
 from tests.tui.harness import (
     CONSOLE,
     FAKE_DISKS,
+    LIVE,
     SIZE,
     FakeDiskScreen,
     FlowApp,
@@ -41,6 +44,7 @@ from tests.tui.harness import (
     feed_mid_install,
     progress_plan,
     rendered_text,
+    system_draft,
     until_screen,
     wait_for,
     welcome,
@@ -48,6 +52,7 @@ from tests.tui.harness import (
 
 ROOT_PASSWORD = "Flow-Root-pw-3e1b"
 PASSPHRASE = "Flow-Luks-pass-9a4c"
+USER_PASSWORD = "Flow-User-pw-51c7"
 
 
 @pytest.fixture(autouse=True)
@@ -114,6 +119,22 @@ async def options_by_keys(pilot: Pilot[Any], password: str | None) -> None:
         await pilot.press("enter")  # on the filesystem, already picked: goes on
 
 
+async def system_by_keys(pilot: Pilot[Any], *, with_user: bool) -> SystemScreen:
+    """Without a user: Ctrl+N keeps everything as it is. With one: a host name, Europe/Berlin from the
+    image's list (typed "Ber", Down, Enter), the keymap offered, the locale left, then alice, an
+    administrator, whose second password differs at first (refused), then matches."""
+    screen = await until_screen(pilot, SystemScreen)
+    if not with_user:
+        await pilot.press("ctrl+n")
+        return screen
+    await pilot.press(*"nbc-box", "enter", "ctrl+u", *"Ber", "down", "enter", "enter", "enter")
+    await pilot.press(*"alice", "tab", *"Alice Example", "tab", *USER_PASSWORD, "tab", *"Flow-User-pw-0000",
+                      "enter", "right", "enter", "enter")
+    assert pilot.app.screen is screen and "The two passwords differ" in screen.status.message
+    await pilot.press("tab", *USER_PASSWORD, "enter", "enter")  # again, then on the admin choice: goes on
+    return screen
+
+
 async def confirm_by_keys(pilot: Pilot[Any], word: str) -> None:
     review = await until_screen(pilot, ReviewScreen)
     await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
@@ -138,9 +159,11 @@ async def test_every_screen_by_keys_alone_there_and_back(synthetic_image: str, t
         await encryption_by_keys(pilot, None)
         await keys_only_checks(pilot, await until_screen(pilot, OptionsScreen))
         await options_by_keys(pilot, None)
+        await keys_only_checks(pilot, await until_screen(pilot, SystemScreen))
+        await system_by_keys(pilot, with_user=False)
         await keys_only_checks(pilot, await until_screen(pilot, ReviewScreen))
         # Esc all the way back, one screen at a time, to the question on the first screen.
-        for kind in (OptionsScreen, EncryptionScreen, DiskScreen, ImageScreen, WelcomeScreen):
+        for kind in (SystemScreen, OptionsScreen, EncryptionScreen, DiskScreen, ImageScreen, WelcomeScreen):
             await pilot.press("escape")
             await until_screen(pilot, kind)
         await pilot.press("escape")
@@ -152,6 +175,7 @@ async def test_every_screen_by_keys_alone_there_and_back(synthetic_image: str, t
         await disk_file_by_keys(pilot, None)
         await encryption_by_keys(pilot, None)
         await options_by_keys(pilot, None)
+        await system_by_keys(pilot, with_user=False)
         await confirm_by_keys(pilot, "disk.img")
         done: DoneScreen = await until_screen(pilot, DoneScreen)
         assert done.outcome.ok, done.outcome
@@ -165,7 +189,8 @@ async def test_every_screen_by_keys_alone_there_and_back(synthetic_image: str, t
 
 async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: Path) -> None:
     """The README's demo: its answers name the image and a disk-image file; Enter alone goes through every
-    screen, and only the review's confirmation is typed."""
+    screen (through each field of the system screen's form, then on from its last one), and only the review's
+    confirmation is typed."""
     target = tmp_path / "demo.img"
     app = FlowApp(draft=PlanDraft(image_ref=synthetic_image, image_file=target), dry_run=True, watch_disks=False)
     async with app.run_test(size=SIZE) as pilot:
@@ -175,6 +200,10 @@ async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: P
         for kind in (DiskScreen, EncryptionScreen, OptionsScreen):
             await until_screen(pilot, kind)
             await pilot.press("enter")
+        system = await until_screen(pilot, SystemScreen)
+        for _field in range(9):  # host name, time zone, keymap, locale, user name, full name, passwords, admin
+            await pilot.press("enter")
+        assert app.screen is not system
         review = await until_screen(pilot, ReviewScreen)
         await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
         await pilot.press("enter")
@@ -191,7 +220,8 @@ async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: P
 # -- save these answers -----------------------------------------------------------------------------
 
 def without_typed_secrets(plan: InstallPlan) -> InstallPlan:
-    return plan.model_copy(update={"system": plan.system.model_copy(update={"root_password": None})})
+    users = tuple(u.model_copy(update={"password": None}) for u in plan.system.users)
+    return plan.model_copy(update={"system": plan.system.model_copy(update={"root_password": None, "users": users})})
 
 
 async def save_on_done(pilot: Pilot[Any], path: Path) -> DoneScreen:
@@ -215,6 +245,7 @@ async def test_saved_answers_load_back_to_the_sessions_plan(synthetic_image: str
         await disk_file_by_keys(pilot, tmp_path / "disk.img")
         await encryption_by_keys(pilot, None)
         await options_by_keys(pilot, ROOT_PASSWORD)
+        await system_by_keys(pilot, with_user=False)
         await confirm_by_keys(pilot, "disk.img")
         done = await save_on_done(pilot, answers)
         said = done.status.message
@@ -233,6 +264,48 @@ async def test_saved_answers_load_back_to_the_sessions_plan(synthetic_image: str
         assert ROOT_PASSWORD not in where
 
 
+async def test_a_user_and_the_identity_by_keys_reviewed_and_saved_without_the_password(
+        identity_image: str, tmp_path: Path, private_log: Path) -> None:
+    """An image that ships time zones, keymaps, useradd and a sudo group: the system screen offers the live
+    keymap, Europe/Berlin is picked from the image's list, alice is made an administrator; the review shows
+    it; the dry run's engine checks it against the image; the saved answers have it all but the password."""
+    answers = tmp_path / "answers.toml"
+    app = FlowApp(dry_run=True, watch_disks=False)
+    async with app.run_test(size=SIZE) as pilot:
+        await until_screen(pilot, WelcomeScreen)
+        await pilot.press("enter")
+        await image_by_keys(pilot, identity_image)
+        await disk_file_by_keys(pilot, tmp_path / "disk.img")
+        await encryption_by_keys(pilot, None)
+        await options_by_keys(pilot, None)
+        await system_by_keys(pilot, with_user=True)
+        review = await until_screen(pilot, ReviewScreen)
+        await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
+        shown = str(review.query_one("#plan-text", Static).render())
+        assert "Host name nbc-box, time zone Europe/Berlin, keymap de" in shown
+        assert "User alice (Alice Example), administrator, password set" in shown
+        await pilot.press(*"disk.img", "enter")
+        done = await save_on_done(pilot, answers)
+        assert "the password of alice left out" in done.status.message, done.status.message
+        screen_text = rendered_text(app)
+    plan = app.plan
+    assert plan is not None
+    assert (plan.system.hostname, plan.system.timezone, plan.system.keymap) == (
+        "nbc-box", "Europe/Berlin", LIVE.keymap)  # the live system's keymap, offered because the image ships it
+    (alice,) = plan.system.users
+    assert (alice.name, alice.full_name, alice.admin, alice.password) == (
+        "alice", "Alice Example", True, SecretStr(USER_PASSWORD))
+    text = answers.read_text()
+    saved = tomllib.loads(text)
+    assert saved["system"]["hostname"] == "nbc-box" and saved["system"]["timezone"] == "Europe/Berlin"
+    assert saved["system"]["users"] == [{"name": "alice", "full_name": "Alice Example", "admin": True}]
+    assert "# The password of alice was typed in and is not saved in this file." in text
+    assert '# password_file = "/root/password-alice"' in text
+    assert load_answers(answers) == without_typed_secrets(plan)
+    for where in (text, private_log.read_text(), screen_text):
+        assert USER_PASSWORD not in where
+
+
 async def test_encrypted_answers_leave_the_passphrase_out(synthetic_image: str, tmp_path: Path) -> None:
     answers = tmp_path / "answers.toml"
     app = FlowApp(dry_run=True, watch_disks=False)
@@ -243,6 +316,7 @@ async def test_encrypted_answers_leave_the_passphrase_out(synthetic_image: str, 
         await disk_file_by_keys(pilot, tmp_path / "disk.img")
         await encryption_by_keys(pilot, PASSPHRASE)
         await options_by_keys(pilot, None)
+        await system_by_keys(pilot, with_user=False)
         await confirm_by_keys(pilot, "disk.img")
         done = await save_on_done(pilot, answers)
         assert "the passphrase left out" in done.status.message
@@ -308,6 +382,7 @@ async def test_encrypted_install_refused_by_the_engine_is_shown_on_done(
         await disk_file_by_keys(pilot, target)
         await encryption_by_keys(pilot, PASSPHRASE)
         await options_by_keys(pilot, None)
+        await system_by_keys(pilot, with_user=False)
         await confirm_by_keys(pilot, "disk.img")
         done: DoneScreen = await until_screen(pilot, DoneScreen, timeout=300)
         text = str(done.query_one("#done-text", Static).render())
@@ -330,6 +405,7 @@ def _screens(tmp_path: Path) -> dict[str, Any]:
         "disk": lambda: FakeDiskScreen(PlanDraft(), FAKE_DISKS),
         "encryption": lambda: EncryptionScreen(PlanDraft(), tpm=True),
         "options": lambda: OptionsScreen(PlanDraft()),
+        "system": lambda: SystemScreen(system_draft(), defaults=LIVE),
         "review": lambda: ReviewScreen(PlanDraft(image_ref="oci:/x", image_file=tmp_path / "d.img")),
         "progress": lambda: FrozenProgress(progress_plan()),
         "recovery-key": lambda: RecoveryKeyScreen(SecretStr("abcdefgh-ijklmnop-qrstuvwx-yz012345")),

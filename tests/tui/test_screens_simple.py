@@ -25,11 +25,22 @@ from nbc_tui.screens.image import ImageScreen
 from nbc_tui.screens.options import OptionsScreen
 from nbc_tui.screens.progress import InstallOutcome as Outcome
 from nbc_tui.screens.review import ReviewScreen
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.confirm_quit import ConfirmQuit
 from nbc_tui.widgets.help_dialog import HelpDialog
 from tests.support.signing import CosignSigner, write_policy
-from tests.tui.harness import CHECKS, CONSOLE, SIZE, image_file_draft, rendered_text, show, wait_for
+from tests.tui.harness import (
+    CHECKS,
+    CONSOLE,
+    LIVE,
+    SIZE,
+    image_file_draft,
+    rendered_text,
+    show,
+    system_draft,
+    wait_for,
+)
 
 # -- welcome ----------------------------------------------------------------------------------------
 
@@ -386,6 +397,7 @@ SCREENS = {
     "welcome": lambda: WelcomeScreen(checks=CHECKS),
     "image": lambda: ImageScreen(PlanDraft()),
     "options": lambda: OptionsScreen(PlanDraft()),
+    "system": lambda: SystemScreen(system_draft(), defaults=LIVE),  # the live time zone and keymap offered
     "review": lambda: ReviewScreen(image_file_draft()),
     "done-ok": lambda: DoneScreen(Outcome(True, "Installation complete!", "/var/log/nbc-tui/nbc-tui.log"),
                                   PlanDraft(image_ref="x", device="/dev/sdz"),

@@ -1,6 +1,7 @@
 """Snapshots of the screens test_screens_simple.py does not cover, at 80x24 in the default look and the
 console look: disk (a fixed list of fake disks), encryption (with a TPM), progress (mid-install, fed
-fixed events, no engine running) and cancel question. Nothing in them depends on this machine or the clock.
+fixed events, no engine running), cancel question, and the system screen typed into (its time zone list
+filtered; without the image's lists, a refusal). Nothing in them depends on this machine or the clock.
 
 Also: every console-look snapshot (of both files) draws only glyphs a Linux console font has."""
 
@@ -15,6 +16,7 @@ from pydantic import SecretStr
 from textual import work
 from textual.pilot import Pilot
 from textual.screen import Screen
+from textual.widgets import Input
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.disks import Disk
@@ -23,10 +25,12 @@ from nbc_tui.screens.done import DoneScreen
 from nbc_tui.screens.encryption import EncryptionScreen
 from nbc_tui.screens.progress import InstallOutcome
 from nbc_tui.screens.review import ReviewScreen
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.widgets.recovery_key import RecoveryKeyScreen
 from tests.tui.harness import (
     CONSOLE,
     FAKE_DISKS,
+    LIVE,
     PASSPHRASE,
     SIZE,
     FakeDiskScreen,
@@ -34,6 +38,7 @@ from tests.tui.harness import (
     feed_mid_install,
     progress_plan,
     rendered_text,
+    system_draft,
     wait_for,
 )
 from tests.tui.test_screens_simple import SCREENS as SIMPLE_SCREENS
@@ -94,6 +99,31 @@ async def done_dry_run_state(pilot: Pilot[Any]) -> None:
                                  answers_path=Path("/root/nbc-tui-answers.toml")))
 
 
+async def system_typed_state(pilot: Pilot[Any]) -> None:
+    """A user typed (the password is the secret no snapshot may show), then "Ber" in the time zone field and
+    Down: Europe/Berlin highlighted in the filtered list."""
+    screen = SystemScreen(system_draft(), defaults=LIVE)
+    await push(pilot, screen)
+    await pilot.press(*"nbc-box")
+    for selector, value in (("#user-name", "alice"), ("#full-name", "Alice Example"), ("#password", PASSPHRASE),
+                            ("#password-again", PASSPHRASE)):
+        screen.query_one(selector, Input).value = value
+    screen.query_one("#timezone", Input).focus()
+    await pilot.press("ctrl+u", *"Ber", "down")
+    await pilot.pause()
+
+
+async def system_refused_state(pilot: Pilot[Any]) -> None:
+    """A staged image (its lists not known: a note stands in), and two passwords that differ, refused."""
+    screen = SystemScreen(system_draft(image_time_zones=(), image_keymaps=()), defaults=LIVE)
+    await push(pilot, screen)
+    screen.query_one("#user-name", Input).value = "alice"
+    screen.query_one("#password", Input).value = PASSPHRASE
+    screen.query_one("#password-again", Input).value = PASSPHRASE + "x"
+    await pilot.press("ctrl+n")
+    await pilot.pause()
+
+
 class FakeDiskReview(ReviewScreen):
     """The real review screen reading a fixed disk instead of this machine's."""
 
@@ -123,6 +153,8 @@ STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "recovery-key": recovery_key_state,
     "done-dry-run": done_dry_run_state,
     "review-disk-encrypted": review_disk_encrypted_state,
+    "system-typed": system_typed_state,
+    "system-refused": system_refused_state,
 }
 
 

@@ -53,9 +53,10 @@ def test_a_user_given_twice_is_refused() -> None:
 
 
 def test_what_an_image_offers_is_read_from_its_paths() -> None:
-    zones = identity.zone_names(["usr/share/zoneinfo/UTC", "usr/share/zoneinfo/Europe/Berlin",
-                                 "usr/share/zoneinfo/posix/Europe/Berlin", "usr/share/zoneinfo/zone1970.tab"])
-    assert zones == {"UTC", "Europe/Berlin"}
+    zones = identity.zone_names(f"usr/share/zoneinfo/{n}" for n in (
+        "UTC", "Europe", "Europe/Berlin", "posix", "posix/Europe", "posix/Europe/Berlin", "zone1970.tab", "SECURITY",
+        "leapseconds", "America", "America/Argentina", "America/Argentina/Salta", "Etc", "Etc/GMT+1"))
+    assert zones == {"UTC", "Europe/Berlin", "America/Argentina/Salta", "Etc/GMT+1"}  # no folder is a zone
     assert identity.keymap_names(["usr/share/keymaps/i386/qwertz/de-latin1.kmap.gz",
                                   "usr/share/kbd/keymaps/xkb/fr.map.gz", "usr/lib/kbd/keymaps/i386/include/x.inc",
                                   "usr/share/kbd/keymaps/legacy/us.map"]) == {"de-latin1", "fr", "us"}

@@ -80,6 +80,8 @@ def install_by_keys(vm: Vm) -> tuple[str, re.Match[str], float]:
     # then the kernel arguments
     keys(vm, RIGHT, " ", TAB, TAB, *KERNEL_ARG)
     keys(vm, TAB, TAB, TAB, TAB, ENTER)  # password, again (both empty), Back, Continue
+    vm.wait_after(at_disks, re.escape("A user (optional)"))
+    keys(vm, CTRL_N)  # the system screen: the image's own settings, no user
     word = vm.wait_after(at_disks, r"type (\S+) here").group(1)
     keys(vm, *word, ENTER)
     installing = time.monotonic()

@@ -21,7 +21,7 @@ from ..boot.bootloader import install_loader, resolve_bootloader
 from ..boot.efivars import register_efi_boot_entry
 from ..boot.menu import write_menu
 from ..boot.secure_boot import machine_secure_boot, prefers_signed_grub
-from ..describe import creation_lines
+from ..describe import creation_lines, identity_lines
 from ..disks import disk_id
 from ..engine import Step, StepContext, Timings, When, run_steps, system_lock_step
 from ..errors import Cancelled, InputError, NbcError
@@ -129,7 +129,7 @@ def say_what_would_happen(run: InstallRun, io: StepContext) -> None:
     where = (f"a new disk-image file {target.path} ({human(plan.target.image_size)})" if target.disk is None
              else str(target.path))
     io.message(f"[DRY RUN] Would install {plan.image.ref} to {where}")
-    for line in creation_lines(plan):
+    for line in [*creation_lines(plan), *identity_lines(plan.system)]:
         io.message(f"[DRY RUN]   {line}")
 
 

@@ -102,7 +102,8 @@ def prepare_root(slot: SlotTarget, inventory: ImageInventory, loader: Callable[[
     boot_with = SlotBoot(find_kernel(root), loader(root))
     rootfs.ensure_system_dirs(root)
     rootfs.write_fstab(root, rootfs.fstab_text(esp_uuid=slot.esp_uuid, var_uuid=slot.var_uuid,
-                                               filesystem=slot.filesystem, systemd_version=inventory.systemd_version))
+                                               filesystem=slot.filesystem, systemd_version=inventory.systemd_version,
+                                               tmp_tmpfs=not rootfs.mounts_tmp_itself(root)))
     rootfs.reset_machine_id(root, io.warn)
     install_boot_assessment(root)
     return boot_with

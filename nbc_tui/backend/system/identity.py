@@ -47,12 +47,20 @@ _BUILTIN_LOCALES = {"C", "POSIX", "C.UTF-8", "C.utf8"}
 
 # -- what the image offers (from the scan's listings) ---------------------------------------------------------
 
+_NOT_ZONES = {"SECURITY"}
+"""A file of tzdata's zoneinfo directory that is no zone (its other files start lower-case or end .tab)."""
+
+
 def zone_names(paths: Iterable[str]) -> set[str]:
-    """Time zone names from zoneinfo paths (``usr/share/zoneinfo/Europe/Berlin`` -> ``Europe/Berlin``)."""
+    """Time zone names from zoneinfo paths (``usr/share/zoneinfo/Europe/Berlin`` -> ``Europe/Berlin``): its
+    files, not its folders (``Europe``), the ``posix``/``right`` copies or tzdata's own files (``leapseconds``,
+    ``zone1970.tab``); every zone name starts with a capital (``UTC``, ``Etc/GMT+1``)."""
     prefix = ZONEINFO + "/"
-    skip = ("posix/", "right/")
-    return {p[len(prefix):] for p in paths if p.startswith(prefix) and not p[len(prefix):].startswith(skip)
-            and not p.endswith((".tab", ".zi", ".list"))}
+    names = {p[len(prefix):] for p in paths if p.startswith(prefix)}
+    folders = {n.rsplit("/", 1)[0] for n in names if "/" in n}
+    folders |= {f.rsplit("/", 1)[0] for f in folders if "/" in f}
+    return {n for n in names if n not in folders and n[:1].isupper() and n not in _NOT_ZONES and "." not in n
+            and not n.startswith(("posix/", "right/"))}
 
 
 def keymap_names(paths: Iterable[str]) -> set[str]:

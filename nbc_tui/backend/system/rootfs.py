@@ -55,7 +55,20 @@ def ensure_system_dirs(root: Path) -> None:
             os.chmod(root / d, 0o1777)
 
 
-def fstab_text(*, esp_uuid: str, var_uuid: str, filesystem: str, systemd_version: int | None) -> str:
+TMP_MOUNT_WANTS = ("usr/lib/systemd/system/local-fs.target.wants/tmp.mount",
+                   "etc/systemd/system/local-fs.target.wants/tmp.mount")
+"""Where an image that mounts a tmpfs on /tmp itself (Fedora, bootc images) enables systemd's tmp.mount."""
+TMP_LINE = "tmpfs\t/tmp\ttmpfs\tmode=1777,strictatime,nosuid,nodev,size=50%,nr_inodes=1m\t0 0"
+
+
+def mounts_tmp_itself(root: Path) -> bool:
+    return any((found := resolve_in_target(root, p)) is not None and found.exists() for p in TMP_MOUNT_WANTS)
+
+
+def fstab_text(*, esp_uuid: str, var_uuid: str, filesystem: str, systemd_version: int | None,
+               tmp_tmpfs: bool = True) -> str:
+    """``tmp_tmpfs``: a tmpfs on /tmp (the root is read-only: without one, /tmp is too, and systemd cannot
+    set up PrivateDevices= for its own services, hostnamed, timedated and localed among them)."""
     lines = [
         "# /etc/fstab: created by nbc-tui (an nbc A/B layout)",
         "# /     comes from root= on the kernel command line and is mounted read-only",
@@ -69,6 +82,8 @@ def fstab_text(*, esp_uuid: str, var_uuid: str, filesystem: str, systemd_version
             f"UUID={esp_uuid}\t/boot\tvfat\tdefaults\t0 2",
             f"UUID={var_uuid}\t/var\t{filesystem}\tdefaults\t0 0",
         ]
+    if tmp_tmpfs:
+        lines += ["# /tmp: the read-only root's own /tmp cannot be written", TMP_LINE]
     return "\n".join(lines) + "\n"
 
 
