@@ -10,6 +10,8 @@ PACKAGES=(
   efibootmgr grub-efi-amd64-bin grub-common openssl coreutils
   # encryption: LUKS2 (cryptsetup) and TPM2 enrolment (systemd-cryptenroll is part of systemd)
   cryptsetup-bin systemd
+  # image signatures: gpgv checks GPG signatures, gpg reads armored keys (and signs in the tests)
+  gpg gpgv
   # tests: VM tier and image building
   qemu-system-x86 ovmf debootstrap skopeo umoci
   # tests: a software TPM2 for enrolment and the VM's TPM

@@ -30,7 +30,6 @@ from ..image.cache import CacheKind, clear_cache
 from ..machine import check_tools, on_live_system
 from ..plan import InstallPlan
 from ..runner import RunContext
-from ..secret_files import read_secret_file
 from ..sizes import human
 from ..steps import disk, slot
 from ..steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partitions
@@ -194,16 +193,11 @@ def configure(run: InstallRun, io: StepContext) -> None:
 
 def set_root_access(run: InstallRun, io: StepContext) -> None:
     system, root = run.plan.system, run.slot.root
-    password = system.root_password
-    if system.root_password_file:
-        password = read_secret_file(system.root_password_file, "root password")
-    if password is not None:
-        io.ctx.redactor.add(password)
-        rootfs.set_root_password(root, password, ctx=io.ctx)
-        io.message("Root password set")
-    elif system.root_password_hash:
-        rootfs.set_root_password_hash(root, system.root_password_hash)
-        io.message("Root password set (from its hash)")
+    hashed = rootfs.password_hash(system.root_password, system.root_password_file, system.root_password_hash,
+                                  what="root password", ctx=io.ctx)
+    if hashed is not None:
+        rootfs.set_root_password_hash(root, hashed)
+        io.message("Root password set" + (" (from its hash)" if system.root_password_hash else ""))
     if system.ssh_authorized_keys:
         keys_at = rootfs.write_authorized_keys(root, system.ssh_authorized_keys)
         io.message(f"{len(system.ssh_authorized_keys)} SSH key(s) for root in /{keys_at.relative_to(root)}")

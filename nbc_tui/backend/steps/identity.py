@@ -16,7 +16,7 @@ from ..plan import System
 from ..secret_files import read_secret_file
 from ..system import identity
 from ..system.etc_carry import OVERLAY_UPPER
-from ..system.rootfs import hash_password
+from ..system.rootfs import password_hash
 
 
 def _error(key: tuple[str | int, ...], message: str, hint: str) -> InputError:
@@ -124,17 +124,12 @@ def set_identity(root: Path, shared_root: Path, system: System, inventory: Image
         return
     admin = identity.admin_group(identity.names_in((root / "etc/group").read_text()))
     # /home on the root slot would be read-only and replaced by each update: homes go on var.
-    homes_on_var = not _on_var(root, "/home")
+    var_home = not _on_var(root, "/home")
     for user in system.users:
         groups = [*user.groups, *([admin] if user.admin and admin and admin not in user.groups else [])]
-        who = identity.add_user(root, user, groups=groups, homes_on_var=homes_on_var, ctx=io.ctx)
-        hashed = user.password_hash
-        password = user.password
-        if user.password_file is not None:
-            password = read_secret_file(user.password_file, f"password of {user.name}")
-        if password is not None:
-            io.ctx.redactor.add(password)
-            hashed = hash_password(password, ctx=io.ctx)
+        who = identity.add_user(root, user, groups=groups, var_home=var_home, ctx=io.ctx)
+        hashed = password_hash(user.password, user.password_file, user.password_hash,
+                               what=f"password of {user.name}", ctx=io.ctx)
         if hashed is not None:
             identity.set_password(root, user.name, hashed, ctx=io.ctx)
         if user.ssh_authorized_keys:

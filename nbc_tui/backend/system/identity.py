@@ -180,10 +180,11 @@ class Account:
     home: str
 
 
-def add_user(root: Path, user: User, *, groups: list[str], homes_on_var: bool, ctx: RunContext) -> Account:
-    """useradd in the image's chroot: a home (on var), the groups, the shell, the full name."""
+def add_user(root: Path, user: User, *, groups: list[str], var_home: bool, ctx: RunContext) -> Account:
+    """useradd in the image's chroot: a home, the groups, the shell, the full name. ``var_home``: the home is
+    /var/home/NAME (the image's /home is on the root slot, not on var)."""
     argv: list[str | Path] = ["chroot", root, "/" + USERADD, "--create-home"]
-    if homes_on_var:
+    if var_home:
         argv += ["--home-dir", f"/{HOMES}/{user.name}"]
         (root / HOMES).mkdir(mode=0o755, parents=True, exist_ok=True)
     if user.full_name:

@@ -19,6 +19,7 @@ from ..errors import InputError, NbcError
 from ..inroot import path_in_target, resolve_in_target
 from ..osrelease import OS_RELEASE_PATHS
 from ..runner import RunContext, run
+from ..secret_files import read_secret_file
 
 ETC_LOWER = Path(".etc.lower")
 OVERLAY_BASE = Path("var/lib/nbc/etc-overlay")
@@ -112,9 +113,16 @@ def hash_password(password: SecretStr, *, ctx: RunContext) -> str:
     return hashed
 
 
-def set_root_password(root: Path, password: SecretStr, *, ctx: RunContext) -> None:
-    """Hash the password and write root's field of the target's /etc/shadow."""
-    set_root_password_hash(root, hash_password(password, ctx=ctx))
+def password_hash(value: SecretStr | None, file: Path | None, hashed: str | None, *, what: str,
+                  ctx: RunContext) -> str | None:
+    """The crypt(3) hash to set for a password given one of three ways (the plan allows one): typed, in a file
+    (both hashed here, the secret redacted from every log), or as a hash. None when none was given."""
+    if file is not None:
+        value = read_secret_file(file, what)
+    if value is not None:
+        ctx.redactor.add(value)
+        return hash_password(value, ctx=ctx)
+    return hashed
 
 
 def set_root_password_hash(root: Path, hashed: str) -> None:
