@@ -155,7 +155,7 @@ class NbcTuiApp(App[str]):
 
     # One factory per step, so that tests (and later variants) can replace a step.
     def welcome_screen(self) -> Screen[Any]:
-        return WelcomeScreen()
+        return WelcomeScreen(self.draft)
 
     def image_screen(self) -> Screen[Any]:
         return ImageScreen(self.draft)

@@ -53,6 +53,9 @@ class PlanDraft:
     """What the image screen's look-up found the image ships (empty: none, or not known): the system screen's
     lists."""
     image_keymaps: tuple[str, ...] = ()
+    console_keymap: str = ""
+    """The keyboard the user switched this live machine's consoles to on the welcome screen ("": not switched):
+    the keymap the system screen offers first."""
     live_defaults_offered: bool = False
     """Whether the live system's time zone and keymap were offered already (the system screen offers them once,
     so an emptied field stays empty; an answer file says what it wants itself)."""

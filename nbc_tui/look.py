@@ -11,14 +11,14 @@ screen which look its app draws.
 from __future__ import annotations
 
 import os
-import re
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
+from .backend.console_keymap import is_serial_tty
+
 # Terminals whose fonts lack the block and eighth-block glyphs Textual draws by default (textual #5011).
 CONSOLE_TERMS = frozenset({"linux", "vt52", "vt100", "vt102", "vt220", "vt320", "vt420", "ansi"})
-SERIAL_TTY = re.compile(r"^(ttyS|ttyUSB|ttyAMA|ttyACM|hvc)\d+$")
 FALLBACK_SIZE = (80, 24)
 SERIAL_FPS = "20"
 
@@ -53,7 +53,7 @@ def choose_look(env: Mapping[str, str], tty_name: str | None = None,
     tty reports (``None`` when unknown)."""
     term = env.get("TERM", "")
     base = term.split("-")[0]
-    serial = bool(tty_name) and bool(SERIAL_TTY.match(os.path.basename(tty_name or "")))
+    serial = bool(tty_name) and is_serial_tty(tty_name or "")
     reasons = []
     if base in CONSOLE_TERMS:
         reasons.append(f"TERM={term}")

@@ -12,6 +12,8 @@ PACKAGES=(
   cryptsetup-bin systemd
   # image signatures: gpgv checks GPG signatures, gpg reads armored keys (and signs in the tests)
   gpg gpgv
+  # the console keyboard (welcome screen, F3): loadkeys and dumpkeys, and the keymaps they load
+  kbd console-data
   # tests: VM tier and image building
   qemu-system-x86 ovmf debootstrap skopeo umoci
   # tests: a software TPM2 for enrolment and the VM's TPM

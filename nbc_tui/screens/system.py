@@ -6,7 +6,8 @@ The time zone and the keymap are picked from what the image ships (the image scr
 typing in the field filters the list beside it, Up and Down move in the list, Enter takes the highlighted name.
 When the image's lists are not known (a staged image) or it ships none, the field takes any name, and the
 install checks it against the image before anything is written. The live system's own time zone and keymap
-are offered once, when the image ships them.
+are offered once, when the image ships them (the keyboard switched to on the welcome screen, if any, ahead of
+the live system's keymap).
 
 What is typed is checked by the plan's own model (``System`` and ``User`` in backend/plan.py), as the review
 and answer files are; the password also by the rules here (the same twice, at least 8 characters).
@@ -14,8 +15,6 @@ and answer files are; the password also by the rules here (the same twice, at le
 
 from __future__ import annotations
 
-import re
-from collections.abc import Iterable
 from dataclasses import replace
 from typing import ClassVar
 
@@ -34,6 +33,7 @@ from ..backend.live_defaults import LiveDefaults, live_defaults
 from ..backend.plan import System, error_text
 from ..draft import PlanDraft
 from ..widgets.choice_set import ChoiceSet
+from ..widgets.name_filter import filter_names
 from ..widgets.secret_input import SecretInput
 from .wizard import WizardScreen
 
@@ -50,27 +50,13 @@ USER_FIELDS = {"name": "#user-name", "full_name": "#full-name"}
 """Where the model's complaint about a key is typed (``users.0.name`` -> the user name field)."""
 
 
-def filter_names(names: Iterable[str], text: str) -> list[str]:
-    """The names containing ``text`` (any case): the name itself first, then those with a part starting with
-    it (``Ber``: ``Europe/Berlin``), then the rest, each group in order."""
-    typed = text.strip().lower()
-    if not typed:
-        return list(names)
-
-    def rank(name: str) -> tuple[bool, bool, str]:
-        low = name.lower()
-        return low != typed, not any(p.startswith(typed) for p in re.split(r"[/_-]", low)), name
-
-    return sorted((n for n in names if typed in n.lower()), key=rank)
-
-
 def _row(label: str, field: Widget) -> Horizontal:
     return Horizontal(Static(label, classes="row-label"), field, classes="row")
 
 
 class SystemScreen(WizardScreen[bool]):
     """Fills the draft's host name, time zone, keymap, locale and user; dismisses True, or None for back.
-    ``defaults`` replaces what the live system is set to (tests)."""
+    ``defaults`` replaces what the live system is set to (tests); the draft's ``console_keymap`` goes first."""
 
     HEADING = "The system and a user"
     HELP = ("System: the host name, time zone, console keymap and locale of the installed system; an empty "
@@ -121,12 +107,14 @@ class SystemScreen(WizardScreen[bool]):
                                               id="admin"))
 
     def _first_value(self, key: str) -> str:
-        """The draft's value; the first time, the live system's own when the image ships it."""
+        """The draft's value; the first time, the live system's own when the image ships it (for the keymap, the
+        keyboard switched to on the welcome screen first: the one the user types on)."""
         value: str = getattr(self.draft, key)
         if value or self.draft.live_defaults_offered:
             return value
-        live = getattr(self.defaults, key)
-        return live if live and live in self.names[key] else ""
+        offers = [self.draft.console_keymap] if key == "keymap" else []
+        offers.append(getattr(self.defaults, key))
+        return next((name for name in offers if name and name in self.names[key]), "")
 
     def _password_hint(self) -> str:
         kept = self.draft.kept.get("user", {})

@@ -19,6 +19,7 @@ from textual.widget import Widget
 
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.disks import Disk, Ineligible, Partition, Refusal
+from nbc_tui.backend.errors import NbcError
 from nbc_tui.backend.events import MessageEvent, StepEvent, WarningEvent, progress_event
 from nbc_tui.backend.live_defaults import LiveDefaults
 from nbc_tui.backend.machine import Check, Severity
@@ -108,8 +109,33 @@ CHECKS = [
 """Fixed facts, so that the welcome screen does not depend on this machine."""
 
 
-def welcome() -> WelcomeScreen:
-    return WelcomeScreen(checks=[Check("root", Severity.OK, "Running as root.")])
+CONSOLE_KEYMAPS = ("de", "de-latin1", "de-latin1-nodeadkeys", "dvorak", "fr", "fr-latin1", "mac-de-latin1", "uk",
+                   "us")
+"""The console keymaps of a fake live machine."""
+
+
+class FakeKeyboard:
+    """This machine's console keyboard, faked: its keymaps, and the ones switched to; ``fails`` is what a
+    failing switch says (None: it works)."""
+
+    def __init__(self, keymaps: tuple[str, ...] = CONSOLE_KEYMAPS, *, fails: str | None = None) -> None:
+        self.keymaps = list(keymaps)
+        self.fails = fails
+        self.switched: list[str] = []
+
+    def switch(self, name: str) -> None:
+        if self.fails is not None:
+            raise NbcError(self.fails, hint="the keyboard is as it was")
+        self.switched.append(name)
+
+
+def welcome(draft: PlanDraft | None = None, *, checks: list[Check] | None = None,
+            keyboard: FakeKeyboard | None = None, tty: str = "pts/0") -> WelcomeScreen:
+    """The welcome screen with nothing of this machine: a fixed survey, no live keymap, a fake keyboard, a
+    terminal emulator (``tty``)."""
+    keyboard = keyboard or FakeKeyboard()
+    return WelcomeScreen(draft or PlanDraft(), checks=checks or [Check("root", Severity.OK, "Running as root.")],
+                         keymaps=keyboard.keymaps, switch=keyboard.switch, defaults=LiveDefaults(), tty=tty)
 
 
 LIVE = LiveDefaults(timezone="Europe/Paris", keymap="de")
@@ -124,7 +150,7 @@ class FlowApp(NbcTuiApp):
     are fixed (both are tested on their own)."""
 
     def welcome_screen(self) -> Screen[Any]:
-        return welcome()
+        return welcome(self.draft)
 
     def system_screen(self) -> Screen[Any]:
         return SystemScreen(self.draft, defaults=LIVE)

@@ -40,6 +40,7 @@ from tests.tui.harness import (
     show,
     system_draft,
     wait_for,
+    welcome,
 )
 
 # -- welcome ----------------------------------------------------------------------------------------
@@ -54,7 +55,7 @@ def test_survey_reads_this_machine(tmp_path: Path) -> None:
 
 async def test_welcome_lists_checks_and_continues() -> None:
     async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
-        shown = await show(pilot, WelcomeScreen(checks=CHECKS))
+        shown = await show(pilot, welcome(checks=CHECKS))
         assert "[ !! ] Missing tools: mkfs.btrfs" in rendered_text(pilot.app)
         assert [c.key for c in shown.screen.problems] == ["tools"]  # type: ignore[attr-defined]
         await pilot.press("enter")  # Continue has the focus
@@ -64,7 +65,7 @@ async def test_welcome_lists_checks_and_continues() -> None:
 async def test_welcome_quit_asks_first() -> None:
     app = NbcTuiApp(start_wizard=False)
     async with app.run_test(size=SIZE) as pilot:
-        shown = await show(pilot, WelcomeScreen(checks=CHECKS))
+        shown = await show(pilot, welcome(checks=CHECKS))
         await pilot.click("#quit")
         assert isinstance(app.screen, ConfirmQuit)
         await pilot.press("escape")
@@ -73,7 +74,7 @@ async def test_welcome_quit_asks_first() -> None:
 
 async def test_welcome_surveys_when_given_nothing() -> None:
     async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
-        shown = await show(pilot, WelcomeScreen())
+        shown = await show(pilot, WelcomeScreen(PlanDraft()))
         await wait_for(pilot, lambda: shown.screen.checks is not None)  # type: ignore[attr-defined]
         await pilot.pause()
         assert "Running as root" in rendered_text(pilot.app) or "Not running as root" in rendered_text(pilot.app)
@@ -394,7 +395,7 @@ async def test_esc_goes_back() -> None:
 # -- the console look ---------------------------------------------------------------------------------
 
 SCREENS = {
-    "welcome": lambda: WelcomeScreen(checks=CHECKS),
+    "welcome": lambda: welcome(checks=CHECKS),
     "image": lambda: ImageScreen(PlanDraft()),
     "options": lambda: OptionsScreen(PlanDraft()),
     "system": lambda: SystemScreen(system_draft(), defaults=LIVE),  # the live time zone and keymap offered

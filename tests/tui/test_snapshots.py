@@ -1,7 +1,8 @@
 """Snapshots of the screens test_screens_simple.py does not cover, at 80x24 in the default look and the
 console look: disk (a fixed list of fake disks), encryption (with a TPM), progress (mid-install, fed
-fixed events, no engine running), cancel question, and the system screen typed into (its time zone list
-filtered; without the image's lists, a refusal). Nothing in them depends on this machine or the clock.
+fixed events, no engine running), cancel question, the system screen typed into (its time zone list
+filtered; without the image's lists, a refusal), and the welcome screen's keyboard dialog filtered. Nothing in
+them depends on this machine or the clock.
 
 Also: every console-look snapshot (of both files) draws only glyphs a Linux console font has."""
 
@@ -28,6 +29,7 @@ from nbc_tui.screens.review import ReviewScreen
 from nbc_tui.screens.system import SystemScreen
 from nbc_tui.widgets.recovery_key import RecoveryKeyScreen
 from tests.tui.harness import (
+    CHECKS,
     CONSOLE,
     FAKE_DISKS,
     LIVE,
@@ -40,6 +42,7 @@ from tests.tui.harness import (
     rendered_text,
     system_draft,
     wait_for,
+    welcome,
 )
 from tests.tui.test_screens_simple import SCREENS as SIMPLE_SCREENS
 
@@ -132,6 +135,15 @@ class FakeDiskReview(ReviewScreen):
         return next(e.disk for e in FAKE_DISKS if e.disk.device == device)
 
 
+async def welcome_keyboard_state(pilot: Pilot[Any]) -> None:
+    """F3 on the welcome screen, "de" typed in the keyboard dialog: de highlighted in the filtered list."""
+    await push(pilot, welcome(checks=CHECKS))
+    await pilot.press("f3")
+    await pilot.pause()
+    await pilot.press("d", "e")
+    await pilot.pause()
+
+
 async def review_disk_encrypted_state(pilot: Pilot[Any]) -> None:
     draft = PlanDraft(image_ref="quay.io/example/os:stable", device="/dev/nvme0n1", serial="S69ENF0R812345",
                       encrypt=True, passphrase=SecretStr(PASSPHRASE), tpm2=True, tpm2_pcrs=(7,),
@@ -155,6 +167,7 @@ STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "review-disk-encrypted": review_disk_encrypted_state,
     "system-typed": system_typed_state,
     "system-refused": system_refused_state,
+    "welcome-keyboard": welcome_keyboard_state,
 }
 
 

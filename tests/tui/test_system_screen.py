@@ -17,8 +17,9 @@ from nbc_tui.backend.live_defaults import LiveDefaults, live_defaults
 from nbc_tui.backend.plan import User
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.review import ReviewScreen
-from nbc_tui.screens.system import SystemScreen, filter_names
+from nbc_tui.screens.system import SystemScreen
 from nbc_tui.widgets.choice_set import ChoiceSet
+from nbc_tui.widgets.name_filter import filter_names
 from tests.tui.harness import LIVE, SIZE, ZONES, Shown, rendered_text, show, system_draft
 
 PASSWORD = "Alice-pw-5c8e"
