@@ -24,7 +24,7 @@ from textual.scrollbar import ScrollBar, ScrollBarRender
 
 from .backend.errors import NbcError
 from .backend.machine import PowerAction, power
-from .backend.plan import InstallPlan, Layout
+from .backend.plan import InstallPlan
 from .draft import PlanDraft
 from .look import Look
 from .screens.disk import DiskScreen
@@ -161,7 +161,7 @@ class NbcTuiApp(App[str]):
         return ImageScreen(self.draft)
 
     def disk_screen(self) -> Screen[Any]:
-        return DiskScreen(self.draft, min_size=self.min_disk_size(), watch=self.watch_disks)
+        return DiskScreen(self.draft, watch=self.watch_disks)
 
     def encryption_screen(self) -> Screen[Any]:
         return EncryptionScreen(self.draft, tpm=self.tpm)
@@ -177,15 +177,6 @@ class NbcTuiApp(App[str]):
 
     def progress_screen(self, plan: InstallPlan) -> Screen[Any]:
         return ProgressScreen(plan, dry_run=self.dry_run)
-
-    def min_disk_size(self) -> int:
-        """The smallest disk the draft's layout fits on (the disk screen refuses smaller ones)."""
-        try:
-            layout = Layout.model_validate({"esp_size": self.draft.esp_size, "root_size": self.draft.root_size,
-                                            "var_min_size": self.draft.var_min_size})
-        except ValueError:
-            layout = Layout()
-        return layout.min_disk_size
 
     # -- keys ---------------------------------------------------------------------------------------
 

@@ -9,7 +9,8 @@ from typing import Any
 
 from pydantic import SecretStr
 
-from .backend.plan import InstallPlan
+from .backend.plan import InstallPlan, Layout
+from .backend.sizes import short_size
 
 TPM2_RECOMMENDED_PCRS: tuple[int, ...] = (7,)
 """PCR 7 (the Secure Boot state): what the encryption screen recommends."""
@@ -36,6 +37,7 @@ class PlanDraft:
     kernel_args: list[str] = field(default_factory=list)
     root_password: SecretStr | None = None
     esp_size: str = "2G"
+    """The layout's sizes as typed (the layout dialog's fields): the ESP, each root slot, /var at least."""
     root_size: str = "12G"
     var_min_size: str = "4G"
     hostname: str = ""
@@ -90,8 +92,8 @@ class PlanDraft:
             tpm2_pcrs=enc.tpm2_pcrs if enc and enc.tpm2 else TPM2_RECOMMENDED_PCRS,
             filesystem=plan.layout.filesystem, bootloader=plan.boot.bootloader,
             kernel_args=list(plan.boot.kernel_args), root_password=system.root_password,
-            esp_size=str(plan.layout.esp_size), root_size=str(plan.layout.root_size),
-            var_min_size=str(plan.layout.var_min_size),
+            esp_size=short_size(plan.layout.esp_size), root_size=short_size(plan.layout.root_size),
+            var_min_size=short_size(plan.layout.var_min_size),
             hostname=system.hostname or "", timezone=system.timezone or "", keymap=system.keymap or "",
             locale=system.locale or "", user_name=user.name if user else "",
             user_full_name=user.full_name if user else "", user_password=user.password if user else None,
@@ -112,12 +114,18 @@ class PlanDraft:
             "after": self.kept.get("after", "none") if self.device else "none",
             "image": {"ref": self.image_ref, "staged_digest": self.staged_digest},
             "target": target,
-            "layout": {"filesystem": self.filesystem, "esp_size": self.esp_size, "root_size": self.root_size,
-                       "var_min_size": self.var_min_size},
+            "layout": {"filesystem": self.filesystem, **self.layout_sizes()},
             "encryption": self._encryption(),
             "boot": {"bootloader": self.bootloader, "kernel_args": tuple(self.kernel_args)},
             "system": system,
         })
+
+    def layout_sizes(self) -> dict[str, str]:
+        return {"esp_size": self.esp_size, "root_size": self.root_size, "var_min_size": self.var_min_size}
+
+    def layout(self) -> Layout:
+        """The layout the sizes make (checked by the plan's own model when the dialog applied them)."""
+        return Layout.model_validate({"filesystem": self.filesystem, **self.layout_sizes()})
 
     def identity(self) -> dict[str, Any]:
         """The plan's ``system`` keys the system screen fills: host name, time zone, keymap, locale, users."""

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's first command: installs what is needed, builds (or reuses) the Debian 12 demo image, and
 # starts the full-screen installer with the demo's answers filled in: the image, and a disk-image file
-# (demo/debian.img, never a real disk) as the target. Walk through the screens (Enter), confirm, and it
+# (demo/debian.img, never a real disk) as the target, 8 GiB with a small layout (on the disk screen, Layout
+# shows and changes it). Walk through the screens (Enter), confirm, and it
 # installs. Without a terminal (a script, CI) the same answers run unattended (--headless).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,30 +15,7 @@ mkdir -p "$demo"
 if [ ! -s "$demo/root-password" ]; then
     (umask 077; openssl rand -base64 9 | tr -d '/+=\n' > "$demo/root-password")
 fi
-cat > "$demo/answers.toml" <<TOML
-# The demo's answers (written by tools/demo.sh). Relative paths are relative to this file.
-version = 1
-
-[image]
-ref = "$ref"
-
-[target]
-image_file = "debian.img"
-image_size = "10G"
-overwrite = true
-
-[layout]
-filesystem = "btrfs"
-esp_size = "512M"
-root_size = "3G"
-var_min_size = "1G"
-
-[boot]
-kernel_args = ["console=ttyS0"]
-
-[system]
-root_password_file = "root-password"
-TOML
+sed "s|@IMAGE_REF@|$ref|" tools/demo-answers.toml > "$demo/answers.toml"
 if [ -t 0 ] && [ -t 1 ]; then
     .venv/bin/nbc-tui --answers "$demo/answers.toml" "$@"
 else

@@ -22,7 +22,7 @@ from pydantic import (
 )
 from pydantic_core import ErrorDetails
 
-from .sizes import GiB, MiB, human, parse_size
+from .sizes import GiB, MiB, human, parse_size, short_size
 
 Size = Annotated[int, BeforeValidator(lambda v: parse_size(v) if isinstance(v, str) else v)]
 
@@ -158,6 +158,11 @@ class Layout(_Strict):
     @property
     def min_disk_size(self) -> int:
         return GPT_OVERHEAD + self.esp_size + 2 * self.root_size + self.var_min_size
+
+    def var_size_on(self, disk_size: int) -> int:
+        """What /var (p4, the rest of the disk) gets on a disk of ``disk_size`` bytes; below
+        ``var_min_size`` (or negative) when the layout does not fit."""
+        return disk_size - GPT_OVERHEAD - self.esp_size - 2 * self.root_size
 
     def describe(self) -> str:
         return (f"ESP {human(self.esp_size)}, root1 and root2 {human(self.root_size)} each, "
@@ -373,7 +378,11 @@ class InstallPlan(_Strict):
 
 
 def error_text(err: ErrorDetails) -> str:
-    """What one validation error says, without pydantic's "Value error, " in front of our own sentences."""
+    """What one validation error says, without pydantic's "Value error, " in front of our own sentences; a
+    size below its floor in bytes made readable ("at least 64.0 MB (64M)", not 67108864)."""
+    floor = err.get("ctx", {}).get("ge")
+    if err["type"] == "greater_than_equal" and str(err["loc"][-1]).endswith("_size") and isinstance(floor, int):
+        return f"must be at least {human(floor)} ({short_size(floor)})"
     return str(err["msg"]).removeprefix("Value error, ")
 
 

@@ -24,6 +24,15 @@ def parse_size(text: str | int, *, default_unit: str = "") -> int:
     return int(value)
 
 
+def short_size(n: int) -> str:
+    """A size as an answer file and the layout dialog write it: the largest binary unit that is exact
+    (``2G``, ``512M``, ``1536M``), else bytes."""
+    for suffix, unit in (("T", TiB), ("G", GiB), ("M", MiB), ("K", KiB)):
+        if n and n % unit == 0:
+            return f"{n // unit}{suffix}"
+    return str(n)
+
+
 def human(n: int) -> str:
     """nbc's FormatSize: 1024-based, one decimal, suffixes B KB MB GB TB (reference §2.1)."""
     value = float(n)

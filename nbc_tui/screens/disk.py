@@ -10,6 +10,10 @@ becomes ineligible in between is reported and must be chosen again; Continue rea
 before the screen ends. With no disk chosen, Continue uses the disk-image file typed below the table
 (the field has the focus when the draft already names one, so Enter alone goes on).
 
+The disks are measured against the draft's layout. Layout (F6) opens the advanced layout
+(:class:`~nbc_tui.widgets.layout_dialog.LayoutDialog`): new sizes re-read the disks against them, so that a
+smaller disk or disk-image file can be chosen.
+
 Loop devices are hidden unless ``include_loop`` is True, or, when it is left None, unless
 :func:`~nbc_tui.backend.disks.loops_wanted` says so (for demos and tests that attach loop devices).
 """
@@ -50,6 +54,7 @@ from ..backend.errors import InputError, NbcError
 from ..backend.sizes import GiB, human
 from ..draft import PlanDraft
 from ..widgets.disk_table import DiskEntry, DiskTable, describe
+from ..widgets.layout_dialog import FitTarget, LayoutDialog
 from .wizard import WizardScreen
 
 log = logging.getLogger("nbc_tui")
@@ -109,8 +114,11 @@ class DiskScreen(WizardScreen[bool]):
     HELP = ("The disk: Enter on a disk chooses it (everything on it will be erased once you confirm on the "
             "review screen); Enter again or Continue goes on. Greyed disks cannot be chosen: the lines under "
             "the table say why. Or type the path of a disk-image file to create, with its size in GiB: with no "
-            "disk chosen, Continue uses the file. F5 reads the disks again.")
-    BINDINGS: ClassVar[list[BindingType]] = [Binding("f5", "refresh", "Re-read disks")]
+            "disk chosen, Continue uses the file. F5 reads the disks again. Layout (F6) sets the sizes of the ESP, "
+            "of each root slot and the least /var may get; it says what they need and what /var gets on the "
+            "chosen disk or file, and smaller sizes let a smaller disk or file be chosen.")
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("f5", "refresh", "Re-read disks"),
+                                             Binding("f6", "layout", "Layout")]
 
     class Listed(Message):
         """A fresh reading of the disks (from the worker)."""
@@ -127,11 +135,12 @@ class DiskScreen(WizardScreen[bool]):
             self.disk = disk
             self.problem = problem
 
-    def __init__(self, draft: PlanDraft, *, min_size: int, watch: bool = True,
+    def __init__(self, draft: PlanDraft, *, min_size: int | None = None, watch: bool = True,
                  include_loop: bool | None = None, view: SystemView = SYSTEM) -> None:
         super().__init__()
         self.draft = draft
-        self.min_size = min_size
+        self._min_size = min_size
+        """A fixed smallest disk (tests); None, or once the layout is changed here: what the draft's layout needs."""
         self.watch = watch
         self.include_loop = loops_wanted() if include_loop is None else include_loop
         self.view = view
@@ -150,13 +159,23 @@ class DiskScreen(WizardScreen[bool]):
         """The existing file the user confirmed to overwrite (a second press on Use file)."""
 
     @property
+    def min_size(self) -> int:
+        return self._min_size if self._min_size is not None else self.draft.layout().min_disk_size
+
+    @property
     def heading(self) -> str:
         return f"Choose a disk (at least {human(self.min_size)}). Everything on it will be erased."
+
+    def layout_words(self) -> str:
+        layout = self.draft.layout()
+        return (f"Layout (F6): ESP {human(layout.esp_size)}, root slots {human(layout.root_size)} each, /var at "
+                f"least {human(layout.var_min_size)}")
 
     def compose_body(self) -> ComposeResult:
         min_gib = -(-self.min_size // GiB)
         yield DiskTable(id="disk-table")
         yield Static("Reading the disks...", id="disk-detail")
+        yield Static(self.layout_words(), id="layout-line", markup=False)
         with Horizontal(id="image-file-row"):
             yield Label("Or a disk-image file:")
             yield Input(str(self.draft.image_file or ""), placeholder="/var/tmp/nbc-disk.img", id="image-path",
@@ -164,6 +183,10 @@ class DiskScreen(WizardScreen[bool]):
             yield Input(str(max(self.draft.image_size_gib, min_gib)), type="integer", id="image-size",
                         tooltip="size in GiB", select_on_focus=False)
             yield Button("Use file", id="use-image")
+
+    def compose_buttons(self) -> ComposeResult:
+        yield Button("Layout", id="layout")
+        yield from super().compose_buttons()
 
     @property
     def table(self) -> DiskTable:
@@ -362,6 +385,42 @@ class DiskScreen(WizardScreen[bool]):
     @on(Input.Changed, "#image-path, #image-size")
     def _file_changed(self) -> None:
         self._overwrite_ok = None  # a confirmation holds for the path it was given for only
+
+    # -- the advanced layout ------------------------------------------------------------------------
+
+    @on(Button.Pressed, "#layout")
+    def action_layout(self) -> None:
+        self.app.push_screen(LayoutDialog(self.draft.layout_sizes(), self.fit_target()), callback=self.take_layout)
+
+    def fit_target(self) -> FitTarget | None:
+        """What the layout dialog measures against: the chosen disk, else a typed disk-image file, else the
+        highlighted disk."""
+        if self.chosen is not None:
+            return FitTarget(f"the chosen disk {self.chosen.device} ({human(self.chosen.size)})", self.chosen.size)
+        size_text = self.query_one("#image-size", Input).value.strip()
+        if self.query_one("#image-path", Input).value.strip() and size_text.isdigit():
+            return FitTarget(f"a disk-image file of {size_text} GiB", int(size_text) * GiB)
+        entry = self.table.current
+        if entry is not None:
+            return FitTarget(f"{entry.disk.device} ({human(entry.disk.size)})", entry.disk.size)
+        return None
+
+    def take_layout(self, sizes: dict[str, str] | None) -> None:
+        """New sizes from the dialog: the draft takes them, and the disks are measured against them again (a
+        chosen disk they no longer fit on is forgotten, with the reason)."""
+        if sizes is None:
+            return
+        self.draft.esp_size, self.draft.root_size, self.draft.var_min_size = (
+            sizes["esp_size"], sizes["root_size"], sizes["var_min_size"])
+        self._min_size = None
+        self.query_one("#title", Static).update(self.heading)
+        self.query_one("#layout-line", Static).update(self.layout_words())
+        size_field = self.query_one("#image-size", Input)
+        min_gib = -(-self.min_size // GiB)
+        if not size_field.value.strip().isdigit() or int(size_field.value) < min_gib:
+            size_field.value = str(min_gib)  # the smallest file the layout fits in
+        self.say(f"The layout needs {human(self.min_size)} now: the disks are measured against it.")
+        self.load_disks()
 
     # -- actions ------------------------------------------------------------------------------------
 

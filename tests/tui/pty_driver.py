@@ -17,6 +17,7 @@ ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Z0-9]|\x1b[=>]")
 # Keys as the Linux console sends them.
 TAB, SHIFT_TAB, ENTER, ESC, RIGHT, HOME, KILL_TO_END = "\t", "\x1b[Z", "\r", "\x1b", "\x1b[C", "\x01", "\x0b"
 CTRL_N = "\x0e"
+F6 = "\x1b[17~"
 SETTLE = 0.5
 """Seconds after a key that moves the focus before the next key (see Tui.keys)."""
 WELCOME_TEXT = "install a bootable container image"
@@ -83,10 +84,12 @@ class Tui:
         self.child.close(force=True)
 
 
-def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, password: str, karg: str) -> None:
-    """Welcome to done: the image by reference, a disk-image file, no encryption, ext4, one kernel
-    argument, the root password twice, the system left as the image has it (no user), the name typed to
-    confirm; then the answers saved and the installer left. Returns when the binary has exited."""
+def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, password: str, karg: str,
+                    layout: tuple[str, str, str] | None = None, image_gib: int | None = None) -> None:
+    """Welcome to done: the image by reference, a disk-image file (of ``image_gib`` GiB, after the advanced
+    layout's ESP, root slot and /var sizes ``layout`` are typed), no encryption, ext4, one kernel argument,
+    the root password twice, the system left as the image has it (no user), the name typed to confirm; then
+    the answers saved and the installer left. Returns when the binary has exited."""
     tui.wait("Running as root")  # the welcome screen has surveyed the machine
     tui.keys(ENTER)
     tui.wait("Image reference")
@@ -95,8 +98,18 @@ def install_by_keys(tui: Tui, image_ref: str, image: Path, answers: Path, *, pas
     tui.wait("Digest sha256:", timeout=300)  # looked up and checked; the focus is on Continue
     tui.keys(ENTER)
     tui.wait("Contents")  # the disk table has read the disks
+    if layout is not None:
+        tui.keys(F6)
+        tui.wait("The disk layout")
+        for size in layout:  # Enter goes to the next size; from the last one it applies
+            tui.fill(size)
+            tui.keys(ENTER)
+        tui.wait("the disks are measured against it")
     tui.keys(TAB)  # from the disk table to the path
     tui.fill(str(image))
+    if image_gib is not None:
+        tui.keys(TAB)
+        tui.fill(str(image_gib))
     tui.keys(ENTER)  # uses the file
     tui.wait("Disk encryption")
     tui.keys(ENTER)  # "No encryption" is picked already: Enter goes on

@@ -26,8 +26,9 @@ from nbc_tui.backend.sizes import GiB
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.disk import DiskScreen, check_image_file
 from nbc_tui.widgets.disk_table import DiskEntry, describe, fit
+from nbc_tui.widgets.layout_dialog import LayoutDialog
 from tests.support.fake_machine import ATA, USB, FakeMachine
-from tests.tui.harness import SIZE, Shown, show, wait_for
+from tests.tui.harness import SIZE, Shown, show, until_screen, wait_for
 
 MIN = GiB  # a small layout, so small sparse files are eligible
 
@@ -208,6 +209,64 @@ async def test_choosing_then_enter_again_goes_on(machine: FakeMachine) -> None:
         await wait_for(pilot, lambda: shown.results, timeout=1.5, what="the screen to end")
         assert shown.results == [True]
     assert (draft.device, draft.serial, draft.image_file) == ("/dev/sdb", "STICK-2", None)
+
+
+async def test_a_smaller_layout_lets_a_small_disk_be_chosen_and_a_larger_one_forgets_it(
+        machine: FakeMachine) -> None:
+    """The 8 GiB stick is too small for the default layout (30 GB); the advanced layout (F6) with small sizes
+    makes it eligible, the dialog says what /var gets on it; a layout it no longer fits on forgets the
+    choice, with the reason. The draft carries the sizes into the plan."""
+    draft = PlanDraft()
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        screen = DiskScreen(draft, watch=False, view=machine.view)
+        await open_disk_screen(pilot, screen)
+        assert Ineligible.TOO_SMALL in [r.reason for r in screen.table.entries["sdb"].refusals]
+        assert "at least 30.0 GB" in str(screen.query_one("#title").render())
+        screen.table.focus_disk("sdb")
+        await pilot.press("f6")
+        dialog = await until_screen(pilot, LayoutDialog)
+        fit = dialog.query_one("#layout-fit")
+        assert "Does not fit on /dev/sdb (8.0 GB): 22.0 GB short" in str(fit.render())
+        await pilot.press("ctrl+u", *"300M", "tab", "ctrl+u", *"2G", "tab", "ctrl+u", *"1")
+        assert "/var at least: give a unit" in str(fit.render())
+        await pilot.press(*"G")
+        assert "Needs 5.3 GB" in str(fit.render()) and "On /dev/sdb (8.0 GB): /var gets 3.7 GB" in str(fit.render())
+        reads = screen.reads
+        await pilot.press("enter")  # from the last field: Apply
+        await wait_for(pilot, lambda: screen.reads > reads, timeout=5, what="the disks read again")
+        assert screen.table.entries["sdb"].eligible
+        assert "at least 5.3 GB" in str(screen.query_one("#title").render())
+        screen.table.focus_disk("sdb")
+        await pilot.press("enter")
+        assert draft.device == "/dev/sdb"
+
+        await pilot.press("f6")  # roots of 4G each no longer fit on the stick: the choice is forgotten
+        dialog = await until_screen(pilot, LayoutDialog)
+        assert "On the chosen disk /dev/sdb (8.0 GB)" in str(dialog.query_one("#layout-fit").render())
+        await pilot.press("tab", "ctrl+u", *"4G")
+        assert "Does not fit on the chosen disk /dev/sdb" in str(dialog.query_one("#layout-fit").render())
+        reads = screen.reads
+        await pilot.press("tab", "enter")
+        await wait_for(pilot, lambda: screen.reads > reads, timeout=5, what="the disks read again")
+        assert screen.chosen is None and draft.device is None
+        assert "/dev/sdb can no longer be chosen" in status(screen) and "too small" in status(screen)
+    assert draft.layout_sizes() == {"esp_size": "300M", "root_size": "4G", "var_min_size": "1G"}
+
+
+async def test_the_layout_dialog_refuses_a_size_below_its_floor_and_cancel_keeps_the_layout(
+        machine: FakeMachine) -> None:
+    draft = PlanDraft()
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        screen = DiskScreen(draft, watch=False, view=machine.view)
+        await open_disk_screen(pilot, screen)
+        await pilot.press("f6")
+        dialog = await until_screen(pilot, LayoutDialog)
+        await pilot.press("ctrl+u", *"10M", "enter", "enter", "enter")  # Apply refused: the ESP is too small
+        assert pilot.app.screen is dialog
+        assert "ESP: must be at least 64.0 MB (64M)" in str(dialog.query_one("#layout-fit").render())
+        await pilot.press("escape")
+        await until_screen(pilot, DiskScreen)
+    assert draft.layout_sizes() == {"esp_size": "2G", "root_size": "12G", "var_min_size": "4G"}
 
 
 async def test_small_and_resized_terminals_do_not_crash(machine: FakeMachine) -> None:

@@ -19,6 +19,7 @@ from textual.widgets import Input, Static
 from nbc_tui.app import NbcTuiApp
 from nbc_tui.backend.answers import AnswerFileError, load_answers
 from nbc_tui.backend.plan import InstallPlan
+from nbc_tui.backend.sizes import GiB
 from nbc_tui.draft import PlanDraft
 from nbc_tui.screens.disk import DiskScreen
 from nbc_tui.screens.done import DoneScreen, default_answers_path
@@ -31,6 +32,7 @@ from nbc_tui.screens.system import SystemScreen
 from nbc_tui.screens.welcome import WelcomeScreen
 from nbc_tui.widgets.confirm_quit import ConfirmQuit
 from nbc_tui.widgets.help_dialog import HelpDialog
+from nbc_tui.widgets.layout_dialog import LayoutDialog
 from nbc_tui.widgets.log_view import LogView
 from nbc_tui.widgets.recovery_key import RecoveryKeyScreen, key_lines
 from tests.tui.harness import (
@@ -49,6 +51,7 @@ from tests.tui.harness import (
     wait_for,
     welcome,
 )
+from tests.tui.pty_driver import REPO
 
 ROOT_PASSWORD = "Flow-Root-pw-3e1b"
 PASSPHRASE = "Flow-Luks-pass-9a4c"
@@ -98,6 +101,31 @@ async def disk_file_by_keys(pilot: Pilot[Any], path: Path | None) -> None:
     else:
         assert disk.focused is not None and disk.focused.id == "image-path"  # the file named before
     await pilot.press("enter")
+
+
+SMALL_LAYOUT = {"esp_size": "256M", "root_size": "2G", "var_min_size": "512M"}
+"""A layout for a small disk-image file: it needs 4.8 GB, so a 5 GiB file."""
+
+
+async def small_layout_and_file_by_keys(pilot: Pilot[Any], path: Path) -> DiskScreen:
+    """The advanced layout (F6) with :data:`SMALL_LAYOUT` typed over the defaults, then a 5 GiB disk-image file:
+    refused first under the default layout, then taken."""
+    disk = await until_screen(pilot, DiskScreen)
+    await pilot.pause(0.2)
+    await pilot.press("tab", *str(path), "tab", "ctrl+u", "5", "enter")
+    assert pilot.app.screen is disk and "5 GiB is too small" in disk.status.message, disk.status.message
+    await pilot.press("f6")
+    dialog = await until_screen(pilot, LayoutDialog)
+    assert "Does not fit on a disk-image file of 5 GiB" in str(dialog.query_one("#layout-fit", Static).render())
+    for size in SMALL_LAYOUT.values():  # each field, then Enter: the next one, from the last one Apply
+        await pilot.press("ctrl+u", *size, "enter")
+    await until_screen(pilot, DiskScreen)
+    assert "at least 4.8 GB" in str(disk.query_one("#title", Static).render())
+    assert "ESP 256.0 MB, root slots 2.0 GB each, /var at least 512.0 MB" in str(
+        disk.query_one("#layout-line", Static).render())
+    disk.query_one("#image-size", Input).focus()
+    await pilot.press("enter")  # uses the file
+    return disk
 
 
 async def encryption_by_keys(pilot: Pilot[Any], passphrase: str | None) -> None:
@@ -188,16 +216,26 @@ async def test_every_screen_by_keys_alone_there_and_back(synthetic_image: str, t
 
 
 async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: Path) -> None:
-    """The README's demo: its answers name the image and a disk-image file; Enter alone goes through every
-    screen (through each field of the system screen's form, then on from its last one), and only the review's
-    confirmation is typed."""
-    target = tmp_path / "demo.img"
-    app = FlowApp(draft=PlanDraft(image_ref=synthetic_image, image_file=target), dry_run=True, watch_disks=False)
+    """The README's demo (tools/demo.sh's answers, the synthetic image in place of the demo's): its answers
+    name the image and an 8 GiB disk-image file with a small layout, which the disk screen shows; Enter alone
+    goes through every screen (through each field of the system screen's form, then on from its last one), and
+    only the review's confirmation is typed."""
+    answers = tmp_path / "answers.toml"
+    answers.write_text((REPO / "tools/demo-answers.toml").read_text().replace("@IMAGE_REF@", synthetic_image))
+    (tmp_path / "root-password").write_text("Demo-root-pw-1\n")
+    target = tmp_path / "debian.img"
+    app = FlowApp(draft=PlanDraft.from_plan(load_answers(answers)), dry_run=True, watch_disks=False)
     async with app.run_test(size=SIZE) as pilot:
         await until_screen(pilot, WelcomeScreen)
         await pilot.press("enter")
         await image_by_keys(pilot, None)  # Enter looks the prefilled reference up, Enter goes on
-        for kind in (DiskScreen, EncryptionScreen, OptionsScreen):
+        disk = await until_screen(pilot, DiskScreen)
+        assert "at least 7.5 GB" in str(disk.query_one("#title", Static).render())
+        assert "ESP 512.0 MB, root slots 3.0 GB each, /var at least 1.0 GB" in str(
+            disk.query_one("#layout-line", Static).render())
+        assert disk.query_one("#image-size", Input).value == "8"
+        await pilot.press("enter")
+        for kind in (EncryptionScreen, OptionsScreen):
             await until_screen(pilot, kind)
             await pilot.press("enter")
         system = await until_screen(pilot, SystemScreen)
@@ -208,13 +246,14 @@ async def test_the_demo_walks_with_enter_alone(synthetic_image: str, tmp_path: P
         await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
         await pilot.press("enter")
         assert app.screen is review  # a single Enter never confirms
-        await pilot.press(*"demo.img", "enter")
+        await pilot.press(*"debian.img", "enter")
         done = await until_screen(pilot, DoneScreen)
         assert done.outcome.ok, done.outcome
         await pilot.press("enter")  # Leave
         await pilot.pause()
     assert app.return_value == "stay"
     assert app.plan is not None and app.plan.target.image_file == target and app.plan.encryption is None
+    assert (app.plan.target.image_size, app.plan.layout.root_size) == (8 * GiB, 3 * GiB)
 
 
 # -- save these answers -----------------------------------------------------------------------------
@@ -264,24 +303,26 @@ async def test_saved_answers_load_back_to_the_sessions_plan(synthetic_image: str
         assert ROOT_PASSWORD not in where
 
 
-async def test_a_user_and_the_identity_by_keys_reviewed_and_saved_without_the_password(
+async def test_a_user_the_identity_and_a_small_layout_by_keys_reviewed_and_saved_without_the_password(
         identity_image: str, tmp_path: Path, private_log: Path) -> None:
-    """An image that ships time zones, keymaps, useradd and a sudo group: the system screen offers the live
-    keymap, Europe/Berlin is picked from the image's list, alice is made an administrator; the review shows
-    it; the dry run's engine checks it against the image; the saved answers have it all but the password."""
+    """An image that ships time zones, keymaps, useradd and a sudo group onto a 5 GiB disk-image file with a
+    small layout set on the disk screen: the system screen offers the live keymap, Europe/Berlin is picked from
+    the image's list, alice is made an administrator; the review shows it all; the dry run's engine checks it
+    against the image; the saved answers have it all but the password."""
     answers = tmp_path / "answers.toml"
     app = FlowApp(dry_run=True, watch_disks=False)
     async with app.run_test(size=SIZE) as pilot:
         await until_screen(pilot, WelcomeScreen)
         await pilot.press("enter")
         await image_by_keys(pilot, identity_image)
-        await disk_file_by_keys(pilot, tmp_path / "disk.img")
+        await small_layout_and_file_by_keys(pilot, tmp_path / "disk.img")
         await encryption_by_keys(pilot, None)
         await options_by_keys(pilot, None)
         await system_by_keys(pilot, with_user=True)
         review = await until_screen(pilot, ReviewScreen)
         await wait_for(pilot, lambda: review.confirm_word is not None, timeout=10, what="the review")
         shown = str(review.query_one("#plan-text", Static).render())
+        assert "p1 boot 256.0 MB, p2 root1 2.0 GB, p3 root2 2.0 GB, p4 var (the rest)" in shown, shown
         assert "Host name nbc-box, time zone Europe/Berlin, keymap de" in shown
         assert "User alice (Alice Example), administrator, password set" in shown
         await pilot.press(*"disk.img", "enter")
@@ -299,6 +340,8 @@ async def test_a_user_and_the_identity_by_keys_reviewed_and_saved_without_the_pa
     saved = tomllib.loads(text)
     assert saved["system"]["hostname"] == "nbc-box" and saved["system"]["timezone"] == "Europe/Berlin"
     assert saved["system"]["users"] == [{"name": "alice", "full_name": "Alice Example", "admin": True}]
+    assert {key: saved["layout"][key] for key in SMALL_LAYOUT} == SMALL_LAYOUT
+    assert saved["target"]["image_size"] in ("5G", 5 << 30), saved["target"]
     assert "# The password of alice was typed in and is not saved in this file." in text
     assert '# password_file = "/root/password-alice"' in text
     assert load_answers(answers) == without_typed_secrets(plan)

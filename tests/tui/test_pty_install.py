@@ -12,6 +12,10 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.answers import load_answers
+from nbc_tui.backend.plan import GPT_OVERHEAD
+from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.sizes import GiB, MiB
+from nbc_tui.backend.storage.partition import read_partition_table
 from tests.conftest import loop_devices_of
 from tests.integration.disk_image import mounted_partition
 from tests.tui.pty_driver import Tui, install_by_keys, plain, tui_environment
@@ -40,7 +44,8 @@ def test_a_person_installs_with_the_keyboard_on_the_linux_console(
     answers = tmp_path / "answers.toml"
     tui = Tui(tui_env)
     try:
-        install_by_keys(tui, synthetic_image, image, answers, password=PASSWORD, karg=KARG)
+        install_by_keys(tui, synthetic_image, image, answers, password=PASSWORD, karg=KARG,
+                        layout=("128M", "1G", "512M"), image_gib=3)
     finally:
         tui.close()
     seen = plain(tui.seen.getvalue())
@@ -52,6 +57,11 @@ def test_a_person_installs_with_the_keyboard_on_the_linux_console(
     # The disk: nbc's GPT, nothing left attached.
     assert sgdisk_partitions(image) == [(1, "EF00", "boot"), (2, "8300", "root1"), (3, "8300", "root2"),
                                         (4, "8300", "var")]
+    # The small layout typed in the advanced layout, in a 3 GiB file (the default layout needs 30 GB).
+    assert image.stat().st_size == 3 * GiB
+    esp, root1, root2, var = (p.size for p in read_partition_table(image, ctx=RunContext()))
+    assert (esp, root1, root2) == (128 * MiB, GiB, GiB)
+    assert 512 * MiB <= 3 * GiB - 128 * MiB - 2 * GiB - GPT_OVERHEAD <= var
     assert loop_devices_of(image) == []
     with mounted_partition(image, 4, tmp_path / "var") as var:
         config = json.loads((var / "lib/nbc/state/config.json").read_text())
@@ -66,4 +76,6 @@ def test_a_person_installs_with_the_keyboard_on_the_linux_console(
         assert PASSWORD not in where
     plan = load_answers(answers)
     assert plan.target.image_file == image and plan.layout.filesystem == "ext4"
+    assert (plan.target.image_size, plan.layout.esp_size, plan.layout.root_size, plan.layout.var_min_size) == (
+        3 * GiB, 128 * MiB, GiB, 512 * MiB)
     assert plan.system.root_password is None

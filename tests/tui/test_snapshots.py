@@ -68,6 +68,15 @@ async def disk_chosen_state(pilot: Pilot[Any]) -> None:
     await pilot.press("down", "down", "down", "enter")
 
 
+async def layout_dialog_state(pilot: Pilot[Any]) -> None:
+    """The advanced layout over the chosen 40 GB disk, with a root slot too large for it."""
+    await disk_chosen_state(pilot)
+    await pilot.press("f6")
+    await pilot.pause()
+    await pilot.press("tab", "ctrl+u", *"20G")
+    await pilot.pause()
+
+
 async def encryption_state(pilot: Pilot[Any]) -> None:
     await push(pilot, EncryptionScreen(PlanDraft(), tpm=True))
     await pilot.press("right", "space", "tab", *PASSPHRASE, "enter", *PASSPHRASE, "enter", "down", "space")
@@ -158,6 +167,7 @@ async def review_disk_encrypted_state(pilot: Pilot[Any]) -> None:
 STATES: dict[str, Callable[[Pilot[Any]], Awaitable[None]]] = {
     "disk": disk_state,
     "disk-chosen": disk_chosen_state,
+    "layout-dialog": layout_dialog_state,
     "encryption": encryption_state,
     "encryption-no-tpm": encryption_no_tpm_state,
     "progress": progress_state,

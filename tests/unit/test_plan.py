@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from nbc_tui.backend.plan import InstallPlan, Layout, Target, validation_messages
-from nbc_tui.backend.sizes import GiB, MiB, human, parse_size
+from nbc_tui.backend.sizes import GiB, MiB, human, parse_size, short_size
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -70,3 +70,18 @@ def test_validation_errors_read_as_sentences_without_pydantics_prefix() -> None:
     assert "target: give exactly one of a device, disk rules (match) or a disk-image file" in lines
     assert any(line.startswith("layout.root_size: ") for line in lines)
     assert not any("Value error" in line for line in lines)
+
+
+def test_short_sizes_are_exact_and_read_back() -> None:
+    for size, text in ((2 * GiB, "2G"), (512 * MiB, "512M"), (1536 * MiB, "1536M"), (4 << 40, "4T"), (1000, "1000")):
+        assert short_size(size) == text and parse_size(text) == size
+
+
+def test_what_var_gets_and_the_floor_in_words() -> None:
+    layout = Layout(esp_size=256 * MiB, root_size=2 * GiB, var_min_size=512 * MiB)
+    assert layout.min_disk_size == 2 * MiB + 256 * MiB + 4 * GiB + 512 * MiB
+    assert layout.var_size_on(layout.min_disk_size) == layout.var_min_size  # just fits
+    assert layout.var_size_on(8 * GiB) == 8 * GiB - 2 * MiB - 256 * MiB - 4 * GiB
+    with pytest.raises(ValidationError) as raised:
+        Layout.model_validate({"root_size": "100M"})
+    assert validation_messages(raised.value) == ["root_size: must be at least 512.0 MB (512M)"]
