@@ -2,10 +2,10 @@
 and checked on the serial console.
 
 - UEFI boot through the ISO's GRUB: the installer starts by itself on the serial console and, driven by keys
-  (pexpect-style, over the console socket), installs the staged image onto the blank disk without
-  encryption; everything it drew is ASCII; leaving it leaves a shell, where the live system is checked
-  (medium, layers, the installer on tty1 too, the staged image, the live medium refused); the installed disk
-  then boots and reports /, /etc, /var and /boot as the layout promises.
+  (pexpect-style, over the console socket), switches the machine's keyboard to de, installs the staged image
+  onto the blank disk without encryption; everything it drew is ASCII; leaving it leaves a shell, where the live
+  system is checked (the keymap the kernel has, medium, layers, the installer on tty1 too, the staged image, the
+  live medium refused); the installed disk then boots and reports /, /etc, /var and /boot as the layout promises.
 - ``--stage``: the staged image is in the ISO's top layer under ``/var/cache/nbc/staged-install``.
 - ``iso/build.sh`` refuses bad arguments with a message before building anything (no VM, no root).
 
@@ -36,7 +36,7 @@ INSTALL_TIMEOUT = 1200
 INSTALLED_BOOT_TIMEOUT = 420
 PROMPT = re.compile(r"root@nbc-tui-live:~# ")
 # Keys as a VT220 serial terminal sends them.
-TAB, ENTER, ESC, DOWN, RIGHT, CTRL_N = "\t", "\r", "\x1b", "\x1b[B", "\x1b[C", "\x0e"
+TAB, ENTER, ESC, DOWN, RIGHT, CTRL_N, F3 = "\t", "\r", "\x1b", "\x1b[B", "\x1b[C", "\x0e", "\x1bOR"
 SETTLE = 0.7
 """Seconds after a key that moves the focus before the next key (see keys())."""
 KERNEL_ARG = "console=ttyS0"
@@ -57,12 +57,18 @@ def keys(vm: Vm, *sequence: str) -> None:
 
 
 def install_by_keys(vm: Vm) -> tuple[str, re.Match[str], float]:
-    """Welcome to done on the serial console: the staged image, the blank disk from the table, no
-    encryption, ext4 and the automatic bootloader, console=ttyS0, no root password, the disk's name typed
-    to confirm; then leave it. Returns what the installer drew, the shell's "nbc-tui exited" line and the
-    seconds the install itself took."""
+    """Welcome to done on the serial console: the machine's keyboard switched to de (F3 on the welcome screen),
+    the staged image, the blank disk from the table, no encryption, ext4 and the automatic bootloader,
+    console=ttyS0, no root password, the disk's name typed to confirm; then leave it. Returns what the
+    installer drew, the shell's "nbc-tui exited" line and the seconds the install itself took."""
     start = vm.mark()
     vm.wait_after(start, "Running as root")  # the welcome screen has surveyed the machine
+    keys(vm, F3)
+    vm.wait_after(start, "ype to filter")  # the dialog's filter field ("t" is drawn under the cursor)
+    keys(vm, "d", "e", ENTER)  # "de" heads the filtered list: Enter switches to it
+    vm.wait_after(start, "The keyboard is now de")
+    keys(vm, ESC)
+    vm.wait_after(start, "Keyboard: de")
     keys(vm, ENTER)
     vm.wait_after(start, "Or pick a staged image")
     keys(vm, TAB, DOWN, ENTER)  # from the reference field to the staged list; its first (only) image
@@ -117,6 +123,8 @@ def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso,
         medium = vm.shell("findmnt -no SOURCE,FSTYPE /run/live/medium").split()
         assert medium == ["/dev/sr0", "iso9660"], medium
         assert "SecureBoot enabled" in vm.shell("mokutil --sb-state")
+        # The keyboard switched on the welcome screen is the kernel's: the key left of U types z on de.
+        assert re.search(r"^keycode +21 = \+?z\b", vm.shell("dumpkeys -C /dev/tty1"), re.M), "not a de keymap"
         # The installer runs on tty1 too (no display in this VM, but the virtual console exists).
         on_tty1 = vm.shell("pgrep -a -t tty1 -f bin/nbc-tui").strip()
         assert "nbc-tui" in on_tty1, f"no nbc-tui on tty1: {on_tty1!r}"
