@@ -10,7 +10,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from .backend.plan import InstallPlan, Layout
-from .backend.sizes import short_size
+from .backend.sizes import gib_up, short_size
 
 TPM2_RECOMMENDED_PCRS: tuple[int, ...] = (7,)
 """PCR 7 (the Secure Boot state): what the encryption screen recommends."""
@@ -86,7 +86,7 @@ class PlanDraft:
         return cls(
             image_ref=plan.image.ref, staged_digest=plan.image.staged_digest,
             device=str(t.device) if t.device else None, serial=t.serial if t.device else None,
-            image_file=t.image_file, image_size_gib=-(-t.image_size // (1 << 30)),
+            image_file=t.image_file, image_size_gib=gib_up(t.image_size),
             encrypt=enc is not None, passphrase=enc.passphrase if enc else None,
             tpm2=bool(enc and enc.tpm2),
             tpm2_pcrs=enc.tpm2_pcrs if enc and enc.tpm2 else TPM2_RECOMMENDED_PCRS,

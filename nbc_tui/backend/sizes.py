@@ -24,6 +24,11 @@ def parse_size(text: str | int, *, default_unit: str = "") -> int:
     return int(value)
 
 
+def gib_up(n: int) -> int:
+    """The whole GiB ``n`` bytes take, rounded up: the smallest disk-image file (in GiB) that holds them."""
+    return -(-n // GiB)
+
+
 def short_size(n: int) -> str:
     """A size as an answer file and the layout dialog write it: the largest binary unit that is exact
     (``2G``, ``512M``, ``1536M``), else bytes."""

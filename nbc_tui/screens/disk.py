@@ -51,7 +51,7 @@ from ..backend.disks import (
 )
 from ..backend.disks.hotplug import BlockEvent, BlockWatcher
 from ..backend.errors import InputError, NbcError
-from ..backend.sizes import GiB, human
+from ..backend.sizes import GiB, gib_up, human
 from ..draft import PlanDraft
 from ..widgets.disk_table import DiskEntry, DiskTable, describe
 from ..widgets.layout_dialog import FitTarget, LayoutDialog
@@ -80,7 +80,7 @@ class ImageFileCheck:
 def check_image_file(path_text: str, size_text: str, *, min_size: int) -> ImageFileCheck:
     """Whether ``path_text`` with ``size_text`` GiB can be the target of an install of ``min_size`` bytes (the
     path is judged by the engine's own check, in its words)."""
-    min_gib = -(-min_size // GiB)
+    min_gib = gib_up(min_size)
     text = path_text.strip()
     if not text:
         return ImageFileCheck(error="Type the path of the disk-image file to create, e.g. /var/tmp/nbc-disk.img")
@@ -172,7 +172,7 @@ class DiskScreen(WizardScreen[bool]):
                 f"least {human(layout.var_min_size)}")
 
     def compose_body(self) -> ComposeResult:
-        min_gib = -(-self.min_size // GiB)
+        min_gib = gib_up(self.min_size)
         yield DiskTable(id="disk-table")
         yield Static("Reading the disks...", id="disk-detail")
         yield Static(self.layout_words(), id="layout-line", markup=False)
@@ -416,7 +416,7 @@ class DiskScreen(WizardScreen[bool]):
         self.query_one("#title", Static).update(self.heading)
         self.query_one("#layout-line", Static).update(self.layout_words())
         size_field = self.query_one("#image-size", Input)
-        min_gib = -(-self.min_size // GiB)
+        min_gib = gib_up(self.min_size)
         if not size_field.value.strip().isdigit() or int(size_field.value) < min_gib:
             size_field.value = str(min_gib)  # the smallest file the layout fits in
         self.say(f"The layout needs {human(self.min_size)} now: the disks are measured against it.")

@@ -17,7 +17,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Static
 
 from ..backend.plan import DEFAULT_ESP_SIZE, DEFAULT_ROOT_SIZE, DEFAULT_VAR_MIN_SIZE, Layout, error_text
-from ..backend.sizes import GiB, human, short_size
+from ..backend.sizes import gib_up, human, short_size
 
 FIELDS: dict[str, tuple[str, str]] = {
     "esp_size": ("ESP", "boot files and kernels"),
@@ -25,7 +25,12 @@ FIELDS: dict[str, tuple[str, str]] = {
     "var_min_size": ("/var at least", "gets the rest of the disk"),
 }
 """The layout's sizes: (the row's label, the field's placeholder)."""
+LAST_FIELD = list(FIELDS)[-1]
 DEFAULTS = {"esp_size": DEFAULT_ESP_SIZE, "root_size": DEFAULT_ROOT_SIZE, "var_min_size": DEFAULT_VAR_MIN_SIZE}
+
+
+def _field_id(key: str) -> str:
+    return key.replace("_", "-")  # esp_size -> #esp-size
 
 
 @dataclass(frozen=True)
@@ -52,7 +57,7 @@ def read_sizes(typed: dict[str, str]) -> Layout | str:
 
 def fit_words(layout: Layout, target: FitTarget | None) -> tuple[str, bool]:
     """What ``layout`` needs, and whether (and how) it fits on ``target``."""
-    needs = f"Needs {human(layout.min_disk_size)}; a disk-image file of {-(-layout.min_disk_size // GiB)} GiB."
+    needs = f"Needs {human(layout.min_disk_size)}; a disk-image file of {gib_up(layout.min_disk_size)} GiB."
     if target is None:
         return needs, True
     var = layout.var_size_on(target.size)
@@ -94,7 +99,7 @@ class LayoutDialog(ModalScreen[dict[str, str] | None]):
             for key, (label, placeholder) in FIELDS.items():
                 with Horizontal(classes="row"):
                     yield Static(label, classes="row-label")
-                    yield Input(self.sizes.get(key, ""), placeholder=placeholder, id=key.replace("_", "-"),
+                    yield Input(self.sizes.get(key, ""), placeholder=placeholder, id=_field_id(key),
                                 select_on_focus=False)
             yield Static(id="layout-fit")
             with Horizontal(classes="buttons"):
@@ -107,7 +112,10 @@ class LayoutDialog(ModalScreen[dict[str, str] | None]):
         self.show_fit()
 
     def typed(self) -> dict[str, str]:
-        return {key: self.query_one(f"#{key.replace('_', '-')}", Input).value for key in FIELDS}
+        return {key: self.field(key).value for key in FIELDS}
+
+    def field(self, key: str) -> Input:
+        return self.query_one(f"#{_field_id(key)}", Input)
 
     @on(Input.Changed)
     def show_fit(self) -> None:
@@ -122,12 +130,10 @@ class LayoutDialog(ModalScreen[dict[str, str] | None]):
     def _next_field(self, event: Input.Submitted) -> None:
         """Enter moves to the next size; from the last one it applies."""
         event.stop()
-        keys = list(FIELDS)
-        index = keys.index(event.input.id.replace("-", "_")) if event.input.id else len(keys)
-        if index + 1 < len(keys):
-            self.query_one(f"#{keys[index + 1].replace('_', '-')}", Input).focus()
-        else:
+        if event.input is self.field(LAST_FIELD):
             self.action_apply()
+        else:
+            self.focus_next()
 
     @on(Button.Pressed, "#apply")
     def action_apply(self) -> None:
@@ -140,7 +146,7 @@ class LayoutDialog(ModalScreen[dict[str, str] | None]):
     @on(Button.Pressed, "#defaults")
     def defaults(self) -> None:
         for key, size in DEFAULTS.items():
-            self.query_one(f"#{key.replace('_', '-')}", Input).value = short_size(size)
+            self.field(key).value = short_size(size)
 
     @on(Button.Pressed, "#cancel")
     def action_cancel(self) -> None:

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from nbc_tui.backend.plan import InstallPlan, Layout, Target, validation_messages
-from nbc_tui.backend.sizes import GiB, MiB, human, parse_size, short_size
+from nbc_tui.backend.sizes import GiB, MiB, gib_up, human, parse_size, short_size
 
 
 @pytest.mark.parametrize(("text", "expected"), [
@@ -75,6 +75,7 @@ def test_validation_errors_read_as_sentences_without_pydantics_prefix() -> None:
 def test_short_sizes_are_exact_and_read_back() -> None:
     for size, text in ((2 * GiB, "2G"), (512 * MiB, "512M"), (1536 * MiB, "1536M"), (4 << 40, "4T"), (1000, "1000")):
         assert short_size(size) == text and parse_size(text) == size
+    assert (gib_up(1), gib_up(GiB), gib_up(GiB + 1)) == (1, 1, 2)
 
 
 def test_what_var_gets_and_the_floor_in_words() -> None:
