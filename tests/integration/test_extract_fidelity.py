@@ -285,6 +285,28 @@ def test_extraction_from_a_worker_thread(target: Target, tmp_path: Path) -> None
     assert (target.root / "etc" / "a").read_bytes() == b"a"
 
 
+# system.posix_acl_default = u::rwx,g::---,o::--- (version 2, then tag, permissions and id of each entry)
+_ACL = b"".join([(2).to_bytes(4, "little"),
+                 *(tag.to_bytes(2, "little") + perm.to_bytes(2, "little") + (0xFFFFFFFF).to_bytes(4, "little")
+                   for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))])
+
+
+@pytest.mark.parametrize("parent", [{"mode": 0o2775, "gid": 50}, {"xattrs": {"system.posix_acl_default": _ACL}}],
+                         ids=["setgid", "default-acl"])
+def test_what_a_directory_passes_on_does_not_change_what_the_image_gives(target: Target, tmp_path: Path,
+                                                                        parent: dict[str, Any]) -> None:
+    """Root's files are created with their final owner and mode (no chown, no chmod), but a setgid directory
+    gives its group to what is created in it and a default ACL shapes the mode: below those, files still get
+    exactly the owner and mode the layer gives."""
+    layer = (TarBuilder().dir("shared", **parent)
+             .file("shared/open", b"o", mode=0o644).file("shared/run", b"r", mode=0o4755).bytes())
+    write_layout(tmp_path / "layout", [ImageSpec([Layer(layer, "gzip")])])
+    extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
+    for name, mode in (("open", 0o644), ("run", 0o4755)):
+        st = (target.root / "shared" / name).stat()
+        assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode)
+
+
 def test_a_file_over_a_mount_point_is_refused(target: Target, tmp_path: Path) -> None:
     from nbc_tui.backend.errors import InputError
 

@@ -30,6 +30,7 @@ from .resolve import Refused
 
 CHUNK = 1 << 20
 FRAME = struct.Struct("!cQ")
+_FRAME_SIZE = FRAME.size
 LAYER, ENTRY, DATA, END, FINISH = b"L", b"H", b"D", b"E", b"Z"
 _MAX_WARNINGS = 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -80,6 +81,18 @@ class Frames:
         kind, length = FRAME.unpack(self.exact(FRAME.size))
         return kind, length
 
+    def frame(self) -> tuple[bytes, bytes]:
+        """The next frame's kind and payload (not for ``D`` frames, which FramedContent reads)."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos >= _FRAME_SIZE:  # the usual case: the whole frame is buffered, one slice
+            kind, length = FRAME.unpack_from(buf, pos)
+            end = pos + _FRAME_SIZE + length
+            if end <= len(buf):
+                self._pos = end
+                return kind, buf[pos + _FRAME_SIZE: end]
+        kind, length = self.header()
+        return kind, self.exact(length)
+
     def move(self, fd: int, n: int) -> int:
         """Write up to ``n`` (> 0) of the next bytes into ``fd``: what is buffered, else a splice from the pipe
         (the bytes go from the pipe to the page cache, never through Python), else a read and a write where
@@ -108,6 +121,8 @@ class Frames:
 class InlineContent:
     """The content of a small file, carried in its entry's frame."""
 
+    __slots__ = ("_data",)
+
     def __init__(self, data: bytes) -> None:
         self._data = data
 
@@ -121,6 +136,8 @@ class InlineContent:
 
 class FramedContent:
     """The content of one regular-file entry, arriving in ``D`` frames after it."""
+
+    __slots__ = ("_frame_left", "_frames", "_left")
 
     def __init__(self, frames: Frames, size: int) -> None:
         self._frames = frames
@@ -175,20 +192,20 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
         tree = _RealTree()
         entries = 0
         while True:
-            kind, length = frames.header()
+            kind, payload = frames.frame()
             if kind == FINISH:
                 break
             if kind != LAYER:
                 raise EOFError(f"unexpected frame {kind!r}")
-            layer = frames.exact(length).decode()
+            layer = payload.decode()
             applier = LayerApplier(tree)
             while True:
-                kind, length = frames.header()
+                kind, payload = frames.frame()
                 if kind == END:
                     break
                 if kind != ENTRY:
                     raise EOFError(f"unexpected frame {kind!r} inside a layer")
-                entry, inline = decode_entry(frames.exact(length))
+                entry, inline = decode_entry(payload)
                 current = entry.name
                 content = (InlineContent(inline) if inline is not None
                            else FramedContent(frames, entry.size if entry.kind == REG else 0))
@@ -215,6 +232,19 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
     return code
 
 
+_DEFAULT_ACL = "system.posix_acl_default"
+
+
+def _passes_on(path: str) -> bool:
+    """Whether the directory ``path`` gives what is created in it a group (setgid) or a default ACL."""
+    if os.stat(path).st_mode & stat.S_ISGID:
+        return True
+    try:
+        return _DEFAULT_ACL in os.listxattr(path)
+    except OSError:
+        return False
+
+
 class _RealTree:
     """The target filesystem as layer_rules sees it (the child runs chrooted: "/" is the target root)."""
 
@@ -223,6 +253,9 @@ class _RealTree:
         self.dir_times: dict[str, tuple[int, int]] = {}  # path -> (mtime ns, inode), applied at the end
         self.files_bytes = 0
         self.warnings: list[str] = []
+        # A directory can pass something on to what is created inside it: a setgid bit its group, a default
+        # ACL a mode. Once the tree has one, every file gets its owner and mode explicitly (see create).
+        self.inherits = _passes_on("/")
 
     def lookup(self, path: str) -> tuple[int, str | None]:
         try:
@@ -278,15 +311,25 @@ class _RealTree:
     def update_dir(self, path: str, entry: TarEntry) -> None:
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
         os.chmod(path, entry.mode)
+        self.inherits = self.inherits or bool(entry.mode & stat.S_ISGID)
         self._xattrs(path, entry, replace=True)
         self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
 
     def create(self, path: str, entry: TarEntry, content: FramedContent | InlineContent) -> bool:
         kind = entry.kind
+        if kind == REG:  # most entries: the shortest way
+            # Created with its final owner and mode when it is root's (we are root; root's writes keep
+            # setuid/setgid) and no directory passes on a group or an ACL (our umask is 0): that spares a
+            # chown and a chmod for most files of a system.
+            final = not (entry.uid or entry.gid or self.inherits)
+            try:
+                fd = os.open(path, _CREATE_FLAGS, entry.mode if final else 0o600)
+            except FileExistsError:
+                return False
+            self._fill_file(fd, entry, content, final)
+            return True
         try:
-            if kind == REG:
-                fd = os.open(path, _CREATE_FLAGS, 0o600)
-            elif kind == DIR:
+            if kind == DIR:
                 os.mkdir(path, 0o700)
             elif kind == SYM:
                 os.symlink(entry.linkname, path)
@@ -299,10 +342,9 @@ class _RealTree:
                 raise Refused(entry.name, f"has an unknown type {kind!r}")
         except FileExistsError:
             return False
-        if kind == REG:
-            self._fill_file(fd, entry, content)
-        elif kind == SYM:
-            os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
+        if kind == SYM:
+            if entry.uid or entry.gid:  # we are root: a new symlink is ours already
+                os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
             self._xattrs(path, entry, symlink=True)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         else:
@@ -312,17 +354,18 @@ class _RealTree:
             self._xattrs(path, entry)
             if kind == DIR:
                 self.known.add(path)
+                self.inherits = self.inherits or bool(entry.mode & stat.S_ISGID)
                 self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
             else:
                 os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         return True
 
-    def _fill_file(self, fd: int, entry: TarEntry, content: FramedContent | InlineContent) -> None:
+    def _fill_file(self, fd: int, entry: TarEntry, content: FramedContent | InlineContent, final: bool) -> None:
         try:
             content.copy_to(fd)
-            # the same order as above, on the open file
-            os.fchown(fd, entry.uid, entry.gid)
-            os.fchmod(fd, entry.mode)
+            if not final:  # the same order as for other kinds, on the open file
+                os.fchown(fd, entry.uid, entry.gid)
+                os.fchmod(fd, entry.mode)
             if entry.xattrs:
                 self._xattrs(fd, entry)
             os.utime(fd, ns=(entry.mtime_ns, entry.mtime_ns))
@@ -345,6 +388,8 @@ class _RealTree:
                 if name not in wanted and name != "security.selinux":  # the host's label stays
                     os.removexattr(where, name, follow_symlinks=False)
         for name, value in wanted.items():
+            if name == _DEFAULT_ACL:
+                self.inherits = True
             try:
                 if isinstance(where, int):
                     os.setxattr(where, name, value)

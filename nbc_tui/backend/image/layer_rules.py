@@ -86,10 +86,11 @@ class LayerApplier:
             self._whiteout(entry, clean.split("/"))
             return
         tree = self.tree
+        path = clean
         if not tree.known_dir(parent):
             parent = resolve_parent(clean.split("/"), tree.lookup, name=entry.name)
             tree.make_dirs(parent)
-        path = join(parent, base)
+            path = join(parent, base)
         self._touch(path)
         self.entries += 1
         if entry.kind == LNK:
