@@ -43,14 +43,12 @@ INLINE_MAX = 64 << 10
 def encode_entry(entry: TarEntry, inline: bytes | None = None) -> bytes:
     """An entry's header as the parent sends it, with the content of a small file (``inline``) or without
     (``None``: ``D`` frames follow). marshal: a tuple of plain values, read back in C."""
-    return marshal.dumps((entry.name, entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime_ns,
-                          entry.linkname, entry.devmajor, entry.devminor, entry.xattrs, inline))
+    return marshal.dumps((*entry.fields(), inline))
 
 
 def decode_entry(data: bytes) -> tuple[TarEntry, bytes | None]:
-    name, kind, mode, uid, gid, size, mtime_ns, linkname, devmajor, devminor, xattrs, inline = marshal.loads(data)
-    return TarEntry(name, kind, mode=mode, uid=uid, gid=gid, size=size, mtime_ns=mtime_ns, linkname=linkname,
-                    devmajor=devmajor, devminor=devminor, xattrs=xattrs), inline
+    *fields, inline = marshal.loads(data)
+    return TarEntry.from_fields(fields), inline
 
 
 class Frames:
@@ -210,7 +208,8 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
                 content = (InlineContent(inline) if inline is not None
                            else FramedContent(frames, entry.size if entry.kind == REG else 0))
                 applier.apply(entry, content)
-                content.skip_rest()  # a file the layer rules did not write (none today): its bytes go by
+                if inline is None:
+                    content.skip_rest()  # a file the layer rules did not write (none today): its bytes go by
             current = None
             entries += applier.entries
         tree.finish()

@@ -11,7 +11,7 @@ import base64
 import contextlib
 import io
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 from urllib.parse import unquote_to_bytes
 
@@ -129,6 +129,20 @@ class TarEntry:
         self.name, self.kind, self.mode, self.uid, self.gid = name, kind, mode, uid, gid
         self.size, self.mtime_ns, self.linkname = size, mtime_ns, linkname
         self.devmajor, self.devminor, self.xattrs = devmajor, devminor, xattrs
+
+    @classmethod
+    def from_fields(cls, fields: Sequence[Any]) -> TarEntry:
+        """An entry from its fields in :meth:`fields` order (the extraction child builds one per entry from a
+        tuple; this is three times cheaper than the keyword constructor)."""
+        entry = object.__new__(cls)
+        (entry.name, entry.kind, entry.mode, entry.uid, entry.gid, entry.size, entry.mtime_ns, entry.linkname,
+         entry.devmajor, entry.devminor, entry.xattrs) = fields
+        return entry
+
+    def fields(self) -> tuple[Any, ...]:
+        """The fields :meth:`from_fields` takes, in its order."""
+        return (self.name, self.kind, self.mode, self.uid, self.gid, self.size, self.mtime_ns, self.linkname,
+                self.devmajor, self.devminor, self.xattrs)
 
     def __repr__(self) -> str:
         return f"TarEntry({self.name!r}, kind={self.kind!r}, size={self.size})"
