@@ -1,6 +1,7 @@
 """Benchmark (run on purpose, not a test): how fast an install is beside its peers, same machine, same run.
 
-    sudo .venv/bin/python bench/install_bench.py [--runs 3] [--files 200000] [--big-gb 4] [--skip-scale]
+    sudo .venv/bin/python bench/install_bench.py [--runs 3] [--files 200000] [--big-gb 4]
+                                                 [--skip-scale | --scale-only]
 
 The Debian test image (tests/vm/image_builder.py) is pushed to a local docker-registry on 127.0.0.1. Each
 figure is the median of ``--runs`` runs, every extraction into a fresh ext4 filesystem on a loop device:
@@ -57,7 +58,10 @@ FIGURES: list[tuple[str, str, str]] = []
 
 
 def sh(*argv: str) -> str:
-    return subprocess.run(argv, check=True, capture_output=True, text=True).stdout
+    r = subprocess.run(argv, capture_output=True, text=True, check=False)
+    if r.returncode != 0:
+        sys.exit(f"{' '.join(argv)} failed ({r.returncode}):\n{r.stdout[-2000:]}{r.stderr[-2000:]}")
+    return r.stdout
 
 
 @contextmanager
@@ -211,6 +215,8 @@ def extraction_vs_tar(ref: str, blobs: list[tuple[Path, str]], work: Path, runs:
         for results, once in order if run % 2 == 0 else reversed(order):  # who goes first alternates
             with fresh_ext4(work, 12) as root:
                 results.append(once(root))
+    print(f"{what}: nbc-tui {' '.join(f'{w:.2f}' for w, _ in ours)} s, tar {' '.join(f'{w:.2f}' for w, _ in theirs)} s",
+          flush=True)
     o_wall, t_wall = statistics.median(w for w, _ in ours), statistics.median(w for w, _ in theirs)
     o_rss, t_rss = max(m for _, m in ours), max(m for _, m in theirs)
     FIGURES.append((f"extraction vs GNU tar -x: {what}",
@@ -308,8 +314,21 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--files", type=int, default=200_000)
     ap.add_argument("--big-gb", type=int, default=4)
-    ap.add_argument("--skip-scale", action="store_true")
+    which = ap.add_mutually_exclusive_group()
+    which.add_argument("--skip-scale", action="store_true", help="only the Debian test image's figures")
+    which.add_argument("--scale-only", action="store_true", help="only the small-files and big-image figures")
     args = ap.parse_args()
+    if not args.scale_only:
+        debian_image_figures(args.runs)
+    if not args.skip_scale:
+        scale_figures(args.runs, args.files, args.big_gb)
+    print(f"\nMedians of {args.runs} runs (seconds, same machine, same run):")
+    width = max(len(w) for w, _, _ in FIGURES)
+    for what, figure, goal in FIGURES:
+        print(f"  {what:{width}s}  {figure}   [goal {goal}]")
+
+
+def debian_image_figures(runs: int) -> None:
     layout = build_debian_image()
     variants = image_variants(layout)
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="nbc-bench-") as d:
@@ -325,9 +344,9 @@ def main() -> None:
             env = {**os.environ, "NBC_TUI_CACHE_ROOT": str(work / "cache"), "NBC_TUI_LOCK_DIR": str(work / "locks"),
                    "NBC_TUI_LOG_FILE": str(work / "nbc.log")}
             print(f"Debian test image: {image_bytes / 1e6:.1f} MB of gzip blobs, pushed as {remote}", flush=True)
-            install_wall = install_from_registry(remote, work, env, server, args.runs, image_bytes)
-            peer = peer_pipeline(remote, work, args.runs)
-            ours = check_and_extract(remote, work, args.runs)
+            install_wall = install_from_registry(remote, work, env, server, runs, image_bytes)
+            peer = peer_pipeline(remote, work, runs)
+            ours = check_and_extract(remote, work, runs)
             FIGURES.append(("check + extraction from the registry vs skopeo copy + umoci raw unpack",
                             f"{ours:.2f} s / {peer:.2f} s = {ours / peer:.2f}x", "<= 0.5x"))
             FIGURES.append(("whole nbc-tui install from the registry vs that peer pipeline",
@@ -336,27 +355,28 @@ def main() -> None:
             # and as built locally (zstd), extracted from local OCI layouts by both.
             served = work / "served"
             sh("skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{remote}", f"oci:{served}:latest")
-            extraction_vs_tar(f"oci:{served}:latest", layer_blobs(served), work, args.runs,
+            extraction_vs_tar(f"oci:{served}:latest", layer_blobs(served), work, runs,
                               "the Debian test image, gzip layers (as served)")
-            extraction_vs_tar(f"oci:{layout}:latest", layer_blobs(layout), work, args.runs,
+            extraction_vs_tar(f"oci:{layout}:latest", layer_blobs(layout), work, runs,
                               "the Debian test image, zstd layers (local build)")
-            rebuild_initramfs_step(variants.rebuild_ref, work, env, args.runs)
-            download_vs_skopeo(remote, work, env, args.runs)
+            rebuild_initramfs_step(variants.rebuild_ref, work, env, runs)
+            download_vs_skopeo(remote, work, env, runs)
         finally:
             server.stop()
-        if not args.skip_scale:
-            print(f"Building the scale images ({args.files} files; {args.big_gb} GB)...", flush=True)
-            for make, name, what in ((lambda t: many_files_tar(t, args.files), "many", f"{args.files} small files"),
-                                     (lambda t: big_files_tar(t, args.big_gb), "big", f"a {args.big_gb} GB image")):
-                make(work / f"{name}.tar")
-                for compression, scale in images_from_tar(work / f"{name}.tar", work / name).items():
-                    extraction_vs_tar(f"oci:{scale}:latest", layer_blobs(scale), work, args.runs,
-                                      f"{what}, {compression}")
-                    shutil.rmtree(scale)
-    print(f"\nMedians of {args.runs} runs (seconds, same machine, same run):")
-    width = max(len(w) for w, _, _ in FIGURES)
-    for what, figure, goal in FIGURES:
-        print(f"  {what:{width}s}  {figure}   [goal {goal}]")
+
+
+def scale_figures(runs: int, files: int, big_gb: int) -> None:
+    """The small-files and big images, each in a work directory of its own (a 4 GB image, its two layouts and
+    the filesystems extracted into take room)."""
+    print(f"Building the scale images ({files} files; {big_gb} GB)...", flush=True)
+    for make, name, what in ((lambda t: many_files_tar(t, files), "many", f"{files} small files"),
+                             (lambda t: big_files_tar(t, big_gb), "big", f"a {big_gb} GB image")):
+        with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="nbc-bench-") as d:
+            work = Path(d)
+            make(work / f"{name}.tar")
+            for compression, scale in images_from_tar(work / f"{name}.tar", work / name).items():
+                extraction_vs_tar(f"oci:{scale}:latest", layer_blobs(scale), work, runs, f"{what}, {compression}")
+                shutil.rmtree(scale)
 
 
 if __name__ == "__main__":
