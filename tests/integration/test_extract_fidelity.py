@@ -291,20 +291,21 @@ _ACL = b"".join([(2).to_bytes(4, "little"),
                    for tag, perm in ((0x01, 7), (0x04, 0), (0x20, 0)))])
 
 
-@pytest.mark.parametrize("parent", [{"mode": 0o2775, "gid": 50}, {"xattrs": {"system.posix_acl_default": _ACL}}],
-                         ids=["setgid", "default-acl"])
+@pytest.mark.parametrize("parent", [{}, {"mode": 0o2775, "gid": 50}, {"xattrs": {"system.posix_acl_default": _ACL}}],
+                         ids=["plain", "setgid", "default-acl"])
 def test_what_a_directory_passes_on_does_not_change_what_the_image_gives(target: Target, tmp_path: Path,
                                                                         parent: dict[str, Any]) -> None:
-    """Root's files are created with their final owner and mode (no chown, no chmod), but a setgid directory
-    gives its group to what is created in it and a default ACL shapes the mode: below those, files still get
-    exactly the owner and mode the layer gives."""
-    layer = (TarBuilder().dir("shared", **parent)
-             .file("shared/open", b"o", mode=0o644).file("shared/run", b"r", mode=0o4755).bytes())
+    """Root's files are created with their final owner and mode (no chown, no chmod; a setuid file and its
+    capability survive the write), but a setgid directory gives its group to what is created in it and a
+    default ACL shapes the mode: below those, files still get exactly the owner and mode the layer gives."""
+    layer = (TarBuilder().dir("shared", **parent).file("shared/open", b"o", mode=0o644)
+             .file("shared/run", b"r" * 70_000, mode=0o4755, xattrs={"security.capability": CAP}).bytes())
     write_layout(tmp_path / "layout", [ImageSpec([Layer(layer, "gzip")])])
     extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
     for name, mode in (("open", 0o644), ("run", 0o4755)):
         st = (target.root / "shared" / name).stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode)
+    assert os.getxattr(target.root / "shared/run", "security.capability") == CAP
 
 
 def test_a_file_over_a_mount_point_is_refused(target: Target, tmp_path: Path) -> None:
