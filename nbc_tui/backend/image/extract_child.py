@@ -310,9 +310,8 @@ class _RealTree:
     def update_dir(self, path: str, entry: TarEntry) -> None:
         os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
         os.chmod(path, entry.mode)
-        self.inherits = self.inherits or bool(entry.mode & stat.S_ISGID)
         self._xattrs(path, entry, replace=True)
-        self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
+        self._dir_done(path, entry)
 
     def create(self, path: str, entry: TarEntry, content: FramedContent | InlineContent) -> bool:
         kind = entry.kind
@@ -353,11 +352,16 @@ class _RealTree:
             self._xattrs(path, entry)
             if kind == DIR:
                 self.known.add(path)
-                self.inherits = self.inherits or bool(entry.mode & stat.S_ISGID)
-                self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
+                self._dir_done(path, entry)
             else:
                 os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         return True
+
+    def _dir_done(self, path: str, entry: TarEntry) -> None:
+        """A directory has the entry's metadata: its mtime waits for the end (finish), and whether it passes
+        something on to what is created in it is noted."""
+        self.dir_times[path] = (entry.mtime_ns, os.lstat(path).st_ino)
+        self.inherits = self.inherits or bool(entry.mode & stat.S_ISGID) or _DEFAULT_ACL in (entry.xattrs or {})
 
     def _fill_file(self, fd: int, entry: TarEntry, content: FramedContent | InlineContent, final: bool) -> None:
         try:
@@ -387,8 +391,6 @@ class _RealTree:
                 if name not in wanted and name != "security.selinux":  # the host's label stays
                     os.removexattr(where, name, follow_symlinks=False)
         for name, value in wanted.items():
-            if name == _DEFAULT_ACL:
-                self.inherits = True
             try:
                 if isinstance(where, int):
                     os.setxattr(where, name, value)
