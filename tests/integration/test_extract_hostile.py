@@ -9,7 +9,9 @@ is how such a layer escapes any extractor that is not chrooted.
 
 from __future__ import annotations
 
+import io
 import os
+import tarfile
 import threading
 from pathlib import Path
 
@@ -61,7 +63,18 @@ def hostile_cases(sentinel: Path, root: Path) -> dict[str, tuple[TarBuilder, str
             TarBuilder().symlink("esc", str(sentinel)).hardlink("hl", "esc/etc/passwd"), "hl",
             "absolute symlink"),
         "hard link to a missing file": (TarBuilder().hardlink("hl", "etc/shadow"), "hl", "does not exist"),
+        # A plain file in a directory already there: the child's short way must still check the name.
+        "NUL byte in a name": (_pax_named("etc/ev\0il", b"x"), "etc/ev\0il", "has a NUL byte in its name"),
     }
+
+
+def _pax_named(name: str, data: bytes) -> TarBuilder:
+    """A layer with one root-owned file whose name (a PAX path record) the ustar header cannot hold."""
+    builder = TarBuilder()
+    info = tarfile.TarInfo("placeholder")
+    info.size, info.mode, info.pax_headers = len(data), 0o644, {"path": name}
+    builder.tar.addfile(info, io.BytesIO(data))
+    return builder
 
 
 CASES = list(hostile_cases(Path("/s"), Path("/r")))

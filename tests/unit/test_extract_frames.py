@@ -17,7 +17,10 @@ from nbc_tui.backend.image.extract_child import (
     FramedContent,
     Frames,
     decode_entry,
+    decode_plain,
     encode_entry,
+    encode_plain,
+    is_plain,
 )
 from nbc_tui.backend.image.layers import REG, TarEntry
 
@@ -78,3 +81,19 @@ def test_content_not_written_is_skipped_and_a_short_stream_is_an_error(tmp_path:
     with pytest.raises(EOFError, match="inside a file's content"):
         FramedContent(Frames(r), 5).skip_rest()
     os.close(r)
+
+
+@pytest.mark.parametrize("name,mtime_ns", [("usr/lib/\udcffodd", -5), ("etc/motd", (1 << 63) - 1), ("x", 0)])
+def test_a_plain_file_comes_back_as_it_was_sent(name: str, mtime_ns: int) -> None:
+    entry = TarEntry(name, REG, mode=0o4755, uid=0, gid=0, size=6, mtime_ns=mtime_ns)
+    assert is_plain(entry)
+    head, content = encode_plain(entry, b"\0small")
+    assert decode_plain(head + content) == (name, 0o4755, mtime_ns, memoryview(b"\0small"))
+    assert decode_plain(encode_plain(TarEntry(name, REG, mode=0o644, uid=0, gid=0, size=0,
+                                              mtime_ns=mtime_ns), b"")[0])[3] == b""
+
+
+@pytest.mark.parametrize("changes", [{"uid": 1}, {"gid": 5}, {"xattrs": {"user.a": b"1"}}, {"mtime_ns": 1 << 63}])
+def test_what_is_not_plain_travels_as_a_whole_entry(changes: dict[str, object]) -> None:
+    fields = {"mode": 0o644, "uid": 0, "gid": 0, "size": 1, "mtime_ns": 0} | changes
+    assert not is_plain(TarEntry("etc/x", REG, **fields))  # type: ignore[arg-type]

@@ -32,7 +32,21 @@ from typing import Any
 
 from ..errors import Cancelled, NbcError
 from ..runner import RunContext
-from .extract_child import CHUNK, DATA, END, ENTRY, FINISH, FRAME, INLINE_MAX, LAYER, child_main, encode_entry
+from .extract_child import (
+    CHUNK,
+    DATA,
+    END,
+    ENTRY,
+    FINISH,
+    FRAME,
+    INLINE_MAX,
+    LAYER,
+    PLAIN,
+    child_main,
+    encode_entry,
+    encode_plain,
+    is_plain,
+)
 from .layers import REG, TarEntry, TarError, TarReader, decompressed_ahead
 from .resolve import Refused
 from .scan import refusal_error
@@ -98,7 +112,11 @@ def extract_image(
                 try:
                     for entry in reader:
                         if entry.kind == REG and entry.size <= INLINE_MAX:
-                            child.entry(entry, reader.read_exactly(entry.size))
+                            content = reader.read_exactly(entry.size)
+                            if is_plain(entry):
+                                child.plain_file(entry, content)
+                            else:
+                                child.entry(entry, content)
                             continue
                         child.entry(entry)
                         if entry.kind == REG:
@@ -187,6 +205,18 @@ class _ApplyingChild:
         if self._cancel.is_set():
             self._cancelled()
         self._frame(ENTRY, encode_entry(entry, inline))
+
+    def plain_file(self, entry: TarEntry, content: bytes) -> None:
+        """A small regular file of root's without xattrs (extract_child.is_plain), with its content."""
+        if self._cancel.is_set():
+            self._cancelled()
+        head, content = encode_plain(entry, content)
+        out = self._out
+        out += FRAME.pack(PLAIN, len(head) + len(content))
+        out += head
+        out += content
+        if len(out) >= _BATCH:
+            self._flush()
 
     def send(self, data: bytes | memoryview) -> None:
         """Content of the regular file just announced."""

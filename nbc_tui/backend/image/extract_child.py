@@ -3,8 +3,9 @@
 
 The parent walks the tar stream; the pipe carries frames, each a kind byte and a length:
 ``L`` + layer digest, ``H`` + one entry's header (:func:`encode_entry`, with the content of a small file),
-``D`` + content bytes of the bigger regular file just announced (as many frames as its size takes), ``E``
-(end of layer), ``Z`` (finish). The child
+``F`` + a plain file (:func:`encode_plain`: a small regular file of root's without xattrs, most of a system's
+files, in a compact form the child applies without building an entry), ``D`` + content bytes of the bigger
+regular file just announced (as many frames as its size takes), ``E`` (end of layer), ``Z`` (finish). The child
 answers once, on a second pipe, with one JSON object: its statistics, or the error that stopped it.
 """
 
@@ -31,7 +32,10 @@ from .resolve import Refused
 CHUNK = 1 << 20
 FRAME = struct.Struct("!cQ")
 _FRAME_SIZE = FRAME.size
-LAYER, ENTRY, DATA, END, FINISH = b"L", b"H", b"D", b"E", b"Z"
+LAYER, ENTRY, PLAIN, DATA, END, FINISH = b"L", b"H", b"F", b"D", b"E", b"Z"
+_PLAIN_HEAD = struct.Struct("!IqI")  # mode, mtime (ns), length of the name; then the name and the content
+_PLAIN_HEAD_SIZE = _PLAIN_HEAD.size
+_INT64 = range(-(1 << 63), 1 << 63)
 _MAX_WARNINGS = 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
@@ -49,6 +53,31 @@ def encode_entry(entry: TarEntry, inline: bytes | None = None) -> bytes:
 def decode_entry(data: bytes) -> tuple[TarEntry, bytes | None]:
     *fields, inline = marshal.loads(data)
     return TarEntry.from_fields(fields), inline
+
+
+def is_plain(entry: TarEntry) -> bool:
+    """Whether the entry (a regular file up to INLINE_MAX) can travel as a ``F`` frame: root's, no xattrs."""
+    return not (entry.uid or entry.gid or entry.xattrs) and entry.mtime_ns in _INT64
+
+
+def encode_plain(entry: TarEntry, content: bytes) -> tuple[bytes, bytes]:
+    """A plain file's ``F`` payload, as two pieces (head with name, content) the parent writes one after the
+    other: the content is not copied into a new string."""
+    name = entry.name.encode("utf-8", "surrogateescape")
+    return _PLAIN_HEAD.pack(entry.mode, entry.mtime_ns, len(name)) + name, content
+
+
+def decode_plain(payload: bytes) -> tuple[str, int, int, memoryview]:
+    """(name, mode, mtime ns, content) of a ``F`` payload."""
+    mode, mtime_ns, length = _PLAIN_HEAD.unpack_from(payload)
+    end = _PLAIN_HEAD_SIZE + length
+    return (payload[_PLAIN_HEAD_SIZE:end].decode("utf-8", "surrogateescape"), mode, mtime_ns,
+            memoryview(payload)[end:])
+
+
+def plain_entry(name: str, mode: int, mtime_ns: int, size: int) -> TarEntry:
+    """The entry a ``F`` frame stands for, for the rules' long way."""
+    return TarEntry.from_fields((name, REG, mode, 0, 0, size, mtime_ns, "", 0, 0, None))
 
 
 class Frames:
@@ -121,7 +150,7 @@ class InlineContent:
 
     __slots__ = ("_data",)
 
-    def __init__(self, data: bytes) -> None:
+    def __init__(self, data: bytes | memoryview) -> None:
         self._data = data
 
     def copy_to(self, fd: int) -> None:
@@ -199,6 +228,15 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
             applier = LayerApplier(tree)
             while True:
                 kind, payload = frames.frame()
+                if kind == PLAIN:
+                    name, mode, mtime_ns, data = decode_plain(payload)
+                    current = name
+                    # Most files of a system: no entry object, no rule to weigh, four system calls.
+                    if applier.is_simple(name) and tree.new_plain_file(name, mode, mtime_ns, data):
+                        applier.applied(name)
+                    else:
+                        applier.apply(plain_entry(name, mode, mtime_ns, len(data)), InlineContent(data))
+                    continue
                 if kind == END:
                     break
                 if kind != ENTRY:
@@ -316,8 +354,7 @@ class _RealTree:
     def create(self, path: str, entry: TarEntry, content: FramedContent | InlineContent) -> bool:
         kind = entry.kind
         if kind == REG:  # most entries: the shortest way
-            # Created with its final owner and mode when it is root's (we are root; root's writes keep
-            # setuid/setgid) and no directory passes on a group or an ACL (our umask is 0): that spares a
+            # Created with its final owner and mode when it is root's (see new_plain_file): that spares a
             # chown and a chmod for most files of a system.
             final = not (entry.uid or entry.gid or self.inherits)
             try:
@@ -355,6 +392,26 @@ class _RealTree:
                 self._dir_done(path, entry)
             else:
                 os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
+        return True
+
+    def new_plain_file(self, path: str, mode: int, mtime_ns: int, content: bytes | memoryview) -> bool:
+        """A regular file of root's without xattrs, created with its final mode and its content: open, write,
+        futimens, close. False, with nothing done, when something is in the way, or when a directory of the
+        tree passes on a group or an ACL (then create() sets owner and mode explicitly). Root's own writes
+        keep setuid/setgid, and our umask is 0: the mode given to open(2) is the file's."""
+        if self.inherits:
+            return False
+        try:
+            fd = os.open(path, _CREATE_FLAGS, mode)
+        except FileExistsError:
+            return False
+        try:
+            if content:
+                _write_all(fd, content)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+        finally:
+            os.close(fd)
+        self.files_bytes += len(content)
         return True
 
     def _dir_done(self, path: str, entry: TarEntry) -> None:
