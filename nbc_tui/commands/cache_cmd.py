@@ -15,22 +15,11 @@ from collections.abc import Callable
 from typing import Any
 
 from ..backend.errors import InputError, NbcError
-from ..backend.image.cache import (
-    CachedImage,
-    CacheKind,
-    cache_dir,
-    clear_cache,
-    download,
-    list_cached,
-    remove_cached,
-)
-from ..backend.image.opener import open_image
-from ..backend.image.source import ImageSource
+from ..backend.events import Event, MessageEvent, ProgressEvent, WarningEvent
+from ..backend.image.cache import CachedImage, CacheKind, cache_dir, clear_cache, list_cached, remove_cached
 from ..backend.locks import CACHE_LOCK_WAIT
-from ..backend.provenance import Verification
+from ..backend.operations.download import DownloadRequest, stage_image
 from ..backend.runner import RunContext
-from ..backend.system.state import SystemConfig, read_system_config
-from ..backend.trust.verify import settings_for_update, verify_pull
 from .flags import add_trust_flags, trust_settings
 
 MiB = 1024 * 1024
@@ -157,62 +146,35 @@ class _TextProgress:
             _note(line)
 
 
-def _image_for_update(args: argparse.Namespace) -> tuple[str, Any]:
-    """--for-update: the image defaults to the installed one; returns (ref, installed config or None)."""
-    try:
-        config = read_system_config()
-    except (OSError, ValueError):
-        config = None
-    if args.image:
-        return args.image, config
-    if config is None:
-        raise InputError("no --image given and this system has no nbc configuration to take it from",
-                         hint="Give --image REF (the installed system's /var/lib/nbc/state/config.json "
-                              "is missing or unreadable)")
-    if not args.json:
-        _note(f"Using the installed system's image: {config.image_ref}")
-    return config.image_ref, config
-
-
 def _download(args: argparse.Namespace) -> int:
-    kind = CacheKind.UPDATE if args.for_update else CacheKind.INSTALL
-    config = None
-    if args.for_update:
-        ref, config = _image_for_update(args)
-    elif not args.image:
+    if args.for_install and not args.image:
         raise InputError("--for-install requires --image", hint="e.g. nbc-tui download --image REF --for-install")
-    else:
-        ref = args.image
     if args.parallel < 1:
         raise InputError("--parallel must be at least 1")
-    settings = trust_settings(args)
-    if args.for_update and config is not None:
-        settings = settings_for_update(settings, config)
-    with open_image(ref) as source:  # resolves the reference (read only), also under --dry-run
-        verification = verify_pull(source, settings, ctx=RunContext(), warn=lambda text: _note(f"Warning: {text}"))
-        if not args.json:
-            _note(f"Signature: {verification.describe()}")
-        return _download_from(args, kind, ref, config, source, verification=verification)
+    request = DownloadRequest(CacheKind.UPDATE if args.for_update else CacheKind.INSTALL, args.image,
+                              trust_settings(args), parallel=args.parallel, lock_wait=args.lock_wait)
+    progress = None if args.json else _TextProgress()
 
+    def emit(event: Event) -> None:
+        # The result is printed below; errors by _guarded. Notes go to stderr, in text mode only.
+        if isinstance(event, WarningEvent):
+            _note(f"Warning: {event.message}")
+        elif isinstance(event, MessageEvent) and not args.json:
+            _note(event.message)
+        elif isinstance(event, ProgressEvent) and progress is not None and event.details:
+            progress(event.details["bytes_done"], event.details["bytes_total"])
 
-def _download_from(args: argparse.Namespace, kind: CacheKind, ref: str, config: SystemConfig | None,
-                   source: ImageSource, *, verification: Verification) -> int:
-    if config is not None and {source.manifest_digest, source.index_digest} & config.digests:
-        raise NbcError(f"no update available: image digest matches installed version "
-                       f"({config.image_digest[:19]}...)")
-    root = cache_dir(kind)
-    if args.dry_run:
+    staged = stage_image(request, ctx=RunContext(dry_run=args.dry_run), emit=emit)
+    entry = staged.entry
+    if entry is None:  # a dry run
         if args.json:
-            _print_json({"image_ref": ref, "image_digest": source.manifest_digest, "cache_dir": str(root),
+            _print_json({"image_ref": staged.ref, "image_digest": staged.digest, "cache_dir": str(staged.cache_dir),
                          "size_bytes": 0, "architecture": ""})
         else:
-            print(f"Dry run: skipping actual download of image {ref}")
+            print(f"Dry run: skipping actual download of image {staged.ref}")
         return 0
-    progress = None if args.json else _TextProgress()
-    entry = download(source, kind, ref_text=ref, on_progress=progress, parallel=args.parallel,
-                     on_message=None if args.json else _note, lock_wait=args.lock_wait, verification=verification)
     if args.json:
-        out = {"image_ref": entry.image_ref, "image_digest": entry.image_digest, "cache_dir": str(root),
+        out = {"image_ref": entry.image_ref, "image_digest": entry.image_digest, "cache_dir": str(staged.cache_dir),
                "size_bytes": entry.size_bytes, "architecture": entry.architecture}
         if entry.os_release_pretty_name:
             out["os_name"] = entry.os_release_pretty_name
@@ -224,7 +186,7 @@ def _download_from(args: argparse.Namespace, kind: CacheKind, ref: str, config: 
     _print_entry(entry, indent="  ")
     print(f"  Cached at:    {entry.path}")
     print()
-    if kind is CacheKind.INSTALL:
+    if request.kind is CacheKind.INSTALL:
         print(f"Install it with: nbc-tui install --local-image {entry.image_digest[:19]} --device DISK")
     else:
         print("Apply it with: nbc-tui update --local-image")

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from nbc_tui.backend.errors import Cancelled, NbcError
+from nbc_tui.backend.errors import Cancelled, InputError, NbcError
+from nbc_tui.backend.events import Event
 from nbc_tui.backend.image.cache import (
     CacheKind,
     cache_dir,
@@ -35,6 +36,9 @@ from nbc_tui.backend.image.reference import OciLayoutRef
 from nbc_tui.backend.image.scan import scan_image
 from nbc_tui.backend.image.source import BlobStream, Descriptor, ImageSource
 from nbc_tui.backend.locks import CACHE_BUSY_EXCLUSIVE, CACHE_BUSY_SHARED
+from nbc_tui.backend.operations.download import DownloadRequest, StagedImage, stage_image
+from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.system.state import SystemConfig, write_system_config
 from nbc_tui.commands.cache_cmd import add_cache_parser, add_download_parser
 from tests.support.oci import ImageSpec, Layer, TarBuilder, flip_byte, write_layout, write_multiarch_layout
 from tests.support.synthetic import base_layer, make_image, second_layer
@@ -410,3 +414,42 @@ def test_source_without_a_manifest_gets_one_written(images: dict[str, str]) -> N
     assert entry.image_digest == back.manifest_digest != inner.config_digest
     assert back.config_digest == inner.config_digest and back.layers == inner.layers
     assert entry.dir_name == entry.path.name and entry.os_release_id == "synthetic"  # type: ignore[union-attr]
+
+
+# -- the download operation: an update's image and whether it is new --------------------------------------
+
+def _installed(root: Path, ref: str, digest: str) -> Path:
+    """A running system's nbc state under ``root`` that names ``ref`` at ``digest``."""
+    write_system_config(root, SystemConfig(image_ref=ref, image_digest=digest, device="/dev/vda",
+                                           install_date="2026-01-01T00:00:00+00:00", kernel_args=[],
+                                           bootloader_type="systemd-boot", filesystem_type="ext4"))
+    return root
+
+
+def _stage(request: DownloadRequest, *, dry_run: bool = False) -> tuple[StagedImage, list[Event]]:
+    events: list[Event] = []
+    return stage_image(request, ctx=RunContext(dry_run=dry_run), emit=events.append), events
+
+
+def test_an_update_without_image_takes_the_installed_systems(images: dict[str, str], tmp_path: Path) -> None:
+    root = _installed(tmp_path / "sys", images["one"], "sha256:" + "0" * 64)  # an older build of the same name
+    staged, events = _stage(DownloadRequest(CacheKind.UPDATE, None, system_root=root))
+    assert staged.ref == images["one"] and staged.entry is not None and staged.entry.image_ref == images["one"]
+    assert f"Using the installed system's image: {images['one']}" in [e.message for e in events]
+    assert single_staged(CacheKind.UPDATE) is not None
+
+    with pytest.raises(InputError, match="no nbc configuration"):
+        _stage(DownloadRequest(CacheKind.UPDATE, None, system_root=tmp_path / "not-installed"))
+
+
+@pytest.mark.parametrize("dry_run", [False, True])
+def test_the_image_the_system_runs_is_no_update_and_nothing_is_staged(images: dict[str, str], tmp_path: Path,
+                                                                     dry_run: bool) -> None:
+    digest = open_image(images["two"]).manifest_digest
+    root = _installed(tmp_path / "sys", images["two"], digest)
+    with pytest.raises(NbcError, match=f"no update available: image digest matches installed version "
+                                       f"\\({digest[:19]}"):
+        _stage(DownloadRequest(CacheKind.UPDATE, images["two"], system_root=root), dry_run=dry_run)
+    assert leftovers(CacheKind.UPDATE) == []
+    staged, _ = _stage(DownloadRequest(CacheKind.INSTALL, images["two"], system_root=root), dry_run=dry_run)
+    assert staged.digest == digest and (staged.entry is None) is dry_run  # an install takes it all the same
