@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.errors import Cancelled, InputError, NbcError
-from nbc_tui.backend.events import Event
+from nbc_tui.backend.events import Event, ProgressEvent
 from nbc_tui.backend.image.cache import (
     CacheKind,
     cache_dir,
@@ -453,3 +453,19 @@ def test_the_image_the_system_runs_is_no_update_and_nothing_is_staged(images: di
     assert leftovers(CacheKind.UPDATE) == []
     staged, _ = _stage(DownloadRequest(CacheKind.INSTALL, images["two"], system_root=root), dry_run=dry_run)
     assert staged.digest == digest and (staged.entry is None) is dry_run  # an install takes it all the same
+
+
+def test_a_download_cancelled_midway_stages_nothing(images: dict[str, str]) -> None:
+    """Ctrl-C and SIGTERM set the run's cancel flag (the step driver); the download stops at its next chunk."""
+    ctx = RunContext()
+    events: list[Event] = []
+
+    def emit(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, ProgressEvent):
+            ctx.cancel.set()
+
+    with pytest.raises(Cancelled):
+        stage_image(DownloadRequest(CacheKind.INSTALL, images["two"]), ctx=ctx, emit=emit)
+    assert any(isinstance(e, ProgressEvent) for e in events)
+    assert leftovers(CacheKind.INSTALL) == []
