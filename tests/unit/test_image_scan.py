@@ -304,3 +304,16 @@ def test_a_layer_that_is_not_a_tar_archive_is_named(tmp_path: Path, compression:
         scan_image(source)
     assert source.layers[1].digest[:19] in info.value.message
     assert info.value.exit_code == 1
+
+
+def test_only_a_clean_name_in_a_known_directory_skips_the_rules() -> None:
+    """What the extraction child may create without weighing the rules (LayerApplier.is_simple)."""
+    tree = VirtualTree()
+    _apply(tree, TarBuilder().dir("etc").symlink("lib", "usr/lib").bytes())
+    applier = LayerApplier(tree)
+    assert applier.is_simple("etc/hostname") and applier.is_simple("top")
+    for name in ("", "etc/", "./etc/x", "etc//x", "etc/../x", "etc/.", "etc/..", "etc/.wh.hostname",
+                 "etc/.wh..wh..opq", "lib/x", "usr/x", "/etc/x"):
+        assert not applier.is_simple(name), name
+    with pytest.raises(Refused, match="NUL"):
+        applier.is_simple("etc/a\0b")

@@ -80,9 +80,11 @@ class LayerApplier:
     def is_simple(self, name: str) -> bool:
         """Whether an entry named ``name`` needs none of the rules to be created: a clean name, no whiteout,
         in a directory the tree knows. The caller then creates it directly (its tree's fast way) and calls
-        :meth:`applied`, or, when something is in the way, :meth:`apply`."""
+        :meth:`applied`, or, when something is in the way, :meth:`apply`. Raises Refused for a name that
+        :meth:`apply` would refuse (a NUL byte)."""
         parent, _, base = name.rpartition("/")
-        return self.tree.known_dir(parent) and not base.startswith(WHITEOUT) and normalize(name) == name
+        return (bool(base) and self.tree.known_dir(parent) and not base.startswith(WHITEOUT)
+                and normalize(name) == name)
 
     def applied(self, path: str) -> None:
         """A simple entry (see :meth:`is_simple`) was created at ``path``."""
