@@ -210,13 +210,7 @@ class _ApplyingChild:
         """A small regular file of root's without xattrs (extract_child.is_plain), with its content."""
         if self._cancel.is_set():
             self._cancelled()
-        head, content = encode_plain(entry, content)
-        out = self._out
-        out += FRAME.pack(PLAIN, len(head) + len(content))
-        out += head
-        out += content
-        if len(out) >= _BATCH:
-            self._flush()
+        self._frame(PLAIN, *encode_plain(entry, content))
 
     def send(self, data: bytes | memoryview) -> None:
         """Content of the regular file just announced."""
@@ -241,14 +235,16 @@ class _ApplyingChild:
         """Give up on the child (the parent met an error of its own)."""
         self._reap(kill=True)
 
-    def _frame(self, kind: bytes, payload: bytes | memoryview) -> None:
+    def _frame(self, kind: bytes, payload: bytes | memoryview, rest: bytes = b"") -> None:
+        """One frame: ``payload``, then ``rest`` (a plain file's content after its head, not joined first)."""
         out = self._out
-        out += FRAME.pack(kind, len(payload))
-        if len(payload) >= _BATCH:  # a big piece of content: written from where it is
+        out += FRAME.pack(kind, len(payload) + len(rest))
+        if len(payload) >= _BATCH and not rest:  # a big piece of content: written from where it is
             self._flush()
             self._write(payload)
             return
         out += payload
+        out += rest
         if len(out) >= _BATCH:
             self._flush()
 
