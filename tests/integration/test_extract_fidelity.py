@@ -308,6 +308,22 @@ def test_what_a_directory_passes_on_does_not_change_what_the_image_gives(target:
     assert os.getxattr(target.root / "shared/run", "security.capability") == CAP
 
 
+def test_files_sent_together_meet_the_rules_in_tar_order(target: Target, tmp_path: Path) -> None:
+    """Files of one directory travel to the child together and most are created without weighing a rule;
+    those among them that need the rules (an opaque marker, a whiteout, a file in the way) still see every
+    file of the same layer before them: the marker keeps new1, the file over old2 replaces it."""
+    lower = TarBuilder().dir("d").file("d/old1", b"o1").file("d/old2", b"o2").file("d/gone", b"g").bytes()
+    upper = (TarBuilder().file("d/new1", b"n1").opaque("d").file("d/old2", b"upper").file("d/new2", b"n2")
+             .file("d/.wh.new2", b"").file("d/new3", b"n3", mode=0o4755).bytes())
+    write_layout(tmp_path / "layout", [ImageSpec([Layer(lower, "gzip"), Layer(upper, "zstd")])])
+    stats = extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
+    d = target.root / "d"
+    assert sorted(p.name for p in d.iterdir()) == ["new1", "new2", "new3", "old2"]
+    assert [(d / n).read_bytes() for n in ("new1", "new2", "new3", "old2")] == [b"n1", b"n2", b"n3", b"upper"]
+    assert stat.S_IMODE((d / "new3").stat().st_mode) == 0o4755
+    assert stats.entries == 4 + 4  # markers and whiteouts are not entries of the tree
+
+
 def test_a_file_over_a_mount_point_is_refused(target: Target, tmp_path: Path) -> None:
     from nbc_tui.backend.errors import InputError
 

@@ -17,9 +17,10 @@ from nbc_tui.backend.image.extract_child import (
     FramedContent,
     Frames,
     decode_entry,
-    decode_plain,
+    decode_files,
     encode_entry,
-    encode_plain,
+    file_head,
+    files_head,
     is_plain,
 )
 from nbc_tui.backend.image.layers import REG, TarEntry
@@ -83,14 +84,21 @@ def test_content_not_written_is_skipped_and_a_short_stream_is_an_error(tmp_path:
     os.close(r)
 
 
-@pytest.mark.parametrize("name,mtime_ns", [("usr/lib/\udcffodd", -5), ("etc/motd", (1 << 63) - 1), ("x", 0)])
-def test_a_plain_file_comes_back_as_it_was_sent(name: str, mtime_ns: int) -> None:
-    entry = TarEntry(name, REG, mode=0o4755, uid=0, gid=0, size=6, mtime_ns=mtime_ns)
-    assert is_plain(entry)
-    head, content = encode_plain(entry, b"\0small")
-    assert decode_plain(head + content) == (name, 0o4755, mtime_ns, memoryview(b"\0small"))
-    assert decode_plain(encode_plain(TarEntry(name, REG, mode=0o644, uid=0, gid=0, size=0,
-                                              mtime_ns=mtime_ns), b"")[0])[3] == b""
+@pytest.mark.parametrize("directory", ["usr/lib/\udcffodd", "", "./etc//x/"])
+def test_plain_files_come_back_as_they_were_sent(directory: str) -> None:
+    files = [("f\udcff", 0o4755, -5, b"\0small"), ("empty", 0o644, (1 << 63) - 1, b""), ("", 0o600, 0, b"x" * 70_000)]
+    payload = files_head(directory) + b"".join(file_head(base, mode, mtime_ns, len(data)) + data
+                                               for base, mode, mtime_ns, data in files)
+    got_dir, got = decode_files(payload)
+    assert got_dir == directory
+    assert [(base, mode, mtime_ns, bytes(data)) for base, mode, mtime_ns, data in got] == files
+    assert list(decode_files(files_head(directory))[1]) == []
+
+
+def test_a_plain_files_frame_cut_short_is_an_error() -> None:
+    payload = files_head("etc") + file_head("motd", 0o644, 0, 10) + b"short"
+    with pytest.raises(EOFError, match="ends inside a file"):
+        list(decode_files(payload)[1])
 
 
 @pytest.mark.parametrize("changes", [{"uid": 1}, {"gid": 5}, {"xattrs": {"user.a": b"1"}}, {"mtime_ns": 1 << 63}])

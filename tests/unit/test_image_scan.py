@@ -12,7 +12,7 @@ import pytest
 
 from nbc_tui.backend.boot.kernel import version_key
 from nbc_tui.backend.errors import Cancelled, InputError, NbcError
-from nbc_tui.backend.image.layer_rules import LayerApplier
+from nbc_tui.backend.image.layer_rules import LayerApplier, simple_name
 from nbc_tui.backend.image.layers import TarReader
 from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.resolve import DIR, LINK, MISSING, OTHER, Refused, clean_name, resolve
@@ -306,14 +306,17 @@ def test_a_layer_that_is_not_a_tar_archive_is_named(tmp_path: Path, compression:
     assert info.value.exit_code == 1
 
 
-def test_only_a_clean_name_in_a_known_directory_skips_the_rules() -> None:
-    """What the extraction child may create without weighing the rules (LayerApplier.is_simple)."""
+def test_only_a_simple_name_in_a_known_directory_skips_the_rules() -> None:
+    """What the extraction child may create without weighing the rules (LayerApplier.simple_dir, simple_name)."""
     tree = VirtualTree()
     _apply(tree, TarBuilder().dir("etc").symlink("lib", "usr/lib").bytes())
     applier = LayerApplier(tree)
-    assert applier.is_simple("etc/hostname") and applier.is_simple("top")
-    for name in ("", "etc/", "./etc/x", "etc//x", "etc/../x", "etc/.", "etc/..", "etc/.wh.hostname",
-                 "etc/.wh..wh..opq", "lib/x", "usr/x", "/etc/x"):
-        assert not applier.is_simple(name), name
-    with pytest.raises(Refused, match="NUL"):
-        applier.is_simple("etc/a\0b")
+    for directory, canonical in (("etc", "etc"), ("", ""), ("./etc/", "etc"), ("etc//", "etc"), ("x/../etc", "etc"),
+                                 (".", "")):
+        assert applier.simple_dir(directory) == canonical, directory
+    for directory in ("lib", "usr", "usr/lib", "etc/x", "/etc", "../etc", "etc/a\0b"):
+        assert applier.simple_dir(directory) is None, directory
+    for name in ("hostname", "...", "..a", ".a", "x.wh.", "\udcff"):
+        assert simple_name(name), name
+    for name in ("", ".", "..", ".wh.hostname", ".wh..wh..opq", ".wh..wh.plnk", "a/b", "a\0b"):
+        assert not simple_name(name), name

@@ -37,14 +37,15 @@ from .extract_child import (
     DATA,
     END,
     ENTRY,
+    FILES,
     FINISH,
     FRAME,
     INLINE_MAX,
     LAYER,
-    PLAIN,
     child_main,
     encode_entry,
-    encode_plain,
+    file_head,
+    files_head,
     is_plain,
 )
 from .layers import REG, TarEntry, TarError, TarReader, decompressed_ahead
@@ -154,6 +155,8 @@ class _ApplyingChild:
         self._layer = ""
         self.pid = 0
         self._out = bytearray()  # frames not written yet (see _flush)
+        self._files_at = -1  # where in _out the open F frame starts (-1: none open)
+        self._files_dir = ""
 
     def __enter__(self) -> _ApplyingChild:
         data_r, data_w = os.pipe2(os.O_CLOEXEC)
@@ -207,10 +210,28 @@ class _ApplyingChild:
         self._frame(ENTRY, encode_entry(entry, inline))
 
     def plain_file(self, entry: TarEntry, content: bytes) -> None:
-        """A small regular file of root's without xattrs (extract_child.is_plain), with its content."""
-        if self._cancel.is_set():
-            self._cancelled()
-        self._frame(PLAIN, *encode_plain(entry, content))
+        """A small regular file of root's without xattrs (extract_child.is_plain), with its content. It joins
+        the ``F`` frame of the files just before it in the same directory, or opens a new one."""
+        directory, _, base = entry.name.rpartition("/")
+        out = self._out
+        if self._files_at < 0 or directory != self._files_dir:
+            self._end_files()
+            if self._cancel.is_set():
+                self._cancelled()
+            self._files_at, self._files_dir = len(out), directory
+            out += FRAME.pack(FILES, 0)  # its length is known when the frame ends
+            out += files_head(directory)
+        out += file_head(base, entry.mode, entry.mtime_ns, len(content))
+        out += content
+        if len(out) >= _BATCH:
+            self._end_files()
+            self._flush()
+
+    def _end_files(self) -> None:
+        """Close the open ``F`` frame, if any: its length goes into its header."""
+        if self._files_at >= 0:
+            FRAME.pack_into(self._out, self._files_at, FILES, len(self._out) - self._files_at - FRAME.size)
+            self._files_at = -1
 
     def send(self, data: bytes | memoryview) -> None:
         """Content of the regular file just announced."""
@@ -235,16 +256,15 @@ class _ApplyingChild:
         """Give up on the child (the parent met an error of its own)."""
         self._reap(kill=True)
 
-    def _frame(self, kind: bytes, payload: bytes | memoryview, rest: bytes = b"") -> None:
-        """One frame: ``payload``, then ``rest`` (a plain file's content after its head, not joined first)."""
+    def _frame(self, kind: bytes, payload: bytes | memoryview) -> None:
+        self._end_files()
         out = self._out
-        out += FRAME.pack(kind, len(payload) + len(rest))
-        if len(payload) >= _BATCH and not rest:  # a big piece of content: written from where it is
+        out += FRAME.pack(kind, len(payload))
+        if len(payload) >= _BATCH:  # a big piece of content: written from where it is
             self._flush()
             self._write(payload)
             return
         out += payload
-        out += rest
         if len(out) >= _BATCH:
             self._flush()
 

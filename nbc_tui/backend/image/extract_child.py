@@ -3,9 +3,10 @@
 
 The parent walks the tar stream; the pipe carries frames, each a kind byte and a length:
 ``L`` + layer digest, ``H`` + one entry's header (:func:`encode_entry`, with the content of a small file),
-``F`` + a plain file (:func:`encode_plain`: a small regular file of root's without xattrs, most of a system's
-files, in a compact form the child applies without building an entry), ``D`` + content bytes of the bigger
-regular file just announced (as many frames as its size takes), ``E`` (end of layer), ``Z`` (finish). The child
+``F`` + plain files that follow each other in one directory (:func:`files_head` and :func:`file_head`: small
+regular files of root's without xattrs, most of a system's files, in a compact form the child applies in one
+loop, without building entries), ``D`` + content bytes of the bigger regular file just announced (as many
+frames as its size takes), ``E`` (end of layer), ``Z`` (finish). The child
 answers once, on a second pipe, with one JSON object: its statistics, or the error that stopped it.
 """
 
@@ -19,25 +20,28 @@ import os
 import signal
 import stat
 import struct
+from collections.abc import Iterator
 from typing import Any
 
-from .layer_rules import LayerApplier
+from .layer_rules import LayerApplier, simple_name
 from .layers import BLK, CHR, DIR, FIFO, REG, SYM, TarEntry
 from .resolve import DIR as K_DIR
 from .resolve import LINK as K_LINK
 from .resolve import MISSING as K_MISSING
 from .resolve import OTHER as K_OTHER
-from .resolve import Refused
+from .resolve import Refused, join
 
 CHUNK = 1 << 20
 FRAME = struct.Struct("!cQ")
 _FRAME_SIZE = FRAME.size
-LAYER, ENTRY, PLAIN, DATA, END, FINISH = b"L", b"H", b"F", b"D", b"E", b"Z"
-_PLAIN_HEAD = struct.Struct("!IqI")  # mode, mtime (ns), length of the name; then the name and the content
-_PLAIN_HEAD_SIZE = _PLAIN_HEAD.size
+LAYER, ENTRY, FILES, DATA, END, FINISH = b"L", b"H", b"F", b"D", b"E", b"Z"
+_FILES_HEAD = struct.Struct("!I")  # length of the directory's name; then the name, then the files
+_FILE_HEAD = struct.Struct("!IqII")  # mode, mtime (ns), length of the base name, of the content; then both
+_FILES_HEAD_SIZE, _FILE_HEAD_SIZE = _FILES_HEAD.size, _FILE_HEAD.size
 _INT64 = range(-(1 << 63), 1 << 63)
 _MAX_WARNINGS = 20
 _CREATE_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 INLINE_MAX = 64 << 10
@@ -56,27 +60,48 @@ def decode_entry(data: bytes) -> tuple[TarEntry, bytes | None]:
 
 
 def is_plain(entry: TarEntry) -> bool:
-    """Whether the entry (a regular file up to INLINE_MAX) can travel as a ``F`` frame: root's, no xattrs."""
+    """Whether the entry (a regular file up to INLINE_MAX) can travel in a ``F`` frame: root's, no xattrs."""
     return not (entry.uid or entry.gid or entry.xattrs) and entry.mtime_ns in _INT64
 
 
-def encode_plain(entry: TarEntry, content: bytes) -> tuple[bytes, bytes]:
-    """A plain file's ``F`` payload, as two pieces (head with name, content) the parent writes one after the
-    other: the content is not copied into a new string."""
-    name = entry.name.encode("utf-8", "surrogateescape")
-    return _PLAIN_HEAD.pack(entry.mode, entry.mtime_ns, len(name)) + name, content
+def files_head(directory: str) -> bytes:
+    """The start of a ``F`` payload: the directory (as the entries name it) of the files that follow."""
+    name = directory.encode("utf-8", "surrogateescape")
+    return _FILES_HEAD.pack(len(name)) + name
 
 
-def decode_plain(payload: bytes) -> tuple[str, int, int, memoryview]:
-    """(name, mode, mtime ns, content) of a ``F`` payload."""
-    mode, mtime_ns, length = _PLAIN_HEAD.unpack_from(payload)
-    end = _PLAIN_HEAD_SIZE + length
-    return (payload[_PLAIN_HEAD_SIZE:end].decode("utf-8", "surrogateescape"), mode, mtime_ns,
-            memoryview(payload)[end:])
+def file_head(base: str, mode: int, mtime_ns: int, size: int) -> bytes:
+    """One file of a ``F`` payload, up to its ``size`` bytes of content (which the parent appends as they are,
+    not copied into a new string first)."""
+    name = base.encode("utf-8", "surrogateescape")
+    return _FILE_HEAD.pack(mode, mtime_ns, len(name), size) + name
+
+
+PlainFile = tuple[str, int, int, memoryview]
+"""A file of a ``F`` frame: base name, mode, mtime (ns), content."""
+
+
+def decode_files(payload: bytes) -> tuple[str, Iterator[PlainFile]]:
+    """The directory of a ``F`` payload and its files, in order."""
+    (length,) = _FILES_HEAD.unpack_from(payload)
+    start = _FILES_HEAD_SIZE + length
+    return payload[_FILES_HEAD_SIZE:start].decode("utf-8", "surrogateescape"), _files(payload, start)
+
+
+def _files(payload: bytes, at: int) -> Iterator[PlainFile]:
+    view, end, unpack = memoryview(payload), len(payload), _FILE_HEAD.unpack_from
+    while at < end:
+        mode, mtime_ns, name_length, size = unpack(payload, at)
+        name_end = at + _FILE_HEAD_SIZE + name_length
+        at = name_end + size
+        if at > end:
+            raise EOFError("a F frame ends inside a file")
+        yield (payload[name_end - name_length: name_end].decode("utf-8", "surrogateescape"), mode, mtime_ns,
+               view[name_end:at])
 
 
 def plain_entry(name: str, mode: int, mtime_ns: int, size: int) -> TarEntry:
-    """The entry a ``F`` frame stands for, for the rules' long way."""
+    """The entry a file of a ``F`` frame stands for, for the rules' long way."""
     return TarEntry.from_fields((name, REG, mode, 0, 0, size, mtime_ns, "", 0, 0, None))
 
 
@@ -228,14 +253,10 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
             applier = LayerApplier(tree)
             while True:
                 kind, payload = frames.frame()
-                if kind == PLAIN:
-                    name, mode, mtime_ns, data = decode_plain(payload)
-                    current = name
-                    # Most files of a system: no entry object, no rule to weigh, four system calls.
-                    if applier.is_simple(name) and tree.new_plain_file(name, mode, mtime_ns, data):
-                        applier.applied(name)
-                    else:
-                        applier.apply(plain_entry(name, mode, mtime_ns, len(data)), InlineContent(data))
+                if kind == FILES:
+                    directory, files = decode_files(payload)
+                    current = directory or "."
+                    tree.plain_files(applier, directory, files)
                     continue
                 if kind == END:
                     break
@@ -394,25 +415,53 @@ class _RealTree:
                 os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
         return True
 
-    def new_plain_file(self, path: str, mode: int, mtime_ns: int, content: bytes | memoryview) -> bool:
-        """A regular file of root's without xattrs, created with its final mode and its content: open, write,
-        futimens, close. False, with nothing done, when something is in the way, or when a directory of the
-        tree passes on a group or an ACL (then create() sets owner and mode explicitly). Root's own writes
-        keep setuid/setgid, and our umask is 0: the mode given to open(2) is the file's."""
-        if self.inherits:
-            return False
+    def plain_files(self, applier: LayerApplier, directory: str, files: Iterator[PlainFile]) -> None:
+        """The files of a ``F`` frame, in order: regular files of root's without xattrs, in ``directory``.
+
+        Most files of a system are in a directory the tree knows, have a simple name and nothing in their
+        way. Each is created relative to its directory with its final mode and content (open, write,
+        futimens, close), with no entry built and no rule weighed. Root's own writes keep setuid/setgid,
+        and our umask is 0: the mode given to open(2) is the file's. Any other file takes the rules' long
+        way; so does every file once a directory of the tree passes on a group or an ACL (create() then
+        sets owner and mode explicitly)."""
+        parent = None if self.inherits else applier.simple_dir(directory)
+        if parent is None:
+            for base, mode, mtime_ns, data in files:
+                applier.apply(plain_entry(join(directory, base), mode, mtime_ns, len(data)), InlineContent(data))
+            return
+        made: list[str] = []  # created, not yet recorded with the applier
+        size, base = 0, ""
+        open_, write, utime, close = os.open, os.write, os.utime, os.close  # the loop runs per file
+        dir_fd = open_(parent or "/", _DIR_FLAGS)
         try:
-            fd = os.open(path, _CREATE_FLAGS, mode)
-        except FileExistsError:
-            return False
-        try:
-            if content:
-                _write_all(fd, content)
-            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            for base, mode, mtime_ns, data in files:
+                if simple_name(base):
+                    try:
+                        fd = open_(base, _CREATE_FLAGS, mode, dir_fd=dir_fd)
+                    except FileExistsError:
+                        fd = -1
+                    if fd >= 0:
+                        try:
+                            if data and (written := write(fd, data)) < len(data):
+                                _write_all(fd, data[written:])  # rare: a short write
+                            utime(fd, ns=(mtime_ns, mtime_ns))
+                        finally:
+                            close(fd)
+                        made.append(base)
+                        size += len(data)
+                        continue
+                # The rules see this layer's files created so far (an opaque marker keeps them).
+                applier.applied_in(parent, made)
+                made = []
+                applier.apply(plain_entry(join(directory, base), mode, mtime_ns, len(data)), InlineContent(data))
+        except OSError as exc:
+            if exc.filename in (None, base):
+                exc.filename = join(directory, base)
+            raise
         finally:
-            os.close(fd)
-        self.files_bytes += len(content)
-        return True
+            os.close(dir_fd)
+            self.files_bytes += size
+        applier.applied_in(parent, made)
 
     def _dir_done(self, path: str, entry: TarEntry) -> None:
         """A directory has the entry's metadata: its mtime waits for the end (finish), and whether it passes

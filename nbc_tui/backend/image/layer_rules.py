@@ -15,6 +15,7 @@ OCI semantics, as container runtimes apply them:
 
 from __future__ import annotations
 
+import re
 from typing import Protocol
 
 from .layers import DIR as T_DIR
@@ -23,6 +24,9 @@ from .resolve import DIR, LINK, MISSING, Refused, clean_name, join, normalize, r
 
 WHITEOUT = ".wh."
 OPAQUE = ".wh..wh..opq"
+
+simple_name = re.compile(r"(?!\.wh\.)(?!\.\.?\Z)[^/\0]+").fullmatch
+"""Whether a base name needs no rule: not empty, ".", ".." or a whiteout, no slash, no NUL byte."""
 
 
 class EntryContent(Protocol):
@@ -77,19 +81,25 @@ class LayerApplier:
         self.touched: set[str] = {""}
         self.entries = 0
 
-    def is_simple(self, name: str) -> bool:
-        """Whether an entry named ``name`` needs none of the rules to be created: a clean name, no whiteout,
-        in a directory the tree knows. The caller then creates it directly (its tree's fast way) and calls
-        :meth:`applied`, or, when something is in the way, :meth:`apply`. Raises Refused for a name that
-        :meth:`apply` would refuse (a NUL byte)."""
-        parent, _, base = name.rpartition("/")
-        return (bool(base) and self.tree.known_dir(parent) and not base.startswith(WHITEOUT)
-                and normalize(name) == name)
+    def simple_dir(self, directory: str) -> str | None:
+        """Where entries named ``directory/<base>`` go without weighing any rule, for a base that
+        :func:`simple_name` accepts: the directory's canonical path when the tree knows it (its name cleaned
+        as :meth:`apply` cleans it); None when each entry must take :meth:`apply`. The caller creates such
+        an entry directly (its tree's fast way), records it with :meth:`applied_in`, and gives :meth:`apply`
+        whatever is in the way."""
+        try:
+            clean = normalize(directory)
+        except Refused:
+            return None  # apply() refuses each entry, naming it
+        return clean if self.tree.known_dir(clean) else None
 
-    def applied(self, path: str) -> None:
-        """A simple entry (see :meth:`is_simple`) was created at ``path``."""
-        self._touch(path)
-        self.entries += 1
+    def applied_in(self, parent: str, names: list[str]) -> None:
+        """Entries ``names`` were created in the directory ``parent`` the fast way (see :meth:`simple_dir`)."""
+        if names:
+            self._touch(parent)
+            prefix = f"{parent}/" if parent else ""
+            self.touched.update([prefix + name for name in names])
+            self.entries += len(names)
 
     def apply(self, entry: TarEntry, content: EntryContent) -> None:
         clean = normalize(entry.name)
