@@ -81,23 +81,23 @@ PlainFile = tuple[str, int, int, memoryview]
 """A file of a ``F`` frame: base name, mode, mtime (ns), content."""
 
 
-def decode_files(payload: bytes) -> tuple[str, Iterator[PlainFile]]:
+def decode_files(payload: bytes | memoryview) -> tuple[str, Iterator[PlainFile]]:
     """The directory of a ``F`` payload and its files, in order."""
-    (length,) = _FILES_HEAD.unpack_from(payload)
+    view = memoryview(payload)
+    (length,) = _FILES_HEAD.unpack_from(view)
     start = _FILES_HEAD_SIZE + length
-    return payload[_FILES_HEAD_SIZE:start].decode("utf-8", "surrogateescape"), _files(payload, start)
+    return str(view[_FILES_HEAD_SIZE:start], "utf-8", "surrogateescape"), _files(view, start)
 
 
-def _files(payload: bytes, at: int) -> Iterator[PlainFile]:
-    view, end, unpack = memoryview(payload), len(payload), _FILE_HEAD.unpack_from
+def _files(view: memoryview, at: int) -> Iterator[PlainFile]:
+    end, unpack = len(view), _FILE_HEAD.unpack_from
     while at < end:
-        mode, mtime_ns, name_length, size = unpack(payload, at)
+        mode, mtime_ns, name_length, size = unpack(view, at)
         name_end = at + _FILE_HEAD_SIZE + name_length
         at = name_end + size
         if at > end:
             raise EOFError("a F frame ends inside a file")
-        yield (payload[name_end - name_length: name_end].decode("utf-8", "surrogateescape"), mode, mtime_ns,
-               view[name_end:at])
+        yield str(view[name_end - name_length: name_end], "utf-8", "surrogateescape"), mode, mtime_ns, view[name_end:at]
 
 
 def plain_entry(name: str, mode: int, mtime_ns: int, size: int) -> TarEntry:
@@ -133,14 +133,17 @@ class Frames:
         kind, length = FRAME.unpack(self.exact(FRAME.size))
         return kind, length
 
-    def frame(self) -> tuple[bytes, bytes]:
-        """The next frame's kind and payload (not for ``D`` frames, which FramedContent reads)."""
+    def frame(self) -> tuple[bytes, bytes | memoryview]:
+        """The next frame's kind and payload (not for ``D`` frames, which FramedContent reads). A ``F`` frame's
+        payload, most of the bytes of small files, is a view of the buffer when it is all there: not copied."""
         buf, pos = self._buf, self._pos
         if len(buf) - pos >= _FRAME_SIZE:  # the usual case: the whole frame is buffered, one slice
             kind, length = FRAME.unpack_from(buf, pos)
             end = pos + _FRAME_SIZE + length
             if end <= len(buf):
                 self._pos = end
+                if kind == FILES:
+                    return kind, memoryview(buf)[pos + _FRAME_SIZE: end]
                 return kind, buf[pos + _FRAME_SIZE: end]
         kind, length = self.header()
         return kind, self.exact(length)
@@ -249,7 +252,7 @@ def child_main(root: str, data_fd: int, report_fd: int) -> int:
                 break
             if kind != LAYER:
                 raise EOFError(f"unexpected frame {kind!r}")
-            layer = payload.decode()
+            layer = bytes(payload).decode()
             applier = LayerApplier(tree)
             while True:
                 kind, payload = frames.frame()
