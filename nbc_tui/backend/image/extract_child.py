@@ -378,7 +378,7 @@ class _RealTree:
     def create(self, path: str, entry: TarEntry, content: FramedContent | InlineContent) -> bool:
         kind = entry.kind
         if kind == REG:  # most entries: the shortest way
-            # Created with its final owner and mode when it is root's (see new_plain_file): that spares a
+            # Created with its final owner and mode when it is root's (see plain_files): that spares a
             # chown and a chmod for most files of a system.
             final = not (entry.uid or entry.gid or self.inherits)
             try:
