@@ -37,8 +37,9 @@ INSTALLED_BOOT_TIMEOUT = 420
 PROMPT = re.compile(r"root@nbc-tui-live:~# ")
 # Keys as a VT220 serial terminal sends them.
 TAB, ENTER, ESC, DOWN, RIGHT, CTRL_N, F3 = "\t", "\r", "\x1b", "\x1b[B", "\x1b[C", "\x0e", "\x1bOR"
-SETTLE = 0.7
-"""Seconds after a key that moves the focus before the next key (see keys())."""
+SETTLE = 1.5
+"""Seconds after a key that moves the focus before the next key (see keys()). 0.7 s was once too short on a
+loaded machine: the first letters of console=ttyS0 went to the widget the focus was leaving."""
 KERNEL_ARG = "console=ttyS0"
 
 
