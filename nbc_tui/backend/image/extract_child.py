@@ -105,6 +105,12 @@ def plain_entry(name: str, mode: int, mtime_ns: int, size: int) -> TarEntry:
     return TarEntry.from_fields((name, REG, mode, 0, 0, size, mtime_ns, "", 0, 0, None))
 
 
+def _by_the_rules(applier: LayerApplier, directory: str, file: PlainFile) -> None:
+    """A file of a ``F`` frame the long way: as an entry, through every rule."""
+    base, mode, mtime_ns, data = file
+    applier.apply(plain_entry(join(directory, base), mode, mtime_ns, len(data)), InlineContent(data))
+
+
 class Frames:
     """The child's end of the data pipe, read through its own buffer (one system call per megabyte, not per
     frame); a file's content is spliced from the pipe when the buffer holds none of it."""
@@ -429,8 +435,8 @@ class _RealTree:
         sets owner and mode explicitly)."""
         parent = None if self.inherits else applier.simple_dir(directory)
         if parent is None:
-            for base, mode, mtime_ns, data in files:
-                applier.apply(plain_entry(join(directory, base), mode, mtime_ns, len(data)), InlineContent(data))
+            for file in files:
+                _by_the_rules(applier, directory, file)
             return
         made: list[str] = []  # created, not yet recorded with the applier
         size, base = 0, ""
@@ -456,7 +462,7 @@ class _RealTree:
                 # The rules see this layer's files created so far (an opaque marker keeps them).
                 applier.applied_in(parent, made)
                 made = []
-                applier.apply(plain_entry(join(directory, base), mode, mtime_ns, len(data)), InlineContent(data))
+                _by_the_rules(applier, directory, (base, mode, mtime_ns, data))
         except OSError as exc:
             if exc.filename in (None, base):
                 exc.filename = join(directory, base)
