@@ -8,7 +8,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from ..backend.errors import InputError
-from ..backend.plan import validation_messages
 from ..backend.trust.verify import TrustSettings
 
 
@@ -21,6 +20,9 @@ def add_output_flags(p: argparse.ArgumentParser) -> None:
 def plan_error(exc: ValidationError | ValueError) -> InputError:
     """A plan that does not validate, as an input error (exit 2): one sentence per problem."""
     if isinstance(exc, ValidationError):
+        # Here, not at the top: the commands that never build a plan (download, cache, status) start without
+        # building its models.
+        from ..backend.plan import validation_messages
         return InputError("; ".join(validation_messages(exc)))
     return InputError(str(exc))
 

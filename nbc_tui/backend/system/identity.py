@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pydantic import SecretStr
 
@@ -22,8 +23,10 @@ from ..atomic import write_atomically
 from ..errors import NbcError
 from ..inroot import path_in_target
 from ..mounts import chroot_binds
-from ..plan import System, User
 from ..runner import RunContext, run
+
+if TYPE_CHECKING:
+    from ..plan import System, User
 
 ZONEINFO = "usr/share/zoneinfo"
 ZONE_GLOBS = tuple(ZONEINFO + "/*" * depth for depth in (1, 2, 3))

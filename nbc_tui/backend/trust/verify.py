@@ -16,19 +16,21 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import InputError
 from ..image.cache import CachedImage
 from ..image.registry import RegistrySource
 from ..image.source import ImageSource
-from ..plan import ImageSpec
 from ..provenance import SignatureCheck, Verification, not_verified
 from ..runner import RunContext
 from ..system.state import SystemConfig
-from . import cosign, gpg
+from . import gpg
 from .claims import ATOMIC_TYPE, COSIGN_TYPE, ClaimError, identity_matches, read_claim
-from .lookaside import lookaside_for, read_signatures
 from .policy import Policy, Requirement, ScopedRequirements, TrustedKey, default_policy_path
+
+if TYPE_CHECKING:
+    from ..plan import ImageSpec
 
 SKIPPED = "Skipping image signature verification (--insecure-skip-verify)"
 """nbc's words for the warning (reference §6.6)."""
@@ -95,6 +97,7 @@ def verify_opened(source: ImageSource, staged: CachedImage | None, settings: Tru
     record = staged.verification or not_verified("staged cache", "staged without a record of its verification")
     if settings.cosign_key:
         # Asked for a key, offline: only a download that this key verified will do.
+        from . import cosign  # (see _cosign_signature)
         key = cosign.load_key(_read_key(settings.cosign_key))
         if not any(s.signer == key.fingerprint for s in record.signatures):
             raise UntrustedImage(
@@ -163,6 +166,9 @@ def _claim_problem(payload: bytes, *, kind: str, digest: str, source: RegistrySo
 
 def _cosign_signature(source: RegistrySource, requirement: Requirement, scoped: ScopedRequirements, *,
                       check_identity: bool) -> SignatureCheck:
+    # Imported when a signature is checked: cryptography (and yaml, for GPG's lookaside) would add tens of
+    # milliseconds to the start of every command that pulls an image, signed or not.
+    from . import cosign
     keys = [cosign.load_key(k) for k in requirement.keys]
     problems = []
     for digest in _digests(source):
@@ -184,6 +190,7 @@ def _cosign_signature(source: RegistrySource, requirement: Requirement, scoped: 
 
 def _gpg_signature(source: RegistrySource, requirement: Requirement, scoped: ScopedRequirements,
                    settings: TrustSettings, *, ctx: RunContext) -> SignatureCheck:
+    from .lookaside import lookaside_for, read_signatures  # (see _cosign_signature)
     keys = [k.label for k in requirement.keys]
     store = lookaside_for(source.registry_ref, settings.registries_d)
     if store is None:
