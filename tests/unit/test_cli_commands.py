@@ -41,6 +41,17 @@ def test_a_command_imports_only_its_own_module() -> None:
     assert out.strip() == "['nbc_tui.commands.status_cmd']"
 
 
+def test_a_download_starts_without_signature_libraries_or_the_plan() -> None:
+    """cryptography and yaml come in when a signature is checked, the plan's models with a plan: a download
+    (the unsigned default) starts without them, which is time every such run saves."""
+    code = ("import sys, nbc_tui.cli as c; argv = ['download', '--image', 'r.example/i:1', '--for-install']; "
+            "c.build_parser(c._command_word(argv)).parse_args(argv); "
+            "print(sorted(m for m in ('cryptography', 'yaml', 'nbc_tui.backend.plan', 'nbc_tui.backend.trust.cosign',"
+            " 'nbc_tui.backend.trust.lookaside') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO, capture_output=True, text=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_a_mistyped_command_still_lists_them_all() -> None:
     proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", "instal"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
