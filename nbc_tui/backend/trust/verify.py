@@ -25,6 +25,9 @@ from ..image.source import ImageSource
 from ..provenance import SignatureCheck, Verification, not_verified
 from ..runner import RunContext
 from ..system.state import SystemConfig
+
+# cosign (cryptography) and lookaside (yaml) are imported in the functions that check a signature: at the
+# top they would add tens of milliseconds to the start of every command that pulls an image, signed or not.
 from . import gpg
 from .claims import ATOMIC_TYPE, COSIGN_TYPE, ClaimError, identity_matches, read_claim
 from .policy import Policy, Requirement, ScopedRequirements, TrustedKey, default_policy_path
@@ -97,7 +100,7 @@ def verify_opened(source: ImageSource, staged: CachedImage | None, settings: Tru
     record = staged.verification or not_verified("staged cache", "staged without a record of its verification")
     if settings.cosign_key:
         # Asked for a key, offline: only a download that this key verified will do.
-        from . import cosign  # (see _cosign_signature)
+        from . import cosign
         key = cosign.load_key(_read_key(settings.cosign_key))
         if not any(s.signer == key.fingerprint for s in record.signatures):
             raise UntrustedImage(
@@ -166,8 +169,6 @@ def _claim_problem(payload: bytes, *, kind: str, digest: str, source: RegistrySo
 
 def _cosign_signature(source: RegistrySource, requirement: Requirement, scoped: ScopedRequirements, *,
                       check_identity: bool) -> SignatureCheck:
-    # Imported when a signature is checked: cryptography (and yaml, for GPG's lookaside) would add tens of
-    # milliseconds to the start of every command that pulls an image, signed or not.
     from . import cosign
     keys = [cosign.load_key(k) for k in requirement.keys]
     problems = []
@@ -190,7 +191,7 @@ def _cosign_signature(source: RegistrySource, requirement: Requirement, scoped: 
 
 def _gpg_signature(source: RegistrySource, requirement: Requirement, scoped: ScopedRequirements,
                    settings: TrustSettings, *, ctx: RunContext) -> SignatureCheck:
-    from .lookaside import lookaside_for, read_signatures  # (see _cosign_signature)
+    from .lookaside import lookaside_for, read_signatures
     keys = [k.label for k in requirement.keys]
     store = lookaside_for(source.registry_ref, settings.registries_d)
     if store is None:
