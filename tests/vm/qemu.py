@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Literal
 
 QEMU = "qemu-system-x86_64"
 OVMF_CODE = Path("/usr/share/OVMF/OVMF_CODE_4M.fd")
@@ -41,6 +42,22 @@ LOADER_STARTED = re.compile(r"Welcome to GRUB!(\x1b\[[0-9;]*m|\s)*$")
 STUCK_LOADER_FACTOR = 3
 """Silence after GRUB's first words, in ``stuck_after``s, that means the machine hangs: GRUB reads a kernel and
 an initramfs in well under a minute, under TCG with Secure Boot too."""
+KERNEL_STARTED = re.compile(r"Linux version \d")
+"""A kernel's first line: a machine that prints it after a reset came back from the reset."""
+
+
+def stall_remedy(tail: str, silent_for: float, stuck_after: float, *,
+                 reset_tried: bool) -> Literal["reset", "relaunch"] | None:
+    """What the harness does about a console whose last words are ``tail`` and that has been silent for
+    ``silent_for`` seconds (see Vm._unstick): nothing yet, press reset, or start QEMU again. ``reset_tried``:
+    reset was pressed and no kernel has started since."""
+    if RESET_REQUEST.search(tail):
+        if silent_for < stuck_after:
+            return None
+        return "relaunch" if reset_tried else "reset"
+    if LOADER_STARTED.search(tail) and silent_for >= STUCK_LOADER_FACTOR * stuck_after:
+        return "relaunch"  # a reset came back to the same frozen loader (2026-12-07)
+    return None
 
 
 class VmError(AssertionError):
@@ -66,6 +83,8 @@ class Vm:
         """Times a reset from the monitor did not help either and the harness started QEMU again (_unstick)."""
         self._quiet_since = (0, time.monotonic())
         self._reset_pressed = False
+        self._reset_at = 0
+        """The console's length when the harness last pressed reset: a kernel starting after it means it helped."""
         self.started = time.monotonic()
         self.process = self._launch()
 
@@ -183,49 +202,51 @@ class Vm:
         return base64.b64decode(match.group(1)).decode(errors="replace")
 
     def _unstick(self) -> None:
-        """Reset the machine when the guest asked for a reset and nothing followed.
+        """Reset the machine when the guest asked for a reset and nothing followed, or froze in its loader.
 
         Under TCG with 2 vCPUs, QEMU 7.2 now and then never comes back from a guest's reset: the console stops at
         "reboot: Restarting system" for good (seen in CI on 2026-12-05, twice, in the GRUB update scenario's first
         reboot; every other reset of those runs came back within seconds, and the same disk boots at once in a new
-        QEMU). Once (CI, 2026-12-06, the same scenario's second reboot, under Secure Boot) the reset came back and
-        the machine then froze right after "Welcome to GRUB!" for seven minutes, where GRUB otherwise reaches the
-        kernel within a minute; the scenario passed when run again. That silence, ``STUCK_LOADER_FACTOR`` times
-        longer, is handled the same way. The guest did its part (what boots next is the firmware's and the loader's
-        business, which the tests check), so the harness does what a person would: after ``stuck_after`` seconds of
-        silence it presses the reset button (QMP system_reset, counted in ``stuck_resets``); when that does not help
-        either (the second time, the monitor answered and the console stayed silent) or the monitor does not answer,
-        it pulls the plug and starts QEMU again on the same disks, firmware variables and TPM (counted in
-        ``relaunches``). Each step is written to the QEMU log, and the firmware variables of the stall are kept
-        beside it for a post-mortem. Booted with ``reboots=True`` only (otherwise QEMU exits on a reset)."""
+        QEMU). Or the reset comes back and the machine freezes right after "Welcome to GRUB!" (CI, 2026-12-06 and
+        2026-12-07, the GRUB scenario under Secure Boot, after a guest's reboot): on 2026-12-07 two resets from the
+        monitor each came back to the same freeze, and the very disk and firmware variables of the stall reached
+        GRUB's menu in 10 s in a new QEMU. The guest did its part (what boots next is the firmware's and the
+        loader's business, which the tests check), so the harness does what a person would:
+
+        - after ``stuck_after`` seconds of silence following a reset request, it presses the reset button (QMP
+          system_reset, counted in ``stuck_resets``);
+        - when that does not help (no kernel has started since: the console stays silent, or stalls again) or the
+          monitor does not answer, and at once for a loader that stays silent ``STUCK_LOADER_FACTOR`` times as
+          long, it pulls the plug and starts QEMU again on the same disks, firmware variables and TPM (counted in
+          ``relaunches``).
+
+        Each step is written to the QEMU log, and the firmware variables of the stall are kept beside it for a
+        post-mortem. Booted with ``reboots=True`` only (otherwise QEMU exits on a reset)."""
         if self.qmp is None:
             return
         size = self.log.stat().st_size if self.log.exists() else 0
         if size != self._quiet_since[0]:
+            if self._reset_pressed and KERNEL_STARTED.search(self.console(), self._reset_at):
+                self._reset_pressed = False  # the reset helped: a kernel started after it
             self._quiet_since = (size, time.monotonic())
-            self._reset_pressed = False
             return
         tail = self.console()[-400:]
-        if RESET_REQUEST.search(tail):
-            stuck_after = self.stuck_after
-        elif LOADER_STARTED.search(tail):
-            stuck_after = STUCK_LOADER_FACTOR * self.stuck_after
-        else:
-            return
-        if time.monotonic() - self._quiet_since[1] < stuck_after:
+        remedy = stall_remedy(tail, time.monotonic() - self._quiet_since[1], self.stuck_after,
+                              reset_tried=self._reset_pressed)
+        if remedy is None:
             return
         self._quiet_since = (size, time.monotonic())  # once per stall
-        if not self._reset_pressed:
-            self._reset_pressed = True
+        self._keep_firmware_variables()
+        stall = f"silence after {tail.strip()[-40:]!r} ({self.elapsed:.0f} s after start)"
+        if remedy == "reset":
+            self._reset_pressed, self._reset_at = True, len(self.console())
             self.stuck_resets += 1
-            self._keep_firmware_variables()
             outcome = qmp_command(self.qmp, "system_reset")
-            self._note(f"{stuck_after:.0f} s of silence after {tail.strip()[-40:]!r} "
-                       f"({self.elapsed:.0f} s after start): QMP system_reset: {outcome}")
+            self._note(f"{stall}: QMP system_reset: {outcome}")
             if '"return"' in outcome:
                 return
         self.relaunches += 1
-        self._note(f"still silent ({self.elapsed:.0f} s after start): QEMU stopped and started again")
+        self._note(f"{stall}: QEMU stopped and started again")
         stop_qemu(self.process)
         self.disconnect()
         self._reset_pressed = False
