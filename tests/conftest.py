@@ -28,6 +28,14 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for item in items:
             if "root" in item.keywords or "vm" in item.keywords:
                 item.add_marker(skip)
+    items.sort(key=_run_order)
+
+
+def _run_order(item: pytest.Item) -> tuple[bool, float]:
+    """The VM tier last, its longest scenarios first (``vm(minutes=N)``): run two at a time (tools/test.sh),
+    the tier ends sooner when no long scenario starts while the other process is about to run out of work."""
+    vm = item.get_closest_marker("vm")
+    return vm is not None, -(vm.kwargs.get("minutes", 0) if vm else 0)
 
 
 @dataclass

@@ -12,7 +12,7 @@ Every image is built once and cached under /var/cache/nbc-tui-tests (or $NBC_TUI
   ``.refs[tag]`` (``oci:<layout>:<tag>``), manifest digests in ``.digests[tag]``, the ``version=`` each
   prints on its NBC-REPORT line in ``.versions[tag]``.
 - ``images_disk``: ``update_images.disk``, an :class:`~tests.vm.update_images.ImagesDisk`: ``.path`` (raw
-  ext4, give it to ``booted(disk, extra_disks=[images_disk.path])``), and for inside the VM
+  ext4, give it to ``booted(disk, readonly_disks=[images_disk.path])``), and for inside the VM
   ``.mount_command`` (read-only at /mnt/images; the directory exists in every tag), ``.refs[tag]``
   (``oci:/mnt/images/layout:<tag>``), ``.device`` (/dev/vdb), ``.label`` (nbc-images).
 

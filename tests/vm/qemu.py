@@ -271,11 +271,14 @@ class Vm:
 
 def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2048", smp: int = 2,
               kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
-              extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-              console_socket: Path | None = None, reboots: bool = False, secure_boot: bool = False) -> list[str]:
+              extra_disks: Sequence[Path] = (), readonly_disks: Sequence[Path] = (), snapshot: bool = False,
+              tpm_socket: Path | None = None, console_socket: Path | None = None, reboots: bool = False,
+              secure_boot: bool = False) -> list[str]:
     """The QEMU command line: q35, TCG, no network, no display, OVMF, virtio disks, serial to ``log``.
 
     ``snapshot`` attaches ``disk`` with writes going to a temp overlay (a cached image stays untouched);
+    ``readonly_disks`` come after ``extra_disks``, read-only: a file other QEMUs read at the same time (the
+    images disk; QEMU refuses a file another QEMU holds open for writing);
     ``tpm_socket`` adds a TPM 2.0 (tpm-tis) backed by a running swtpm's control socket;
     ``console_socket`` makes the serial port a unix socket (for typing into it); :class:`Vm` logs it;
     ``reboots``: a reboot of the guest restarts it in the same QEMU process (else QEMU exits on it);
@@ -303,6 +306,8 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
                  + (",snapshot=on" if snapshot else "")]
     for path in extra_disks:
         argv += ["-drive", f"if=virtio,format=raw,cache=unsafe,file={option_path(path)}"]
+    for path in readonly_disks:
+        argv += ["-drive", f"if=virtio,format=raw,readonly=on,file={option_path(path)}"]
     if tpm_socket:
         argv += ["-chardev", f"socket,id=chrtpm,path={option_path(tpm_socket)}",
                  "-tpmdev", "emulator,id=tpm0,chardev=chrtpm", "-device", "tpm-tis,tpmdev=tpm0"]
@@ -318,9 +323,9 @@ def qemu_argv(disk: Path | None, *, log: Path, vars_file: Path, memory: str = "2
 @contextlib.contextmanager
 def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float = DEFAULT_TIMEOUT,
            smp: int = 2, kernel: Path | None = None, initrd: Path | None = None, append: str | None = None,
-           extra_disks: Sequence[Path] = (), snapshot: bool = False, tpm_socket: Path | None = None,
-           vars_file: Path | None = None, interactive: bool = False, reboots: bool = False,
-           secure_boot: bool = False) -> Iterator[Vm]:
+           extra_disks: Sequence[Path] = (), readonly_disks: Sequence[Path] = (), snapshot: bool = False,
+           tpm_socket: Path | None = None, vars_file: Path | None = None, interactive: bool = False,
+           reboots: bool = False, secure_boot: bool = False) -> Iterator[Vm]:
     """Start QEMU on ``disk`` (UEFI boot through OVMF), or on ``kernel``/``initrd``/``append`` directly
     with ``disk`` as /dev/vda; yield the Vm; always kill QEMU on exit. ``timeout`` is wait_for's default.
     ``vars_file``: an OVMF NVRAM to use (and keep) instead of a fresh copy, for boots that must see the
@@ -336,7 +341,8 @@ def booted(disk: Path | None, *, log: Path, memory: str = "2048", timeout: float
             vars_file = Path(tmp) / "OVMF_VARS_4M.fd"  # a fresh NVRAM per boot: firmware writes to it
             shutil.copyfile(OVMF_VARS_MS if secure_boot else OVMF_VARS, vars_file)
         argv = qemu_argv(disk, log=log, vars_file=vars_file, memory=memory, smp=smp, kernel=kernel,
-                         initrd=initrd, append=append, extra_disks=extra_disks, snapshot=snapshot,
+                         initrd=initrd, append=append, extra_disks=extra_disks,
+                         readonly_disks=readonly_disks, snapshot=snapshot,
                          tpm_socket=tpm_socket, console_socket=Path(tmp) / "console.sock" if interactive else None,
                          reboots=reboots, secure_boot=secure_boot)
         qmp = Path(tmp) / "qmp.sock" if reboots else None

@@ -16,12 +16,13 @@ from pathlib import Path
 import pytest
 
 from tests.integration.disk_image import esp_files, esp_offset
+from tests.vm.host_lock import one_host_install_at_a_time
 from tests.vm.image_builder import read_report
 from tests.vm.image_variants import REBUILD_TAG, ImageVariants
 from tests.vm.qemu import booted
 from tests.vm.signed_image import signed_chain_image
 
-pytestmark = [pytest.mark.vm, pytest.mark.root]
+pytestmark = [pytest.mark.vm(minutes=3), pytest.mark.root]
 
 INSTALL_TIMEOUT = 1200
 BOOT_TIMEOUT = 300
@@ -44,7 +45,8 @@ def install(ref: str, disk: Path, *, filesystem: str, bootloader: str,
             "--image-size", "6", "--esp-size", "512M", "--root-size", "2G", "--var-min-size", "1G",
             "--filesystem", filesystem,
             "--bootloader", bootloader, "--karg", "console=ttyS0", *extra, "--yes", "--json"]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
+    with one_host_install_at_a_time():
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=INSTALL_TIMEOUT, check=False)
     lines = done.stdout.splitlines()
     events = [json.loads(line) for line in lines if line.startswith("{")]
     if done.returncode != 0 or not events or events[-1].get("type") != "complete":

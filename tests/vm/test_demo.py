@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.host_lock import one_host_install_at_a_time
 from tests.vm.image_builder import TEST_ROOT_PASSWORD
 from tests.vm.qemu import booted
 
@@ -25,8 +26,9 @@ BOOT_TIMEOUT = 300
 def test_the_demo_installs_prints_how_to_log_in_and_the_login_works(debian_image: Path, tmp_path: Path) -> None:
     demo = tmp_path / "demo"
     env = {**os.environ, "NBC_TUI_DEMO_DIR": str(demo), "NBC_TUI_LOG_FILE": str(tmp_path / "nbc-tui.log")}
-    run = subprocess.run(["bash", str(REPO / "tools/demo.sh")], stdin=subprocess.DEVNULL, capture_output=True,
-                         text=True, env=env, cwd=REPO, timeout=DEMO_TIMEOUT)
+    with one_host_install_at_a_time():
+        run = subprocess.run(["bash", str(REPO / "tools/demo.sh")], stdin=subprocess.DEVNULL,
+                             capture_output=True, text=True, env=env, cwd=REPO, timeout=DEMO_TIMEOUT)
     assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
     password_file = demo / "root-password"
     password = password_file.read_text().strip()

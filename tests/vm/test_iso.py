@@ -100,7 +100,7 @@ def install_by_keys(vm: Vm) -> tuple[str, re.Match[str], float]:
     return vm.console()[start:exited.start()], exited, install_seconds
 
 
-@pytest.mark.vm
+@pytest.mark.vm(minutes=6)
 @pytest.mark.root
 def test_tui_on_the_serial_console_installs_a_disk_that_boots(live_iso: LiveIso, image_variants: ImageVariants,
                                                                 tmp_path: Path) -> None:

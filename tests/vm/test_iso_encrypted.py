@@ -58,7 +58,7 @@ from tests.vm.iso_builder import HEADLESS_EXIT, LiveIso, booted_iso, build_iso
 from tests.vm.qemu import Vm, booted, software_tpm
 from tests.vm.update_images import ImagesDisk, UpdateImages
 
-pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.vm(minutes=4), pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSPHRASE = "iso-luks-Secret-4711"
 ROOT_PASSWORD = "iso-Root-pw-0815"
@@ -181,6 +181,7 @@ def test_unattended_install_boots_with_the_passphrase(live_iso: LiveIso, image_v
     # template), so PCR 7 must read the same.
     pytest.param("7", marks=SLOW),
 ])
+@pytest.mark.vm(minutes=8)
 def test_unattended_tpm2_install_unlocks_by_itself_and_updates(live_iso_with_v1: LiveIso, image_variants: ImageVariants,
                                                                update_images: UpdateImages, images_disk: ImagesDisk,
                                                                tmp_path: Path, pcrs: str) -> None:
@@ -215,7 +216,7 @@ def test_unattended_tpm2_install_unlocks_by_itself_and_updates(live_iso_with_v1:
     log = tmp_path / "console.log"
     with software_tpm(tpm_state) as sock, booted(target, log=log, timeout=BOOT_TIMEOUT, tpm_socket=sock,
                                                  interactive=True, reboots=True,
-                                                 extra_disks=[images_disk.path]) as vm:
+                                                 readonly_disks=[images_disk.path]) as vm:
         report = next_report(vm, 0, version="1")
         facts = f"report: {report}; console: {log}"
         check_layout(report, filesystem="btrfs", facts=facts)

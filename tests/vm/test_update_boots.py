@@ -23,6 +23,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.vm.host_lock import one_host_install_at_a_time
 from tests.vm.installed import (
     BOOT_TIMEOUT,
     UPDATE_TIMEOUT,
@@ -38,7 +39,7 @@ from tests.vm.qemu import booted
 from tests.vm.signed_image import signed_chain_image
 from tests.vm.update_images import ImagesDisk, UpdateImages
 
-pytestmark = [pytest.mark.vm, pytest.mark.root, pytest.mark.timeout(3600)]
+pytestmark = [pytest.mark.vm(minutes=10), pytest.mark.root, pytest.mark.timeout(3600)]
 
 PASSWORD = "vm-Root-pw-4711"
 USER, USER_PASSWORD, HOSTNAME, TIMEZONE = "alice", "vm-Alice-pw-0815", "nbc-box", "Europe/Berlin"
@@ -67,7 +68,8 @@ def install_v1(images: UpdateImages, disk: Path, tmp_path: Path, *, bootloader: 
             "--esp-size", "512M", "--root-size", "2560M", "--var-min-size", "1G", "--filesystem", filesystem,
             "--bootloader", bootloader, "--karg", "console=ttyS0", "--root-password-file", str(password), "--yes",
             "--json", *(["--secure-boot", "require"] if secure_boot else []), *identity]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
+    with one_host_install_at_a_time():
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=1800, check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return ref
 
@@ -90,7 +92,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
     FIGURES[f"{bootloader}/{filesystem}" + (" (Secure Boot)" if secure_boot else "")] = figures
     log = tmp_path / "console.log"
     with booted(disk, log=log, timeout=BOOT_TIMEOUT, interactive=True, reboots=True,
-                extra_disks=[images_disk.path], secure_boot=secure_boot) as vm:
+                readonly_disks=[images_disk.path], secure_boot=secure_boot) as vm:
         # 1. A runs v1.
         report = next_report(vm, 0)
         assert report["version"] == "1", report

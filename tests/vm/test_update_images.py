@@ -238,7 +238,7 @@ def test_v1_boots_runs_nbc_and_reads_the_images_disk(update_images: UpdateImages
     log = tmp_path / "console.log"
     before = images_disk.path.stat().st_mtime_ns
     with booted(root, log=log, timeout=BOOT_TIMEOUT, kernel=moddir / "vmlinuz", initrd=moddir / "initramfs.img",
-                append="root=/dev/vda console=ttyS0 rw", extra_disks=[images_disk.path], interactive=True) as vm:
+                append="root=/dev/vda console=ttyS0 rw", readonly_disks=[images_disk.path], interactive=True) as vm:
         report = read_report(vm, BOOT_TIMEOUT)
         _login(vm)
         vm.send("nbc --version; nbc-tui --help >/dev/null && echo HELP-OK-$((40 + 2))\r")

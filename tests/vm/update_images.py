@@ -99,7 +99,7 @@ NOINIT_MARKER = "NBC-NOINIT"
 IMAGES_LABEL = "nbc-images"
 IMAGES_MOUNTPOINT = "/mnt/images"
 IMAGES_DEVICE = "/dev/vdb"
-"""The images disk in a VM booted with one disk before it (booted(disk, extra_disks=[images.disk.path]))."""
+"""The images disk in a VM booted with one disk before it (booted(disk, readonly_disks=[images.disk.path]))."""
 
 HEALTH_UNIT_TEXT = """\
 [Unit]
@@ -138,10 +138,11 @@ exit 1
 class ImagesDisk:
     """The raw ext4 image holding the update images' layout, as a VM sees it.
 
-    In the VM (``booted(disk, extra_disks=[images.disk.path])``): run :attr:`mount_command` (``/mnt/images``
+    In the VM (``booted(disk, readonly_disks=[images.disk.path])``): run :attr:`mount_command` (``/mnt/images``
     exists in every tag, so it works on the read-only root), then ``nbc-tui update --image
-    images.disk.refs["v2"]``. Mount it read-only only: the file is shared by every test (it has no journal,
-    so a read-only mount writes nothing; the fixture rebuilds it if its mtime ever changes)."""
+    images.disk.refs["v2"]``. QEMU attaches it read-only: the file is shared by every test, and by two QEMUs
+    at once when the tier runs two scenarios at a time (it has no journal, so a read-only mount writes nothing;
+    the fixture rebuilds it if its mtime ever changes)."""
 
     path: Path
     """The file to attach (raw format)."""
