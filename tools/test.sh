@@ -19,5 +19,5 @@ status=0
 echo "== pytest: unit, integration and TUI tiers"
 .venv/bin/python -m pytest -m "not vm" || status=$?
 echo "== pytest: the VM tier, two scenarios at a time"
-.venv/bin/python -m pytest -m vm -n 2 --dist load || status=$?
+.venv/bin/python -m pytest -m vm -n 2 --dist loadgroup || status=$?
 exit "$status"
