@@ -2,8 +2,8 @@
 # The README's test command: installs what is needed (idempotent), then runs every check and every test
 # tier (unit, integration as root, and the QEMU boot tier). Without arguments the VM tier runs last, two
 # scenarios at a time (a QEMU under TCG keeps about one of the two cores busy; tests/vm/host_lock.py).
-# With arguments they go to one pytest: `tools/test.sh -m "not vm"` skips the VM tier, `tools/test.sh -m vm
-# -n 2` runs it alone as CI does.
+# With arguments they go to one pytest: `tools/test.sh -m "not vm"` skips the VM tier,
+# `tools/test.sh -m vm -n 2 --dist loadgroup` runs it alone as CI does.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash tools/install-deps.sh

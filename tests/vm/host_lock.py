@@ -10,20 +10,18 @@ install waits for only 10 s before it fails. Each host install of the tier there
 from __future__ import annotations
 
 import contextlib
-import fcntl
 from collections.abc import Iterator
 from pathlib import Path
+
+from tests.vm import image_builder as ib
 
 HOST_INSTALL_LOCK = Path("/var/lock/nbc-tui-tests-host-install.lock")
 
 
 @contextlib.contextmanager
 def one_host_install_at_a_time() -> Iterator[None]:
-    """Hold the tier's host-install lock (flock, waiting without a bound: pytest-timeout bounds the test)."""
+    """Hold the tier's host-install lock (a flock like the image cache's, waiting without a bound: pytest-timeout
+    bounds the test)."""
     HOST_INSTALL_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with HOST_INSTALL_LOCK.open("a") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(lock, fcntl.LOCK_UN)
+    with ib._locked(HOST_INSTALL_LOCK):
+        yield
