@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bytecode import compile_nbc_tui  # noqa: E402
 from tests.integration.registry_fixtures import RegistryServer, free_port  # noqa: E402
 from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout  # noqa: E402
 from tests.support.synthetic import base_layer  # noqa: E402
@@ -58,6 +59,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--build-only", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    compile_nbc_tui()
     if args.build_only:
         make_big_layout(args.build_only, args.size_mb)
         return

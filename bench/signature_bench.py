@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bytecode import compile_nbc_tui  # noqa: E402
 from bench.install_bench import NBC_TUI, install  # noqa: E402
 from nbc_tui.backend.image.opener import open_image  # noqa: E402
 from nbc_tui.backend.runner import RunContext  # noqa: E402
@@ -54,6 +55,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=3)
     args = ap.parse_args()
+    compile_nbc_tui()
     layout = build_debian_image()
     with tempfile.TemporaryDirectory(dir="/var/tmp", prefix="nbc-bench-sig-") as d:
         work = Path(d)

@@ -31,6 +31,7 @@ import pexpect
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bytecode import compile_nbc_tui  # noqa: E402
 from tests.support.synthetic import make_image  # noqa: E402
 from tests.tui.pty_driver import WELCOME_TEXT, Tui, install_by_keys, tui_environment  # noqa: E402
 
@@ -127,6 +128,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=7, help="start-up runs (default 7)")
     args = parser.parse_args()
+    compile_nbc_tui()
     with tempfile.TemporaryDirectory(prefix="nbc-tui-bench-", dir="/var/tmp") as work:
         root = Path(work)
         starts = []

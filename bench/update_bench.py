@@ -23,6 +23,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
+from bench.bytecode import compile_nbc_tui  # noqa: E402
 from tests.vm.image_builder import DEFAULT_CACHE_ROOT, build_debian_image  # noqa: E402
 from tests.vm.image_variants import image_variants  # noqa: E402
 from tests.vm.update_images import build_update_images  # noqa: E402
@@ -79,6 +80,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--runs", type=int, default=2)
     args = parser.parse_args()
+    compile_nbc_tui()
     base = build_debian_image(DEFAULT_CACHE_ROOT)
     images = build_update_images(image_variants(base, base.parent.parent), base.parent.parent)
     with tempfile.TemporaryDirectory(prefix="nbc-update-bench-", dir="/var/tmp") as tmp:
