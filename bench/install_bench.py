@@ -91,17 +91,30 @@ def median_of(runs: int, once: Callable[[], float]) -> float:
     return statistics.median(once() for _ in range(runs))
 
 
-def timed(argv: list[str], env: dict[str, str] | None = None, *, reported: bool = False) -> tuple[float, int]:
-    """Wall seconds and peak RSS (KiB, GNU time: the largest of the command and its waited-for children).
-    ``reported``: the seconds are the last line the command prints instead."""
+@dataclass(frozen=True)
+class Timed:
+    """One timed command: wall seconds, peak RSS (KiB) and CPU seconds (user + system)."""
+
+    wall: float
+    peak_rss: int
+    cpu: float
+
+
+def timed(argv: list[str], env: dict[str, str] | None = None, *, reported: bool = False) -> Timed:
+    """Wall seconds, peak RSS (KiB) and CPU seconds of ``argv``, GNU time's (the command and its waited-for
+    children: the largest RSS, the sum of CPU). ``reported``: the wall and CPU seconds are the last line the
+    command prints instead ("wall cpu"), so that Python's start is not counted."""
     started = time.monotonic()
-    r = subprocess.run(["/usr/bin/time", "-f", "%M", *argv], env=env, capture_output=True, text=True, check=False)
+    r = subprocess.run(["/usr/bin/time", "-f", "%M %U %S", *argv], env=env, capture_output=True, text=True,
+                       check=False)
     wall = time.monotonic() - started
     if r.returncode != 0:
         sys.exit(f"{argv[0]} failed:\n{r.stdout[-2000:]}\n{r.stderr[-2000:]}")
+    rss, user, system = r.stderr.strip().splitlines()[-1].split()
+    cpu = float(user) + float(system)
     if reported:
-        wall = float(r.stdout.strip().splitlines()[-1])
-    return wall, int(r.stderr.strip().splitlines()[-1])
+        wall, cpu = (float(x) for x in r.stdout.strip().splitlines()[-1].split())
+    return Timed(wall, int(rss), cpu)
 
 
 def pushed_bytes(remote: str) -> int:
@@ -126,11 +139,14 @@ def tar_x(blobs: list[tuple[Path, str]], root: Path) -> list[str]:
 
 def our_extract(ref: str, root: Path) -> list[str]:
     """A child Python running the engine's extraction of ``ref`` into ``root`` (for its peak RSS); it prints
-    the seconds extract_image took, which is what is compared (Python's start and imports are not)."""
-    code = ("import sys, time; from pathlib import Path; from nbc_tui.backend.image.opener import open_image; "
+    the wall and CPU seconds extract_image took (its extraction child's included), which is what is compared
+    (Python's start and imports are not)."""
+    code = ("import os, sys, time; from pathlib import Path; from nbc_tui.backend.image.opener import open_image; "
             "from nbc_tui.backend.image.extract import extract_image; from nbc_tui.backend.runner import RunContext; "
-            "t = time.monotonic(); extract_image(open_image(sys.argv[1]), Path(sys.argv[2]), ctx=RunContext()); "
-            "print(time.monotonic() - t)")
+            "cpu = lambda t: t.user + t.system + t.children_user + t.children_system; "
+            "t, c = time.monotonic(), cpu(os.times()); "
+            "extract_image(open_image(sys.argv[1]), Path(sys.argv[2]), ctx=RunContext()); "
+            "print(time.monotonic() - t, cpu(os.times()) - c)")
     return [sys.executable, "-c", code, ref, str(root)]
 
 
@@ -205,10 +221,12 @@ def check_and_extract(remote: str, work: Path, runs: int) -> float:
 
 @dataclass(frozen=True)
 class Extraction:
-    """Medians of one extraction_vs_tar case: wall seconds (ours, tar's) and our peak RSS (KiB)."""
+    """Medians of one extraction_vs_tar case (ours, then tar's: wall and CPU seconds) and our peak RSS (KiB)."""
 
     ours: float
     tar: float
+    ours_cpu: float
+    tar_cpu: float
     peak_rss: int
 
 
@@ -220,29 +238,30 @@ def extraction_vs_tar(ref: str, blobs: list[tuple[Path, str]], work: Path, runs:
         with blob.open("rb") as f:
             while f.read(1 << 20):
                 pass
-    ours: list[tuple[float, int]] = []
-    theirs: list[tuple[float, int]] = []
+    ours: list[Timed] = []
+    theirs: list[Timed] = []
     for run in range(runs):
         order = [(ours, lambda root: timed(our_extract(ref, root), reported=True)),
                  (theirs, lambda root: timed(tar_x(blobs, root)))]
         for results, once in order if run % 2 == 0 else reversed(order):  # who goes first alternates
             with fresh_ext4(work, 12) as root:
                 results.append(once(root))
-    print(f"{what}: nbc-tui {' '.join(f'{w:.2f}' for w, _ in ours)} s, tar {' '.join(f'{w:.2f}' for w, _ in theirs)} s",
-          flush=True)
-    o_wall, t_wall = statistics.median(w for w, _ in ours), statistics.median(w for w, _ in theirs)
-    o_rss, t_rss = max(m for _, m in ours), max(m for _, m in theirs)
+    print(f"{what}: nbc-tui {' '.join(f'{t.wall:.2f}' for t in ours)} s, "
+          f"tar {' '.join(f'{t.wall:.2f}' for t in theirs)} s", flush=True)
+    o_wall, t_wall = statistics.median(t.wall for t in ours), statistics.median(t.wall for t in theirs)
+    o_rss, t_rss = max(t.peak_rss for t in ours), max(t.peak_rss for t in theirs)
     FIGURES.append((f"extraction vs GNU tar -x: {what}",
                     f"nbc-tui {o_wall:.2f} s / tar {t_wall:.2f} s = {t_wall / o_wall:.2f}x tar's speed; "
                     f"peak RSS {o_rss / 1024:.0f} MiB / {t_rss / 1024:.0f} MiB", goal))
-    return Extraction(o_wall, t_wall, o_rss)
+    return Extraction(o_wall, t_wall, statistics.median(t.cpu for t in ours),
+                      statistics.median(t.cpu for t in theirs), o_rss)
 
 
 def download_vs_skopeo(remote: str, work: Path, env: dict[str, str], runs: int) -> None:
     ours, theirs = [], []
     for _ in range(runs):
         shutil.rmtree(work / "cache", ignore_errors=True)
-        ours.append(timed([NBC_TUI, "download", "--image", remote, "--for-install", "--json"], env)[0])
+        ours.append(timed([NBC_TUI, "download", "--image", remote, "--for-install", "--json"], env).wall)
         shutil.rmtree(work / "skopeo-dl", ignore_errors=True)
         theirs.append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{remote}",
                              f"oci:{work / 'skopeo-dl'}:bench"])[0])
@@ -402,10 +421,13 @@ def scale_figures(runs: int, files: int, big_gb: int) -> None:
                     shutil.rmtree(scale)
         for compression, (small, big) in measured.items():
             grew = sizes[1] / sizes[0]
+            # CPU is the cost that grows with the work; wall also meets the page cache's write-back once the
+            # data passes its threshold (a few GB here, which the quarter size may stay under).
             FIGURES.append((f"growth from {label.format(sizes[0])} to {label.format(sizes[1])}, {compression}",
-                            f"{grew:g}x the size: nbc-tui {big.ours / small.ours:.2f}x the time, tar "
+                            f"{grew:g}x the size: CPU nbc-tui {big.ours_cpu / small.ours_cpu:.2f}x, tar "
+                            f"{big.tar_cpu / small.tar_cpu:.2f}x; wall {big.ours / small.ours:.2f}x, "
                             f"{big.tar / small.tar:.2f}x; peak RSS {small.peak_rss / 1024:.0f} -> "
-                            f"{big.peak_rss / 1024:.0f} MiB", f"about {grew:g}x, RSS flat"))
+                            f"{big.peak_rss / 1024:.0f} MiB", f"CPU about {grew:g}x, RSS flat"))
 
 
 if __name__ == "__main__":
