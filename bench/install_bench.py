@@ -264,7 +264,7 @@ def download_vs_skopeo(remote: str, work: Path, env: dict[str, str], runs: int) 
         ours.append(timed([NBC_TUI, "download", "--image", remote, "--for-install", "--json"], env).wall)
         shutil.rmtree(work / "skopeo-dl", ignore_errors=True)
         theirs.append(timed(["skopeo", "copy", "--quiet", "--src-tls-verify=false", f"docker://{remote}",
-                             f"oci:{work / 'skopeo-dl'}:bench"])[0])
+                             f"oci:{work / 'skopeo-dl'}:bench"]).wall)
     o, t = statistics.median(ours), statistics.median(theirs)
     FIGURES.append(("nbc-tui download vs skopeo copy", f"{o:.2f} s / {t:.2f} s = {o / t:.2f}x", "<= 1.0x"))
 
