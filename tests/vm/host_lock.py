@@ -20,8 +20,7 @@ HOST_INSTALL_LOCK = Path("/var/lock/nbc-tui-tests-host-install.lock")
 
 @contextlib.contextmanager
 def one_host_install_at_a_time() -> Iterator[None]:
-    """Hold the tier's host-install lock (a flock like the image cache's, waiting without a bound: pytest-timeout
-    bounds the test)."""
+    """Hold the tier's host-install lock (waiting without a bound: pytest-timeout bounds the test)."""
     HOST_INSTALL_LOCK.parent.mkdir(parents=True, exist_ok=True)
-    with ib._locked(HOST_INSTALL_LOCK):
+    with ib.locked(HOST_INSTALL_LOCK):
         yield

@@ -95,7 +95,7 @@ def build_debian_image(cache_root: Path = DEFAULT_CACHE_ROOT) -> Path:
     if os.geteuid() != 0:
         raise ImageBuildError("building the Debian test image needs root (debootstrap, chroot, mount)")
     cache_root.mkdir(parents=True, exist_ok=True)
-    with _locked(cache_root / ".lock"):
+    with locked(cache_root / ".lock"):
         if _finished(entry):  # another process built it while we waited
             return layout
         _remove_stale_builds(cache_root)
@@ -367,7 +367,9 @@ def _empty_dir(path: Path) -> None:
 
 
 @contextlib.contextmanager
-def _locked(path: Path) -> Iterator[None]:
+def locked(path: Path) -> Iterator[None]:
+    """Hold an exclusive flock on ``path`` (created if missing), waiting without a bound: the caches' lock, and
+    the VM tier's host-install lock (host_lock.py)."""
     with path.open("a") as f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:

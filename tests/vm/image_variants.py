@@ -60,7 +60,7 @@ def image_variants(base_layout: Path, cache_root: Path = ib.DEFAULT_CACHE_ROOT) 
     cache_root = cache_root.resolve()
     entry = cache_root / f"{ENTRY_PREFIX}{variants_key(base_layout)}"
     if not ib._finished(entry):
-        with ib._locked(cache_root / ".lock"):
+        with ib.locked(cache_root / ".lock"):
             if not ib._finished(entry):
                 _build(base_layout, entry, cache_root)
             _remove_other_entries(cache_root, keep=entry)

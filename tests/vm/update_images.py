@@ -185,7 +185,7 @@ def build_update_images(variants: ImageVariants, cache_root: Path = ib.DEFAULT_C
     if not _entry_ok(entry):
         if os.geteuid() != 0:
             raise ib.ImageBuildError("building the update test images needs root (chroot, mke2fs)")
-        with ib._locked(cache_root / ".lock"):
+        with ib.locked(cache_root / ".lock"):
             if not ib._finished(entry):
                 _ensure_wheels(wheels, cache_root)
                 _build(variants, wheels, entry, cache_root)
