@@ -407,7 +407,7 @@ def scale_figures(runs: int, files: int, big_gb: int) -> None:
     quarter_files, quarter_gb = max(files // 4, 1), max(big_gb / 4, 0.25)
     print(f"Building the scale images ({quarter_files} and {files} files; {quarter_gb:g} and {big_gb} GB)...",
           flush=True)
-    cases = (("many", lambda t, n: many_files_tar(t, int(n)), (quarter_files, files), "{:,} small files"),
+    cases = (("many", many_files_tar, (quarter_files, files), "{:,} small files"),
              ("big", big_files_tar, (quarter_gb, big_gb), "a {:g} GB image"))
     for name, make, sizes, label in cases:
         measured: dict[str, list[Extraction]] = {c: [] for c in COMPRESSIONS}
@@ -424,11 +424,17 @@ def scale_figures(runs: int, files: int, big_gb: int) -> None:
             # CPU is the cost that grows with the work; wall also meets the page cache's write-back once the
             # data passes its threshold (a few GB here, which the quarter size may stay under).
             FIGURES.append((f"growth from {label.format(sizes[0])} to {label.format(sizes[1])}, {compression}",
-                            f"{grew:g}x the size: CPU nbc-tui {big.ours_cpu / small.ours_cpu:.2f}x, tar "
-                            f"{big.tar_cpu / small.tar_cpu:.2f}x; wall {big.ours / small.ours:.2f}x, "
-                            f"{big.tar / small.tar:.2f}x; peak RSS {small.peak_rss / 1024:.0f} -> "
+                            f"{grew:g}x the size: CPU nbc-tui {_times(big.ours_cpu, small.ours_cpu)}, tar "
+                            f"{_times(big.tar_cpu, small.tar_cpu)}; wall {_times(big.ours, small.ours)}, "
+                            f"{_times(big.tar, small.tar)}; peak RSS {small.peak_rss / 1024:.0f} -> "
                             f"{big.peak_rss / 1024:.0f} MiB", f"CPU about {grew:g}x, RSS flat"))
 
+
+
+def _times(big: float, small: float) -> str:
+    """``big`` as a multiple of ``small`` ("n/a" when ``small`` is under GNU time's 10 ms, as tar's CPU for a
+    few files)."""
+    return f"{big / small:.2f}x" if small > 0 else "n/a"
 
 if __name__ == "__main__":
     main()
