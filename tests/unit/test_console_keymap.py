@@ -22,6 +22,7 @@ KEYMAP_FILES = (
     "usr/share/keymaps/i386/qwerty/us.kmap.gz",
     "usr/share/keymaps/i386/include/linux-keys-bare.inc",  # an include, no keymap
     "usr/lib/kbd/keymaps/xkb/fr.map.gz",                   # Fedora's kbd
+    "usr/lib/kbd/keymaps/legacy/i386/qwertz/sg-latin1.map.gz",
     "usr/lib/kbd/keymaps/i386/dvorak/dvorak.map",
 )
 
@@ -45,7 +46,7 @@ def runs(monkeypatch: pytest.MonkeyPatch) -> list[list[str]]:
 
 
 def test_keymaps_are_found_in_each_keymap_folder_and_named_as_the_image_scan_names_them(root: Path) -> None:
-    assert console_keymaps(root) == ["de", "de-latin1", "dvorak", "fr", "us"]
+    assert console_keymaps(root) == ["de", "de-latin1", "dvorak", "fr", "sg-latin1", "us"]
     assert console_keymaps(root / "nothing-here") == []
 
 
@@ -53,7 +54,7 @@ def test_an_unknown_keymap_is_refused_in_words_and_nothing_runs(root: Path, runs
     with pytest.raises(InputError) as err:
         switch_console_keymap("klingon", root=root)
     assert err.value.message == "This system has no console keymap 'klingon'"
-    assert err.value.hint is not None and "pick one of the 5 keymaps" in err.value.hint
+    assert err.value.hint is not None and "pick one of the 6 keymaps" in err.value.hint
     with pytest.raises(InputError) as err:
         switch_console_keymap("de", root=root / "nothing-here")
     assert err.value.hint is not None and "install the console-data package" in err.value.hint

@@ -13,10 +13,14 @@ from pydantic import SecretStr, ValidationError
 from nbc_tui.backend.answers import load_answers, parse_answers
 from nbc_tui.backend.answers.problems import AnswerFileError
 from nbc_tui.backend.answers.writer import dump_answers
-from nbc_tui.backend.image.scan import LISTED_GLOBS, PROBED_PATHS, READ_PATHS, ImageInventory
+from nbc_tui.backend.image.opener import open_image
+from nbc_tui.backend.image.scan import LISTED_GLOBS, PROBED_PATHS, READ_PATHS, ImageInventory, scan_image
+from nbc_tui.backend.image_facts import image_keymaps
 from nbc_tui.backend.plan import ImageSpec, InstallPlan, System, Target, User
 from nbc_tui.backend.steps.identity import firstboot_note, identity_problems
 from nbc_tui.backend.system import identity
+from tests.support.oci import ImageSpec as OciImage
+from tests.support.oci import Layer, TarBuilder, write_layout
 
 
 @pytest.mark.parametrize(("field", "value"), [
@@ -68,6 +72,32 @@ def test_what_an_image_offers_is_read_from_its_paths() -> None:
     assert not identity.locale_installed("en_GB.UTF-8", dirs=[], has_archive=True, locale_gen=gen)
     assert not identity.locale_installed("fr_FR.UTF-8", dirs=[], has_archive=False, locale_gen=gen)
     assert identity.admin_group({"wheel", "video"}) == "wheel" and identity.admin_group({"video"}) is None
+
+
+KEYMAP_LAYOUTS = {
+    "usr/lib/kbd/keymaps/xkb/fr.map.gz": "fr",                        # Fedora's kbd, from the XKB layouts
+    "usr/lib/kbd/keymaps/legacy/i386/qwertz/de-latin1.map.gz": "de-latin1",  # and its own, four folders down
+    "usr/share/kbd/keymaps/i386/dvorak/dvorak.map.gz": "dvorak",      # Arch's kbd
+    "usr/share/keymaps/i386/qwerty/us.kmap.gz": "us",                 # Debian's console-data
+}
+
+
+def test_keymaps_are_found_in_each_distribution_s_folders_by_a_real_scan(tmp_path: Path) -> None:
+    """Each layout's keymap files, in an image scanned as an install scans it, are offered and accepted; a file
+    five folders down or an include is no keymap."""
+    files = (*KEYMAP_LAYOUTS, "usr/lib/kbd/keymaps/legacy/i386/include/compose.inc",
+             "usr/lib/kbd/keymaps/a/b/c/d/deep.map.gz")
+    folders = sorted({"/".join(f.split("/")[:depth]) for f in files for depth in range(1, f.count("/") + 1)})
+    tar = TarBuilder()
+    for folder in folders:
+        tar.dir(folder)
+    for path in files:
+        tar.file(path, b"stand-in")
+    write_layout(tmp_path / "layout", [OciImage([Layer(tar.bytes(), "gzip")])])
+    inv = scan_image(open_image(f"oci:{tmp_path / 'layout'}"), list_initramfs=False)
+    assert image_keymaps(inv) == tuple(sorted(KEYMAP_LAYOUTS.values()))
+    problems = identity_problems(System(keymap="de-latin1"), inv)
+    assert not [p for p in problems if p.details["answer_key"] == ["system", "keymap"]]
 
 
 def inventory(**overrides: object) -> ImageInventory:

@@ -11,6 +11,7 @@ from pathlib import Path
 from ..engine import StepContext
 from ..errors import InputError
 from ..image.scan import ImageInventory
+from ..image_facts import image_keymaps, image_time_zones
 from ..inroot import path_in_target
 from ..plan import System
 from ..secret_files import read_secret_file
@@ -36,8 +37,7 @@ def _text(inventory: ImageInventory, path: str) -> str:
 def identity_problems(system: System, inventory: ImageInventory) -> list[InputError]:
     """Everything the image lacks for ``system``, in the plan's order."""
     found: list[InputError] = []
-    zones = identity.zone_names(p for g in identity.ZONE_GLOBS for p in inventory.matching(g))
-    keymaps = identity.keymap_names(p for g in identity.KEYMAP_GLOBS for p in inventory.matching(g))
+    zones, keymaps = image_time_zones(inventory), image_keymaps(inventory)
     for key, value, known, what, add in (
             ("timezone", system.timezone, zones, "time zone", "Add tzdata to the image, or leave timezone out "
                                                                "(the system then runs on UTC)"),

@@ -31,7 +31,9 @@ if TYPE_CHECKING:
 ZONEINFO = "usr/share/zoneinfo"
 ZONE_GLOBS = tuple(ZONEINFO + "/*" * depth for depth in (1, 2, 3))
 KEYMAP_DIRS = ("usr/share/keymaps", "usr/share/kbd/keymaps", "usr/lib/kbd/keymaps")
-KEYMAP_GLOBS = tuple(d + "/*" * depth for d in KEYMAP_DIRS for depth in (2, 3))
+# A keymap file lies two to four folders down: xkb/de.map.gz, i386/qwertz/de-latin1.kmap.gz (Debian's
+# console-data, Arch), legacy/i386/qwertz/de-latin1.map.gz (Fedora's and CentOS's kbd).
+KEYMAP_GLOBS = tuple(d + "/*" * depth for d in KEYMAP_DIRS for depth in (2, 3, 4))
 LOCALE_DIRS_GLOB = "usr/lib/locale/*"
 LOCALE_ARCHIVE = "usr/lib/locale/locale-archive"
 LOCALE_GEN = "etc/locale.gen"
