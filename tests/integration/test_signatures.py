@@ -48,12 +48,12 @@ def manifest_digest(ref: str) -> str:
     return "sha256:" + hashlib.sha256(raw).hexdigest()
 
 
-def tampered_copy(registry: RegistryServer, repository: str, tag: str, new_tag: str) -> str:
-    """The manifest at ``tag`` with one annotation added, stored at ``new_tag``: the same layers under a
-    manifest nobody signed. Returns the new manifest's digest."""
+def tampered_copy(registry: RegistryServer, repository: str, tag: str, new_tag: str, mark: str = "yes") -> str:
+    """The manifest at ``tag`` with one annotation (``mark``) added, stored at ``new_tag``: the same layers
+    under a manifest nobody signed. Returns the new manifest's digest."""
     url = f"{registry.url}/v2/{repository}/manifests"
     manifest = requests.get(f"{url}/{tag}", headers={"Accept": OCI_MANIFEST}, timeout=30).json()
-    manifest.setdefault("annotations", {})["org.example.tampered"] = "yes"
+    manifest.setdefault("annotations", {})["org.example.tampered"] = mark
     body = json.dumps(manifest).encode()
     resp = requests.put(f"{url}/{new_tag}", data=body, headers={"Content-Type": OCI_MANIFEST}, timeout=30)
     assert resp.status_code == 201, resp.text
@@ -155,9 +155,19 @@ def test_cosign_key_install_records_the_key_and_updates_keep_requiring_it(
     assert status["verification"]["verified"] is True and status["cosign_key"] == config["cosign_key"]
     assert status["slots"][0]["verification"]["signatures"][0]["method"] == "cosign"
 
-    # An update to an image nobody signed is refused with the key the install was given, slot B untouched.
+    # An update to an image nobody signed is refused with the key the install was given, slot B untouched;
+    # --check says so too rather than announcing it as an update. A new image signed by that key is one.
     unsigned = f"{registry.host}/sys/cosign:2"
     tampered_copy(registry, "sys/cosign", "1", "2")
+    r = nbc("update", "--device", str(disk), "--image", unsigned, "--check", "--json")
+    assert r.returncode == 2, r.stdout + r.stderr
+    answer = json.loads(r.stdout)
+    assert answer["error"] is True and "has no valid cosign signature by" in answer["details"], answer
+    signed = f"{registry.host}/sys/cosign:3"
+    signer.push_signature(registry.host, "sys/cosign", tampered_copy(registry, "sys/cosign", "1", "3", "signed"),
+                          docker_reference=f"{registry.host}/sys/cosign")
+    r = nbc("update", "--device", str(disk), "--image", signed, "--check", "--json")
+    assert r.returncode == 0 and json.loads(r.stdout)["update_needed"] is True, r.stdout + r.stderr
     r = nbc("update", "--device", str(disk), "--image", unsigned, "--yes")
     assert r.returncode == 2, r.stdout + r.stderr
     assert "has no valid cosign signature by" in r.stderr and "/var/lib/nbc/state/cosign.pub" in r.stderr

@@ -488,12 +488,20 @@ def _answer(run: UpdateRun) -> UpdateCheck:
 
 
 def check_for_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit) -> UpdateCheck:
-    """Whether an update is available, reading only: the system, and the image's manifest (no layer)."""
+    """Whether an update is available, reading only: the system, the image's manifest (no layer) and, when
+    the image is new, its signatures, which the update would check too: an image it would refuse is refused
+    here (UntrustedImage), never announced as an update."""
     run = UpdateRun(request)
-    steps = [Step("find", "Checking for an update", find_system_and_image, when=When.ALWAYS)]
+    steps = [Step("find", "Checking for an update", find_system_and_image, when=When.ALWAYS),
+             Step("trust", "Checking the update's signatures", _trust_new_image, when=When.ALWAYS)]
     run_steps(steps, run, ctx=replace(ctx, dry_run=True), emit=emit, failed="Update check failed",
               interrupted=Cancelled("Interrupted"), complete=lambda _run, _t: CompleteEvent(message=""))
     return _answer(run)
+
+
+def _trust_new_image(run: UpdateRun, io: StepContext) -> None:
+    if run.verdict.needed:
+        _verification(run, io)
 
 
 def download_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit,
