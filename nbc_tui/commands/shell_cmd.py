@@ -32,11 +32,33 @@ def add_man_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.set_defaults(func=cmd_man)
 
 
+# The flags' metavars say what they take (FILE, DISK, DIR, across every command): those complete as paths.
+PATH_METAVARS = {"FILE": "file", "DISK": "file", "DIR": "directory"}
+
+
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab
 
-    print(shtab.complete(_whole_parser(args), shell=args.shell).rstrip("\n"))
+    parser = _whole_parser(args)
+    complete = {"file": shtab.FILE, "directory": shtab.DIRECTORY}
+    for action in _actions(parser):
+        kind = PATH_METAVARS.get(action.metavar) if isinstance(action.metavar, str) else None
+        if kind is not None:
+            action.complete = complete[kind]  # type: ignore[attr-defined]  # shtab reads this attribute
+    print(shtab.complete(parser, shell=args.shell).rstrip("\n"))
     return 0
+
+
+def _actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every argument of ``parser`` and of its subcommands, at every depth."""
+    found: list[argparse.Action] = []
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # an alias names the same parser again
+                found += _actions(sub)
+        else:
+            found.append(action)
+    return found
 
 
 def cmd_man(args: argparse.Namespace) -> int:
