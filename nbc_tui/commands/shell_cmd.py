@@ -32,19 +32,15 @@ def add_man_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[typ
     p.set_defaults(func=cmd_man)
 
 
-# The flags' metavars say what they take (FILE, DISK, DIR, across every command): those complete as paths.
-PATH_METAVARS = {"FILE": "file", "DISK": "file", "DIR": "directory"}
-
-
 def cmd_completion(args: argparse.Namespace) -> int:
     import shtab
 
     parser = _whole_parser(args)
-    complete = {"file": shtab.FILE, "directory": shtab.DIRECTORY}
+    # The flags' metavars say what they take, across every command: a FILE or a DISK completes as a path.
+    paths = {"FILE": shtab.FILE, "DISK": shtab.FILE, "DIR": shtab.DIRECTORY}
     for action in _actions(parser):
-        kind = PATH_METAVARS.get(action.metavar) if isinstance(action.metavar, str) else None
-        if kind is not None:
-            action.complete = complete[kind]  # type: ignore[attr-defined]  # shtab reads this attribute
+        if isinstance(action.metavar, str) and action.metavar in paths:
+            action.complete = paths[action.metavar]  # type: ignore[attr-defined]  # shtab reads this attribute
     print(shtab.complete(parser, shell=args.shell).rstrip("\n"))
     return 0
 
