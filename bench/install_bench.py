@@ -430,11 +430,11 @@ def scale_figures(runs: int, files: int, big_gb: int) -> None:
                             f"{big.peak_rss / 1024:.0f} MiB", f"CPU about {grew:g}x, RSS flat"))
 
 
-
 def _times(big: float, small: float) -> str:
     """``big`` as a multiple of ``small`` ("n/a" when ``small`` is under GNU time's 10 ms, as tar's CPU for a
     few files)."""
     return f"{big / small:.2f}x" if small > 0 else "n/a"
+
 
 if __name__ == "__main__":
     main()

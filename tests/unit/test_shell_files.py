@@ -64,7 +64,6 @@ def test_bash_completes_commands_and_choices(bash_script: Path) -> None:
     assert complete_in_bash(bash_script, "completion", "") == ["bash", "zsh", "fish"]
 
 
-
 def test_bash_completes_paths_where_a_flag_takes_one(bash_script: Path, tmp_path: Path) -> None:
     """A FILE or a DISK completes as any path, a DIR as folders only; a flag that takes a name offers none."""
     (tmp_path / "secrets").mkdir()
@@ -76,6 +75,7 @@ def test_bash_completes_paths_where_a_flag_takes_one(bash_script: Path, tmp_path
     assert set(complete_in_bash(bash_script, "status", "-d", at + "p")) == {at + "passphrase", at + "policy.json"}
     assert complete_in_bash(bash_script, "update", "--registries.d", at) == [at + "secrets"]
     assert complete_in_bash(bash_script, "install", "--hostname", at + "p") == []
+
 
 @pytest.mark.parametrize(("shell", "check"), [("zsh", ["zsh", "-n"]), ("fish", ["fish", "--no-execute"])])
 def test_zsh_and_fish_scripts_are_generated(nbc, tmp_path: Path, shell: str, check: list[str]) -> None:
