@@ -175,6 +175,20 @@ def test_cosign_key_install_records_the_key_and_updates_keep_requiring_it(
     after = json.loads(nbc("status", "--device", str(disk), "--offline", "--json").stdout)
     assert after["slots"][1]["state"] == "empty" and after["slots"][1]["image"] is None
 
+    # status's update check, like update --check, announces no image the update would refuse: the reference the
+    # install recorded now names the unsigned image, then the signed one.
+    unsigned_digest = tampered_copy(registry, "sys/cosign", "2", "1")
+    r = nbc("status", "--device", str(disk), "--json")
+    assert r.returncode == 0, r.stderr
+    check = json.loads(r.stdout)["update_check"]
+    assert check["available"] is False and check["remote_digest"] == unsigned_digest, check
+    assert "has no valid cosign signature by" in check["error"], check
+    r = nbc("status", "--device", str(disk), "-v")
+    assert r.returncode == 0 and "Update check: failed (" in r.stdout, r.stdout + r.stderr
+    signed_digest = tampered_copy(registry, "sys/cosign", "3", "1", "signed")
+    check = json.loads(nbc("status", "--device", str(disk), "--json").stdout)["update_check"]
+    assert check == {"available": True, "remote_digest": signed_digest, "current_digest": digest, "error": None}
+
 
 def test_cosign_signatures_under_policy_and_flag_refuse_every_wrong_case(
         nbc, registry: RegistryServer, synthetic_image: str, isolated: Path) -> None:

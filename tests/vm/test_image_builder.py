@@ -130,9 +130,10 @@ def _layer_blob(layout: Path) -> Path:
 
 PANIC_WAIT = 3600
 """Seconds the panicking guest says it waits before it reboots by itself. The kernel times that wait with the
-delay calibration of the CPU that panicked, and under TCG the second vCPU's can fail ("calibrate_delay_direct()
-failed to get a good estimate"): with panic=100 on that vCPU the whole test took 20 s once (CI, 2026-12-07), the
-guest rebooting before the harness's reset it was there to see. An hour's worth of "seconds" leaves room."""
+loops-per-jiffy of the CPU that panicked, and under TCG a secondary vCPU measures its own ("calibrate_delay_direct()")
+and can get it wrong by a factor of a thousand: with panic=100, and again with panic=3600, the whole test took under
+20 s in CI (2026-12-07), the guest rebooting before the harness's reset it was there to see. So this guest has one
+vCPU, whose loops-per-jiffy comes from the TSC's frequency (measured against the PIT or HPET), not from that loop."""
 PANICKED = rf"Rebooting in {PANIC_WAIT} seconds"
 
 
@@ -148,7 +149,7 @@ def test_harness_resets_a_guest_whose_reset_never_comes(debian_image: Path, root
     kver = str(image_info(debian_image)["kver"])
     log = tmp_path / "console.log"
     with booted(None, log=log, timeout=BOOT_TIMEOUT, kernel=rootfs / "usr/lib/modules" / kver / "vmlinuz",
-                append=f"console=ttyS0 panic={PANIC_WAIT} root=/dev/nothing", reboots=True) as vm:
+                append=f"console=ttyS0 panic={PANIC_WAIT} root=/dev/nothing", reboots=True, smp=1) as vm:
         vm.stuck_after = 20
         vm.wait_for(PANICKED, BOOT_TIMEOUT)
         started = vm.elapsed

@@ -3,7 +3,8 @@ kernel, when it was written, its state in boot assessment, whether it runs and w
 the last boot fell back; the staged update; a reboot pending.
 
 Reading only: the state on var, the boot menu on the ESP, /run's marker. Optionally the registry (``check``):
-the digest the image's reference names now.
+the digest the image's reference names now and, when that is new, whether its signatures would let an update
+take it.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from ..installed import InstalledSystem, other_disk, running_system
 from ..runner import RunContext
 from ..system.slots import Slot
 from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
+from ..trust.verify import TrustSettings, settings_for_update, verify_pull
 
 
 class SlotState(StrEnum):
@@ -129,7 +131,7 @@ def _status(system: InstalledSystem, io: StepContext, *, check: bool) -> SystemS
         root_mount_mode=_root_mount_mode() if system.running else None, bootloader=system.bootloader,
         slots=slots, fell_back=fell_back, staged_update=staged, staged_ready=staged_ready,
         reboot_pending=_reboot_marker() if system.running else None,
-        update_check=_check(system) if check else None)
+        update_check=_check(system, io) if check else None)
 
 
 def _slot_status(system: InstalledSystem, slot: Slot, default: Slot | None) -> SlotStatus:
@@ -179,15 +181,19 @@ def _reboot_marker() -> RebootMarker | None:
     return None
 
 
-def _check(system: InstalledSystem) -> UpdateCheckResult:
+def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
     config = system.config
     current = config.image_digest or None
+    remote: str | None = None
     try:
         with open_image(config.image_ref) as source:
             remote = source.index_digest or source.manifest_digest
             names = {source.index_digest, source.manifest_digest} - {None, ""}
+            available = bool(current) and not (names & config.digests)
+            if available:
+                # An image the update would refuse (update --check too) is no update: say why instead.
+                settings = settings_for_update(TrustSettings(), config, system.shared_root)
+                verify_pull(source, settings, ctx=io.ctx, warn=io.warn)
     except NbcError as exc:
-        return UpdateCheckResult(available=False, remote_digest=None, current_digest=current, error=exc.message)
-    installed = config.digests
-    return UpdateCheckResult(available=bool(current) and not (names & installed), remote_digest=remote,
-                             current_digest=current)
+        return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current, error=exc.message)
+    return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current)
