@@ -31,7 +31,6 @@ from ..backend.runner import RunContext
 log = logging.getLogger("nbc_tui")
 
 
-
 def cmd_headless(args: argparse.Namespace) -> int:
     emit: Emit = JsonLinesWriter() if args.headless_json else TextWriter(verbose=args.headless_verbose)
     ctx = RunContext(dry_run=args.tui_dry_run)

@@ -34,6 +34,7 @@ def default_answers_path(candidates: tuple[Path, ...] = ANSWERS_PATHS) -> Path:
             return path
     return candidates[0]
 
+
 Choice = Literal["reboot", "poweroff", "stay", "retry"]
 
 

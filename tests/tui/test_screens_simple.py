@@ -45,6 +45,7 @@ from tests.tui.harness import (
 
 # -- welcome ----------------------------------------------------------------------------------------
 
+
 def test_survey_reads_this_machine(tmp_path: Path) -> None:
     checks = {c.key: c for c in survey_machine(efi_dir=tmp_path / "no-efi", tpm_device=tmp_path / "no-tpm")}
     assert set(checks) == {"root", "uefi", "tools", "tpm", "staged"}

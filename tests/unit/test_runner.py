@@ -82,6 +82,7 @@ def test_retry_tries_again_only_for_a_failure_and_raises_the_last() -> None:
         return "detached"
 
     assert retry(busy_twice, attempts=5, delay=0) == "detached" and len(calls) == 3
+
     def always_busy() -> None:
         raise CommandFailed("still busy")
 

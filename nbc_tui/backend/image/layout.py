@@ -20,7 +20,6 @@ _MAX_NESTING = 4
 _MAX_JSON = 8 << 20
 
 
-
 class OciLayoutSource(ImageSource):
     """An image read from an OCI layout directory.
 

@@ -36,6 +36,7 @@ FAST_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 # A recovery key is 256 random bits: stretching adds nothing (systemd-cryptenroll uses minimal PBKDF2 too).
 HIGH_ENTROPY_PBKDF_ARGS = ("--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000")
 
+
 def fast_pbkdf_requested() -> bool:
     return os.environ.get(FAST_PBKDF_ENV) == "1"
 

@@ -61,7 +61,6 @@ class TrustSettings:
             raise InputError("--cosign-key and --insecure-skip-verify contradict each other",
                              hint="Give one of them")
 
-
     @classmethod
     def from_spec(cls, spec: ImageSpec) -> TrustSettings:
         return cls(spec.cosign_key, spec.insecure_skip_verify, spec.signature_policy, spec.registries_d)
