@@ -147,6 +147,8 @@ def status_text(status: SystemStatus, *, verbose: bool = False) -> str:
         check = status.update_check
         if check.error:
             lines += ["", f"Update check: failed ({check.error})"]
+        elif check.note:
+            lines += ["", f"Update check: {check.note}"]
         else:
             lines += ["", "Update check: " + (f"update available ({_digest(check.remote_digest or '', verbose)})"
                                               if check.available else "up to date")]

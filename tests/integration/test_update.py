@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
@@ -316,6 +317,56 @@ def test_a_staged_update_is_applied_offline_and_then_cleared(nbc, versions: dict
     assert r.events[-1]["details"]["image"] == versions["v2"]
     assert not any((tmp_path / "cache/staged-update").glob("sha256-*"))  # applied, then cleared
     assert {s["slot"]: s["state"] for s in status(nbc, disk)["slots"]} == {"A": "good", "B": "trial"}
+
+
+# -- status's update check --------------------------------------------------------------------------------
+
+def _point(layout: Path, tag: str, to: str) -> None:
+    """Make ``tag`` of the layout name the manifest that ``to`` names (as a registry's moved tag would)."""
+    ref_name = "org.opencontainers.image.ref.name"
+    index = json.loads((layout / "index.json").read_text())
+    kept = [m for m in index["manifests"] if m.get("annotations", {}).get(ref_name) != tag]
+    target = next(m for m in kept if m.get("annotations", {}).get(ref_name) == to)
+    index["manifests"] = [*kept, {**target, "annotations": {ref_name: tag}}]
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def test_status_check_announces_only_an_update_the_update_would_take(nbc, versions: dict[str, str],
+                                                                      tmp_path: Path) -> None:
+    layout = tmp_path / "layout"
+    shutil.copytree(versions["v1"].split(":")[1], layout)
+    _point(layout, "stable", "v1")
+    disk = tmp_path / "disk.img"
+    install(nbc, f"oci:{layout}:stable", disk, tmp_path, "--bootloader", "systemd-boot")
+
+    def check() -> dict:
+        r = nbc("status", "--device", str(disk), "--json")
+        assert r.returncode == 0, r.stdout + r.stderr
+        return json.loads(r.stdout)["update_check"]
+
+    def words() -> str:
+        r = nbc("status", "--device", str(disk), "-v")
+        assert r.returncode == 0, r.stdout + r.stderr
+        return next(line for line in r.stdout.splitlines() if line.startswith("Update check:"))
+
+    assert (check()["available"], check()["error"]) == (False, None)  # the system runs it
+    _point(layout, "stable", "v2")
+    assert check()["available"] is True
+    r = nbc("update", "--device", str(disk), "--yes")  # the installed reference: v2 now
+    assert r.returncode == 0, r.stdout + r.stderr
+
+    # Slot B holds it, on trial: no update to announce, and the words say why.
+    on_trial = check()
+    assert (on_trial["available"], on_trial["error"]) == (False, None), on_trial
+    assert "Slot B already holds" in words() and "reboot to start it" in words()
+
+    # The loader gave up on it: still none, with the reason the update refuses it for.
+    _mtools("mren", disk, "::/loader/entries/bootc+3.conf", "::/loader/entries/bootc+0-3.conf")
+    gave_up = check()
+    assert gave_up["available"] is False and "failed to boot from slot B" in gave_up["error"], gave_up
+    assert words().startswith("Update check: failed (") and "failed to boot from slot B" in words()
+    r = nbc("update", "--device", str(disk))
+    assert r.returncode == 2 and "failed to boot from slot B" in r.stderr, r.stdout + r.stderr
 
 
 # -- rollback ---------------------------------------------------------------------------------------------

@@ -3,8 +3,8 @@ kernel, when it was written, its state in boot assessment, whether it runs and w
 the last boot fell back; the staged update; a reboot pending.
 
 Reading only: the state on var, the boot menu on the ESP, /run's marker. Optionally the registry (``check``):
-the digest the image's reference names now and, when that is new, whether its signatures would let an update
-take it.
+the digest the image's reference names now, and whether an update would take it (update_image.judge, then
+its signatures).
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from ..runner import RunContext
 from ..system.slots import Slot
 from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
 from ..trust.verify import TrustSettings, settings_for_update, verify_pull
+from .update_image import NO_UPDATE_NEEDED, ChosenImage, judge
 
 
 class SlotState(StrEnum):
@@ -71,6 +72,10 @@ class UpdateCheckResult:
     remote_digest: str | None
     current_digest: str | None
     error: str | None = None
+    """Why there is no update to take, when the update would refuse it (or the check could not be made)."""
+    note: str | None = None
+    """Why there is none when the update would find nothing to do for another reason than an image the system
+    runs already (the other slot holds it on trial). Said in words only: nbc's JSON has no such key."""
 
 
 @dataclass(frozen=True)
@@ -182,18 +187,27 @@ def _reboot_marker() -> RebootMarker | None:
 
 
 def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
+    """What the image's reference names now, judged as ``update`` would judge it: no update when the slot the
+    update keeps has it, when the other slot holds it on trial already, or (with the reason in ``error``)
+    when it failed to boot from there before or its signatures would be refused."""
     config = system.config
     current = config.image_digest or None
     remote: str | None = None
+    keeper = system.keeper
     try:
+        if keeper is None:
+            raise NbcError(f"the boot menu of {system.disk} has no good entry: an update would not know which "
+                           "slot to keep")
         with open_image(config.image_ref) as source:
             remote = source.index_digest or source.manifest_digest
-            names = {source.index_digest, source.manifest_digest} - {None, ""}
-            available = bool(current) and not (names & config.digests)
+            verdict = judge(system, keeper, ChosenImage(config.image_ref, source, None))
+            if verdict.refused:
+                raise NbcError(verdict.message)
+            available = bool(current) and verdict.needed
             if available:
-                # An image the update would refuse (update --check too) is no update: say why instead.
                 settings = settings_for_update(TrustSettings(), config, system.shared_root)
                 verify_pull(source, settings, ctx=io.ctx, warn=io.warn)
     except NbcError as exc:
         return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current, error=exc.message)
-    return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current)
+    note = None if verdict.needed or verdict.message == NO_UPDATE_NEEDED else verdict.message
+    return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current, note=note)
