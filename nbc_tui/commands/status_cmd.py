@@ -141,8 +141,11 @@ def status_text(status: SystemStatus, *, verbose: bool = False) -> str:
                   f"  Changed:       {marker.update_time}", f"  Partition:     {marker.target_partition}"]
     if status.staged_update is not None:
         staged = status.staged_update
-        state = "ready to apply" if status.staged_ready else "matches installed version"
+        state = ("ready to apply" if status.staged_ready else
+                 "not ready" if status.staged_note else "matches installed version")
         lines += ["", f"Update staged ({state}): {staged.image_ref} ({_digest(staged.image_digest, verbose)})"]
+        if status.staged_note:
+            lines.append(f"  {status.staged_note}")
     if status.update_check is not None:
         check = status.update_check
         if check.error:

@@ -331,8 +331,11 @@ def _point(layout: Path, tag: str, to: str) -> None:
     (layout / "index.json").write_text(json.dumps(index))
 
 
-def test_status_check_announces_only_an_update_the_update_would_take(nbc, versions: dict[str, str],
-                                                                      tmp_path: Path) -> None:
+def test_status_announces_only_an_update_the_update_would_take(nbc, versions: dict[str, str], tmp_path: Path,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """The update check (``update_check.available``) and the staged update (``ready``) follow update's own
+    verdict: nothing to take while the other slot holds the image on trial, nor once it failed to boot."""
+    monkeypatch.setenv("NBC_TUI_CACHE_ROOT", str(tmp_path / "cache"))
     layout = tmp_path / "layout"
     shutil.copytree(versions["v1"].split(":")[1], layout)
     _point(layout, "stable", "v1")
@@ -342,31 +345,40 @@ def test_status_check_announces_only_an_update_the_update_would_take(nbc, versio
     def check() -> dict:
         r = nbc("status", "--device", str(disk), "--json")
         assert r.returncode == 0, r.stdout + r.stderr
-        return json.loads(r.stdout)["update_check"]
+        return json.loads(r.stdout)
 
     def words() -> str:
         r = nbc("status", "--device", str(disk), "-v")
         assert r.returncode == 0, r.stdout + r.stderr
-        return next(line for line in r.stdout.splitlines() if line.startswith("Update check:"))
+        return r.stdout
 
-    assert (check()["available"], check()["error"]) == (False, None)  # the system runs it
+    assert (check()["update_check"]["available"], check()["update_check"]["error"]) == (False, None)  # it runs
     _point(layout, "stable", "v2")
-    assert check()["available"] is True
+    assert check()["update_check"]["available"] is True
     r = nbc("update", "--device", str(disk), "--yes")  # the installed reference: v2 now
     assert r.returncode == 0, r.stdout + r.stderr
+    # Staged too: download compares with config.json, which names v1 until slot B's first good boot.
+    assert nbc("download", "--for-update", "--image", f"oci:{layout}:stable").returncode == 0
 
-    # Slot B holds it, on trial: no update to announce, and the words say why.
+    # Slot B holds it, on trial: no update to announce, none ready, and the words say why.
     on_trial = check()
-    assert (on_trial["available"], on_trial["error"]) == (False, None), on_trial
-    assert "Slot B already holds" in words() and "reboot to start it" in words()
+    assert (on_trial["update_check"]["available"], on_trial["update_check"]["error"]) == (False, None), on_trial
+    assert on_trial["staged_update"]["ready"] is False
+    text = words()
+    assert "Update check: Slot B already holds" in text and "reboot to start it" in text
+    assert "Update staged (not ready)" in text
 
     # The loader gave up on it: still none, with the reason the update refuses it for.
     _mtools("mren", disk, "::/loader/entries/bootc+3.conf", "::/loader/entries/bootc+0-3.conf")
     gave_up = check()
-    assert gave_up["available"] is False and "failed to boot from slot B" in gave_up["error"], gave_up
-    assert words().startswith("Update check: failed (") and "failed to boot from slot B" in words()
-    r = nbc("update", "--device", str(disk))
-    assert r.returncode == 2 and "failed to boot from slot B" in r.stderr, r.stdout + r.stderr
+    assert gave_up["update_check"]["available"] is False, gave_up
+    assert "failed to boot from slot B" in gave_up["update_check"]["error"]
+    assert gave_up["staged_update"]["ready"] is False
+    text = words()
+    assert "Update check: failed (" in text and text.count("failed to boot from slot B") == 2, text
+    for how in ([], ["--auto"]):
+        r = nbc("update", "--device", str(disk), *how)
+        assert r.returncode == 2 and "failed to boot from slot B" in r.stderr, r.stdout + r.stderr
 
 
 # -- rollback ---------------------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from ..runner import RunContext
 from ..system.slots import Slot
 from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
 from ..trust.verify import TrustSettings, settings_for_update, verify_pull
-from .update_image import NO_UPDATE_NEEDED, ChosenImage, judge
+from .update_image import NO_UPDATE_NEEDED, ChosenImage, Verdict, judge
 
 
 class SlotState(StrEnum):
@@ -93,7 +93,9 @@ class SystemStatus:
     """The slot that boots by default was given up by the loader, which booted the other one instead."""
     staged_update: CachedImage | None
     staged_ready: bool
-    """The staged update differs from the installed image."""
+    """``update --auto`` would apply the staged update (update_image.judge)."""
+    staged_note: str | None
+    """Why the staged update is not ready, unless it is the image the system runs."""
     reboot_pending: RebootMarker | None
     update_check: UpdateCheckResult | None
 
@@ -127,14 +129,15 @@ def _status(system: InstalledSystem, io: StepContext, *, check: bool) -> SystemS
     # An entry out of tries is one the loader gave up on: it booted the other slot instead.
     fell_back = any(item.state is EntryState.BAD for item in system.menu.items)
     staged = _staged_update()
-    installed = system.config.digests
-    staged_ready = staged is not None and not ({staged.image_digest, staged.index_digest or ""} & installed)
+    staged_verdict = _judge_staged(system, staged) if staged is not None else None
     active = system.where(system.booted.role) if system.booted else None
     return SystemStatus(
         config=system.config, device=str(system.disk), running=system.running,
         active_root=str(active) if active else None, booted=system.booted,
         root_mount_mode=_root_mount_mode() if system.running else None, bootloader=system.bootloader,
-        slots=slots, fell_back=fell_back, staged_update=staged, staged_ready=staged_ready,
+        slots=slots, fell_back=fell_back, staged_update=staged,
+        staged_ready=staged_verdict is not None and staged_verdict.needed,
+        staged_note=_why_not(staged_verdict) if staged_verdict is not None else None,
         reboot_pending=_reboot_marker() if system.running else None,
         update_check=_check(system, io) if check else None)
 
@@ -169,6 +172,20 @@ def _staged_update() -> CachedImage | None:
     with contextlib.suppress(NbcError, OSError):
         return single_staged(CacheKind.UPDATE)
     return None
+
+
+def _judge_staged(system: InstalledSystem, staged: CachedImage) -> Verdict:
+    """Whether ``update --auto`` would take the staged update, and if not why."""
+    keeper = system.keeper
+    if keeper is None:
+        return Verdict(False, "the boot menu has no good entry: an update would not know which slot to keep",
+                       system.config.image_digest, refused=True)
+    try:
+        with staged.open_source() as source:
+            return judge(system, keeper, ChosenImage(staged.image_ref, source, staged))
+    except NbcError as exc:
+        return Verdict(False, f"the staged update cannot be read: {exc.message}", system.config.image_digest,
+                       refused=True)
 
 
 def _root_mount_mode() -> str | None:
@@ -209,5 +226,10 @@ def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
                 verify_pull(source, settings, ctx=io.ctx, warn=io.warn)
     except NbcError as exc:
         return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current, error=exc.message)
-    note = None if verdict.needed or verdict.message == NO_UPDATE_NEEDED else verdict.message
-    return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current, note=note)
+    return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current,
+                             note=_why_not(verdict))
+
+
+def _why_not(verdict: Verdict) -> str | None:
+    """Why an update would not take the image, unless it is simply the image the system runs."""
+    return None if verdict.needed or verdict.message == NO_UPDATE_NEEDED else verdict.message
