@@ -508,7 +508,8 @@ def download_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit,
                     on_message: Callable[[str], None] | None = None) -> tuple[UpdateCheck, CachedImage | None]:
     """Stage the update in the staged-update cache (replacing any staged one) when one is needed (or
     forced); returns the check's answer and the staged entry (None when nothing was downloaded, or in a dry
-    run, which downloads nothing)."""
+    run, which downloads nothing). An image that failed to boot from the other slot is refused (InputError)
+    unless forced, as the update refuses it."""
     if request.device is not None:
         raise InputError("--download-only stages an update for the running system; it takes no --device")
     if request.staged is not StagedUse.NEVER:
@@ -517,6 +518,8 @@ def download_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit,
     staged: list[CachedImage] = []
 
     def stage(state: UpdateRun, io: StepContext) -> None:
+        if state.verdict.refused and not request.force:  # as the update would refuse it
+            raise InputError(state.verdict.message, hint="fix the image, or run again with --force to stage it")
         if not state.verdict.needed and not request.force:
             return
         verification = _verification(state, io)
