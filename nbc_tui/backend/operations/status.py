@@ -174,20 +174,6 @@ def _staged_update() -> CachedImage | None:
     return None
 
 
-def _judge_staged(system: InstalledSystem, staged: CachedImage) -> Verdict:
-    """Whether ``update --auto`` would take the staged update, and if not why."""
-    keeper = system.keeper
-    if keeper is None:
-        return Verdict(False, "the boot menu has no good entry: an update would not know which slot to keep",
-                       system.config.image_digest, refused=True)
-    try:
-        with staged.open_source() as source:
-            return judge(system, keeper, ChosenImage(staged.image_ref, source, staged))
-    except NbcError as exc:
-        return Verdict(False, f"the staged update cannot be read: {exc.message}", system.config.image_digest,
-                       refused=True)
-
-
 def _root_mount_mode() -> str | None:
     with contextlib.suppress(OSError):
         for line in Path("/proc/mounts").read_text().splitlines():
@@ -210,14 +196,10 @@ def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
     config = system.config
     current = config.image_digest or None
     remote: str | None = None
-    keeper = system.keeper
     try:
-        if keeper is None:
-            raise NbcError(f"the boot menu of {system.disk} has no good entry: an update would not know which "
-                           "slot to keep")
         with open_image(config.image_ref) as source:
             remote = source.index_digest or source.manifest_digest
-            verdict = judge(system, keeper, ChosenImage(config.image_ref, source, None))
+            verdict = _judge(system, ChosenImage(config.image_ref, source, None))
             if verdict.refused:
                 raise NbcError(verdict.message)
             available = bool(current) and verdict.needed
@@ -233,3 +215,22 @@ def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
 def _why_not(verdict: Verdict) -> str | None:
     """Why an update would not take the image, unless it is simply the image the system runs."""
     return None if verdict.needed or verdict.message == NO_UPDATE_NEEDED else verdict.message
+
+
+def _judge_staged(system: InstalledSystem, staged: CachedImage) -> Verdict:
+    """Whether ``update --auto`` would take the staged update, and if not why."""
+    try:
+        with staged.open_source() as source:
+            return _judge(system, ChosenImage(staged.image_ref, source, staged))
+    except NbcError as exc:
+        return Verdict(False, f"the staged update cannot be read: {exc.message}", system.config.image_digest,
+                       refused=True)
+
+
+def _judge(system: InstalledSystem, image: ChosenImage) -> Verdict:
+    """The update's verdict on ``image`` for this system (refused when no slot is one an update would keep)."""
+    keeper = system.keeper
+    if keeper is None:
+        return Verdict(False, f"the boot menu of {system.disk} has no good entry: an update would not know which "
+                              "slot to keep", system.config.image_digest, refused=True)
+    return judge(system, keeper, image)
