@@ -149,7 +149,7 @@ def status_text(status: SystemStatus, *, verbose: bool = False) -> str:
     if status.update_check is not None:
         check = status.update_check
         if check.error:
-            lines += ["", f"Update check: failed ({check.error})"]
+            lines += ["", f"Update check: {'refused' if check.refused else 'failed'} ({check.error})"]
         elif check.note:
             lines += ["", f"Update check: {check.note}"]
         else:

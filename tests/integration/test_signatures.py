@@ -184,7 +184,7 @@ def test_cosign_key_install_records_the_key_and_updates_keep_requiring_it(
     assert check["available"] is False and check["remote_digest"] == unsigned_digest, check
     assert "has no valid cosign signature by" in check["error"], check
     r = nbc("status", "--device", str(disk), "-v")
-    assert r.returncode == 0 and "Update check: failed (" in r.stdout, r.stdout + r.stderr
+    assert r.returncode == 0 and "Update check: refused (" in r.stdout, r.stdout + r.stderr
     signed_digest = tampered_copy(registry, "sys/cosign", "3", "1", "signed")
     check = json.loads(nbc("status", "--device", str(disk), "--json").stdout)["update_check"]
     assert check == {"available": True, "remote_digest": signed_digest, "current_digest": digest, "error": None}

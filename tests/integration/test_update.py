@@ -375,10 +375,16 @@ def test_status_announces_only_an_update_the_update_would_take(nbc, versions: di
     assert "failed to boot from slot B" in gave_up["update_check"]["error"]
     assert gave_up["staged_update"]["ready"] is False
     text = words()
-    assert "Update check: failed (" in text and text.count("failed to boot from slot B") == 2, text
+    assert "Update check: refused (" in text and text.count("failed to boot from slot B") == 2, text
     for how in ([], ["--auto"]):
         r = nbc("update", "--device", str(disk), *how)
         assert r.returncode == 2 and "failed to boot from slot B" in r.stderr, r.stdout + r.stderr
+
+    # Where the image lives is gone: the check failed, which is not a refusal.
+    layout.rename(tmp_path / "gone")
+    lost = check()["update_check"]
+    assert lost["available"] is False and lost["error"], lost
+    assert "Update check: failed (" in words()
 
 
 # -- rollback ---------------------------------------------------------------------------------------------

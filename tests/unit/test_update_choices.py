@@ -96,6 +96,17 @@ def test_an_update_waiting_in_the_other_slot_is_not_written_again(tmp_path: Path
     assert not verdict.needed and not verdict.refused and "reboot" in verdict.message
 
 
+def test_a_rolled_back_to_slot_that_boots_next_is_not_written_again(tmp_path: Path) -> None:
+    """A rollback on the running system makes the other slot the default; until the reboot, updating it to the
+    image it holds would only write it again. Once the system runs the other one, going back to it is an update."""
+    s = system(tmp_path, [(Slot.A, EntryState.GOOD), (Slot.B, EntryState.GOOD)], booted=Slot.B,
+               records={Slot.A: V1, Slot.B: V2})
+    verdict = judge(s, Slot.B, image(V1))
+    assert not verdict.needed and not verdict.refused and "boots next: reboot" in verdict.message
+    s = system(tmp_path, [(Slot.B, EntryState.GOOD), (Slot.A, EntryState.GOOD)], booted=Slot.B)
+    assert judge(s, Slot.B, image(V1)).needed
+
+
 def test_an_image_that_failed_to_boot_is_refused(tmp_path: Path) -> None:
     s = system(tmp_path, [(Slot.A, EntryState.GOOD), (Slot.B, EntryState.BAD)], booted=Slot.A,
                records={Slot.A: V1, Slot.B: V2})

@@ -24,7 +24,7 @@ from ..installed import InstalledSystem, other_disk, running_system
 from ..runner import RunContext
 from ..system.slots import Slot
 from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
-from ..trust.verify import TrustSettings, settings_for_update, verify_pull
+from ..trust.verify import TrustSettings, UntrustedImage, settings_for_update, verify_pull
 from .update_image import NO_UPDATE_NEEDED, ChosenImage, Verdict, judge
 
 
@@ -72,7 +72,9 @@ class UpdateCheckResult:
     remote_digest: str | None
     current_digest: str | None
     error: str | None = None
-    """Why there is no update to take, when the update would refuse it (or the check could not be made)."""
+    """Why there is no update to take: the update would refuse the image (``refused``), or the check could not
+    be made (a registry down)."""
+    refused: bool = False
     note: str | None = None
     """Why there is none when the update would find nothing to do for another reason than an image the system
     runs already (the other slot holds it on trial). Said in words only: nbc's JSON has no such key."""
@@ -201,11 +203,15 @@ def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
             remote = source.index_digest or source.manifest_digest
             verdict = _judge(system, ChosenImage(config.image_ref, source, None))
             if verdict.refused:
-                raise NbcError(verdict.message)
+                return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current,
+                                         error=verdict.message, refused=True)
             available = bool(current) and verdict.needed
             if available:
                 settings = settings_for_update(TrustSettings(), config, system.shared_root)
                 verify_pull(source, settings, ctx=io.ctx, warn=io.warn)
+    except UntrustedImage as exc:
+        return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current, error=exc.message,
+                                 refused=True)
     except NbcError as exc:
         return UpdateCheckResult(available=False, remote_digest=remote, current_digest=current, error=exc.message)
     return UpdateCheckResult(available=available, remote_digest=remote, current_digest=current,

@@ -87,8 +87,9 @@ def choose_image(image: str | None, use: StagedUse, config: SystemConfig, io: St
 
 
 def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict:
-    """Needed unless the current slot runs the image, or the target slot holds it on trial already; refused when
-    the target slot held it and it never booted to the end (the loader gave up on it)."""
+    """Needed unless the current slot runs the image, or the target slot holds it and boots next already (on
+    trial after an update, or good after a rollback); refused when the target slot held it and it never booted
+    to the end (the loader gave up on it)."""
     # The current slot's record; a disk nbc wrote has none, and its config.json names the image that runs.
     has = system.record(current) or system.config
     running = has.digests
@@ -106,4 +107,7 @@ def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict
         if item.state is EntryState.TRIAL:
             return Verdict(False, f"Slot {target.value} already holds {image.ref}, on trial: reboot to start it",
                            current_digest)
+        if system.default_slot is target:  # a rollback made it the default, and the system has not rebooted
+            return Verdict(False, f"Slot {target.value} already holds {image.ref} and boots next: reboot to "
+                                  "start it", current_digest)
     return Verdict(True, "Update available", current_digest)
