@@ -7,9 +7,10 @@ fails, that one with Debian's signed chain under OVMF enforcing Secure Boot): in
 a root password); boot: A runs v1; log in on the serial console; write a file under /etc; ``nbc-tui update``
 to v2 from the images disk (a second virtio disk, no network); reboot: B runs v2, the /etc file, machine-id and
 root's password (the login itself) are kept, v2's system user exists, ``nbc status --json`` (the ``nbc`` link)
-says B good, running, default; ``nbc-tui rollback``; reboot: A runs v1; update to the broken v3 with 2 tries;
-reboot: B fails twice and the loader boots A by itself; status says B bad and that it fell back;
-``update --download-only`` refuses to stage v3 again and stages v2, which status calls ready.
+says B good, running, default; ``nbc-tui rollback`` (before the reboot, ``update --check`` calls A's v1 no
+update); reboot: A runs v1; update to the broken v3 with 2 tries; reboot: B fails twice and the loader boots A
+by itself; status says B bad and that it fell back; ``update --download-only`` refuses to stage v3 again and
+(without Secure Boot) stages v2, which status calls ready.
 """
 
 from __future__ import annotations
@@ -186,16 +187,19 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         figures["status_after_fallback"] = text
 
         # Staging: the image that failed is refused as the update refuses it; another one is staged, and
-        # status calls it ready (update --download-only, nbc's way to stage, on the system it is for).
+        # status calls it ready (update --download-only, nbc's way to stage, on the system it is for; once, in
+        # the scenario that ends first).
         vm.shell(images_disk.mount_command, 60)
         out = vm.shell(f"nbc-tui update --image {images_disk.refs[broken]} --download-only; echo rc=$?", 120)
         assert "failed to boot from slot B" in out and out.rstrip().endswith("rc=2"), out
-        out = vm.shell(f"nbc-tui update --image {images_disk.refs['v2']} --download-only --json", UPDATE_TIMEOUT)
-        staged, _ = json.JSONDecoder().raw_decode(out, out.index("{"))  # the one answer, whatever stderr says
-        assert staged["success"] is True, out
-        st = status(vm)
-        assert st["staged_update"]["ready"] is True, st
-        assert st["staged_update"]["image_digest"] == staged["image_digest"], st
+        if not secure_boot:
+            out = vm.shell(f"nbc-tui update --image {images_disk.refs['v2']} --download-only --json",
+                           UPDATE_TIMEOUT)
+            staged, _ = json.JSONDecoder().raw_decode(out, out.index("{"))  # the one answer, whatever stderr says
+            assert staged["success"] is True, out
+            st = status(vm)
+            assert st["staged_update"]["ready"] is True, st
+            assert st["staged_update"]["image_digest"] == staged["image_digest"], st
         # What the harness had to do when QEMU did not come back from a reset (Vm._unstick).
         figures["stuck_resets"], figures["relaunches"] = vm.stuck_resets, vm.relaunches
     print(json.dumps(FIGURES, indent=2))
