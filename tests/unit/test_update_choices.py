@@ -93,7 +93,7 @@ def test_an_update_waiting_in_the_other_slot_is_not_written_again(tmp_path: Path
     s = system(tmp_path, [(Slot.B, EntryState.TRIAL), (Slot.A, EntryState.GOOD)], booted=Slot.A,
                records={Slot.A: V1, Slot.B: V2})
     verdict = judge(s, Slot.A, image(V2))
-    assert not verdict.needed and not verdict.refused and "reboot" in verdict.message
+    assert not verdict.needed and not verdict.refused and verdict.waiting and "reboot" in verdict.message
 
 
 def test_a_rolled_back_to_slot_that_boots_next_is_not_written_again(tmp_path: Path) -> None:
@@ -102,7 +102,7 @@ def test_a_rolled_back_to_slot_that_boots_next_is_not_written_again(tmp_path: Pa
     s = system(tmp_path, [(Slot.A, EntryState.GOOD), (Slot.B, EntryState.GOOD)], booted=Slot.B,
                records={Slot.A: V1, Slot.B: V2})
     verdict = judge(s, Slot.B, image(V1))
-    assert not verdict.needed and not verdict.refused and "boots next: reboot" in verdict.message
+    assert not verdict.needed and not verdict.refused and verdict.waiting and "boots next: reboot" in verdict.message
     s = system(tmp_path, [(Slot.B, EntryState.GOOD), (Slot.A, EntryState.GOOD)], booted=Slot.B)
     assert judge(s, Slot.B, image(V1)).needed
 

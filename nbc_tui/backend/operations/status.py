@@ -25,7 +25,7 @@ from ..runner import RunContext
 from ..system.slots import Slot
 from ..system.state import REBOOT_MARKER, RebootMarker, SlotRecord, SystemConfig
 from ..trust.verify import TrustSettings, UntrustedImage, settings_for_update, verify_pull
-from .update_image import NO_UPDATE_NEEDED, ChosenImage, Verdict, judge
+from .update_image import ChosenImage, Verdict, judge
 
 
 class SlotState(StrEnum):
@@ -220,7 +220,7 @@ def _check(system: InstalledSystem, io: StepContext) -> UpdateCheckResult:
 
 def _why_not(verdict: Verdict) -> str | None:
     """Why an update would not take the image, unless it is simply the image the system runs."""
-    return None if verdict.needed or verdict.message == NO_UPDATE_NEEDED else verdict.message
+    return verdict.message if verdict.refused or verdict.waiting else None
 
 
 def _judge_staged(system: InstalledSystem, staged: CachedImage) -> Verdict:

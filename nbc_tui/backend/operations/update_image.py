@@ -62,6 +62,9 @@ class Verdict:
     current_digest: str
     refused: bool = False
     """The image failed to boot from the target slot before: an update needs --force."""
+    waiting: bool = False
+    """The target slot holds the image and boots next already (on trial, or after a rollback): a reboot starts
+    it."""
 
 
 def choose_image(image: str | None, use: StagedUse, config: SystemConfig, io: StepContext) -> ChosenImage:
@@ -106,8 +109,8 @@ def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict
                            current_digest, refused=True)
         if item.state is EntryState.TRIAL:
             return Verdict(False, f"Slot {target.value} already holds {image.ref}, on trial: reboot to start it",
-                           current_digest)
+                           current_digest, waiting=True)
         if system.default_slot is target:  # a rollback made it the default, and the system has not rebooted
             return Verdict(False, f"Slot {target.value} already holds {image.ref} and boots next: reboot to "
-                                  "start it", current_digest)
+                                  "start it", current_digest, waiting=True)
     return Verdict(True, "Update available", current_digest)
