@@ -20,7 +20,7 @@ from pydantic import (
     ValidationError,
     model_validator,
 )
-from pydantic_core import ErrorDetails
+from pydantic_core import ErrorDetails, PydanticCustomError
 
 from .sizes import GiB, MiB, human, parse_size, short_size
 
@@ -169,10 +169,27 @@ class Layout(_Strict):
                 f"var the rest (at least {human(self.var_min_size)}), {self.filesystem}")
 
 
+def kernel_arg_problem(arg: str) -> str | None:
+    """Why ``arg`` cannot be one kernel argument of a boot entry (None when it can): an empty one, or one with
+    a control character (a newline would end the entry's line)."""
+    if not arg.strip():
+        return "an empty kernel argument was given"
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in arg):
+        return f"kernel argument {arg!r} contains a control character (such as a newline)"
+    return None
+
+
+def _kernel_args(values: tuple[str, ...]) -> tuple[str, ...]:
+    for arg in values:
+        if problem := kernel_arg_problem(arg):
+            raise ValueError(f"{problem}: give each kernel argument as one line of printable text")
+    return values
+
+
 class Boot(_Strict):
     bootloader: Bootloader = "auto"
     """auto picks systemd-boot when the image carries its EFI binary, else GRUB."""
-    kernel_args: tuple[str, ...] = ()
+    kernel_args: Annotated[tuple[str, ...], AfterValidator(_kernel_args)] = ()
     """Extra kernel arguments, appended last to the command line."""
     secure_boot: SecureBootMode = "auto"
     """require: refuse an image that cannot boot with Secure Boot on; auto: warn when this machine has it on and
@@ -252,6 +269,20 @@ def _user_name(value: str) -> str:
     return value
 
 
+def _crypt_hash(value: str) -> str:
+    """A password given as a hash is written into /etc/shadow as it is: it must be one crypt(3) string, with
+    nothing that would end its field or its line."""
+    if not value.startswith("$"):
+        raise ValueError("must be a crypt(3) hash such as $y$... or $6$... (make one with: openssl passwd -6)")
+    if ":" in value or any(c.isspace() or ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise ValueError("must be one crypt(3) hash, without ':', spaces or line breaks (the hash alone, not a "
+                         "whole /etc/shadow line)")
+    return value
+
+
+CryptHash = Annotated[str, AfterValidator(_crypt_hash)]
+
+
 def _one_line(value: str) -> str:
     if ":" in value or "\n" in value or "," in value:
         raise ValueError("may not contain ':', ',' or a line break")
@@ -267,7 +298,7 @@ class User(_Strict):
     """The person's name (the GECOS field)."""
     password_file: Path | None = None
     """File holding the password (trailing newlines are dropped); it is never logged."""
-    password_hash: str | None = None
+    password_hash: CryptHash | None = None
     """The password as a crypt(3) hash (``$y$...``, ``$6$...``), set as it is."""
     password: SecretStr | None = Field(default=None, exclude=True)
     """The password itself (typed in the TUI). Never serialised: a saved plan refers to a file."""
@@ -285,9 +316,6 @@ class User(_Strict):
         given = [self.password_file is not None, self.password_hash is not None, self.password is not None]
         if sum(given) > 1:
             raise ValueError(f"give {self.name}'s password one way only: a file, a hash or a value")
-        if self.password_hash is not None and not self.password_hash.startswith("$"):
-            raise ValueError("password_hash must be a crypt(3) hash such as $y$... or $6$... "
-                             "(make one with: openssl passwd -6)")
         if self.shell is not None and not self.shell.startswith("/"):
             raise ValueError(f"shell must be an absolute path such as /bin/bash, not {self.shell!r}")
         for key in self.ssh_authorized_keys:
@@ -313,7 +341,7 @@ class System(_Strict):
     """People's accounts (``[[system.users]]``)."""
     root_password_file: Path | None = None
     """File holding the root password (trailing newlines are dropped); it is never logged."""
-    root_password_hash: str | None = None
+    root_password_hash: CryptHash | None = None
     """The root password as a crypt(3) hash (``$y$...``, ``$6$...``), set as it is."""
     root_password: SecretStr | None = Field(default=None, exclude=True)
     """The root password itself (typed in the TUI). Never serialised: a saved plan refers to a file."""
@@ -326,9 +354,6 @@ class System(_Strict):
                  self.root_password is not None]
         if sum(given) > 1:
             raise ValueError("give the root password one way only: a file, a hash or a value")
-        if self.root_password_hash is not None and not self.root_password_hash.startswith("$"):
-            raise ValueError("root_password_hash must be a crypt(3) hash such as $y$... or $6$... "
-                             "(make one with: openssl passwd -6)")
         for key in self.ssh_authorized_keys:
             if "\n" in key or not key.strip():
                 raise ValueError("each entry of ssh_authorized_keys is one non-empty line")
@@ -363,14 +388,29 @@ class InstallPlan(_Strict):
     @model_validator(mode="after")
     def _fits(self) -> InstallPlan:
         if self.target.is_image_file and self.after != "none":
-            raise ValueError(f"after = {self.after!r} would {self.after} this machine, not the disk-image file: "
-                             "use after = 'none' with a disk-image file")
+            raise _plan_rule("after", f"after = {self.after!r} would {self.after} this machine, not the "
+                             "disk-image file", "use after = 'none' with a disk-image file")
         if self.target.is_image_file and self.target.image_size < self.layout.min_disk_size:
-            raise ValueError(
-                f"the disk-image file ({human(self.target.image_size)}) is smaller than the layout needs "
-                f"({human(self.layout.min_disk_size)}: {self.layout.describe()})"
-            )
+            raise _plan_rule("target.image_size",
+                             f"the disk-image file ({human(self.target.image_size)}) is smaller than the layout "
+                             f"needs ({human(self.layout.min_disk_size)}: {self.layout.describe()})",
+                             f"make it at least {short_size(self.layout.min_disk_size)}, or the layout smaller")
         return self
+
+    def secrets(self) -> list[str | SecretStr]:
+        """Every secret the plan itself holds (typed passwords and passphrase, password hashes), for a run's
+        redactor: a crypt hash can be attacked offline, so it stays out of logs like the password."""
+        system, enc = self.system, self.encryption
+        found = [system.root_password, system.root_password_hash, enc.passphrase if enc else None]
+        found += [value for user in system.users for value in (user.password, user.password_hash)]
+        return [value for value in found if value is not None]
+
+
+def _plan_rule(key: str, message: str, hint: str) -> PydanticCustomError:
+    """A rule between sections, said about the key to change (``key``, dotted): pydantic would blame the whole
+    plan, a place no answer-file line or form field stands for (see :func:`error_loc`)."""
+    text = f"{message}: {hint}".replace("{", "{{").replace("}", "}}")
+    return PydanticCustomError("plan_rule", text, {"key": key, "hint": hint})
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -386,11 +426,18 @@ def error_text(err: ErrorDetails) -> str:
     return str(err["msg"]).removeprefix("Value error, ")
 
 
+def error_loc(err: ErrorDetails) -> tuple[int | str, ...]:
+    """Where a validation error is: pydantic's place, or the key a rule between sections named (_plan_rule)."""
+    if not err["loc"] and err["type"] == "plan_rule":
+        return tuple(str(err.get("ctx", {}).get("key", "")).split("."))
+    return tuple(err["loc"])
+
+
 def validation_messages(exc: ValidationError) -> list[str]:
     """Each problem of a plan as one line: the key path, then what is wrong (``target: give exactly one of
     ...``)."""
     lines = []
     for err in exc.errors():
-        where = ".".join(str(part) for part in err["loc"])
+        where = ".".join(str(part) for part in error_loc(err))
         lines.append(f"{where}: {error_text(err)}" if where else error_text(err))
     return lines

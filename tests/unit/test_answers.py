@@ -240,7 +240,7 @@ PLANS = {
                       serial="S1", wipe=True),
         encryption=Encryption(passphrase_file=Path("/root/pp"), tpm2=True, tpm2_pcrs=(7,),
                               recovery_key_file=Path("/root/rk")),
-        boot=Boot(bootloader="grub", kernel_args=("console=ttyS0,115200", "quiet", "x=\ttab")),
+        boot=Boot(bootloader="grub", kernel_args=("console=ttyS0,115200", "quiet", 'x="a b\\c"')),
         system=System(root_password_hash="$6$salt$hash",
                       ssh_authorized_keys=("ssh-ed25519 AAAAC3Nza" + "x" * 60 + " a@b", "ssh-rsa AAAB c@d")),
     ),

@@ -22,7 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
-from ..plan import InstallPlan, error_text
+from ..plan import InstallPlan, error_loc, error_text
 from ..sizes import human
 from .format import ANSWERS_VERSION, INLINE_SECRETS, PATH_KEYS, USER_INLINE_SECRETS, USER_PATH_KEYS
 from .lines import Loc, locate_json, locate_toml, strip_indices
@@ -202,7 +202,7 @@ _TYPE_HINTS = {
 
 
 def _problem(err: Any, lines: dict[Loc, int]) -> Problem:
-    loc: Loc = tuple(err["loc"])
+    loc: Loc = error_loc(err)
     kind, line = err["type"], line_of(lines, loc)
     msg = error_text(err)
     key = format_key(loc)
@@ -228,6 +228,8 @@ def _problem(err: Any, lines: dict[Loc, int]) -> Problem:
         word = "at least" if kind == "greater_than_equal" else "at most"
         return Problem(key, line, f"must be {word} {human(int(bound))}" if bound is not None else msg,
                        "write it like 512M or 2G")
+    if kind == "plan_rule":  # a rule between sections: its own sentence and what to do
+        return Problem(key, line, msg.removesuffix(f": {err['ctx']['hint']}"), err["ctx"]["hint"])
     if kind == "literal_error" and loc == ("version",):
         return Problem(key, line, msg, f"this nbc-tui reads version {ANSWERS_VERSION} answer files")
     hint = _TYPE_HINTS.get(kind) or _description(loc)
@@ -267,6 +269,8 @@ def _field_names(loc: Loc) -> list[str]:
 
 
 def _description(loc: Loc) -> str | None:
+    if not loc:
+        return None
     model = _model_at(loc[:-1])
     info = model.model_fields.get(str(loc[-1])) if model is not None else None
     if info is None or not info.description:
