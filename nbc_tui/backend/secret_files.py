@@ -16,13 +16,22 @@ from .mounts import RUN_DIR
 
 
 def read_secret_file(path: Path, what: str) -> SecretStr:
-    """A secret from a file, trailing CR/LF dropped (nbc's rule)."""
+    """A secret from a file, trailing CR/LF dropped (nbc's rule). Refused (InputError, which never quotes the
+    content): a file that cannot be read, is not UTF-8, is empty or holds more than one line (a password
+    is typed on one line; a second one would be set as part of it, or be taken by a tool as a second entry)."""
+    hint = f"write the {what} alone on one line of UTF-8 text, in a file readable by root"
     try:
-        value = path.read_text().rstrip("\r\n")
+        data = path.read_bytes()
     except OSError as exc:
-        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}") from exc
+        raise InputError(f"cannot read the {what} file {path}: {exc.strerror}", hint=hint) from None
+    try:
+        value = data.decode("utf-8").rstrip("\r\n")
+    except UnicodeDecodeError:
+        raise InputError(f"the {what} file {path} is not UTF-8 text", hint=hint) from None
     if not value:
-        raise InputError(f"the {what} file {path} is empty")
+        raise InputError(f"the {what} file {path} is empty", hint=hint)
+    if "\n" in value or "\r" in value:
+        raise InputError(f"the {what} file {path} holds more than one line", hint=hint)
     return SecretStr(value)
 
 

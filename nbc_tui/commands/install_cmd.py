@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import getpass
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, Sys
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
 from .flags import add_output_flags, add_trust_flags, plan_error, trust_settings
+from .terminal import confirm_on_terminal, new_passphrase
 
 
 def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -157,24 +157,8 @@ def parse_pcrs(text: str) -> tuple[int, ...]:
     return pcrs
 
 
-def read_passphrase_from_stdin_or_tty() -> SecretStr:
-    """stdin when it is not a terminal (one passphrase, trailing newlines dropped), else asked twice."""
-    if not sys.stdin.isatty():
-        value = sys.stdin.read().rstrip("\r\n")
-        if not value:
-            raise InputError("--encrypt: no passphrase on stdin", hint="pipe it in, or use --passphrase-file")
-        return SecretStr(value)
-    first = getpass.getpass("LUKS passphrase: ", stream=sys.stderr)
-    second = getpass.getpass("LUKS passphrase (again): ", stream=sys.stderr)
-    if first != second:
-        raise InputError("the two passphrases differ", hint="run the command again")
-    if not first:
-        raise InputError("an empty passphrase cannot encrypt a disk")
-    return SecretStr(first)
-
-
 def plan_from_args(args: argparse.Namespace, image: ImageSpec,
-                   read_passphrase: Callable[[], SecretStr] = read_passphrase_from_stdin_or_tty) -> InstallPlan:
+                   read_passphrase: Callable[[], SecretStr] = new_passphrase) -> InstallPlan:
     encryption = encryption_from_args(args, read_passphrase)
     try:
         layout = Layout(filesystem=args.filesystem, esp_size=parse_size(args.esp_size, default_unit="G"),
@@ -205,15 +189,6 @@ def _users(args: argparse.Namespace) -> tuple[User, ...]:
     return (User(name=args.user, password_file=password, admin=args.user_admin),)
 
 
-def confirm_on_terminal(what: str) -> bool:
-    """nbc's prompt (type 'yes'), on stderr so that stdout stays clean for --json."""
-    bar = "=" * 60
-    sys.stderr.write(f"\n{bar}\nWARNING: {what}\n{bar}\nType 'yes' to continue: ")
-    sys.stderr.flush()
-    answer = sys.stdin.readline()
-    return answer.strip() == "yes"
-
-
 def cmd_install(args: argparse.Namespace) -> int:
     emit: Emit = JsonLinesWriter() if args.json else TextWriter(verbose=args.verbose)
     ctx = RunContext(dry_run=args.dry_run)
@@ -231,8 +206,8 @@ def cmd_install(args: argparse.Namespace) -> int:
             from ..backend.answers import save_answers
 
             emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
-        if plan.encryption is not None and plan.encryption.passphrase is not None:
-            ctx.redactor.add(plan.encryption.passphrase)
+        for secret in plan.secrets():
+            ctx.redactor.add(secret)
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
         run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run,
                     on_recovery_key=show_recovery_key if sys.stderr.isatty() else None)

@@ -82,6 +82,18 @@ class Case:
     words: str
 
 
+TWO_LINES = b"Pw-One-1\nPw-Two-2\n"
+NOT_UTF8_SECRET = b"caf\xe9-Latin1-Secret\n"
+"""A password file in Latin-1: refused as not UTF-8, its bytes quoted nowhere."""
+
+
+def secret_file(folder: Path, content: bytes) -> Path:
+    path = folder / f"secret-{len(list(folder.glob('secret-*')))}"
+    path.write_bytes(content)
+    path.chmod(0o600)
+    return path
+
+
 def disk_target(d: Disks, extra: str = "wipe = true\n") -> str:
     return f'[target]\ndevice = "{d.devices[0]}"\n{extra}'
 
@@ -113,6 +125,24 @@ CASES = {
     "unreadable secret file": Case(lambda d, img, _nk, t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
                                    + f'[system]\nroot_password_file = "{t}/no-such-file"\n',
                                    "system.root_password_file", 13, "cannot read the root password file"),
+    "two-line password file": Case(lambda d, img, _nk, t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                                   + f'[system]\nroot_password_file = "{secret_file(t, TWO_LINES)}"\n',
+                                   "system.root_password_file", 13, "holds more than one line"),
+    "password file not UTF-8": Case(lambda d, img, _nk, t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                                    + f'[system]\nroot_password_file = "{secret_file(t, NOT_UTF8_SECRET)}"\n',
+                                    "system.root_password_file", 13, "is not UTF-8 text"),
+    "a shadow line for a hash": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                                     + '[system]\nroot_password_hash = "$6$s$h:19000:0:99999:7:::"\n',
+                                     "system.root_password_hash", 13, "without ':'"),
+    "an empty kernel argument": Case(lambda d, img, _nk, _t: f'[image]\nref = "{img}"\n' + disk_target(d) + LAYOUT
+                                     + '[boot]\nkernel_args = ["quiet", ""]\n',
+                                     "boot.kernel_args", 13, "an empty kernel argument"),
+    "reboot after a disk-image file": Case(lambda _d, img, _nk, t: f'after = "reboot"\n[image]\nref = "{img}"\n'
+                                           f'[target]\nimage_file = "{t}/os.img"\n' + LAYOUT,
+                                           "after", 2, "use after = 'none' with a disk-image file"),
+    "disk-image file too small": Case(lambda _d, img, _nk, t: f'[image]\nref = "{img}"\n[target]\n'
+                                      f'image_file = "{t}/os.img"\nimage_size = "1G"\n' + LAYOUT,
+                                      "target.image_size", 6, "smaller than the layout needs"),
     "image without a kernel": Case(lambda d, _img, nk, _t: f'[image]\nref = "{nk}"\n' + disk_target(d) + LAYOUT,
                                    "image.ref", 3, "has no kernel"),
 }
@@ -146,8 +176,10 @@ def test_bad_answer_file_exits_2_names_key_and_line_and_changes_nothing(
             assert where in error["details"]["error"]
         else:
             assert where in r.stderr and case.words in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and "Latin1-Secret" not in r.stdout + r.stderr
     assert disks.digests() == before
     assert left_behind(disks.files, keep=disks.devices) == []
+    assert not (tmp_path / "os.img").exists()
 
 
 def test_valid_file_prints_the_resolved_plan(disks: Disks, synthetic_image: str, tmp_path: Path) -> None:

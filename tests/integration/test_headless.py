@@ -137,6 +137,25 @@ def test_encrypted_plan_never_shows_its_secrets(synthetic_image: str, tmp_path: 
     assert "a real install would be refused on this machine" in outputs[4]  # the dry run's warning
 
 
+def test_a_users_password_hash_stays_out_of_every_output_and_the_log(synthetic_image: str, tmp_path: Path) -> None:
+    """The headless run logs the plan it runs: a user's password hash in it is redacted as root's is (a crypt
+    hash can be attacked offline). The synthetic image has no useradd, so the run stops at its checks."""
+    user_hash = "$6$usersalt$" + "Qw7" * 28 + "k2"
+    answers = tmp_path / "answers.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "{synthetic_image}"\n'
+                       '[target]\nimage_file = "os.img"\nimage_size = "3G"\n' + LAYOUT
+                       + f'[system]\nroot_password_hash = "{ROOT_HASH}"\n'
+                       f'[[system.users]]\nname = "alice"\npassword_hash = "{user_hash}"\n')
+    log = tmp_path / "log"
+    for mode in ([], ["--json"]):
+        r = run_cli("--headless", "--answers", str(answers), "--dry-run", *mode, log_file=log)
+        assert r.returncode == 2 and "has no useradd" in r.stdout + r.stderr, r.stdout + r.stderr
+        assert user_hash not in r.stdout + r.stderr and ROOT_HASH not in r.stdout + r.stderr
+    text = log.read_text()
+    assert "running the plan" in text and '"name": "alice"' in text
+    assert user_hash not in text and ROOT_HASH not in text
+
+
 def test_answers_from_a_labelled_partition_on_the_kernel_command_line(
         synthetic_image: str, tmp_path: Path) -> None:
     """nbc.answers=LABEL=<label>:<path>: the ext4 partition is found by its label, mounted read-only while the

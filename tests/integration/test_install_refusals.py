@@ -174,3 +174,54 @@ def test_running_system_disk_is_refused(nbc, synthetic_image: str, log_file: Pat
     # nothing that writes ran: the log holds no wipe, partitioning or mkfs command
     log = log_file.read_text()
     assert not any(tool in log for tool in ("run: wipefs", "run: sgdisk", "run: mkfs", "run: losetup"))
+
+
+SECRET_WORDS = "Refusal-Secret-9"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path: Path) -> Iterator[Path]:
+    """A directory on a read-only filesystem, as the partition nbc.answers=LABEL= names is mounted."""
+    where = tmp_path / "ro"
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
+def test_secret_files_and_kernel_arguments_are_checked_before_the_wipe(nbc, synthetic_image: str, loop_disk,
+                                                                        tmp_path: Path, log_file: Path,
+                                                                        read_only_dir: Path) -> None:
+    """What the install reads late (root's password in the configure step, kernel arguments in the bootloader
+    step, the recovery key's place after the TPM2 enrolment) is refused before a byte is written, in words
+    that never quote a secret file's bytes."""
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    files = {name: tmp_path / name for name in ("two-lines", "latin1", "good")}
+    files["two-lines"].write_text(f"{SECRET_WORDS}\nsecond line\n")
+    files["latin1"].write_bytes(f"caf\xe9-{SECRET_WORDS}\n".encode("latin-1"))
+    files["good"].write_text(f"{SECRET_WORDS}-passphrase\n")
+    cases = [
+        (["--root-password-file", str(tmp_path / "missing")], "cannot read the root password file"),
+        (["--root-password-file", str(files["two-lines"])], "holds more than one line"),
+        (["--root-password-file", str(files["latin1"])], "is not UTF-8 text"),
+        (["--encrypt", "--passphrase-file", str(files["latin1"])], "is not UTF-8 text"),
+        (["--karg", "quiet", "--karg", ""], "an empty kernel argument"),
+    ]
+    for extra, needle in cases:
+        for mode in ([], ["--json"]):
+            r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--yes", *extra, *mode)
+            assert_refused(r, needle)
+            assert "Traceback" not in r.stderr and "internal error" not in r.stderr
+            if mode:
+                assert r.events[-1]["type"] == "error" and needle in r.events[-1]["details"]["error"]
+            assert SECRET_WORDS not in r.stdout + r.stderr
+    # Encryption is refused on this kernel (no device-mapper) before the recovery key's place would be looked
+    # at; a dry run goes on past that, to the check a real run makes on a machine that can encrypt.
+    r = nbc("install", "--image", synthetic_image, "--device", dev, *SMALL, "--dry-run", "--encrypt",
+            "--passphrase-file", str(files["good"]), "--tpm2", "--recovery-key-file", str(read_only_dir / "key"))
+    assert_refused(r, f"cannot be written in {read_only_dir}", "read-only")
+    assert digest_of(backing) == before
+    assert SECRET_WORDS not in log_file.read_text()

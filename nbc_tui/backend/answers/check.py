@@ -13,6 +13,8 @@ from ..errors import InputError, NbcError
 from ..events import Emit, ErrorEvent, Event, MessageEvent, StepEvent
 from ..plan import MIN_PASSPHRASE, InstallPlan
 from ..runner import RunContext
+from ..secret_files import read_secret_file
+from ..storage.tpm import RECOVERY_KEY_HINT, recovery_key_file_problem
 from .lines import Loc
 from .load import AnswerFile
 from .problems import AnswerFileError, Problem
@@ -39,8 +41,8 @@ def check_answers(answers: AnswerFile, *, ctx: RunContext, require_wipe: bool = 
     Reads only; secrets read are registered with ``ctx.redactor`` at once. Raises AnswerFileError."""
     plan = answers.plan
     problems: list[Problem] = []
-    # A crypt hash can be attacked offline: it stays out of logs like the password itself.
-    ctx.redactor.add(plan.system.root_password_hash)
+    for secret in plan.secrets():  # the hashes: the headless run logs the plan it runs
+        ctx.redactor.add(secret)
     if require_wipe and not plan.target.is_image_file and not plan.target.wipe:
         problems.append(answers.problem(
             ("target", "wipe"), "no consent to erase the disk: an unattended install erases it only with "
@@ -75,24 +77,19 @@ def _secret_problems(answers: AnswerFile, ctx: RunContext) -> list[Problem]:
         files.append((("encryption", "passphrase_file"), plan.encryption.passphrase_file, "passphrase",
                       MIN_PASSPHRASE))
         key_file = plan.encryption.recovery_key_file
-        if key_file is not None and not key_file.parent.is_dir():
-            out.append(answers.problem(("encryption", "recovery_key_file"),
-                                       f"the directory {key_file.parent} does not exist",
-                                       "give a path in an existing directory"))
+        if key_file is not None and (problem := recovery_key_file_problem(key_file)):
+            out.append(answers.problem(("encryption", "recovery_key_file"), problem, RECOVERY_KEY_HINT))
     for loc, path, what, minimum in files:
         if path is None:
             continue
         try:
-            value = path.read_text().rstrip("\r\n")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-            out.append(answers.problem(loc, f"cannot read the {what} file {path}: {reason}",
-                                       f"create it, readable by root, holding the {what} on one line"))
+            value = read_secret_file(path, what).get_secret_value()
+        except InputError as exc:
+            out.append(answers.problem(loc, exc.message, exc.hint))
             continue
         ctx.redactor.add(value)
         if len(value) < minimum:
-            need = "is empty" if not value else f"holds fewer than {minimum} characters"
-            out.append(answers.problem(loc, f"the {what} file {path} {need}",
+            out.append(answers.problem(loc, f"the {what} file {path} holds fewer than {minimum} characters",
                                        f"write the {what} into it (at least {minimum} characters)"))
     return out
 

@@ -28,8 +28,9 @@ from ..errors import Cancelled, InputError, NbcError
 from ..events import CompleteEvent, Emit
 from ..image.cache import CacheKind, clear_cache
 from ..machine import check_tools, on_live_system
-from ..plan import InstallPlan
+from ..plan import InstallPlan, System
 from ..runner import RunContext
+from ..secret_files import read_secret_file
 from ..sizes import human
 from ..steps import disk, slot
 from ..steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partitions
@@ -63,6 +64,8 @@ class Preflight:
     image: CheckedImage
     passphrase: SecretStr | None
     """The LUKS passphrase (read here and registered with the redactor at once); None without encryption."""
+    root_password: SecretStr | None
+    """Root's password when given as text or in a file (read here, registered with the redactor at once)."""
 
 
 class InstallRun:
@@ -104,7 +107,10 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
     plan = run.plan
     if not io.ctx.dry_run and os.geteuid() != 0:
         raise InputError("nbc-tui install must run as root", hint="run it with sudo, or as root")
+    for secret in plan.secrets():
+        io.ctx.redactor.add(secret)
     check_tools(plan)
+    root_password = root_password_given(plan.system, io)
     enc = plan.encryption
     passphrase = (disk.check_encryption(enc, recovery_key_shown=run.on_recovery_key is not None, io=io)
                   if enc is not None else None)
@@ -119,7 +125,7 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
     if target.disk is None:
         disk.check_room_for_image_file(target, image.needed_bytes)
     io.message(f"Layout: {plan.layout.describe()}")
-    run.preflight = Preflight(target, image, passphrase)
+    run.preflight = Preflight(target, image, passphrase, root_password)
 
 
 def say_what_would_happen(run: InstallRun, io: StepContext) -> None:
@@ -191,9 +197,23 @@ def configure(run: InstallRun, io: StepContext) -> None:
     record_state(run, io)
 
 
+def root_password_given(system: System, io: StepContext) -> SecretStr | None:
+    """Root's password as typed or from its file (refused now when the file is unreadable or not one line: the
+    disk is not touched yet); None when none was given or only its hash."""
+    if system.root_password_file is None:
+        return system.root_password
+    try:
+        password = read_secret_file(system.root_password_file, "root password")
+    except InputError as exc:
+        raise InputError(f"{exc.message}: nothing was written", hint=exc.hint,
+                         details={"answer_key": ["system", "root_password_file"]}) from None
+    io.ctx.redactor.add(password)
+    return password
+
+
 def set_root_access(run: InstallRun, io: StepContext) -> None:
     system, root = run.plan.system, run.slot.root
-    hashed = rootfs.password_hash(system.root_password, system.root_password_file, system.root_password_hash,
+    hashed = rootfs.password_hash(run.preflight.root_password, None, system.root_password_hash,
                                   what="root password", ctx=io.ctx)
     if hashed is not None:
         rootfs.set_root_password_hash(root, hashed)

@@ -137,8 +137,9 @@ def check_encryption(enc: Encryption, *, recovery_key_shown: bool, io: StepConte
     if enc.tpm2 and enc.recovery_key_file is None and not recovery_key_shown:
         raise InputError("TPM2 unlock needs somewhere to put the recovery key: nothing was written",
                          hint="give a recovery key file (--recovery-key-file FILE)")
-    if enc.recovery_key_file is not None and not enc.recovery_key_file.absolute().parent.is_dir():
-        raise InputError(f"the directory of the recovery key file {enc.recovery_key_file} does not exist")
+    if enc.recovery_key_file is not None and (problem := tpm.recovery_key_file_problem(enc.recovery_key_file)):
+        raise InputError(f"{problem}: nothing was written", hint=tpm.RECOVERY_KEY_HINT,
+                         details={"answer_key": ["encryption", "recovery_key_file"]})
     if luks.fast_pbkdf_requested():
         io.warn(f"TEST ONLY: {luks.FAST_PBKDF_ENV}=1 makes weak LUKS keyslots (PBKDF2, 1000 iterations); "
                 "never use it for a real disk")

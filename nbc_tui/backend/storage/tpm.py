@@ -108,6 +108,24 @@ def _quiet(ctx: RunContext) -> RunContext:
     return dataclasses.replace(ctx, on_output=None, redactor=ShapeRedactor(ctx.redactor, _RECOVERY_KEY_ANYWHERE))
 
 
+RECOVERY_KEY_HINT = ("give a path in an existing, writable directory (the partition nbc.answers=LABEL= names is "
+                     "mounted read-only); on a live system, copy the key off it before the machine reboots")
+
+
+def recovery_key_file_problem(path: Path) -> str | None:
+    """Why the recovery key could not be written to ``path`` (None when it can). Asked before anything is
+    written: the key exists only once the disk is encrypted and enrolled, too late to choose another place.
+    A read-only filesystem (the answers' own partition is mounted so) counts as unwritable."""
+    folder = path.absolute().parent
+    if not folder.is_dir():
+        return f"the directory {folder} of the recovery key file does not exist"
+    if path.is_dir():
+        return f"the recovery key file {path} is a directory"
+    if not os.access(folder, os.W_OK | os.X_OK):  # EROFS for root on a read-only mount
+        return f"the recovery key file cannot be written in {folder} (a read-only filesystem?)"
+    return None
+
+
 def write_recovery_key(path: Path, key: SecretStr) -> None:
     """Write the recovery key to ``path`` (0600, a trailing newline for people)."""
     try:
