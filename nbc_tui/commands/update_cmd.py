@@ -29,7 +29,7 @@ from ..backend.operations.update_image import StagedUse
 from ..backend.runner import RunContext
 from ..backend.secret_files import read_secret_file
 from .flags import add_output_flags, add_trust_flags, trust_settings
-from .install_cmd import confirm_on_terminal
+from .terminal import confirm_on_terminal, passphrase_from_stdin
 
 
 def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -88,17 +88,10 @@ def passphrase_reader(args: argparse.Namespace) -> Callable[[], SecretStr] | Non
         path = args.passphrase_file.absolute()
         return lambda: read_secret_file(path, "passphrase")
     if not sys.stdin.isatty():
-        return _passphrase_from_stdin
+        return passphrase_from_stdin
     if args.json:
         return None
     return lambda: SecretStr(getpass.getpass("LUKS passphrase: ", stream=sys.stderr))
-
-
-def _passphrase_from_stdin() -> SecretStr:
-    value = sys.stdin.read().rstrip("\r\n")
-    if not value:
-        raise InputError("no passphrase on stdin", hint="pipe it in, or use --passphrase-file")
-    return SecretStr(value)
 
 
 def cmd_update(args: argparse.Namespace) -> int:

@@ -219,6 +219,18 @@ def test_an_update_while_another_holds_the_lock_changes_nothing(nbc, small_disk:
     assert loop_devices_of(small_disk) == [] and nbc_mounts() == []
 
 
+def test_an_update_not_confirmed_changes_nothing(nbc, small_disk: Path, versions: dict[str, str]) -> None:
+    """Without --force the update asks on the terminal: "no", or no answer at all, is bad input (exit 2, as the
+    install's), not an interruption (130)."""
+    before = digest_of(small_disk)
+    for answer in ("no\n", ""):
+        r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], stdin=answer)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert "Type 'yes' to continue" in r.stderr and "not confirmed: nothing was changed" in r.stderr
+    assert digest_of(small_disk) == before
+    assert loop_devices_of(small_disk) == [] and nbc_mounts() == []
+
+
 def test_a_disk_image_in_use_is_refused(nbc, small_disk: Path, versions: dict[str, str]) -> None:
     """A running VM holds a lock on its disk image (QEMU's): the update refuses it and changes nothing."""
     import fcntl
@@ -491,9 +503,21 @@ def test_a_disk_in_nbcs_layout_is_updated_and_rolled_back(nbc, nbc_layout_disk: 
     st = status(nbc, disk)
     assert {s["slot"]: s["state"] for s in st["slots"]} == {"A": "good", "B": "trial"}
 
-    assert nbc("rollback", "--device", str(disk)).returncode == 0  # cancels the waiting update
-    assert nbc("rollback", "--device", str(disk)).returncode == 0  # B by default
+    # B's good boot, as the bless script makes it: its entry loses the counter, config.json becomes B's. What
+    # slot A holds is known only because the update recorded it from config.json before that.
+    _mtools("mren", disk, "::/loader/entries/bootc+3.conf", "::/loader/entries/bootc.conf")
+    with mounted_partition(disk, 4, tmp_path / "var", writable=True) as var:
+        state = var / "lib/nbc/state"
+        assert json.loads((state / "slots/A.json").read_text())["image_digest"] == slots["A"]["digest"]
+        shutil.copy(state / "slots/B.config.json", state / "config.json")
     st = status(nbc, disk)
-    assert st["default_slot"] == "B" and st["image"] == versions["v2"]
-    assert nbc("rollback", "--device", str(disk)).returncode == 0  # back to A: config.json names v1 again
-    assert status(nbc, disk)["image"] == versions["v1"]
+    assert (st["default_slot"], st["image"]) == ("B", versions["v2"])
+
+    r = nbc("rollback", "--device", str(disk))
+    assert r.returncode == 0 and "not recorded" not in r.stdout + r.stderr, r.stdout + r.stderr
+    st = status(nbc, disk)
+    slots = {s["slot"]: s for s in st["slots"]}
+    assert (st["default_slot"], st["image"], slots["A"]["image"]) == ("A", versions["v1"], versions["v1"])
+    assert slots["A"]["digest"] != slots["B"]["digest"]
+    assert nbc("rollback", "--device", str(disk)).returncode == 0  # B by default again: config.json names v2
+    assert status(nbc, disk)["image"] == versions["v2"]

@@ -22,7 +22,7 @@ from nbc_tui.backend.system.state import (
     write_slot_record,
 )
 
-V1, V2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+V1, V2, V3 = ("sha256:" + d * 64 for d in "123")
 
 
 def entry(slot: Slot) -> BootEntry:
@@ -113,6 +113,39 @@ def test_an_image_that_failed_to_boot_is_refused(tmp_path: Path) -> None:
     verdict = judge(s, Slot.A, image(V2))
     assert verdict.refused and "failed to boot from slot B" in verdict.message
     assert judge(s, Slot.A, image("sha256:" + "3" * 64)).needed  # another image is welcome
+
+
+def test_no_update_while_the_running_slot_is_on_trial(tmp_path: Path) -> None:
+    """B runs an update not yet marked good (its health check fails, say): the update's target would be A, the
+    last slot known to boot. Refused (the update needs --force), with what to do; once B is good, allowed."""
+    s = system(tmp_path, [(Slot.B, EntryState.TRIAL), (Slot.A, EntryState.GOOD)], booted=Slot.B,
+               records={Slot.A: V1, Slot.B: V2})
+    verdict = judge(s, Slot.B, image(V3))
+    assert (verdict.needed, verdict.refused) == (False, True)
+    assert "Slot B runs on trial" in verdict.message and "overwrite slot A, the last slot known to boot" in (
+        verdict.message)
+    assert "boot-complete.target" in verdict.hint and "--force" in verdict.hint
+    assert judge(s, Slot.B, image(V2)).message == NO_UPDATE_NEEDED  # the image it runs: nothing to do anyway
+    good = system(tmp_path, [(Slot.B, EntryState.GOOD), (Slot.A, EntryState.GOOD)], booted=Slot.B)
+    assert judge(good, Slot.B, image(V3)).needed
+
+
+def test_a_stray_counted_entry_beside_a_good_one_is_no_fall_back(tmp_path: Path) -> None:
+    """nbc's own bootc.conf for A beside a counted entry of A that ran out of tries (a second loader entry for
+    the slot): the slot is good by its first entry, and status says no fall back (it named the bad slot)."""
+    import contextlib
+    import dataclasses
+
+    from nbc_tui.backend.engine import StepContext
+    from nbc_tui.backend.events import Event
+    from nbc_tui.backend.operations.status import _status
+    from nbc_tui.backend.runner import RunContext
+
+    s = dataclasses.replace(system(tmp_path, [(Slot.A, EntryState.GOOD), (Slot.A, EntryState.BAD)], booted=None),
+                            partitions={"root1": Path("/dev/vda2"), "root2": Path("/dev/vda3")})
+    events: list[Event] = []
+    st = _status(s, StepContext(RunContext(dry_run=True), events.append, contextlib.ExitStack()), check=False)
+    assert [x.state.value for x in st.slots] == ["good", "empty"] and not st.fell_back
 
 
 def test_slot_records_are_written_read_and_forgotten(tmp_path: Path) -> None:

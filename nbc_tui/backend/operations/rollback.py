@@ -28,11 +28,9 @@ from ..system.state import (
     CONFIG_PATH,
     REBOOT_MARKER,
     RebootMarker,
-    SlotRecord,
-    read_slot_record,
+    keep_record_of,
     slot_config,
     write_reboot_marker,
-    write_slot_record,
     write_system_config,
 )
 
@@ -112,13 +110,7 @@ def switch_state(run: RollbackRun, io: StepContext) -> None:
     wrote has no per-slot records: the default slot's is made from config.json first, so that a rollback
     back finds it."""
     system, root = run.system, run.system.shared_root
-    if read_slot_record(root, run.default) is None:
-        config = system.config
-        write_slot_record(root, SlotRecord(slot=run.default.value, image_ref=config.image_ref,
-                                           image_digest=config.image_digest,
-                                           image_manifest_digest=config.image_manifest_digest,
-                                           kernel_args=config.kernel_args, written=config.install_date,
-                                           written_by=config.installed_by or "nbc"), config)
+    keep_record_of(root, run.default, system.config)
     target = slot_config(root, run.other)
     if target is None:
         io.warn(f"slot {run.other.value}'s image is not recorded (written by nbc): /{CONFIG_PATH} still names "
@@ -129,7 +121,13 @@ def switch_state(run: RollbackRun, io: StepContext) -> None:
 
 
 def finish(run: RollbackRun, io: StepContext) -> None:
+    """On the running system, nbc's reboot marker names what the next boot starts; none is pending when that is
+    the slot that runs (an update on trial cancelled before its reboot)."""
     if not run.system.running:
+        return
+    if run.other is run.system.booted:
+        REBOOT_MARKER.unlink(missing_ok=True)
+        io.message(f"Slot {run.other.value} runs already: no reboot is needed")
         return
     target = slot_config(run.system.shared_root, run.other)
     write_reboot_marker(RebootMarker(
@@ -160,7 +158,8 @@ def run_rollback(request: RollbackRequest, *, emit: Emit, ctx: RunContext) -> Sl
 
 
 def _complete(run: RollbackRun, timings: Timings) -> CompleteEvent:
-    when = "Reboot to start it." if run.system.running else "It starts when the disk boots."
+    when = ("It runs already: no reboot is needed." if run.other is run.system.booted else
+            "Reboot to start it." if run.system.running else "It starts when the disk boots.")
     target = slot_config(run.system.shared_root, run.other)
     return CompleteEvent(
         message=f"Rolled back: slot {run.other.value} ({run.other.role}) boots by default. {when}",

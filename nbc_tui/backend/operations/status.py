@@ -128,8 +128,9 @@ def _reading(ctx: RunContext) -> RunContext:
 def _status(system: InstalledSystem, io: StepContext, *, check: bool) -> SystemStatus:
     default = system.default_slot
     slots = tuple(_slot_status(system, slot, default) for slot in Slot)
-    # An entry out of tries is one the loader gave up on: it booted the other slot instead.
-    fell_back = any(item.state is EntryState.BAD for item in system.menu.items)
+    # A slot out of tries is one the loader gave up on: it booted the other slot instead. (By slot, not by any
+    # entry: a stray counted entry beside a slot's good one does not make the slot bad.)
+    fell_back = any(s.state is SlotState.BAD for s in slots)
     staged = _staged_update()
     staged_verdict = _judge_staged(system, staged) if staged is not None else None
     active = system.where(system.booted.role) if system.booted else None

@@ -53,10 +53,12 @@ from ..system.etc_carry import OVERLAY_UPPER, EtcLayers, carry_runtime_files, et
 from ..system.rootfs import ETC_LOWER
 from ..system.slots import VAR, Slot
 from ..system.state import (
+    CONFIG_PATH,
     REBOOT_MARKER,
     RebootMarker,
     SlotRecord,
     forget_slot,
+    keep_record_of,
     local_now_rfc3339,
     write_reboot_marker,
 )
@@ -178,7 +180,7 @@ def find_and_decide(run: UpdateRun, io: StepContext) -> None:
     find_system_and_image(run, io)
     request = run.request
     if run.verdict.refused and not request.force:
-        raise InputError(run.verdict.message, hint="fix the image, or run again with --force to try it again")
+        raise InputError(run.verdict.message, hint=run.verdict.hint)
     if not run.verdict.needed and not request.force:
         io.message("Use --force to reinstall anyway.")
         raise Finished(run.verdict.message, details={"update_needed": False, "image": run.image.ref,
@@ -251,8 +253,8 @@ def confirm_update(run: UpdateRun, io: StepContext) -> None:
     what = (f"This will update the system to a new root filesystem.\nTarget partition: "
             f"{run.system.where(run.target.role)} "
             f"(slot {run.target.value}); slot {run.current.value} stays as it is")
-    if not run.confirm(what):
-        raise Cancelled("update cancelled by user", hint="nothing was changed")
+    if not run.confirm(what):  # a "no" is an answer, not an interruption: exit 2, as the install's
+        raise InputError("not confirmed: nothing was changed", hint="answer yes, or pass --force")
 
 
 # -- writing the target slot --------------------------------------------------------------------------
@@ -361,7 +363,11 @@ def _current_etc(run: UpdateRun, io: StepContext) -> Iterator[EtcLayers]:
 
 
 def record_state(run: UpdateRun, io: StepContext) -> None:
+    """The target slot's record and config, after the current slot's own when it has none (a disk nbc wrote):
+    config.json names the current slot's image until the target's good boot, never after."""
     system, checked = run.system, run.checked
+    if keep_record_of(system.shared_root, run.current, system.config):
+        io.message(f"Recorded slot {run.current.value} from /{CONFIG_PATH}: {system.config.image_ref}", verbose=True)
     config = system.config.model_copy(update={
         "image_ref": run.image.ref, "image_digest": checked.recorded_digest,
         "image_manifest_digest": checked.source.manifest_digest, "image_verification": checked.verification})
@@ -519,7 +525,7 @@ def download_update(request: UpdateRequest, *, ctx: RunContext, emit: Emit,
 
     def stage(state: UpdateRun, io: StepContext) -> None:
         if state.verdict.refused and not request.force:  # as the update would refuse it
-            raise InputError(state.verdict.message, hint="fix the image, or run again with --force to stage it")
+            raise InputError(state.verdict.message, hint=state.verdict.hint)
         if not state.verdict.needed and not request.force:
             return
         verification = _verification(state, io)

@@ -61,7 +61,10 @@ class Verdict:
     message: str
     current_digest: str
     refused: bool = False
-    """The image failed to boot from the target slot before: an update needs --force."""
+    """An update needs --force: the image failed to boot from the target slot before, or the slot that runs is
+    on trial itself (the target is the last slot known to boot)."""
+    hint: str = "fix the image, or run again with --force to try it again"
+    """What to do about a refusal."""
     waiting: bool = False
     """The target slot holds the image and boots next already (on trial, or after a rollback): a reboot starts
     it."""
@@ -92,7 +95,8 @@ def choose_image(image: str | None, use: StagedUse, config: SystemConfig, io: St
 def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict:
     """Needed unless the current slot runs the image, or the target slot holds it and boots next already (on
     trial after an update, or good after a rollback); refused when the target slot held it and it never booted
-    to the end (the loader gave up on it)."""
+    to the end (the loader gave up on it), or when the current slot runs on trial (not yet marked good): the
+    target is then the last slot known to boot, and an update would overwrite it."""
     # The current slot's record; a disk nbc wrote has none, and its config.json names the image that runs.
     has = system.record(current) or system.config
     running = has.digests
@@ -113,4 +117,11 @@ def judge(system: InstalledSystem, current: Slot, image: ChosenImage) -> Verdict
         if system.default_slot is target:  # a rollback made it the default, and the system has not rebooted
             return Verdict(False, f"Slot {target.value} already holds {image.ref} and boots next: reboot to "
                                   "start it", current_digest, waiting=True)
+    running_item = system.menu.item(current)
+    if running_item is not None and running_item.state is EntryState.TRIAL:
+        return Verdict(False, f"Slot {current.value} runs on trial: it has not been marked good yet (its boot has "
+                              f"not reached boot-complete.target), and an update would overwrite slot "
+                              f"{target.value}, the last slot known to boot", current_digest, refused=True,
+                       hint=f"wait until the boot completes (systemctl status boot-complete.target) or roll back "
+                            f"to slot {target.value}; --force updates anyway")
     return Verdict(True, "Update available", current_digest)

@@ -144,6 +144,20 @@ def write_slot_record(root: Path, record: SlotRecord, config: SystemConfig) -> N
     write_atomically(folder / f"{record.slot}.config.json", config.to_json().encode())
 
 
+def keep_record_of(root: Path, slot: Slot, config: SystemConfig) -> bool:
+    """A record for ``slot`` made from ``config`` (config.json, which names the image of the slot that boots
+    by default) when it has none: a disk nbc wrote keeps no per-slot records, and once config.json names the
+    other slot's image (an update's good boot, a rollback), the one of ``slot`` would be known nowhere.
+    Returns whether one was written."""
+    if read_slot_record(root, slot) is not None:
+        return False
+    write_slot_record(root, SlotRecord(slot=slot.value, image_ref=config.image_ref, image_digest=config.image_digest,
+                                       image_manifest_digest=config.image_manifest_digest,
+                                       kernel_args=config.kernel_args, written=config.install_date,
+                                       written_by=config.installed_by or "nbc"), config)
+    return True
+
+
 def forget_slot(root: Path, slot: Slot) -> None:
     """The slot's record and config go before the slot is written again."""
     for name in (f"{slot.value}.json", f"{slot.value}.config.json"):
