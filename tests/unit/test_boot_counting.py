@@ -207,6 +207,59 @@ def test_at_every_crash_point_of_a_rollback_both_slots_stay_in_the_menu(tmp_path
         raise AssertionError("the rollback never finished")
 
 
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("operation", ["rollback", "update"])
+def test_at_no_crash_point_does_a_slot_on_trial_boot_by_default_uncounted(tmp_path: Path, kind: str,
+                                                                         operation: str) -> None:
+    """B waits on trial (an update before its reboot). Cancelling it (a rollback: A the default) or writing B
+    again (an update: B's entries retired first): cut anywhere, B never boots by default without its
+    counter, which would make an untried slot the one the machine keeps booting."""
+    for writes in range(12):
+        root = tmp_path / f"{operation}-cut-{writes}"
+        MountedEsp(root).mkdir("loader/entries")
+        start_trial(MountedEsp(root), kind, B, A.as_previous(), 3)  # type: ignore[arg-type]
+        esp = CrashingEsp(root, writes)
+        try:
+            if operation == "rollback":
+                make_default(esp, kind, A, B.as_previous())  # type: ignore[arg-type]
+            else:
+                retire_slot(esp, menu(esp, kind), Slot.B)
+            finished = True
+        except SystemExit:
+            finished = False
+        default = menu(MountedEsp(root), kind).default
+        assert default is not None, f"nothing boots after {writes} writes"
+        assert default.entry.slot is Slot.A or default.state is EntryState.TRIAL, (
+            f"B boots by default uncounted after {writes} writes")
+        if finished:
+            assert default.entry.slot is Slot.A
+            break
+    else:
+        raise AssertionError(f"the {operation} never finished")
+
+
+def test_grub_in_nbcs_grub2_folder_is_read_counted_and_blessed_there(tmp_path: Path) -> None:
+    """nbc writes grub.cfg into grub2/ when its host's grub2-install made that folder (its GRUB's prefix): the
+    menu is read there, an update's counter goes there (where that GRUB reads it), and a good boot clears it
+    there; no grub/ folder appears beside it."""
+    esp = MountedEsp(tmp_path / "esp")
+    write_menu(esp, "grub2", A)
+    os.rename(tmp_path / "esp/grub", tmp_path / "esp/grub2")
+    assert [(i.entry.slot, i.state) for i in menu(esp, "grub2").items] == [(Slot.A, EntryState.GOOD)]
+    retire_slot(esp, menu(esp, "grub2"), Slot.B)
+    start_trial(esp, "grub2", B, A.as_previous(), 3)
+    assert not (tmp_path / "esp/grub").exists()
+    assert grubenv.decode((tmp_path / "esp/grub2/grubenv").read_bytes()) == {"nbc_trial_slot": "B", "nbc_tries": "3"}
+    assert [(i.entry.slot, i.state) for i in menu(esp, "grub2").items] == [(Slot.B, EntryState.TRIAL),
+                                                                          (Slot.A, EntryState.GOOD)]
+    state_files(tmp_path)
+    assert "slot B reached boot-complete.target" in bless(tmp_path, "B").stdout
+    assert grubenv.decode((tmp_path / "esp/grub2/grubenv").read_bytes()) == {}
+    assert [(i.entry.slot, i.state) for i in menu(esp, "grub2").items] == [(Slot.B, EntryState.GOOD),
+                                                                          (Slot.A, EntryState.GOOD)]
+    assert not (tmp_path / "esp/grub").exists()
+
+
 # -- marking a boot good ------------------------------------------------------------------------------
 
 def bless(tmp_path: Path, slot: str) -> subprocess.CompletedProcess[str]:

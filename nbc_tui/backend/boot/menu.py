@@ -20,7 +20,7 @@ from ..storage.esp import EspFiles
 from ..system.slots import Slot
 from . import grubenv
 from .entries import BootEntry, BootloaderKind, EntryState
-from .grub import GRUB_CFG, parse_grub_cfg, render_grub_cfg
+from .grub import GRUB_DIR, parse_grub_cfg, render_grub_cfg
 from .systemd_boot import (
     ENTRIES_DIR,
     ENTRY_NAME,
@@ -92,10 +92,11 @@ def _systemd_boot_items(esp: EspFiles, slot_of: SlotOf) -> list[MenuItem]:
 
 
 def _grub_items(esp: EspFiles, slot_of: SlotOf) -> list[MenuItem]:
-    if not esp.exists(GRUB_CFG):
+    cfg, env_path = _grub_files(esp)
+    if not esp.exists(cfg):
         return []
-    entries = [_with_slot(e, slot_of) for e in parse_grub_cfg(esp.read(GRUB_CFG).decode(errors="replace"))]
-    env = grubenv.decode(esp.read(grubenv.GRUBENV)) if esp.exists(grubenv.GRUBENV) else {}
+    entries = [_with_slot(e, slot_of) for e in parse_grub_cfg(esp.read(cfg).decode(errors="replace"))]
+    env = grubenv.decode(esp.read(env_path)) if esp.exists(env_path) else {}
     trial, tries = env.get(grubenv.TRIAL_SLOT), env.get(grubenv.TRIES, "")
     items = []
     for index, entry in enumerate(entries):
@@ -124,22 +125,24 @@ def write_menu(esp: EspFiles, kind: BootloaderKind, primary: BootEntry, previous
         keep = {ENTRY_NAME, *([PREVIOUS_ENTRY_NAME] if previous is not None else [])}
         _remove_entries(esp, keep=keep)
         return
-    esp.put_text(render_grub_cfg([primary, *([previous] if previous is not None else [])]), GRUB_CFG)
+    _put_grub_cfg(esp, [primary, *([previous] if previous is not None else [])])
     _clear_grubenv(esp)
 
 
 def make_default(esp: EspFiles, kind: BootloaderKind, primary: BootEntry, previous: BootEntry) -> None:
     """``primary`` boots by default from now on and ``previous`` is the one to go back to, both good. A crash at
     any point leaves a menu that offers both (systemd-boot: the new default is written under a name of its
-    own first and renamed into place last; GRUB: one file, replaced by a rename)."""
+    own first and renamed into place last; GRUB: one file, replaced by a rename, before the counter goes: the
+    header counts only a first entry that grubenv names, so a stale counter is harmless under the new file,
+    while an entry on trial left first without its counter would boot by default untried)."""
     if kind == "systemd-boot":
         esp.put_text(render_entry(primary), f"{ENTRIES_DIR}/{NEXT_ENTRY_NAME}")
         esp.put_text(render_entry(previous), f"{ENTRIES_DIR}/{PREVIOUS_ENTRY_NAME}")
         _remove_entries(esp, keep={NEXT_ENTRY_NAME, PREVIOUS_ENTRY_NAME})
         esp.rename(f"{ENTRIES_DIR}/{NEXT_ENTRY_NAME}", f"{ENTRIES_DIR}/{ENTRY_NAME}")
         return
+    _put_grub_cfg(esp, [primary, previous])
     _clear_grubenv(esp)
-    esp.put_text(render_grub_cfg([primary, previous]), GRUB_CFG)
 
 
 def retire_slot(esp: EspFiles, menu: BootMenu, slot: Slot) -> None:
@@ -151,9 +154,10 @@ def retire_slot(esp: EspFiles, menu: BootMenu, slot: Slot) -> None:
         return
     others = [i.entry for i in menu.items if i.entry.slot is not slot]
     if others:
-        # The GRUB entries left become plain good ones; the trial header, if any, no longer applies.
+        # The GRUB entries left become plain good ones; the trial header, if any, no longer applies. The file
+        # first, the counter after (see make_default).
+        _put_grub_cfg(esp, others[:1])
         _clear_grubenv(esp)
-        esp.put_text(render_grub_cfg(others[:1]), GRUB_CFG)
 
 
 def start_trial(esp: EspFiles, kind: BootloaderKind, trial: BootEntry, previous: BootEntry, tries: int) -> None:
@@ -167,7 +171,7 @@ def start_trial(esp: EspFiles, kind: BootloaderKind, trial: BootEntry, previous:
     if trial.slot is None or previous.slot is None:
         raise ValueError("GRUB counts tries by slot: both entries need one")
     _write_grubenv(esp, {grubenv.TRIAL_SLOT: trial.slot.value, grubenv.TRIES: str(tries)})
-    esp.put_text(render_grub_cfg([trial, previous]), GRUB_CFG)
+    _put_grub_cfg(esp, [trial, previous])
 
 
 def _remove_entries(esp: EspFiles, *, keep: set[str]) -> None:
@@ -177,8 +181,20 @@ def _remove_entries(esp: EspFiles, *, keep: set[str]) -> None:
             esp.remove(path)
 
 
+def _grub_files(esp: EspFiles) -> tuple[str, str]:
+    """grub.cfg and grubenv on this ESP: in ``grub/``, or in ``grub2/`` where nbc wrote them there (its host's
+    grub2-install made that folder, and the GRUB it installed reads ``$prefix`` = ``/grub2``). nbc's rule:
+    ``grub/`` unless only ``grub2/`` has a grub.cfg."""
+    folder = "grub2" if not esp.exists(f"{GRUB_DIR}/grub.cfg") and esp.exists("grub2/grub.cfg") else GRUB_DIR
+    return f"{folder}/grub.cfg", f"{folder}/{grubenv.GRUBENV_NAME}"
+
+
+def _put_grub_cfg(esp: EspFiles, entries: list[BootEntry]) -> None:
+    esp.put_text(render_grub_cfg(entries), _grub_files(esp)[0])
+
+
 def _write_grubenv(esp: EspFiles, variables: dict[str, str]) -> None:
-    esp.put_text(grubenv.encode(variables).decode(), grubenv.GRUBENV)
+    esp.put_text(grubenv.encode(variables).decode(), _grub_files(esp)[1])
 
 
 def _clear_grubenv(esp: EspFiles) -> None:
