@@ -115,7 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     except Exception as exc:
         log.exception("internal error")
-        print(f"nbc-tui: internal error: {exc!r} (details in the log file)", file=sys.stderr)
+        # Its type only: its text may quote what it was handling (a secret file's bytes, say).
+        print(f"nbc-tui: internal error: {type(exc).__name__} (a bug in nbc-tui; please report it)", file=sys.stderr)
         return 1
 
 

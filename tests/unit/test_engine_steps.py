@@ -4,6 +4,7 @@ Ctrl-C, the complete and error events, and the system lock step."""
 from __future__ import annotations
 
 import contextlib
+import errno
 import fcntl
 import os
 from collections.abc import Iterator
@@ -12,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from nbc_tui.backend.engine import Finished, Step, StepContext, When, run_steps, system_lock_step
-from nbc_tui.backend.errors import Cancelled, InputError
+from nbc_tui.backend.errors import Cancelled, InputError, NbcError
 from nbc_tui.backend.events import CompleteEvent, ErrorEvent, Event, ProgressEvent, StepEvent, WarningEvent
 from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK
-from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.runner import REDACTED, RunContext
 
 INTERRUPTED = Cancelled("Interrupted: the test was stopped", hint="run it again")
 
@@ -95,6 +96,27 @@ def test_a_failure_unwinds_the_stack_and_ends_with_one_error_event() -> None:
     assert errors == [ErrorEvent(message="Testing failed", details={"error": "no room", "hint": "h"},
                                  timestamp=errors[0].timestamp)]
     assert not any(isinstance(e, CompleteEvent) for e in events)
+
+
+@pytest.mark.parametrize(("raised", "said"), [
+    (OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), "/var/lib/nbc/state/config.json"),
+     "Doing b: No space left on device: /var/lib/nbc/state/config.json"),
+    (ValueError("could not parse Secret-In-Text-1"), "Doing b: internal error (ValueError: could not parse ***)"),
+])
+def test_an_unexpected_error_still_ends_with_an_error_event_in_words(raised: Exception, said: str) -> None:
+    """A step's system call failing (no space, a read-only filesystem) or a bug: the run still unwinds and
+    ends with its error event (JSON Lines readers wait for one), as an NbcError (exit 1), redacted."""
+    trace = Trace()
+    events: list[Event] = []
+    ctx = RunContext()
+    ctx.redactor.add("Secret-In-Text-1")
+    with pytest.raises(NbcError) as caught:
+        run_steps([trace.step("a", holds=True), trace.step("b", fails=raised), trace.step("c")], trace, ctx=ctx,
+                  emit=events.append, failed="Testing failed", interrupted=INTERRUPTED, complete=complete)
+    assert caught.value.message == said.replace("***", REDACTED) and caught.value.exit_code == 1
+    assert trace.released == ["a"]
+    assert [(e.message, e.details["error"]) for e in events if isinstance(e, ErrorEvent)] == [
+        ("Testing failed", caught.value.message)]
 
 
 def test_a_step_that_finishes_the_run_skips_the_rest_and_completes_with_its_message() -> None:

@@ -141,10 +141,12 @@ def run_steps(steps: Sequence[Step[S]], state: S, *, ctx: RunContext, emit: Emit
     total = sum(1 for step in steps if step.shown)
     number = 0
     finished: Finished | None = None
+    current = ""
     try:
         with _interrupts_become_cancel(ctx), _cleanup_stack(ctx) as stack:
             io = StepContext(ctx, emit, stack)
             for step in steps:
+                current = step.title
                 if step.shown:
                     number += 1
                 if step.when is (When.REAL if ctx.dry_run else When.DRY_RUN):
@@ -167,6 +169,10 @@ def run_steps(steps: Sequence[Step[S]], state: S, *, ctx: RunContext, emit: Emit
     except KeyboardInterrupt as exc:
         _emit_error(emit, ErrorEvent.from_error(failed, interrupted))
         raise interrupted from exc
+    except Exception as exc:  # still said as an error event (the stream's promise), never as a bare traceback
+        error = _unexpected(exc, current, ctx)
+        _emit_error(emit, ErrorEvent.from_error(failed, error))
+        raise error from exc
     if finished is not None:
         emit(CompleteEvent(message=finished.message, details=finished.details))
     elif ctx.dry_run:
@@ -174,6 +180,20 @@ def run_steps(steps: Sequence[Step[S]], state: S, *, ctx: RunContext, emit: Emit
     else:
         emit(complete(state, timings))
     return timings
+
+
+def _unexpected(exc: Exception, step: str, ctx: RunContext) -> NbcError:
+    """An error no step turned into an NbcError. A system call's (no space left, a read-only filesystem) is
+    said in its own words; anything else is a bug in nbc-tui, its traceback in the log file. The text is
+    redacted: it may quote what a step was handling."""
+    where = f"{step}: " if step else ""
+    log.error("step %r failed", step, exc_info=exc)  # the log file redacts it
+    if isinstance(exc, OSError) and exc.strerror:
+        on = f": {exc.filename}" if exc.filename else ""
+        return NbcError(ctx.redactor(f"{where}{exc.strerror}{on}"),
+                        hint="check that the disk and the filesystems it writes to have room and are writable")
+    return NbcError(ctx.redactor(f"{where}internal error ({type(exc).__name__}: {exc})"),
+                    hint="this is a bug in nbc-tui: please report it with the log file")
 
 
 def _emit_error(emit: Emit, event: ErrorEvent) -> None:
