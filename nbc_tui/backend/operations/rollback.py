@@ -100,7 +100,6 @@ def say_what_would_happen(run: RollbackRun, io: StepContext) -> None:
 
 def switch_default(run: RollbackRun, io: StepContext) -> None:
     """The other slot's entry becomes the default, both good; the menu offers both at every moment."""
-    run.system.make_writable(io)
     make_default(run.system.esp, run.system.bootloader, run.primary, run.previous)
     io.message(f"Slot {run.other.value} boots by default")
 
@@ -110,6 +109,7 @@ def switch_state(run: RollbackRun, io: StepContext) -> None:
     wrote has no per-slot records: the default slot's is made from config.json first, so that a rollback
     back finds it."""
     system, root = run.system, run.system.shared_root
+    system.make_writable(io)
     keep_record_of(root, run.default, system.config)
     target = slot_config(root, run.other)
     if target is None:
@@ -140,8 +140,10 @@ STEPS: list[Step[RollbackRun]] = [
     Step("find", "Checking the other slot", find_slots, when=When.ALWAYS),
     Step("summary", "Saying what a real rollback would do", say_what_would_happen, when=When.DRY_RUN, shown=False),
     system_lock_step(),
-    Step("menu", "Switching the default boot entry", switch_default),
+    # The state first: should the menu's write fail (a full or read-only ESP), the default is unchanged and
+    # running the rollback again completes it; the other way round, it would swap the default back.
     Step("state", "Switching the system state", switch_state),
+    Step("menu", "Switching the default boot entry", switch_default),
     Step("finish", "Finishing", finish, shown=False),
 ]
 
