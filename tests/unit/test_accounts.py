@@ -2,7 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import re
+
+import pytest
+from pydantic import SecretStr
+
+from nbc_tui.backend.runner import REDACTED, RunContext
 from nbc_tui.backend.system.accounts import merge_accounts
+from nbc_tui.backend.system.rootfs import hash_password
 
 IMAGE_PASSWD = """root:x:0:0:root:/root:/bin/bash
 daemon:x:1:1:daemon:/usr/sbin:/usr/sbin/nologin
@@ -66,3 +74,18 @@ def test_a_number_two_accounts_share_is_reported() -> None:
     image = "builder:x:1000:1000::/home/builder:/bin/sh\n"
     merged = merge_accounts("passwd", local, image)
     assert merged.notes == ["/etc/passwd: UID 1000 now belongs to both builder and alice"]
+
+
+def test_a_password_hash_made_here_reaches_no_log_line_and_no_output_hook(
+        caplog: pytest.LogCaptureFixture) -> None:
+    """openssl prints the hash; the runner logs a tool's output as it comes, before the hash is known, and
+    the hash can be attacked offline: it is masked by its shape, and the output hook (--verbose, the TUI's
+    log pane) never sees it. The real openssl runs."""
+    shown: list[str] = []
+    ctx = RunContext(on_output=shown.append)
+    with caplog.at_level(logging.DEBUG, logger="nbc_tui"):
+        hashed = hash_password(SecretStr("Hash-Me-Not-42"), ctx=ctx)
+    assert re.fullmatch(r"\$6\$[^$]+\$[./0-9A-Za-z]{86}", hashed), hashed
+    assert "openssl passwd -6 -stdin" in caplog.text and REDACTED in caplog.text
+    assert hashed not in caplog.text and shown == []
+    assert ctx.redactor(f"later: {hashed}") == f"later: {REDACTED}"
