@@ -164,6 +164,24 @@ def test_identity_changed_names_what_changed() -> None:
     assert "size was 64.0 GB" in (identity_changed(chosen, chosen.model_copy(update={"size": GiB})) or "")
 
 
+def test_a_card_swapped_in_the_same_reader_is_not_the_disk_that_was_chosen() -> None:
+    """A card reader reports its own model and serial: two cards of one size differ only in what they hold."""
+    from nbc_tui.backend.disks.model import Partition
+
+    def card(uuid: str, label: str) -> Disk:
+        return Disk(device="/dev/sdc", name="sdc", size=32 * GiB, model="Card Reader", serial="READER-1",
+                    pttype="dos", partitions=[Partition(device="/dev/sdc1", number=1, size=32 * GiB - 4096,
+                                                        fstype="exfat", uuid=uuid, label=label)])
+
+    chosen = card("1A2B-3C4D", "SPARE")
+    assert identity_changed(chosen, card("1A2B-3C4D", "SPARE")) is None
+    assert identity_changed(chosen, card("5E6F-7A8B", "CAMERA")) == (
+        "/dev/sdc is not the disk that was chosen: what is on it changed (it held 1 partition(s): exfat 'SPARE', "
+        "it now holds 1 partition(s): exfat 'CAMERA')")
+    blank = chosen.model_copy(update={"pttype": None, "partitions": []})
+    assert "it now holds no partitions" in (identity_changed(chosen, blank) or "")
+
+
 # --- eligibility -----------------------------------------------------------------------------------------
 
 

@@ -317,6 +317,24 @@ def identity_changed(chosen: Disk, now: Disk) -> str | None:
         if not same:
             return (f"{chosen.device} is not the disk that was chosen: its {what} was {before or 'unknown'}"
                     f" and is now {after or 'unknown'}")
+    # A card reader names itself, not the card: two cards of one size look the same above. What is on them
+    # does not (nothing wrote to the disk since it was checked).
+    if _contents(chosen) != _contents(now):
+        return (f"{chosen.device} is not the disk that was chosen: what is on it changed (it held "
+                f"{_described(chosen)}, it now holds {_described(now)})")
     return None
+
+
+def _contents(disk: Disk) -> tuple[object, ...]:
+    """What is on a disk, as far as its partition table and filesystems tell (not their files)."""
+    return (disk.pttype, disk.fstype, disk.label,
+            tuple((p.number, p.size, p.fstype, p.uuid, p.label) for p in disk.partitions))
+
+
+def _described(disk: Disk) -> str:
+    parts = [f"{p.fstype or 'unknown'}{f' {p.label!r}' if p.label else ''}" for p in disk.partitions]
+    if parts:
+        return f"{len(parts)} partition(s): {', '.join(parts)}"
+    return disk.fstype or "no partitions"
 
 
