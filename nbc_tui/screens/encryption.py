@@ -77,6 +77,14 @@ def check_passphrases(first: str, again: str) -> str | None:
     return None
 
 
+def boot_keyboard_note(keymap: str) -> str:
+    """Why a passphrase typed on a non-US keyboard may not unlock the disk at boot (README: the prompt's layout
+    is the initramfs's, which the install does not change)."""
+    return (f"This keyboard is {keymap}, but at boot the passphrase is asked with the layout of the image's "
+            "initramfs, US unless the image put another in. Choose characters that are on the same keys in both "
+            "layouts (or type it as a US keyboard would).")
+
+
 class EncryptionScreen(WizardScreen[bool]):
     """Fills the draft's encryption; dismisses True, or None for back. ``tpm`` replaces the look for a
     TPM on this machine (tests, snapshots)."""
@@ -105,6 +113,8 @@ class EncryptionScreen(WizardScreen[bool]):
                 yield Static("Again", classes="row-label")
                 yield SecretInput(placeholder="the same passphrase again", id="passphrase-again")
             yield StatusLine(id="strength")
+            if self.draft.console_keymap not in ("", "us"):
+                yield Static(boot_keyboard_note(self.draft.console_keymap), id="boot-keyboard", classes="notice")
             if self.tpm:
                 # Full width: each choice explains itself in one line.
                 yield Static("Unlock at boot (this machine has a TPM 2.0):", classes="field-label")

@@ -106,6 +106,17 @@ async def test_no_encryption_is_the_default_and_fields_wait() -> None:
     assert draft.to_plan().encryption is None
 
 
+@pytest.mark.parametrize(("keymap", "noted"), [("de", True), ("us", False), ("", False)])
+async def test_a_non_us_keyboard_is_told_the_boot_prompts_layout(keymap: str, noted: bool) -> None:
+    """The welcome screen switched the keyboard: the passphrase typed here may be asked at boot on US keys."""
+    draft = image_file_draft()
+    draft.console_keymap = keymap
+    async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
+        await show(pilot, EncryptionScreen(draft, tpm=False))
+        text = " ".join(rendered_text(pilot.app).split())
+        assert ("This keyboard is de, but at boot the passphrase is asked with the layout" in text) is noted
+
+
 async def test_mismatch_and_short_passphrases_are_refused_in_words() -> None:
     draft = image_file_draft()
     async with NbcTuiApp(start_wizard=False).run_test(size=SIZE) as pilot:
