@@ -59,14 +59,14 @@ def fit(text: str, width: int) -> str:
 
 
 def describe(entry: DiskEntry, *, chosen: bool = False) -> str:
-    """Everything about one disk, for the detail lines under the table."""
+    """Everything about one disk, for the detail lines under the table. Why it cannot be chosen comes before
+    what is on it: the lines are few at 80x24, and a long "On it" would push the reason out of sight."""
     disk = entry.disk
-    lines = [disk_line(disk), "On it: " + ("; ".join(disk_contents(disk)) or "none found")]
-    if entry.refusals:
-        lines += [f"Cannot be chosen: {r.message}" for r in entry.refusals]
-    elif chosen:
+    lines = [disk_line(disk), *(f"Cannot be chosen: {r.message}" for r in entry.refusals),
+             "On it: " + ("; ".join(disk_contents(disk)) or "none found")]
+    if chosen and not entry.refusals:
         lines.append("Chosen: everything on it will be erased once you confirm on the review screen.")
-    else:
+    elif not entry.refusals:
         lines.append("Enter chooses this disk (everything on it will be erased).")
     return "\n".join(lines)
 

@@ -135,6 +135,8 @@ def test_table_words() -> None:
     text = describe(refused)
     assert "/dev/sdb (Stick, no serial, 64.0 GB, usb, removable)" in text
     assert 'sdb1 1.0 GB ext4 "data"' in text and "Cannot be chosen: /dev/sdb is too small" in text
+    # The reason before what is on the disk: the detail shows five lines at 80x24, a long "On it" comes last.
+    assert text.splitlines()[1] == "Cannot be chosen: /dev/sdb is too small"
     assert "Enter chooses" in describe(DiskEntry(disk))
 
 
