@@ -159,6 +159,19 @@ def test_tls_with_test_ca_and_basic_auth(registry: RegistryServer, multiarch: tu
     assert info.value.details["reason"] == "auth-refused"
 
 
+def test_an_insecure_registry_is_reached_over_tls_unchecked_or_plain_http(
+        registry: RegistryServer, multiarch: tuple[str, dict[str, str]], test_ca: TestCA,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """NBC_TUI_INSECURE_REGISTRIES names hosts whose certificate is not checked, or that speak plain http."""
+    name = registry.push(multiarch[0], "insecure/img:v1")
+    monkeypatch.setenv("NBC_TUI_INSECURE_REGISTRIES", registry.host)
+    assert RegistrySource(name, policy=FAST).manifest_digest == multiarch[1]["amd64"]  # plain http
+    registry.restart(tls=test_ca)  # a certificate no CA given here vouches for
+    source = RegistrySource(name, policy=FAST)
+    assert source.manifest_digest == multiarch[1]["amd64"]
+    assert all(data for data in _read_all(source).values())
+
+
 def test_bearer_token_flow_and_expiry_mid_pull(registry: RegistryServer, multiarch: tuple[str, dict[str, str]],
                                                token_server: TokenServer) -> None:
     name = registry.push(multiarch[0], "tok/img:v1")

@@ -103,6 +103,9 @@ class RegistryClient:
             except (OSError, ssl.SSLError) as exc:
                 raise InputError(f"Cannot use the CA bundle {ca}: {exc}",
                                  hint="Give a PEM file with the registry's CA certificate") from None
+        if self.insecure:  # its certificate is not checked (verify=False below); urllib3 refuses a context
+            context.check_hostname = False  # that would still check the host name (ValueError)
+            context.verify_mode = ssl.CERT_NONE
         self.session.mount("https://", _TlsAdapter(context))
         self.verify = not self.insecure
         self._base: str | None = None
@@ -125,6 +128,8 @@ class RegistryClient:
                     self._base = f"http://{self.ref.registry}"
                 except requests.ConnectionError:
                     self._base = f"http://{self.ref.registry}"
+                except STREAM_ERRORS as exc:  # it answers TLS but too slowly: not a reason to try http
+                    raise self._unreachable(exc) from None
             log.info("registry %s at %s", self.ref.registry, self._base)
         return self._base
 
