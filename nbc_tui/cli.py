@@ -114,7 +114,8 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:
-        log.exception("internal error")
+        if log.handlers:  # a run's log file (redacted); without one, Python would print the traceback here
+            log.exception("internal error")
         # Its type only: its text may quote what it was handling (a secret file's bytes, say).
         print(f"nbc-tui: internal error: {type(exc).__name__} (a bug in nbc-tui; please report it)", file=sys.stderr)
         return 1

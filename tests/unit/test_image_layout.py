@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from pathlib import Path
 
@@ -102,6 +103,41 @@ def test_a_missing_blob_is_named(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="missing") as info:
         source.open_blob(layer)
     assert layer.digest in info.value.message
+
+
+def test_a_blob_that_cannot_be_read_is_named(tmp_path: Path) -> None:
+    """A directory where a blob should be (or a file root may not read): bad input that names it, no traceback."""
+    write_layout(tmp_path, [ImageSpec([_layer("a")])])
+    source = open_image(f"oci:{tmp_path}")
+    layer = source.layers[0]
+    path = tmp_path / "blobs" / "sha256" / layer.digest.split(":")[1]
+    path.unlink()
+    path.mkdir()
+    with pytest.raises(InputError, match="cannot be read: Is a directory") as info:
+        source.open_blob(layer)
+    assert layer.digest in info.value.message
+    config = tmp_path / "blobs" / "sha256" / source.config_digest.split(":")[1]
+    config.unlink()
+    config.mkdir()
+    with pytest.raises(InputError, match="cannot be read"):
+        open_image(f"oci:{tmp_path}")
+
+
+def test_an_index_entry_whose_platform_is_not_an_object_matches_no_platform(tmp_path: Path) -> None:
+    write_multiarch_layout(tmp_path, {"amd64": [_layer("x")]})
+    index_blob = next(p for p in (tmp_path / "blobs" / "sha256").iterdir()
+                      if b'"manifests"' in p.read_bytes() and b'"platform"' in p.read_bytes())
+    index = json.loads(index_blob.read_bytes())
+    for entry in index["manifests"]:
+        entry["platform"] = "linux/amd64"
+    data = json.dumps(index).encode()
+    digest = hashlib.sha256(data).hexdigest()
+    (tmp_path / "blobs" / "sha256" / digest).write_bytes(data)
+    top = json.loads((tmp_path / "index.json").read_text())
+    top["manifests"][0].update(digest=f"sha256:{digest}", size=len(data))
+    (tmp_path / "index.json").write_text(json.dumps(top))
+    with pytest.raises(InputError, match="has no image for this machine"):
+        OciLayoutSource(f"oci:{tmp_path}", host=("linux", "amd64"))
 
 
 def test_a_corrupt_manifest_is_refused(tmp_path: Path) -> None:

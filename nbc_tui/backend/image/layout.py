@@ -69,6 +69,8 @@ class OciLayoutSource(ImageSource):
             f = path.open("rb", buffering=0)
         except FileNotFoundError:
             raise self._missing(desc) from None
+        except OSError as exc:
+            raise self._unreadable(desc, exc) from None
         return verified_stream(f, desc, label="Layer blob")
 
     def _missing(self, desc: Descriptor) -> InputError:
@@ -77,6 +79,12 @@ class OciLayoutSource(ImageSource):
             hint="The layout is incomplete; copy or download the image again",
             details={"digest": desc.digest},
         )
+
+    def _unreadable(self, desc: Descriptor, exc: OSError) -> InputError:
+        """A blob there but not readable as a file (permissions, a directory in its place)."""
+        return InputError(f"Blob {desc.digest} of the {self.kind} {self.root} cannot be read: {exc.strerror}",
+                          hint="Check the layout's files (readable regular files), or copy the image again",
+                          details={"digest": desc.digest})
 
     def _read_json(self, desc: Descriptor, *, label: str) -> Any:
         if desc.size > _MAX_JSON:
@@ -94,6 +102,8 @@ class OciLayoutSource(ImageSource):
             return self.blob_path(desc.digest).read_bytes()
         except FileNotFoundError:
             raise self._missing(desc) from None
+        except OSError as exc:
+            raise self._unreadable(desc, exc) from None
 
     def _read_top_index(self) -> dict[str, Any]:
         if not self.root.is_dir():
@@ -104,7 +114,11 @@ class OciLayoutSource(ImageSource):
                 f"{self.root} is not an OCI image layout (no oci-layout or index.json)",
                 hint="Create one with `skopeo copy ... oci:DIR:TAG` or `podman save --format oci-dir`",
             )
-        return parse_top_index(index.read_bytes(), str(index))
+        try:
+            data = index.read_bytes()
+        except OSError as exc:
+            raise InputError(f"Cannot read {index}: {exc.strerror}", hint="Check the layout's files") from None
+        return parse_top_index(data, str(index))
 
     # -- choosing the manifest ----------------------------------------------------------------------
 

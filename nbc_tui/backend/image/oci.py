@@ -32,7 +32,8 @@ def choose_platform(index: dict[str, Any], host: tuple[str, str]) -> tuple[Descr
     seen: list[str] = []
     for entry in index.get("manifests") or []:
         desc = Descriptor.from_json(entry, what="index entry")
-        plat = entry.get("platform") or {}
+        plat = entry.get("platform")  # a dict: from_json checked
+        plat = plat if isinstance(plat, dict) else {}  # a malformed platform names none
         os_, arch = str(plat.get("os", "")), str(plat.get("architecture", ""))
         if desc.annotations.get(_ATTESTATION[0]) == _ATTESTATION[1] or (os_, arch) == ("unknown", "unknown"):
             continue
