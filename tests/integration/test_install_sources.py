@@ -95,8 +95,14 @@ def test_install_and_download_from_podman(nbc, podman_images, podman_socket: str
     r = nbc("download", "--image", GZ_IMAGE, "--for-install", "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["os_name"] == "Synthetic Linux 1 (test)"
+    # No socket answers: `podman image save` exports it, as a layout named by the image ID.
+    monkeypatch.setenv("NBC_TUI_PODMAN_SOCKET", f"unix://{isolated}/no-such.sock")
+    r = nbc("download", "--image", GZ_IMAGE, "--for-install", "--json")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["os_name"] == "Synthetic Linux 1 (test)"
     spools = Path("/var/tmp/nbc-tui")
     assert not spools.exists() or not any(spools.iterdir()), "the daemon's export was not cleaned up"
+    monkeypatch.setenv("NBC_TUI_PODMAN_SOCKET", podman_socket)
     r = nbc("install", "--image", "localhost/no-such-image:1", "--via-loopback", str(isolated / "x.img"),
             *SMALL, "--yes")
     assert r.returncode == 1 and "no-such-image" in r.stderr

@@ -495,11 +495,13 @@ def _manifest_and_config(source: ImageSource) -> tuple[bytes, bytes | None]:
     config_raw = getattr(source, "config_bytes", None)
     config_raw = config_raw if isinstance(config_raw, bytes) else None
     raw = getattr(source, "manifest_bytes", None)
+    # A layout Podman saved names the image by its ID (the config's digest) as the API path does; its manifest
+    # blob is the one its index names.
+    stored = str(getattr(source, "layout_manifest_digest", None) or source.manifest_digest)
     if not isinstance(raw, bytes) and isinstance(source, OciLayoutSource):
-        raw = source._blob_bytes(Descriptor(MT_OCI_MANIFEST, source.manifest_digest, 0))
+        raw = source._blob_bytes(Descriptor(MT_OCI_MANIFEST, stored, 0))
     if isinstance(raw, bytes):
-        return verify_bytes(raw, Descriptor(MT_OCI_MANIFEST, source.manifest_digest, len(raw)),
-                            label="Manifest"), config_raw
+        return verify_bytes(raw, Descriptor(MT_OCI_MANIFEST, stored, len(raw)), label="Manifest"), config_raw
     if config_raw is None:
         raise NbcError(f"The image source {source.ref} cannot be saved to the cache (it exposes neither its "
                        "manifest nor its config as stored)")
