@@ -121,3 +121,48 @@ def test_single_staged() -> None:
         single_staged(CacheKind.INSTALL)
     assert f"  {D1} (one)" in exc.value.message and f"  {D3} (three)" in exc.value.message
     assert "--local-image" in (exc.value.hint or "")
+
+
+def test_an_entry_whose_layout_holds_another_manifest_is_not_opened(tmp_path: Path) -> None:
+    """A staged entry is installed under its metadata's digest (and signature verdict): its layout must hold
+    that very manifest."""
+    from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
+
+    layer = Layer(TarBuilder().file("marker", b"a").bytes(), "gzip")
+    layout = tmp_path / "layout"
+    digest = write_layout(layout, [ImageSpec([layer], tag="x")])["x"]
+    entry = CachedImage(image_ref="quay.io/a/one:1", image_digest=digest, path=layout)
+    assert entry.open_source().manifest_digest == digest
+    wrong = entry.model_copy(update={"image_digest": D1})
+    with pytest.raises(NbcError, match=f"holds the manifest {digest}, not {D1}") as info:
+        wrong.open_source()
+    assert "cache remove" in (info.value.hint or "")
+
+
+def test_downloading_again_adds_a_verified_check_to_the_entry(cache_env: Path, tmp_path: Path) -> None:
+    """First staged with --insecure-skip-verify, then downloaded again with --cosign-key: the entry (the same
+    bytes) now records the signature, so an install --local-image --cosign-key takes it."""
+    from nbc_tui.backend.image.cache import _commit
+    from nbc_tui.backend.provenance import SignatureCheck, Verification, not_verified
+
+    root = cache_dir(CacheKind.INSTALL)
+    root.mkdir(parents=True)
+    signed = SignatureCheck(method="cosign", signer="sha256:" + "5" * 64, signed_digest=D1)
+    cosign = Verification(verified=True, by="--cosign-key k.pub", signatures=[signed])
+    skipped = not_verified("--insecure-skip-verify", "signatures not checked")
+
+    def download(verdict: Verification) -> CachedImage:
+        staging = root / f".download-{len(list(root.iterdir()))}"
+        staging.mkdir()
+        entry = CachedImage(image_ref="quay.io/a/one:1", image_digest=D1, verification=verdict)
+        (staging / "metadata.json").write_text(json.dumps(entry.metadata_json()))
+        return _commit(staging, root, entry, replace_others=False, lock_wait=1, say=lambda _m: None)
+
+    assert download(skipped).verification == skipped
+    again = download(cosign)
+    assert again.already_cached and again.verification == cosign
+    assert find_cached(CacheKind.INSTALL, D1).verification == cosign  # written to its metadata.json
+    assert download(skipped).verification == cosign  # an unverified download takes nothing away
+    gpg = SignatureCheck(method="gpg", signer="ABCD" * 10, signed_digest=D1)
+    both = download(Verification(verified=True, by="policy p.json", signatures=[gpg])).verification
+    assert both is not None and both.signatures == [signed, gpg] and both.by == "--cosign-key k.pub; policy p.json"

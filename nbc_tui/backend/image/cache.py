@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from ..atomic import write_atomically
 from ..errors import Cancelled, InputError, NbcError
 from ..locks import CACHE_LOCK_WAIT, cache_locked
 from ..provenance import Verification
@@ -137,10 +138,17 @@ class CachedImage(BaseModel):
         return f"oci:{self.path}"
 
     def open_source(self) -> OciLayoutSource:
-        """The entry as an image source (its index.json holds exactly one manifest)."""
+        """The entry as an image source (its index.json holds exactly one manifest): the manifest its metadata
+        names, or NbcError (a damaged or mixed-up entry is not installed under another image's name and
+        signature verdict)."""
         if self.path is None:
             raise NbcError(f"The cached image {self.image_digest} has no directory")
-        return OciLayoutSource(OciLayoutRef(self.path, None))
+        source = OciLayoutSource(OciLayoutRef(self.path, None))
+        if source.manifest_digest != self.image_digest:
+            raise NbcError(f"The cached image in {self.path} holds the manifest {source.manifest_digest}, not "
+                           f"{self.image_digest} as its metadata says",
+                           hint=f"Remove it (nbc-tui cache remove {self.image_digest[:19]}) and download it again")
+        return source
 
 
 # -- reading -------------------------------------------------------------------------------------------
@@ -409,6 +417,11 @@ def _commit(staging: Path, root: Path, entry: CachedImage, *, replace_others: bo
         if existing is not None:
             say(f"Image already cached: {entry.image_digest}")
             existing.already_cached = True
+            merged = _merged_verdict(existing.verification, entry.verification)
+            if merged is not existing.verification:  # the same bytes, now also checked by this download
+                existing.verification = merged
+                write_atomically(final / METADATA, json.dumps(existing.metadata_json(), indent=2).encode())
+                say(f"Recorded this download's signature check: {merged.describe()}")
             return existing
         if final.is_symlink() or final.is_file():
             final.unlink()
@@ -419,6 +432,21 @@ def _commit(staging: Path, root: Path, entry: CachedImage, *, replace_others: bo
     say(f"Image cached successfully: {entry.image_digest}")
     entry.path = final
     return entry
+
+
+def _merged_verdict(kept: Verification | None, new: Verification | None) -> Verification | None:
+    """What an entry records when the image is downloaded again: its signature verdicts are about the same
+    digest, so a verified download adds its signatures to the entry's (an entry staged unverified, or by
+    another key, can then be installed with the key this download checked). Returns ``kept`` itself when
+    nothing is added."""
+    if new is None or not new.verified:
+        return kept
+    if kept is None or not kept.verified:
+        return new
+    added = [s for s in new.signatures if s not in kept.signatures]
+    if not added:
+        return kept
+    return kept.model_copy(update={"signatures": [*kept.signatures, *added], "by": f"{kept.by}; {new.by}"})
 
 
 def _metadata(source: ImageSource, inventory: ImageInventory, *, ref_text: str, digest: str) -> CachedImage:
