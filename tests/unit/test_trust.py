@@ -95,8 +95,22 @@ def test_the_most_specific_scope_applies_then_the_transport_default_then_the_def
 ])
 def test_a_policy_it_cannot_follow_is_refused_with_its_place(tmp_path: Path, policy: dict, words: str) -> None:
     with pytest.raises(InputError) as err:
-        Policy(write(tmp_path, policy))
+        Policy(write(tmp_path, policy)).for_image(parse_registry_ref("ghcr.io/x/y"))  # the default's keys are read
     assert words in err.value.message and str(tmp_path / "policy.json") in err.value.message
+
+
+def test_a_key_missing_for_another_registrys_scope_does_not_stop_this_pull(tmp_path: Path) -> None:
+    """A distribution's policy names keys for registries it may not ship (Red Hat's for registry.redhat.io):
+    they are read for that scope only. Its form is checked for every scope at once."""
+    policy = Policy(write(tmp_path, {"default": [{"type": "insecureAcceptAnything"}], "transports": {"docker": {
+        "registry.redhat.io": [{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "/no/such/rh-key"}]}}}))
+    assert policy.for_image(parse_registry_ref("quay.io/org/os:1")).requirements[0].type == "insecureAcceptAnything"
+    with pytest.raises(InputError, match="cannot read the key /no/such/rh-key"):
+        policy.for_image(parse_registry_ref("registry.redhat.io/ubi9/ubi:latest"))
+    with pytest.raises(InputError) as err:
+        Policy(write(tmp_path, {"default": [{"type": "reject"}],
+                                "transports": {"docker": {"q.io": [{"type": "signedBy"}]}}}, "p3.json"))
+    assert 'transports.docker["q.io"][0]: give exactly one of keyPath' in err.value.message
 
 
 def test_a_policy_that_is_not_json_or_missing_is_refused(tmp_path: Path) -> None:

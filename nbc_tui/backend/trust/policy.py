@@ -63,6 +63,10 @@ class ScopedRequirements:
     requirements: tuple[Requirement, ...]
 
 
+def _where(scope: str) -> str:
+    return f'transports.docker["{scope}"]'
+
+
 class Policy:
     """A parsed policy.json: its global default and its ``docker`` transport's scopes."""
 
@@ -77,21 +81,28 @@ class Policy:
         if not isinstance(data, dict) or "default" not in data:
             raise InputError(f"The signature policy {path} has no \"default\" requirements",
                              hint="containers-policy.json(5): {\"default\": [{\"type\": \"reject\"}], ...}")
-        self.default = self._requirements(data["default"], "default")
         transports = data.get("transports") or {}
         docker = transports.get("docker") or {} if isinstance(transports, dict) else None
         if not isinstance(docker, dict):
             raise InputError(f"The signature policy {path}: transports.docker is not an object")
-        self.docker = {str(scope): self._requirements(reqs, f'transports.docker["{scope}"]')
-                       for scope, reqs in docker.items()}
+        # Every scope's form is checked now; key files are read only for the scope an image falls in (as
+        # containers does: a key missing for another registry does not stop this pull).
+        self._default = data["default"]
+        self._docker = {str(scope): reqs for scope, reqs in docker.items()}
+        self._requirements(self._default, "default", read_keys=False)
+        for scope, reqs in self._docker.items():
+            self._requirements(reqs, _where(scope), read_keys=False)
 
     def for_image(self, ref: RegistryRef) -> ScopedRequirements:
-        scope = most_specific(dict(self.docker), ref)
+        """The requirements for ``ref``'s scope, their keys read (InputError when one cannot be)."""
+        scope = most_specific(dict(self._docker), ref)
         if scope is not None:
-            return ScopedRequirements(f'policy {self.path} (scope "{scope}")', self.docker[scope])
-        if "" in self.docker:
-            return ScopedRequirements(f'policy {self.path} (transports.docker default)', self.docker[""])
-        return ScopedRequirements(f"policy {self.path} (default)", self.default)
+            return ScopedRequirements(f'policy {self.path} (scope "{scope}")',
+                                      self._requirements(self._docker[scope], _where(scope)))
+        if "" in self._docker:
+            return ScopedRequirements(f'policy {self.path} (transports.docker default)',
+                                      self._requirements(self._docker[""], _where("")))
+        return ScopedRequirements(f"policy {self.path} (default)", self._requirements(self._default, "default"))
 
     # -- parsing ----------------------------------------------------------------------------------------
 
@@ -99,12 +110,12 @@ class Policy:
         return InputError(f"The signature policy {self.path}: {where}: {why}",
                           hint="See containers-policy.json(5); nothing was written")
 
-    def _requirements(self, items: Any, where: str) -> tuple[Requirement, ...]:
+    def _requirements(self, items: Any, where: str, *, read_keys: bool = True) -> tuple[Requirement, ...]:
         if not isinstance(items, list) or not items:
             raise self._bad(where, "must be a non-empty list of requirements")
-        return tuple(self._requirement(item, f"{where}[{n}]") for n, item in enumerate(items))
+        return tuple(self._requirement(item, f"{where}[{n}]", read_keys) for n, item in enumerate(items))
 
-    def _requirement(self, item: Any, where: str) -> Requirement:
+    def _requirement(self, item: Any, where: str, read_keys: bool) -> Requirement:
         if not isinstance(item, dict):
             raise self._bad(where, "a requirement must be an object")
         kind = item.get("type")
@@ -113,16 +124,16 @@ class Policy:
         if kind == "signedBy":
             if item.get("keyType", "GPGKeys") != "GPGKeys":
                 raise self._bad(where, f"keyType {item.get('keyType')!r} is not supported (only GPGKeys)")
-            return Requirement(kind, self._keys(item, where), self._identity(item, where))
+            return Requirement(kind, self._keys(item, where, read_keys), self._identity(item, where))
         if kind == "sigstoreSigned":
             for unsupported in ("fulcio", "rekorPublicKeyPath", "rekorPublicKeyPaths", "rekorPublicKeyData",
                                 "pki"):
                 if unsupported in item:
                     raise self._bad(where, f"{unsupported!r} is not supported: give a public key (keyPath)")
-            return Requirement(kind, self._keys(item, where), self._identity(item, where))
+            return Requirement(kind, self._keys(item, where, read_keys), self._identity(item, where))
         raise self._bad(where, f"unknown requirement type {kind!r}")
 
-    def _keys(self, item: dict[str, Any], where: str) -> tuple[TrustedKey, ...]:
+    def _keys(self, item: dict[str, Any], where: str, read_keys: bool) -> tuple[TrustedKey, ...]:
         given = [k for k in ("keyPath", "keyPaths", "keyData", "keyDatas") if k in item]
         if len(given) != 1:
             raise self._bad(where, "give exactly one of keyPath, keyPaths, keyData")
@@ -136,6 +147,8 @@ class Policy:
                 return tuple(TrustedKey("keyData", base64.b64decode(v, validate=True)) for v in values)
             except binascii.Error:
                 raise self._bad(where, f"{field} is not base64") from None
+        if not read_keys:
+            return ()
         keys = []
         for name in values:
             try:
