@@ -4,6 +4,7 @@ cannot become one, and the install refusing each of them with the file left as i
 from __future__ import annotations
 
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -59,3 +60,18 @@ def test_the_install_refuses_a_busy_file_and_leaves_it_as_it_was(nbc, synthetic_
                 "--root-size", "1G", "--esp-size", "100M", "--var-min-size", "300M", "--yes")
         assert r.returncode == 2 and f"is in use by {dev}" in r.stderr
         assert target.read_bytes() == before
+
+
+def test_the_disk_image_file_never_overwrites_the_image_it_installs(nbc, synthetic_image: str,
+                                                                    tmp_path: Path) -> None:
+    """The file is made anew over its path: an oci-archive given as both, or a file inside the layout, would be
+    wiped before its layers were read."""
+    layout = Path(synthetic_image.removeprefix("oci:").rpartition(":")[0])
+    archive = tmp_path / "os.tar"
+    subprocess.run(["tar", "-C", str(layout), "-cf", str(archive), "."], check=True)
+    before = archive.read_bytes()
+    for image, target in ((f"oci-archive:{archive}", archive), (synthetic_image, layout / "disk.img")):
+        r = nbc("install", "--image", image, "--via-loopback", str(target), "--image-size", "3", "--root-size", "1G",
+                "--esp-size", "100M", "--var-min-size", "300M", "--yes")
+        assert r.returncode == 2 and "would overwrite the image being installed" in r.stderr, r.stderr
+    assert archive.read_bytes() == before and not (layout / "disk.img").exists()

@@ -27,6 +27,7 @@ from ..disks import (
 )
 from ..engine import StepContext
 from ..errors import InputError, NbcError
+from ..image.reference import OciArchiveRef, OciLayoutRef, parse_reference
 from ..mounts import RUN_DIR, mounted
 from ..plan import MIN_PASSPHRASE, Encryption, InstallPlan, Layout, Target
 from ..secret_files import key_file, read_secret_file
@@ -85,6 +86,7 @@ def check_target(plan: InstallPlan, io: StepContext) -> CheckedTarget:
     target = plan.target
     if target.image_file is not None:
         check_image_file_path(target.image_file, overwrite=target.overwrite)
+        _not_the_image(target.image_file, plan.image.ref)
         return CheckedTarget(target.image_file.absolute(), None)
     if target.device is None:
         raise InputError("the target is given by disk rules that were not resolved to one disk",
@@ -92,6 +94,20 @@ def check_target(plan: InstallPlan, io: StepContext) -> CheckedTarget:
     disk = _eligible(resolve_disk(target.device), target, plan.layout)
     io.message(f"Disk: {disk_line(disk)}")
     return CheckedTarget(Path(disk.device), disk)
+
+
+def _not_the_image(path: Path, ref: str) -> None:
+    """The disk-image file is made anew over its path: never over the archive or layout being installed."""
+    try:
+        parsed = parse_reference(ref)
+    except NbcError:
+        return  # the image's own check says what is wrong with the reference
+    if not isinstance(parsed, OciLayoutRef | OciArchiveRef):
+        return
+    target, image = path.resolve(), parsed.path.resolve()
+    if target == image or target.is_relative_to(image):
+        raise InputError(f"the disk-image file {path} would overwrite the image being installed ({ref})",
+                         hint="choose another path for the disk-image file")
 
 
 def _eligible(disk: Disk, target: Target, layout: Layout) -> Disk:
