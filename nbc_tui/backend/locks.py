@@ -1,9 +1,12 @@
 """flock(2) locks under /var/lock shared with nbc's conventions, with a bounded wait.
 
 nbc fails at once on a busy lock (reference §7.6); we retry for a bounded time, then fail with nbc's words.
-A lock is released when its file descriptor closes, so a crashed process never leaves one held.
+A lock is released when its file descriptor closes, so a crashed process never leaves one held. nbc's code
+locks under /var/run/nbc (its planning notes said /var/lock): each lock is taken in both places, ours first,
+so that nbc and nbc-tui exclude each other whichever one runs.
 
-``NBC_TUI_LOCK_DIR`` moves the cache lock elsewhere (tests use a temp dir); the system lock stays put.
+``NBC_TUI_LOCK_DIR`` moves the cache lock elsewhere (tests use a temp dir; nbc's is then not taken); the
+system lock stays put.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ from .errors import NbcError
 LOCK_DIR = Path("/var/lock")
 SYSTEM_LOCK = "nbc-system.lock"
 CACHE_LOCK = "nbc-cache.lock"
+NBC_LOCK_DIR = Path("/var/run/nbc")
+"""Where nbc's own code locks (reference §7.6): ``system.lock`` and ``cache.lock``."""
 ENV_LOCK_DIR = "NBC_TUI_LOCK_DIR"
 CACHE_LOCK_WAIT = 5.0
 """Seconds a cache command waits for a busy cache lock before it gives up."""
@@ -59,11 +64,27 @@ def locked(name: str, *, wait: float = 10.0, shared: bool = False, what: str = "
         os.close(fd)
 
 
+@contextlib.contextmanager
+def system_locked(*, what: str, wait: float = 10.0) -> Iterator[None]:
+    """One install or update at a time on this machine: nbc-tui's system lock, then nbc's."""
+    with locked(SYSTEM_LOCK, what=what, wait=wait), locked("system.lock", what=what, wait=wait,
+                                                           lock_dir=NBC_LOCK_DIR):
+        yield
+
+
 def cache_lock_dir() -> Path:
     return Path(os.environ.get(ENV_LOCK_DIR) or LOCK_DIR)
 
 
-def cache_locked(*, shared: bool, wait: float = CACHE_LOCK_WAIT) -> contextlib.AbstractContextManager[None]:
-    """The one lock over both staged caches: exclusive to change them, shared to read them."""
-    return locked(CACHE_LOCK, wait=wait, shared=shared, lock_dir=cache_lock_dir(),
-                  busy_message=CACHE_BUSY_SHARED if shared else CACHE_BUSY_EXCLUSIVE)
+@contextlib.contextmanager
+def cache_locked(*, shared: bool, wait: float = CACHE_LOCK_WAIT) -> Iterator[None]:
+    """The one lock over both staged caches: exclusive to change them, shared to read them (and nbc's, unless
+    the lock directory was moved)."""
+    busy = CACHE_BUSY_SHARED if shared else CACHE_BUSY_EXCLUSIVE
+    with contextlib.ExitStack() as held:
+        held.enter_context(locked(CACHE_LOCK, wait=wait, shared=shared, lock_dir=cache_lock_dir(),
+                                  busy_message=busy))
+        if not os.environ.get(ENV_LOCK_DIR):
+            held.enter_context(locked("cache.lock", wait=wait, shared=shared, lock_dir=NBC_LOCK_DIR,
+                                      busy_message=busy))
+        yield

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from nbc_tui.backend.boot import grubenv
-from nbc_tui.backend.locks import LOCK_DIR, SYSTEM_LOCK, locked
+from nbc_tui.backend.locks import LOCK_DIR, NBC_LOCK_DIR, SYSTEM_LOCK, locked
 from tests.conftest import loop_devices_of, nbc_mounts, stopped_while_extracting
 from tests.integration.disk_image import digest_of, esp_files, esp_read, mounted_partition, partition_digest
 from tests.support.synthetic import KVER, V2_USER, make_image, make_versions
@@ -209,10 +209,13 @@ def test_a_refused_update_changes_nothing(nbc, small_disk: Path, broken_images: 
     assert loop_devices_of(small_disk) == [] and nbc_mounts() == []
 
 
-def test_an_update_while_another_holds_the_lock_changes_nothing(nbc, small_disk: Path,
-                                                                versions: dict[str, str]) -> None:
+@pytest.mark.parametrize("holder", ["nbc-tui", "nbc"])
+def test_an_update_while_another_holds_the_lock_changes_nothing(nbc, small_disk: Path, versions: dict[str, str],
+                                                                holder: str) -> None:
+    """Another nbc-tui holds its lock, or nbc holds its own (/var/run/nbc/system.lock, where nbc's code takes it)."""
     before = digest_of(small_disk)
-    with locked(SYSTEM_LOCK, what="a test", lock_dir=LOCK_DIR):
+    name, where = (SYSTEM_LOCK, LOCK_DIR) if holder == "nbc-tui" else ("system.lock", NBC_LOCK_DIR)
+    with locked(name, what="a test", lock_dir=where):
         r = nbc("update", "--device", str(small_disk), "--image", versions["v2"], "--force")
     assert r.returncode == 1 and "another nbc process" in r.stderr, r.stdout + r.stderr
     assert digest_of(small_disk) == before

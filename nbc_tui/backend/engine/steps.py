@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from ..errors import Cancelled, NbcError
 from ..events import CompleteEvent, Emit, ErrorEvent, MessageEvent, StepEvent, WarningEvent, progress_event
-from ..locks import SYSTEM_LOCK, locked
+from ..locks import system_locked
 from ..runner import RunContext
 
 log = logging.getLogger("nbc_tui")
@@ -122,7 +122,7 @@ def system_lock_step() -> Step[Any]:
     or update at a time. It comes right after the checks, which only read."""
 
     def take(_state: object, io: StepContext) -> None:
-        io.hold(locked(SYSTEM_LOCK, what="an install or update"))
+        io.hold(system_locked(what="an install or update"))
 
     return Step("lock", "Taking the system lock", take, shown=False)
 
