@@ -225,3 +225,19 @@ def test_secret_files_and_kernel_arguments_are_checked_before_the_wipe(nbc, synt
     assert_refused(r, f"cannot be written in {read_only_dir}", "read-only")
     assert digest_of(backing) == before
     assert SECRET_WORDS not in log_file.read_text()
+
+
+def test_an_esp_too_small_for_both_slots_kernel_files_is_refused(nbc, loop_disk, tmp_path: Path) -> None:
+    """A 30 MiB kernel twice (a slot each) and the loader do not fit a 64 MiB ESP: refused before the wipe
+    (the bootloader step's copy failed after the disk was written)."""
+    from tests.support.synthetic import make_image
+
+    image = make_image(tmp_path / "big-kernel", kernel_padding=30 << 20)
+    dev, backing = loop_disk
+    before = digest_of(backing)
+    small_esp = ["--esp-size", "64M", "--root-size", "1G", "--var-min-size", "256M"]
+    r = nbc("install", "--image", image, "--device", dev, *small_esp, "--yes")
+    assert_refused(r, "the ESP (64.0 MB) is too small for the image's kernel files", "--esp-size")
+    assert digest_of(backing) == before
+    r = nbc("install", "--image", image, "--device", dev, *small_esp[:1], "200M", *small_esp[2:], "--dry-run")
+    assert r.returncode == 0, r.stdout + r.stderr

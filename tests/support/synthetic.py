@@ -36,13 +36,14 @@ def cpio_gz(files: dict[str, bytes]) -> bytes:
 
 def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow: bool = True,
                systemd_boot: bool = True, padding: int = 0, initramfs_unlocks: bool = True, version: int = 1,
-               initramfs_takes_hook: bool = False) -> bytes:
+               initramfs_takes_hook: bool = False, kernel_padding: int = 0) -> bytes:
     """The image's one big layer. By default its initramfs has the etc-overlay hook and can unlock LUKS
     with the TPM2 (so encrypted dry runs pass preflight); the image itself has no dracut or cryptsetup.
     ``initramfs_takes_hook``: the initramfs has what the hook runs in (dracut's hook directory and library,
     mount, umount, mkdir, overlay.ko), so a missing hook is appended to it.
     ``version`` 2 and later (an update) name themselves so and add a system user, ``_v2svc``, and change
-    /etc/issue."""
+    /etc/issue. ``kernel_padding``: zero bytes after the fake kernel (a kernel file of a real size, which the
+    layer compresses to nothing)."""
     t = TarBuilder()
     v2 = version >= 2
     for d in ("etc", "usr", "usr/bin", "usr/lib", "usr/lib/systemd", "usr/lib/modules", "var", "var/lib",
@@ -68,7 +69,7 @@ def base_layer(*, kernel: bool = True, initramfs_has_module: bool = True, shadow
     t.dir("var/lib/dpkg").file("var/lib/dpkg/status", b"Package: synthetic\n")
     if kernel:
         t.dir(f"usr/lib/modules/{KVER}")
-        t.file(f"usr/lib/modules/{KVER}/vmlinuz", FAKE_KERNEL)
+        t.file(f"usr/lib/modules/{KVER}/vmlinuz", FAKE_KERNEL + bytes(kernel_padding))
         files = {"init": b"#!/bin/sh\n"}
         if initramfs_has_module:
             files["usr/lib/dracut/hooks/pre-pivot/50-etc-overlay-mount.sh"] = b"# stand-in\n"

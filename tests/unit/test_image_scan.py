@@ -69,9 +69,9 @@ def test_inventory_of_a_synthetic_image(tmp_path: Path) -> None:
               .bytes())
     progress: list[tuple[int, int]] = []
     inv = scan_image(open_image(_image(tmp_path, layer1, layer2)), on_progress=lambda d, t: progress.append((d, t)))
-    assert inv.kernels == [
-        KernelInfo("6.10.2", f"{k2}/vmlinuz-6.10.2", f"{k2}/initrd.img-6.10.2"),
-        KernelInfo("6.1.0-18-amd64", f"{k1}/vmlinuz", f"{k1}/initramfs.img"),
+    assert inv.kernels == [  # with their sizes: what each slot's boot files take on the ESP
+        KernelInfo("6.10.2", f"{k2}/vmlinuz-6.10.2", f"{k2}/initrd.img-6.10.2", 2000, len(WITHOUT_HOOK)),
+        KernelInfo("6.1.0-18-amd64", f"{k1}/vmlinuz", f"{k1}/initramfs.img", 1000, len(WITH_HOOK)),
     ]
     assert inv.initramfs_has_etc_overlay == {"6.10.2": False, "6.1.0-18-amd64": True}
     assert inv.os_release == {"NAME": "Snow Linux", "ID": "snow", "PRETTY_NAME": "Snow 1 (frost)",

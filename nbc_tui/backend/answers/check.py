@@ -134,7 +134,8 @@ def preflight_loc(message: str, *, image_reached: bool) -> Loc:
     what they say, and by whether the image was being looked at (preflight checks the target first)."""
     for words, loc in (("pinned to serial", ("target", "serial")), ("changed since it was checked", ("target",)),
                        ("cannot be installed to", ("target",)), ("choose another disk", ("target",)),
-                       ("root slot", ("layout", "root_size")), ("Secure Boot", ("boot", "secure_boot")),
+                       ("root slot", ("layout", "root_size")), ("the ESP", ("layout", "esp_size")),
+                       ("Secure Boot", ("boot", "secure_boot")),
                        ("systemd-boot", ("boot", "bootloader")),
                        ("image file", ("target", "image_file")), ("free space", ("target", "image_file")),
                        ("in cache", ("image", "staged_digest")), ("multiple matches", ("image", "staged_digest")),

@@ -76,6 +76,9 @@ class KernelInfo:
     version: str
     vmlinuz: str
     initramfs: str | None
+    vmlinuz_size: int = 0
+    initramfs_size: int = 0
+    """Bytes, as the files are in the image (0 when not known): what the slot's boot files take on the ESP."""
 
 
 @dataclass
@@ -412,7 +415,8 @@ def _kernels(tree: VirtualTree) -> tuple[list[KernelInfo], dict[str, frozenset[s
             continue
         initramfs = next((f"{base}/{n.format(kver=kver)}" for n in INITRAMFS_NAMES
                           if tree.exists(f"{base}/{n.format(kver=kver)}")), None)
-        kernels.append(KernelInfo(kver, vmlinuz, initramfs))
+        kernels.append(KernelInfo(kver, vmlinuz, initramfs, _size(tree, vmlinuz) or 0,
+                                  (_size(tree, initramfs) or 0) if initramfs else 0))
         node = tree.node(initramfs) if initramfs else None
         members[kver] = tree.members(node) if node is not None else frozenset()
     kernels.sort(key=lambda k: version_key(k.version), reverse=True)

@@ -116,7 +116,8 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
                   if enc is not None else None)
     target = disk.check_target(plan, io)
     needs = SlotNeeds(encrypted=enc is not None, tpm2=bool(enc and enc.tpm2), bootloader=plan.boot.bootloader,
-                      slot_size=plan.layout.root_size, secure_boot=plan.boot.secure_boot,
+                      slot_size=plan.layout.root_size, esp_size=plan.layout.esp_size,
+                      secure_boot=plan.boot.secure_boot,
                       machine_secure_boot=machine_secure_boot())
     image = open_checked_image(plan.image, needs, io)
     check_identity(plan.system, image.inventory)

@@ -27,7 +27,7 @@ from ..image.spool import SpooledSource, make_spool, spool_problem
 from ..osrelease import os_name
 from ..plan import Bootloader, ImageSpec, SecureBootMode
 from ..provenance import Verification
-from ..sizes import human
+from ..sizes import MiB, human, short_size
 from ..system.dracut import HOOK_SCRIPT
 from ..system.initramfs import names_contain
 from ..system.initramfs_hook import append_blocker
@@ -59,6 +59,8 @@ class SlotNeeds:
     """Whether the image must boot with Secure Boot on (``require``), or is warned about (``auto``)."""
     machine_secure_boot: bool | None = None
     """Whether this machine boots with Secure Boot on (None: not known, not UEFI)."""
+    esp_size: int | None = None
+    """Bytes of the ESP that will hold both slots' kernel files (an install); None: not checked (an update, lint)."""
 
 
 class ImageFacts(ChainFacts, Protocol):
@@ -101,6 +103,7 @@ class ImageCheck(StrEnum):
     BOOTLOADER = "bootloader"
     SECURE_BOOT = "secure-boot"
     ROOM = "slot-size"
+    ESP_ROOM = "esp-size"
 
 
 @dataclass(frozen=True)
@@ -215,6 +218,7 @@ def image_problems(image: CheckedImage, needs: SlotNeeds) -> list[ImageProblem]:
         problems += _present(bootloader_problem(facts, needs.bootloader, what=what))
     problems += _present(secure_boot_problem(facts, needs, what=what))
     problems += _present(room_problem(image, needs))
+    problems += _present(esp_room_problem(image.inventory, needs))
     return problems
 
 
@@ -249,7 +253,7 @@ def unlock_problem(facts: ImageFacts, *, tpm2: bool) -> ImageProblem | None:
     kver = facts.kernels[0].version if facts.kernels else ""
     members = facts.initramfs_members.get(kver, frozenset())
     gaps = initramfs_gaps(members, encrypted=True, tpm2=tpm2)
-    kept = not gaps or (gaps == [ETC_OVERLAY_GAP] and append_blocker(members, kver) is None)
+    kept = initramfs_kept(facts, encrypted=True, tpm2=tpm2)
     shipped = members if kept else None
     problems = [unlock_support_problem(facts.exists, facts.matches, initramfs_members=shipped)]
     if tpm2:
@@ -322,6 +326,40 @@ def room_problem(image: CheckedImage, needs: SlotNeeds) -> ImageProblem | None:
         ImageCheck.ROOM,
         f"the image needs about {human(image.needed_bytes)} but a root slot is {human(needs.slot_size)}",
         needs.bigger_slot_hint)
+
+
+ESP_LOADER_ROOM = 16 * MiB
+"""What the ESP holds besides the slots' kernel files: the loader (shim, GRUB or systemd-boot), its
+configuration, and FAT's own tables, with room to spare."""
+
+
+def esp_room_problem(facts: ImageFacts, needs: SlotNeeds) -> ImageProblem | None:
+    """The ESP must hold each slot's kernel and initramfs (an update writes the other slot's next to the
+    running one's): the image's own, or a dracut rebuild estimated at twice its size (a generic image, a fast
+    compressor)."""
+    if needs.esp_size is None or not facts.kernels:
+        return None
+    kernel = facts.kernels[0]
+    kept = initramfs_kept(facts, encrypted=needs.encrypted, tpm2=needs.tpm2)
+    initramfs = kernel.initramfs_size * (1 if kept else 2)
+    per_slot = kernel.vmlinuz_size + initramfs
+    needed = 2 * per_slot + ESP_LOADER_ROOM
+    if needed <= needs.esp_size:
+        return None
+    return ImageProblem(
+        ImageCheck.ESP_ROOM,
+        f"the ESP ({human(needs.esp_size)}) is too small for the image's kernel files: each slot's kernel and "
+        f"initramfs take about {human(per_slot)} on it, about {human(needed)} for both slots and the loader",
+        f"give a larger ESP (--esp-size {short_size(needed)} or more; nbc's default is 2G)")
+
+
+def initramfs_kept(facts: ImageFacts, *, encrypted: bool, tpm2: bool) -> bool:
+    """Whether the slot boots the image's own initramfs (as it is, or with the etc-overlay hook appended), as
+    the initramfs step decides (steps/slot.build_initramfs); else dracut rebuilds it."""
+    kver = facts.kernels[0].version if facts.kernels else ""
+    members = facts.initramfs_members.get(kver, frozenset())
+    gaps = initramfs_gaps(members, encrypted=encrypted, tpm2=tpm2)
+    return not gaps or (gaps == [ETC_OVERLAY_GAP] and append_blocker(members, kver) is None)
 
 
 def _present(problem: ImageProblem | None) -> list[ImageProblem]:
