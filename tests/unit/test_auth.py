@@ -20,7 +20,8 @@ def env(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> dict[str, str]:
     for var in ("REGISTRY_AUTH_FILE", "XDG_RUNTIME_DIR", "DOCKER_CONFIG"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setattr(auth.os, "geteuid", lambda: 1000)  # no /run/containers/0 from this machine
-    return {"DOCKER_CONFIG": str(tmp_path / "docker"), "XDG_RUNTIME_DIR": str(tmp_path / "run")}
+    return {"DOCKER_CONFIG": str(tmp_path / "docker"), "XDG_RUNTIME_DIR": str(tmp_path / "run"),
+            "HOME": str(tmp_path / "home")}
 
 
 def _write(path: Path, data: dict) -> Path:
@@ -36,7 +37,7 @@ def _b64(user: str, password: str) -> str:
 def test_file_order(env: dict[str, str], tmp_path: Path) -> None:
     env["REGISTRY_AUTH_FILE"] = str(tmp_path / "a.json")
     assert auth_files(env) == [tmp_path / "a.json", tmp_path / "run/containers/auth.json",
-                               tmp_path / "docker/config.json"]
+                               tmp_path / "home/.config/containers/auth.json", tmp_path / "docker/config.json"]
 
 
 def test_first_file_that_knows_the_host_wins(env: dict[str, str], tmp_path: Path) -> None:

@@ -63,7 +63,9 @@ def auth_files(env: Mapping[str, str] | None = None) -> list[Path]:
         files.append(Path(env["XDG_RUNTIME_DIR"], "containers", "auth.json"))
     if os.geteuid() == 0:
         files.append(Path("/run/containers/0/auth.json"))
-    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else Path.home() / ".docker"
+    home = Path(env["HOME"]) if env.get("HOME") else Path.home()
+    files.append(home / ".config" / "containers" / "auth.json")  # containers-auth.json(5)'s fallback
+    docker_dir = Path(env["DOCKER_CONFIG"]) if env.get("DOCKER_CONFIG") else home / ".docker"
     files.append(docker_dir / "config.json")
     seen: set[Path] = set()
     return [f for f in files if not (f in seen or seen.add(f))]  # type: ignore[func-returns-value]
