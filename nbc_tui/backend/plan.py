@@ -409,8 +409,8 @@ class InstallPlan(_Strict):
 def _plan_rule(key: str, message: str, hint: str) -> PydanticCustomError:
     """A rule between sections, said about the key to change (``key``, dotted): pydantic would blame the whole
     plan, a place no answer-file line or form field stands for (see :func:`error_loc`)."""
-    text = f"{message}: {hint}".replace("{", "{{").replace("}", "}}")
-    return PydanticCustomError("plan_rule", text, {"key": key, "hint": hint})
+    # pydantic fills {key} and {hint} from the context and has no escape for braces: these sentences have none.
+    return PydanticCustomError("plan_rule", f"{message}: {hint}", {"key": key, "hint": hint})
 
 
 # ---------------------------------------------------------------------------------------------------
