@@ -16,7 +16,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Container, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -122,6 +122,13 @@ class RunContext:
         env["LANG"] = env["LC_ALL"] = "C.UTF-8"
         env.update(self.env_extra)
         return env
+
+    def masking(self, shape: re.Pattern[str], replacement: str = REDACTED, *, shown: bool = False) -> RunContext:
+        """This context for a tool whose output carries a secret not known yet (so not registered yet: the
+        runner logs output as it comes): text of that ``shape`` is masked, and unless ``shown`` no line
+        reaches the output hook (--verbose, the TUI's log pane)."""
+        return replace(self, redactor=ShapeRedactor(self.redactor, shape, replacement),
+                       on_output=self.on_output if shown else None)
 
     def check_cancelled(self) -> None:
         if self.cancel.is_set():

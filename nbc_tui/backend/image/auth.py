@@ -20,14 +20,14 @@ import logging
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 from oras.auth.utils import get_basic_auth
 from pydantic import SecretStr
 
 from ..errors import CommandFailed, InputError, NbcError
-from ..runner import REDACTED, RunContext, ShapeRedactor, run, which
+from ..runner import REDACTED, RunContext, run, which
 from .reference import DOCKER_HUB, DOCKER_HUB_ALIASES
 
 log = logging.getLogger("nbc_tui")
@@ -161,7 +161,7 @@ def _from_helper(helper: str, host: str, ctx: RunContext) -> Credential | None:
         raise NbcError(f"The credential helper {tool} named in your Docker config is not installed",
                        hint=f"Install {tool}, or remove it from the config to pull anonymously")
     # A helper's reply is logged before we parse it: its "Secret" field is masked by shape.
-    helper_ctx = replace(ctx, redactor=ShapeRedactor(ctx.redactor, _SECRET_FIELD, rf'\1"{REDACTED}"'))
+    helper_ctx = ctx.masking(_SECRET_FIELD, rf'\1"{REDACTED}"', shown=True)
     for key in host_keys(host):
         try:
             done = run([tool, "get"], ctx=helper_ctx, stdin=SecretStr(key), changes_system=False, timeout=60,

@@ -7,7 +7,6 @@ overlay's lower layer is /.etc.lower, not /etc (nbc set the root password after 
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import re
 import shutil
@@ -20,7 +19,7 @@ from ..atomic import write_atomically
 from ..errors import InputError, NbcError
 from ..inroot import path_in_target, resolve_in_target
 from ..osrelease import OS_RELEASE_PATHS
-from ..runner import RunContext, ShapeRedactor, run
+from ..runner import RunContext, run
 from ..secret_files import read_secret_file
 
 ETC_LOWER = Path(".etc.lower")
@@ -114,8 +113,7 @@ def hash_password(password: SecretStr, *, ctx: RunContext) -> str:
     """A crypt(3) SHA-512 hash made by openssl (the password goes on stdin); redacted from every log. The
     runner logs a tool's output as it comes, before the hash could be registered: openssl runs with its
     output masked by shape and shown nowhere (no --verbose line, no TUI log pane)."""
-    quiet = dataclasses.replace(ctx, on_output=None, redactor=ShapeRedactor(ctx.redactor, _SHA512_CRYPT))
-    hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=quiet, stdin=password,
+    hashed = run(["openssl", "passwd", "-6", "-stdin"], ctx=ctx.masking(_SHA512_CRYPT), stdin=password,
                  changes_system=False).out.strip()
     ctx.redactor.add(hashed)
     return hashed
