@@ -206,8 +206,6 @@ def cmd_install(args: argparse.Namespace) -> int:
             from ..backend.answers import save_answers
 
             emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
-        for secret in plan.secrets():
-            ctx.redactor.add(secret)
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
         run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run,
                     on_recovery_key=show_recovery_key if sys.stderr.isatty() else None)

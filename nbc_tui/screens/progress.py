@@ -160,9 +160,6 @@ class ProgressScreen(Screen[InstallOutcome]):
         self.dry_run = dry_run
         self.ctx = RunContext(dry_run=dry_run)
         """The run's context: its cancel flag and its redactor."""
-        # Known before the engine reads it, so no line can show it even before the configure step.
-        for secret in plan.secrets():
-            self.ctx.redactor.add(secret)
         self.log_path = str(log_file_path())
         self.last_progress: ProgressEvent | None = None
         """The newest byte count shown (None until the first)."""

@@ -107,7 +107,7 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
     plan = run.plan
     if not io.ctx.dry_run and os.geteuid() != 0:
         raise InputError("nbc-tui install must run as root", hint="run it with sudo, or as root")
-    for secret in plan.secrets():
+    for secret in plan.secrets():  # first: no line of the run, from any face, may show one
         io.ctx.redactor.add(secret)
     check_tools(plan)
     root_password = root_password_given(plan.system, io)
