@@ -29,6 +29,11 @@ def passphrase_from_stdin() -> SecretStr:
     return SecretStr(value)
 
 
+def asked_passphrase() -> SecretStr:
+    """The passphrase of an existing encryption, asked once on the terminal, without echo."""
+    return SecretStr(getpass.getpass("LUKS passphrase: ", stream=sys.stderr))
+
+
 def new_passphrase() -> SecretStr:
     """A passphrase for a new encryption: stdin when it is not a terminal, else asked twice, without echo."""
     if not sys.stdin.isatty():

@@ -4,7 +4,6 @@ JSON Lines output; ``--check`` and ``--download-only`` print nbc's single JSON o
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
 import sys
 from collections.abc import Callable
@@ -29,7 +28,7 @@ from ..backend.operations.update_image import StagedUse
 from ..backend.runner import RunContext
 from ..backend.secret_files import read_secret_file
 from .flags import add_output_flags, add_trust_flags, trust_settings
-from .terminal import confirm_on_terminal, passphrase_from_stdin
+from .terminal import asked_passphrase, confirm_on_terminal, passphrase_from_stdin
 
 
 def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -91,7 +90,7 @@ def passphrase_reader(args: argparse.Namespace) -> Callable[[], SecretStr] | Non
         return passphrase_from_stdin
     if args.json:
         return None
-    return lambda: SecretStr(getpass.getpass("LUKS passphrase: ", stream=sys.stderr))
+    return asked_passphrase
 
 
 def cmd_update(args: argparse.Namespace) -> int:
