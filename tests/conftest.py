@@ -110,6 +110,17 @@ def stopped_while_extracting(args: list[str], log_file: Path, sig: signal.Signal
     return proc.returncode, events
 
 
+@contextlib.contextmanager
+def mounted_tmpfs(where: Path, options: str) -> Iterator[Path]:
+    """A fresh tmpfs at ``where`` (created) with mount ``options`` (its size, ro), unmounted afterwards."""
+    where.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", options, "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", str(where)], check=True)
+
+
 def loop_devices_of(path: Path) -> list[str]:
     out = subprocess.run(["losetup", "-j", str(path)], capture_output=True, text=True).stdout
     return [line.split(":")[0] for line in out.splitlines()]

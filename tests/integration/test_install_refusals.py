@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import loop_devices_of, nbc_mounts
+from tests.conftest import loop_devices_of, mounted_tmpfs, nbc_mounts
 from tests.integration.disk_image import digest_of
 from tests.support.loopdev import attached_loop
 
@@ -182,13 +182,8 @@ SECRET_WORDS = "Refusal-Secret-9"
 @pytest.fixture
 def read_only_dir(tmp_path: Path) -> Iterator[Path]:
     """A directory on a read-only filesystem, as the partition nbc.answers=LABEL= names is mounted."""
-    where = tmp_path / "ro"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(where)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "ro", "ro,size=1m") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 def test_secret_files_and_kernel_arguments_are_checked_before_the_wipe(nbc, synthetic_image: str, loop_disk,

@@ -5,7 +5,6 @@ The whole install from a registry, counting the bytes it serves, is in test_inst
 
 from __future__ import annotations
 
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from nbc_tui.backend.errors import NbcError
 from nbc_tui.backend.image.layout import OciLayoutSource
 from nbc_tui.backend.image.source import BlobStream, Descriptor, ImageSource
 from nbc_tui.backend.image.spool import SpooledSource, make_spool, spool_problem
+from tests.conftest import mounted_tmpfs
 from tests.support.synthetic import make_image
 
 pytestmark = pytest.mark.root
@@ -38,13 +38,8 @@ class CountingSource(ImageSource):
 
 @pytest.fixture
 def small_tmpfs(tmp_path: Path) -> Iterator[Path]:
-    where = tmp_path / "ram"
-    where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4k", "tmpfs", str(where)], check=True)
-    try:
+    with mounted_tmpfs(tmp_path / "ram", "size=4k") as where:
         yield where
-    finally:
-        subprocess.run(["umount", str(where)], check=True)
 
 
 def image(tmp_path: Path, **kwargs: object) -> tuple[CountingSource, Descriptor]:
