@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,10 +20,34 @@ log = logging.getLogger("nbc_tui")
 RUN_DIR = Path("/run/nbc-tui")
 
 
-def is_mountpoint(path: Path) -> bool:
+MOUNTINFO = Path("/proc/self/mountinfo")
+
+
+def unescape_mountinfo(text: str) -> str:
+    """/proc/self/mountinfo and /proc/swaps write space, tab, newline and backslash as \\ooo."""
+    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
+
+
+def mount_points() -> list[tuple[str, str]]:
+    """Each mount's point and filesystem type, in mount order (empty when /proc cannot tell)."""
+    found = []
     with contextlib.suppress(OSError):
-        return os.path.ismount(path)
-    return False
+        for line in MOUNTINFO.read_text().splitlines():
+            left, _, right = line.partition(" - ")
+            fields, kind = left.split(), right.split()
+            if len(fields) > 4 and kind:
+                found.append((unescape_mountinfo(fields[4]), kind[0]))
+    return found
+
+
+def is_mountpoint(path: Path) -> bool:
+    """Whether something is mounted at ``path``; a bind of a directory of the same filesystem too, which the
+    device-number test of ``os.path.ismount`` cannot see."""
+    with contextlib.suppress(OSError):
+        if os.path.ismount(path):
+            return True
+    target = os.path.realpath(path)
+    return any(point == target for point, _kind in mount_points())
 
 
 @contextlib.contextmanager
@@ -62,6 +87,14 @@ def mounted(
 def bind_mounted(source: Path, where: Path, *, ctx: RunContext) -> Iterator[Path]:
     """Bind-mount a host directory (/dev, /proc, /sys) into a chroot, non-recursively."""
     with mounted(source, where, ctx=ctx, options=["bind"]) as p:
+        yield p
+
+
+@contextlib.contextmanager
+def bound_alone(source: Path, where: Path, *, ctx: RunContext) -> Iterator[Path]:
+    """The filesystem at ``source`` by itself, read-only: what lies in its directories even where something is
+    mounted over them (a non-recursive bind carries no submount)."""
+    with mounted(source, where, ctx=ctx, options=["bind", "ro"]) as p:
         yield p
 
 

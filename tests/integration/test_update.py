@@ -58,13 +58,16 @@ def var_tree(disk: Path, where: Path) -> dict[str, str]:
 
 
 def as_user_would(disk: Path, where: Path) -> None:
-    """What the running system changed in /etc: a user added (passwd in the upper layer), /etc/issue edited,
-    its machine-id, a file of its own. Written into the overlay's upper directory (nothing runs here)."""
+    """What the running system changed in /etc: a user added and an image's account removed (passwd in the
+    upper layer), /etc/issue edited, its machine-id, a file of its own. Written into the overlay's upper
+    directory (nothing runs here)."""
     with mounted_partition(disk, 2, where.with_name("a-root")) as a:
         lower_passwd = (a / ".etc.lower/passwd").read_text()
     with mounted_partition(disk, 4, where, writable=True) as var:
         upper = var / UPPER
-        (upper / "passwd").write_text(lower_passwd + "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n")
+        assert "daemon:x:1:" in lower_passwd
+        kept = "".join(line for line in lower_passwd.splitlines(keepends=True) if not line.startswith("daemon:"))
+        (upper / "passwd").write_text(kept + "alice:x:1000:1000:Alice:/home/alice:/bin/sh\n")
         (upper / "issue").write_text("Welcome to the machine\n")
         (upper / "machine-id").write_text("0123456789abcdef0123456789abcdef\n")
         (upper / "nbc-tui-test.conf").write_text("kept\n")
@@ -133,6 +136,7 @@ def test_update_writes_the_other_slot_and_leaves_the_one_that_boots(nbc, version
         assert "VERSION_ID=2" in (b / "usr/lib/os-release").read_text()
         passwd = (b / ".etc.lower/passwd").read_text()
         assert V2_USER in passwd and "alice:x:1000" in passwd
+        assert "daemon:" not in passwd  # removed on the system, in v1 and v2 alike: it stays removed
         shadow = (b / ".etc.lower/shadow").read_text()
         assert re.search(r"^root:\$[^:*!]+:", shadow, re.M), shadow  # the password set at install
         assert "_v2svc:!:" in shadow
@@ -140,7 +144,8 @@ def test_update_writes_the_other_slot_and_leaves_the_one_that_boots(nbc, version
         assert "/var" in (b / "etc/fstab").read_text()
     with mounted_partition(disk, 4, tmp_path / "var") as var:
         upper = var / UPPER
-        assert V2_USER in (upper / "passwd").read_text() and "alice" in (upper / "passwd").read_text()
+        upper_passwd = (upper / "passwd").read_text()
+        assert V2_USER in upper_passwd and "alice" in upper_passwd and "daemon:" not in upper_passwd
         assert (upper / "issue").read_text() == "Welcome to the machine\n"  # the system's version wins
         assert (upper / "machine-id").read_text() == "0123456789abcdef0123456789abcdef\n"
         assert (upper / "nbc-tui-test.conf").read_text() == "kept\n"

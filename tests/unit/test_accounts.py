@@ -49,6 +49,22 @@ def test_group_members_are_the_union_of_both() -> None:
     assert merge_accounts("gshadow", local_gs, image_gs).text == "sudo:*::alice,carol\n"
 
 
+def test_what_this_system_removed_from_the_running_image_stays_removed() -> None:
+    running = "root:x:0:0::/root:/bin/sh\nadmin:x:1001:1001::/home/admin:/bin/sh\n"
+    installed = "root:x:0:0::/root:/bin/sh\nalice:x:1000:1000::/home/alice:/bin/bash\n"  # userdel admin
+    image = running + "_v2svc:x:998:998::/:/usr/sbin/nologin\n"
+    assert merge_accounts("passwd", installed, image, running).text.splitlines() == [
+        "root:x:0:0::/root:/bin/sh", "_v2svc:x:998:998::/:/usr/sbin/nologin",  # new in the image: added
+        "alice:x:1000:1000::/home/alice:/bin/bash"]
+    running_groups = "sudo:x:27:admin\nusers:x:100:\n"
+    installed_groups = "sudo:x:27:alice\nusers:x:100:\n"  # admin left sudo, alice joined
+    image_groups = "sudo:x:27:admin,ops\nusers:x:100:\n"  # ops: a member new in the image
+    assert merge_accounts("group", installed_groups, image_groups, running_groups).text.splitlines() == [
+        "sudo:x:27:alice,ops", "users:x:100:"]
+    # Without the running image's file (unreadable), nothing can be told removed: the image's entries return.
+    assert "admin:x:1001" in merge_accounts("passwd", installed, image).text
+
+
 def test_blank_lines_comments_and_repeats_are_dropped_and_the_result_ends_in_a_newline() -> None:
     local = "# local\nroot:x:0:0::/root:/bin/sh\nroot:x:0:0:again:/root:/bin/false\n\n"
     assert merge_accounts("passwd", local, "").text == "root:x:0:0::/root:/bin/sh\n"

@@ -4,11 +4,15 @@ runtime files kept in the upper layer, account files merged, conflicts named."""
 from __future__ import annotations
 
 import os
+import shutil
 import stat
+import subprocess
 from pathlib import Path
 
 import pytest
 
+from nbc_tui.backend.mounts import bound_alone
+from nbc_tui.backend.runner import RunContext
 from nbc_tui.backend.system.etc_carry import EtcLayers, carry_runtime_files, etc_conflicts, merge_account_files
 
 MACHINE_ID = "0123456789abcdef0123456789abcdef\n"
@@ -86,3 +90,26 @@ def test_on_the_running_system_writes_go_through_the_live_etc(layers: EtcLayers,
     merge_account_files(running, new)
     assert "_v2" in (live / "passwd").read_text()
     assert (layers.upper / "passwd").read_text() == "root:x:0:0::/root:/bin/sh\n"  # not behind the overlay
+
+
+@pytest.mark.root  # mount
+def test_on_the_running_system_the_hidden_lower_layer_is_read_through_a_bind_of_the_root_alone(
+        layers: EtcLayers, tmp_path: Path) -> None:
+    """The etc-overlay hook mounts an empty tmpfs over /.etc.lower; read through it, every file changed here
+    would look changed by the image too."""
+    root = tmp_path / "root"
+    (root / ".etc.lower").mkdir(parents=True)
+    shutil.copytree(layers.lower, root / ".etc.lower", dirs_exist_ok=True)
+    (layers.upper / "motd").write_text("my motd\n")  # changed here; the new image keeps v1's
+    new = tree(tmp_path / "new", {"issue": "v2\n", "motd": "v1 motd\n"})
+    hidden = root / ".etc.lower"
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=0,mode=000", "tmpfs", hidden], check=True)
+    try:
+        assert etc_conflicts(EtcLayers(lower=hidden, upper=layers.upper), new) == ["issue", "motd"]
+        with bound_alone(root, tmp_path / "view", ctx=RunContext()) as view:
+            assert etc_conflicts(EtcLayers(lower=view / ".etc.lower", upper=layers.upper), new) == ["issue"]
+            with pytest.raises(OSError):
+                (view / "written").write_text("x")  # read-only
+        assert not (tmp_path / "view").exists()
+    finally:
+        subprocess.run(["umount", hidden], check=True)

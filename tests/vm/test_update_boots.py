@@ -120,6 +120,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         assert (st["booted_slot"], st["default_slot"], slots(st)["B"]["state"]) == ("A", "A", "empty"), st
         vm.shell(images_disk.mount_command, 60)
         vm.shell("echo kept-across-updates > /etc/nbc-test.conf")
+        vm.shell("test -f /etc/motd && echo 'Welcome to the test machine' > /etc/motd")  # v2 has v1's motd
         machine_id = vm.shell("cat /etc/machine-id").strip()
         assert re.fullmatch(r"[0-9a-f]{32}", machine_id), machine_id
 
@@ -128,6 +129,8 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         events = run_json(vm, f"nbc-tui update --image {images_disk.refs['v2']} --force", UPDATE_TIMEOUT)
         figures["update_seconds"] = round(time.monotonic() - started)
         figures["update_steps"] = events[-1]["details"]["step_seconds"]
+        warnings = " ".join(e["message"] for e in events if e["type"] == "warning")
+        assert "/etc/motd" not in warnings, warnings  # changed here only, not by v2: no conflict
         st = status(vm)
         figures["status_after_update"] = vm.shell("nbc-tui status")
         assert slots(st)["B"]["state"] == "trial" and slots(st)["B"]["tries_left"] == 3, st
@@ -139,6 +142,7 @@ def test_update_rollback_and_fallback_across_reboots(update_images: UpdateImages
         assert "root=UUID=" in report["cmdline"] and "panic=10" in report["cmdline"].split(), report
         log_in(vm, start, PASSWORD)
         assert vm.shell("cat /etc/nbc-test.conf") == "kept-across-updates\n"
+        assert vm.shell("cat /etc/motd") == "Welcome to the test machine\n"
         assert vm.shell("cat /etc/machine-id").strip() == machine_id
         assert vm.shell("getent passwd nbc-v2").startswith("nbc-v2:x:"), "v2's system user is missing"
         assert vm.shell("getent passwd root").startswith("root:x:0:0:")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import NbcError
+from ..mounts import unescape_mountinfo
 from ..runner import RunContext, run
 
 log = logging.getLogger("nbc_tui")
@@ -64,11 +65,6 @@ def read_int(path: Path) -> int | None:
         return int(text) if text is not None else None
     except ValueError:
         return None
-
-
-def _unescape_mount(text: str) -> str:
-    # /proc/self/mountinfo and /proc/swaps write space, tab, newline and backslash as \ooo.
-    return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
 def _udev_encode(value: str) -> str:
@@ -181,21 +177,21 @@ class Machine:
                 sep = fields.index("-")
                 if sep < 5 or len(fields) < sep + 3:
                     continue
-                source = _unescape_mount(fields[sep + 2])
+                source = unescape_mountinfo(fields[sep + 2])
                 devs = {fields[2]}
                 source_dev = self.dev_of_path(source)
                 if source_dev:
                     devs.add(source_dev)
-                self.mounts.append(Mount(_unescape_mount(fields[4]), devs, source, fields[sep + 1]))
+                self.mounts.append(Mount(unescape_mountinfo(fields[4]), devs, source, fields[sep + 1]))
             return
         # No mountinfo (a very old or odd /proc): /proc/mounts names only the source.
         for line in (read_value(self.view.proc / "mounts") or "").splitlines():
             fields = line.split()
             if len(fields) < 3:
                 continue
-            source = _unescape_mount(fields[0])
+            source = unescape_mountinfo(fields[0])
             source_dev = self.dev_of_path(source)
-            self.mounts.append(Mount(_unescape_mount(fields[1]), {source_dev} if source_dev else set(),
+            self.mounts.append(Mount(unescape_mountinfo(fields[1]), {source_dev} if source_dev else set(),
                                       source, fields[2]))
 
     def _read_swaps(self) -> None:
@@ -203,7 +199,7 @@ class Machine:
             fields = line.split()
             if len(fields) < 2 or fields[1] != "partition":
                 continue  # a swap file lives on a mounted filesystem: that mount is what counts
-            name = _unescape_mount(fields[0])
+            name = unescape_mountinfo(fields[0])
             dev = self.dev_of_path(name)
             if dev:
                 self.swaps[dev] = name

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bytestreams import RawReader
 from ..errors import NbcError
+from ..mounts import mount_points
 from ..runner import RunContext, run, which
 from .archive import TarMembers
 from .layers import decompressed
@@ -154,13 +155,10 @@ def filesystem_type(path: Path) -> str:
     """The type of the filesystem holding ``path``, from /proc/self/mountinfo ("" if unknown)."""
     target = os.path.realpath(path)
     best, fstype = "", ""
-    with contextlib.suppress(OSError):
-        for line in Path("/proc/self/mountinfo").read_text().splitlines():
-            left, _, right = line.partition(" - ")
-            mount_point = left.split()[4].replace("\\040", " ")
-            inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-            if inside and len(mount_point) >= len(best):
-                best, fstype = mount_point, right.split()[0]
+    for mount_point, kind in mount_points():
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, fstype = mount_point, kind
     return fstype
 
 

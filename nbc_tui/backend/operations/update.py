@@ -41,7 +41,7 @@ from ..events import CompleteEvent, Emit
 from ..image.cache import CachedImage, CacheKind, clear_cache, download
 from ..installed import InstalledSystem, other_disk, running_system
 from ..machine import require_tools, update_tools
-from ..mounts import RUN_DIR, mounted
+from ..mounts import RUN_DIR, bound_alone, mounted
 from ..provenance import Verification
 from ..runner import RunContext
 from ..steps import slot
@@ -351,13 +351,15 @@ def configure(run: UpdateRun, io: StepContext) -> None:
 @contextlib.contextmanager
 def _current_etc(run: UpdateRun, io: StepContext) -> Iterator[EtcLayers]:
     """The current slot's /etc: the live overlay on the running system; on another disk its layers, with the
-    current slot mounted read-only for its lower layer."""
+    current slot mounted read-only for its lower layer. On the running system the etc-overlay hook hides
+    /.etc.lower under an empty tmpfs, so the lower layer is read through a bind of / alone."""
     system = run.system
     upper = system.shared_root / OVERLAY_UPPER
-    if system.running:
-        yield EtcLayers(lower=Path("/") / ETC_LOWER, upper=upper, live=Path("/etc"))
-        return
     where = RUN_DIR / f"update-{os.getpid()}" / run.current.role
+    if system.running:
+        with bound_alone(Path("/"), where, ctx=io.ctx) as current_root:
+            yield EtcLayers(lower=current_root / ETC_LOWER, upper=upper, live=Path("/etc"))
+        return
     with mounted(system.partitions[run.current.role], where, ctx=io.ctx, options=["ro"]) as current_root:
         yield EtcLayers(lower=current_root / ETC_LOWER, upper=upper)
 

@@ -6,13 +6,15 @@ ways: an upper copy hides the system users a new image adds, and a file only in 
 (the root password set at install) is gone once the new slot brings the new image's /etc. So an update merges
 them, entry by entry (the entry's first field names it):
 
-- an entry only the image has is added (a new system user, a new group);
+- an entry only the image has is added (a new system user, a new group), unless the image the system runs
+  had it too: then the system removed it (``userdel`` of an image's default account), and it stays removed;
 - an entry only the installed system has is kept (people, their groups, users added later);
 - an entry both have keeps the installed system's line (its password hash, shell, home, and its UID and GID:
-  the upper layer is shared by both slots and the files on /var carry those numbers), except group members,
-  which are the union of both. When the image numbers an account differently, a note says so: the new slot's
-  own files of that account carry the image's number. Images that number their system accounts the same way
-  in every build (static IDs, or systemd-sysusers) never see that note.
+  the upper layer is shared by both slots and the files on /var carry those numbers), except group members:
+  the image's members join the installed ones, but not those the running image had and the system removed.
+  When the image numbers an account differently, a note says so: the new slot's own files of that account
+  carry the image's number. Images that number their system accounts the same way in every build (static
+  IDs, or systemd-sysusers) never see that note.
 
 The image's order comes first, then the installed system's own entries in their order.
 """
@@ -34,16 +36,21 @@ class MergedAccounts:
     """What people should know: renumbered accounts, numbers used twice."""
 
 
-def merge_accounts(name: str, installed: str, image: str) -> MergedAccounts:
-    """``name`` (passwd, group, shadow or gshadow) merged from the installed system's text and the image's."""
+def merge_accounts(name: str, installed: str, image: str, running_image: str | None = None) -> MergedAccounts:
+    """``name`` (passwd, group, shadow or gshadow) merged from the installed system's text and the new image's.
+    ``running_image`` is the file of the image the system runs (its slot's lower layer), None when unknown:
+    what it had and the installed text lacks was removed on this system."""
     mine = _entries(installed)
+    before = _entries(running_image) if running_image is not None else {}
     result: list[str] = []
     notes: list[str] = []
     seen: set[str] = set()
     for key, line in _entries(image).items():
         seen.add(key)
         ours = mine.get(key)
-        result.append(line if ours is None else _keep(name, key, ours, line, notes))
+        if ours is None and key in before:
+            continue  # removed here
+        result.append(line if ours is None else _keep(name, key, ours, line, running=before.get(key), notes=notes))
     result += [line for key, line in mine.items() if key not in seen]
     notes += _numbers_used_twice(name, result)
     return MergedAccounts("".join(f"{line}\n" for line in result), notes)
@@ -60,7 +67,7 @@ def _entries(text: str) -> dict[str, str]:
     return entries
 
 
-def _keep(name: str, key: str, ours: str, theirs: str, notes: list[str]) -> str:
+def _keep(name: str, key: str, ours: str, theirs: str, *, running: str | None, notes: list[str]) -> str:
     mine, new = ours.split(":"), theirs.split(":")
     for index in _ID_FIELDS.get(name, ()):
         if len(mine) > index and len(new) > index and mine[index] != new[index]:
@@ -70,9 +77,15 @@ def _keep(name: str, key: str, ours: str, theirs: str, notes: list[str]) -> str:
     members = _MEMBERS.get(name)
     if members is not None and len(mine) > members and len(new) > members:
         names = [m for m in mine[members].split(",") if m]
-        names += [m for m in new[members].split(",") if m and m not in names]
+        removed = set(_members(running, members)) - set(names)
+        names += [m for m in new[members].split(",") if m and m not in names and m not in removed]
         mine[members] = ",".join(names)
     return ":".join(mine)
+
+
+def _members(line: str | None, index: int) -> list[str]:
+    fields = line.split(":") if line is not None else []
+    return [m for m in fields[index].split(",") if m] if len(fields) > index else []
 
 
 def _numbers_used_twice(name: str, lines: list[str]) -> list[str]:

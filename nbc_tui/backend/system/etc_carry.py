@@ -100,8 +100,10 @@ def merge_account_files(layers: EtcLayers, new_etc: Path) -> list[str]:
         if mine is None:
             continue  # nothing local: the image's file stands
         image_text = theirs.read_text(errors="replace") if theirs.is_file() else ""
+        before = layers.lower / name
+        running_text = before.read_text(errors="replace") if before.is_file() else None
         like = theirs.stat() if theirs.is_file() else mine.stat()
-        merged = merge_accounts(name, mine.read_text(errors="replace"), image_text)
+        merged = merge_accounts(name, mine.read_text(errors="replace"), image_text, running_text)
         data = merged.text.encode()
         write_atomically(theirs, data, mode=stat.S_IMODE(like.st_mode), owner=(like.st_uid, like.st_gid))
         if layers.in_upper(name):
