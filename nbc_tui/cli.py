@@ -6,6 +6,7 @@ import argparse
 import importlib
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -70,13 +71,34 @@ def _parser_adders(module: ModuleType) -> list[Callable[[argparse._SubParsersAct
 
 def _command_word(argv: list[str]) -> str | None:
     """The first word of ``argv`` that is not an option: the command, if any (options before it take no
-    values, except --answers, whose value is skipped)."""
+    values, except --answers, whose value is skipped). None after -h or --help: that help lists them all."""
     words = iter(argv)
     for word in words:
+        if word in ("-h", "--help"):
+            return None
         if word in ("--answers",):
             next(words, None)
         elif not word.startswith("-"):
             return word
+    return None
+
+
+TOP_FLAGS_FOR_COMMANDS = (("tui_dry_run", "dry_run", "--dry-run"), ("headless_json", "json", "--json"),
+                          ("headless_verbose", "verbose", "-v/--verbose"))
+"""nbc's global flags, given before a command word: (the top-level parser's name, the command's, the flag)."""
+
+
+def _hand_top_flags_to_command(args: argparse.Namespace) -> str | None:
+    """``nbc-tui --dry-run update`` is ``nbc-tui update --dry-run`` (nbc takes these flags before its command):
+    each goes to the command, or is refused when the command has no such flag. Never dropped: a dropped
+    --dry-run would run for real. Returns why the command line is refused, or None."""
+    for top, own, flag in TOP_FLAGS_FOR_COMMANDS:
+        if getattr(args, top, False):
+            if not hasattr(args, own):
+                return f"{flag} does not apply to '{args.command}'"
+            setattr(args, own, True)
+    if args.answers is not None:
+        return "--answers starts the installer (or --headless); it takes no command"
     return None
 
 
@@ -92,6 +114,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     if args.command is None and not headless:
         return run_tui(dry_run=args.tui_dry_run, answers=args.answers)
+    if not headless and (refused := _hand_top_flags_to_command(args)):
+        print(f"nbc-tui: {refused} (nbc-tui {args.command} --help lists its options)", file=sys.stderr)
+        return 2
+    # SIGTERM (a service manager stopping a script's command) ends a command as Ctrl-C does: "Interrupted",
+    # exit 130, its temporary files removed. The step engine keeps its own handler while it runs.
+    signal.signal(signal.SIGTERM, _interrupt)
+    log.addHandler(logging.NullHandler())  # without a run's log file, Python would print log lines on stderr
     if headless:
         from .commands.headless_cmd import cmd_headless
 
@@ -114,11 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     except Exception as exc:
-        if log.handlers:  # a run's log file (redacted); without one, Python would print the traceback here
-            log.exception("internal error")
+        log.exception("internal error")  # into a run's log file (redacted), else nowhere (the NullHandler)
         # Its type only: its text may quote what it was handling (a secret file's bytes, say).
         print(f"nbc-tui: internal error: {type(exc).__name__} (a bug in nbc-tui; please report it)", file=sys.stderr)
         return 1
+
+
+def _interrupt(_signum: int, _frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def run_tui(*, dry_run: bool = False, answers: Path | None = None) -> int:

@@ -42,9 +42,8 @@ def locked(name: str, *, wait: float = 10.0, shared: bool = False, what: str = "
 
     On timeout: NbcError "another nbc process is currently performing <what>", or ``busy_message``.
     """
-    lock_dir.mkdir(parents=True, exist_ok=True)
     path = lock_dir / name
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    fd = _open_lock(path, shared=shared)
     try:
         deadline = time.monotonic() + wait
         op = (fcntl.LOCK_SH if shared else fcntl.LOCK_EX) | fcntl.LOCK_NB
@@ -88,3 +87,18 @@ def cache_locked(*, shared: bool, wait: float = CACHE_LOCK_WAIT) -> Iterator[Non
             held.enter_context(locked("cache.lock", wait=wait, shared=shared, lock_dir=NBC_LOCK_DIR,
                                       busy_message=busy))
         yield
+
+
+def _open_lock(path: Path, *, shared: bool) -> int:
+    """The lock file, made when missing. A shared lock (a reader's) needs no write access: a user who may not
+    write root's lock file still reads the cache."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except PermissionError:
+        if shared and path.exists():
+            with contextlib.suppress(OSError):
+                return os.open(path, os.O_RDONLY)
+        raise NbcError(f"Cannot take the lock {path}: permission denied", hint="run it as root") from None
+    except OSError as exc:
+        raise NbcError(f"Cannot take the lock {path}: {exc.strerror or exc}") from None

@@ -198,14 +198,14 @@ def cmd_install(args: argparse.Namespace) -> int:
         try:
             image = image_from_args(args, lambda text: emit(MessageEvent(message=text)))
             plan = plan_from_args(args, image)
+            if args.save_answers:
+                from ..backend.answers import save_answers
+
+                emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
         except NbcError as exc:
             emit(ErrorEvent.from_error("Invalid arguments" if isinstance(exc, InputError) else "Installation failed",
                                        exc))
             raise
-        if args.save_answers:
-            from ..backend.answers import save_answers
-
-            emit(MessageEvent(message=f"Answers saved to {save_answers(plan, args.save_answers)}"))
         confirm: Callable[[str], bool] = (lambda _what: True) if args.yes else confirm_on_terminal
         run_install(plan, emit=emit, ctx=ctx, confirm=confirm, log_snapshot=run_log.this_run,
                     on_recovery_key=show_recovery_key if sys.stderr.isatty() else None)

@@ -29,17 +29,26 @@ def passphrase_from_stdin() -> SecretStr:
     return SecretStr(value)
 
 
+def _ask(prompt: str) -> str:
+    """One line from the terminal, without echo; Ctrl-D (end of input) gives no passphrase, not a crash."""
+    try:
+        return getpass.getpass(prompt, stream=sys.stderr)
+    except EOFError:
+        raise InputError("no passphrase given (end of input)", hint="run the command again, or use "
+                                                                   "--passphrase-file") from None
+
+
 def asked_passphrase() -> SecretStr:
     """The passphrase of an existing encryption, asked once on the terminal, without echo."""
-    return SecretStr(getpass.getpass("LUKS passphrase: ", stream=sys.stderr))
+    return SecretStr(_ask("LUKS passphrase: "))
 
 
 def new_passphrase() -> SecretStr:
     """A passphrase for a new encryption: stdin when it is not a terminal, else asked twice, without echo."""
     if not sys.stdin.isatty():
         return passphrase_from_stdin()
-    first = getpass.getpass("LUKS passphrase: ", stream=sys.stderr)
-    second = getpass.getpass("LUKS passphrase (again): ", stream=sys.stderr)
+    first = _ask("LUKS passphrase: ")
+    second = _ask("LUKS passphrase (again): ")
     if first != second:
         raise InputError("the two passphrases differ", hint="run the command again")
     if not first:

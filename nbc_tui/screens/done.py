@@ -157,9 +157,8 @@ class DoneScreen(WizardScreen[str]):
         path = Path(text).expanduser().absolute()
         try:
             self.saved = save_answers(self.plan, path)
-        except (OSError, NbcError) as exc:
-            why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
-            self.say(f"Could not save to {path}: {why}. Choose another place.", "error")
+        except NbcError as exc:  # the folder is missing or not one, the file cannot be written: it says which
+            self.say(f"{exc.message}. Choose another place.", "error")
             return None
         system = self.plan.system
         secrets = [w for w, given in (("the root password", system.root_password),

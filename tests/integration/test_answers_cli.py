@@ -242,3 +242,18 @@ def test_a_typed_passphrase_is_left_out_of_saved_answers(synthetic_image: str, t
     assert "[encryption]" in text and '# passphrase_file = "' in text
     r = run_cli("answers", "validate", str(saved))
     assert r.returncode == 2 and f"{saved}:" in r.stderr and "encryption: encryption needs a passphrase" in r.stderr
+
+
+def test_saving_answers_where_they_cannot_go_is_bad_input_and_changes_nothing(synthetic_image: str,
+                                                                             tmp_path: Path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    base = ["install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "os.img"), "--dry-run",
+            "--json", "--save-answers"]
+    for where, why in ((blocker / "x.toml", "a-file is not a folder"),
+                       (blocker / "dir" / "x.toml", "a-file is not a folder"), (tmp_path, "it is a folder")):
+        r = run_cli(*base, str(where), log_file=tmp_path / "log")
+        assert r.returncode == 2 and why in r.stderr and "internal error" not in r.stderr, r.stderr
+        last = json.loads(r.stdout.splitlines()[-1])
+        assert last["type"] == "error" and f"Cannot save the answers to {where}" in last["details"]["error"], r.stdout
+    assert blocker.read_text() == "" and not (tmp_path / "os.img").exists()

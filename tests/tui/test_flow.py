@@ -391,7 +391,7 @@ async def test_saving_to_an_impossible_place_says_why(tmp_path: Path) -> None:
         await pilot.pause()
         await pilot.click("#save-answers")
         said = done.status.message
-        assert done.saved is None and f"Could not save to {blocker}/answers.toml" in said
+        assert done.saved is None and f"Cannot save the answers to {blocker}/answers.toml" in said
         assert done.status.has_class("-error")
 
 

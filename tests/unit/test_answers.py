@@ -395,3 +395,23 @@ def test_every_key_of_the_schema_is_described() -> None:
         assert definition.get("description"), name
         for key, prop in definition.get("properties", {}).items():
             assert prop.get("description"), f"{name}.{key}"
+
+
+def test_validate_stopped_by_its_user_is_interrupted_not_a_problem_of_the_file(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ctrl-C or SIGTERM during the engine's checks is exit 130, not "image.ref: Interrupted" and exit 2."""
+    from nbc_tui.backend.answers.check import check_answers
+    from nbc_tui.backend.answers.load import read_answers
+    from nbc_tui.backend.errors import Cancelled
+    from nbc_tui.backend.operations import install
+    from nbc_tui.backend.runner import RunContext
+
+    def stopped(*_args: object, **_kwargs: object) -> None:
+        raise Cancelled("Interrupted")
+
+    monkeypatch.setattr(install, "run_install", stopped)
+    answers = tmp_path / "a.toml"
+    answers.write_text(f'version = 1\n[image]\nref = "oci:{tmp_path}/layout"\n[target]\nimage_file = '
+                       f'"{tmp_path}/os.img"\n')
+    with pytest.raises(Cancelled):
+        check_answers(read_answers(answers), ctx=RunContext())

@@ -3,13 +3,14 @@ with the parsers the command modules add."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from nbc_tui.cli import COMMAND_MODULES, _command_word, build_parser
+from nbc_tui.cli import COMMAND_MODULES, _command_word, _hand_top_flags_to_command, build_parser
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -56,3 +57,29 @@ def test_a_mistyped_command_still_lists_them_all() -> None:
     proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", "instal"], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 2
     assert "invalid choice: 'instal'" in proc.stderr and "'install'" in proc.stderr and "'lint'" in proc.stderr
+
+
+@pytest.mark.parametrize("argv", [
+    ["--dry-run", "update"], ["--dry-run", "install", "--image", "x", "-d", "/dev/vdz", "--yes"],
+    ["--dry-run", "rollback"], ["--dry-run", "download", "-i", "x", "--for-install"]])
+def test_a_dry_run_given_before_the_command_is_the_commands_own(argv: list[str]) -> None:
+    """nbc takes --dry-run before its command: dropped, the update, install or rollback would run for real."""
+    args = build_parser(_command_word(argv)).parse_args(argv)
+    assert args.dry_run is False and _hand_top_flags_to_command(args) is None and args.dry_run is True
+
+
+def test_json_and_verbose_before_the_command_reach_it_and_a_flag_it_lacks_is_refused() -> None:
+    cli = [sys.executable, "-m", "nbc_tui.cli"]
+    proc = subprocess.run([*cli, "--json", "status", "--offline"], cwd=REPO, capture_output=True, text=True,
+                          env={"PATH": "/usr/bin:/bin", "NBC_TUI_ROOT": "/nonexistent"})
+    assert proc.returncode == 2 and json.loads(proc.stdout)["error"] is True, proc.stdout + proc.stderr
+    args = build_parser("status").parse_args(["-v", "status"])
+    assert _hand_top_flags_to_command(args) is None and args.verbose is True
+    proc = subprocess.run([*cli, "--dry-run", "lint", "oci:/nonexistent"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 2 and "--dry-run does not apply to 'lint'" in proc.stderr, proc.stderr
+
+
+def test_help_before_the_command_word_lists_every_command() -> None:
+    proc = subprocess.run([sys.executable, "-m", "nbc_tui.cli", "-h", "status"], cwd=REPO, capture_output=True,
+                          text=True)
+    assert proc.returncode == 0 and "install" in proc.stdout and "rollback" in proc.stdout, proc.stdout

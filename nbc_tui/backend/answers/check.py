@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..disks import Disk, Resolved, resolve_target
-from ..errors import InputError, NbcError
+from ..errors import Cancelled, InputError, NbcError
 from ..events import Emit, ErrorEvent, Event, MessageEvent, StepEvent
 from ..plan import MIN_PASSPHRASE, InstallPlan
 from ..runner import RunContext
@@ -120,6 +120,8 @@ def _engine_preflight(answers: AnswerFile, checked: Checked, ctx: RunContext) ->
     seen: list[Event] = []
     try:
         run_install(checked.plan, emit=seen.append, ctx=RunContext(dry_run=True, redactor=ctx.redactor))
+    except Cancelled:
+        raise  # stopped by its user: not a problem of the answers
     except NbcError as exc:
         image_reached = any(e.type == "message" and (e.message or "").startswith("Image: ") for e in seen)
         loc = tuple(exc.details.get("answer_key") or ()) or preflight_loc(exc.message, image_reached=image_reached)

@@ -9,6 +9,7 @@ from typing import Any
 from pydantic import BaseModel
 
 from ..atomic import write_atomically
+from ..errors import InputError
 from ..plan import InstallPlan
 from ..sizes import GiB, MiB
 from .format import ANSWERS_VERSION, SECTION_DOCS, SECTIONS
@@ -29,9 +30,20 @@ def dump_answers(plan: InstallPlan) -> str:
 
 
 def save_answers(plan: InstallPlan, path: str | Path) -> Path:
-    """Write the plan as an answer file, readable only by its owner (it names secret files)."""
+    """Write the plan as an answer file (its folder made when missing), readable only by its owner (it names
+    secret files). A path that cannot be written is bad input, in words."""
     path = Path(path)
-    write_atomically(path, dump_answers(plan).encode(), mode=0o600)
+    if path.is_dir():
+        raise InputError(f"Cannot save the answers to {path}: it is a folder", hint="give a file name")
+    nearest = next((p for p in path.parents if p.exists()), None)
+    if nearest is not None and not nearest.is_dir():
+        raise InputError(f"Cannot save the answers to {path}: {nearest} is not a folder",
+                         hint="give a path in a folder")
+    try:
+        write_atomically(path, dump_answers(plan).encode(), mode=0o600)
+    except OSError as exc:
+        raise InputError(f"Cannot save the answers to {path}: {exc.strerror or exc}",
+                         hint="give a path in a folder you can write to") from None
     return path
 
 
