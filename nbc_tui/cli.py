@@ -47,7 +47,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     # Its own dest: the install subcommand's --dry-run would overwrite a shared one.
     parser.add_argument("--dry-run", dest="tui_dry_run", action="store_true",
                         help="with no command: walk the whole installer (or with --headless, check and run the "
-                             "answers) and show the plan, writing nothing")
+                             "answers) and show the plan, writing nothing; before a command, the command's own "
+                             "--dry-run")
     add_headless_flags(parser)
     # `completion` and `man` describe every command, but given a command word this parser holds only its module's.
     parser.set_defaults(whole_parser=build_parser)

@@ -18,6 +18,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    field_validator,
     model_validator,
 )
 from pydantic_core import ErrorDetails, PydanticCustomError
@@ -46,6 +47,23 @@ and the image cannot; ``off``: do not ask."""
 AfterInstall = Literal["none", "reboot", "poweroff"]
 # PCRs a TPM2 key may be bound to: 7 is the Secure Boot state; 0-23 exist on every TPM2.
 Pcr = Annotated[int, Field(ge=0, le=23)]
+STABLE_PCRS = (0, 1, 2, 3, 6, 7, 14)
+"""The PCRs the key may be bound to. Enrolment seals to their values on this boot, the live medium's: these
+measure the firmware, its settings, the Secure Boot keys and shim's MOK list, which the installed disk's boot
+measures the same way. The others measure the boot loader, the partition table, GRUB's commands and files, the
+kernel command line or the running system (4, 5, 8-13, 15): the installed disk's boot never matches the live
+medium's, and every boot would ask for the passphrase."""
+
+
+def pcr_problem(pcrs: tuple[int, ...]) -> str | None:
+    """Why these PCRs cannot be bound at install, or None."""
+    moving = [p for p in pcrs if p not in STABLE_PCRS]
+    if not moving:
+        return None
+    listed = ", ".join(str(p) for p in moving)
+    return (f"PCR {listed} {'is' if len(moving) == 1 else 'are'} measured differently when the installed disk "
+            f"boots than now, on the live medium: the TPM2 would never unlock it. Bind to "
+            f"{', '.join(str(p) for p in STABLE_PCRS)} only (7, the Secure Boot state, is the usual choice), or none")
 
 
 class _Strict(BaseModel):
@@ -224,6 +242,13 @@ class Encryption(_Strict):
         if len(set(self.tpm2_pcrs)) != len(self.tpm2_pcrs):
             raise ValueError("tpm2_pcrs lists a PCR twice")
         return self
+
+    @field_validator("tpm2_pcrs")
+    @classmethod
+    def _stable_pcrs(cls, pcrs: tuple[int, ...]) -> tuple[int, ...]:
+        if problem := pcr_problem(pcrs):
+            raise ValueError(problem)
+        return pcrs
 
 
 # Identity: the syntax here; whether the image has the zone, keymap, locale, groups and tools is checked

@@ -19,9 +19,11 @@ def add_headless_flags(parser: argparse.ArgumentParser) -> None:
                    help="take the answer file from nbc.answers= on the kernel command line: a path, or "
                         "LABEL=<filesystem label>:<path>")
     g.add_argument("--json", dest="headless_json", action="store_true",
-                   help="with --headless: JSON Lines progress on stdout (and nothing else)")
+                   help="with --headless: JSON Lines progress on stdout (and nothing else); before a command, "
+                        "the command's own --json")
     g.add_argument("-v", "--verbose", dest="headless_verbose", action="store_true",
-                   help="with --headless: show the output of the tools that run")
+                   help="with --headless: show the output of the tools that run; before a command, the "
+                        "command's own -v")
 
 
 def wants_headless(args: argparse.Namespace) -> bool:

@@ -13,7 +13,7 @@ from ..backend.errors import InputError, NbcError
 from ..backend.events import Emit, ErrorEvent, JsonLinesWriter, MessageEvent, TextWriter
 from ..backend.logfile import RunLog
 from ..backend.operations.install import run_install
-from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target, User
+from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target, User, pcr_problem
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
 from .flags import add_output_flags, add_trust_flags, plan_error, trust_settings
@@ -146,14 +146,16 @@ def _abs(path: Path | None) -> Path | None:
 
 
 def parse_pcrs(text: str) -> tuple[int, ...]:
-    """``7``, ``7+11`` or ``7,11``; empty binds no PCR."""
+    """``7``, ``0+7`` or ``0,7``; empty binds no PCR."""
     parts = [p for p in text.replace(",", "+").split("+") if p.strip()]
     try:
         pcrs = tuple(int(p) for p in parts)
     except ValueError:
-        raise InputError(f"--tpm2-pcrs {text!r}: give PCR numbers such as 7 or 7+11") from None
+        raise InputError(f"--tpm2-pcrs {text!r}: give PCR numbers such as 7 or 0+7") from None
     if any(not 0 <= p <= 23 for p in pcrs):
         raise InputError(f"--tpm2-pcrs {text!r}: PCRs are numbered 0 to 23")
+    if problem := pcr_problem(pcrs):
+        raise InputError(f"--tpm2-pcrs {text!r}: {problem}")
     return pcrs
 
 

@@ -43,12 +43,12 @@ def test_passphrase_refusals_in_words() -> None:
 
 def test_tpm_presence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("NBC_TUI_TPM", raising=False)
-    raw = tmp_path / "tpm0"
-    assert not tpm_present((tmp_path / "tpmrm0", raw))
-    raw.touch()
-    assert tpm_present((tmp_path / "tpmrm0", raw))  # the raw node counts too
+    managed = tmp_path / "tpmrm0"
+    assert not tpm_present((managed,))  # a TPM 1.2 has /dev/tpm0 alone: no TPM2 key can go there
+    managed.touch()
+    assert tpm_present((managed,))
     monkeypatch.setenv("NBC_TUI_TPM", "0")
-    assert not tpm_present((raw,))
+    assert not tpm_present((managed,))
     monkeypatch.setenv("NBC_TUI_TPM", "1")
     assert tpm_present(())
 

@@ -136,10 +136,16 @@ def test_encryption_from_a_file_or_from_the_reader() -> None:
 def test_pcrs() -> None:
     assert parse_pcrs("") == ()
     assert parse_pcrs("7") == (7,)
-    assert parse_pcrs("7+11") == parse_pcrs("7,11") == (7, 11)
+    assert parse_pcrs("0+7") == parse_pcrs("0,7") == (0, 7)
     for bad in ("x", "24", "-1"):
         with pytest.raises(InputError):
             parse_pcrs(bad)
+    # Measured by the live medium's boot, never again by the installed disk's: the key would never unseal.
+    for moving in ("0+2+4+7", "7+9", "11", "5"):
+        with pytest.raises(InputError, match="measured differently when the installed disk boots"):
+            parse_pcrs(moving)
+    with pytest.raises(ValueError, match="PCR 4, 9 are measured differently"):
+        Encryption(passphrase_file=Path("/k"), tpm2=True, tpm2_pcrs=(4, 7, 9))
     assert tpm.pcrs_arg(()) == "--tpm2-pcrs="
     assert tpm.pcrs_arg((7, 11)) == "--tpm2-pcrs=7+11"
 

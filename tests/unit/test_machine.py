@@ -11,7 +11,7 @@ import pytest
 from nbc_tui.backend import machine
 from nbc_tui.backend.machine import POWER_DRY_RUN_ENV, Severity, needed_tools, on_live_system, power, survey_machine
 from nbc_tui.backend.plan import Encryption, InstallPlan
-from nbc_tui.backend.storage.tpm import TPM_ENV, tpm_present
+from nbc_tui.backend.storage.tpm import MIN_SYSTEMD, TPM_ENV, systemd_version, tpm_present
 
 
 def test_the_tools_follow_the_plan() -> None:
@@ -65,3 +65,9 @@ def test_the_survey_says_whether_secure_boot_is_on(tmp_path: Path) -> None:
     (efi / "efivars/SecureBoot-8be4df61-93ca-11d2-aa0d-00e098032b8c").write_bytes(b"\x06\x00\x00\x00\x01")
     on = {c.key: c for c in survey_machine(efi_dir=efi)}["secure-boot"]
     assert on.severity is Severity.NOTICE and on.text.startswith("Secure Boot is on: the installed system starts")
+
+
+def test_the_systemd_version_systemd_cryptenroll_reports() -> None:
+    assert systemd_version("systemd 252 (252.30-1~deb12u2)\n+PAM +AUDIT\n") == 252
+    assert systemd_version("systemd 249 (249.11-0ubuntu3.12)") == 249 < MIN_SYSTEMD
+    assert systemd_version("") is None

@@ -23,7 +23,11 @@ from ..runner import RunContext, run, which
 from ..secret_files import key_file
 from .luks import add_key
 
-TPM_DEVICES = (Path("/dev/tpmrm0"), Path("/dev/tpm0"))
+TPM_DEVICES = (Path("/dev/tpmrm0"),)
+"""The kernel makes a resource-manager node only for a TPM 2.0, and ``--tpm2-device=auto`` looks only there: a
+TPM 1.2 (``/dev/tpm0`` alone) cannot hold the key."""
+MIN_SYSTEMD = 252
+"""systemd-cryptenroll's ``--unlock-key-file`` (the passphrase off the command line) came in systemd 252."""
 # systemd's recovery keys: 32 random bytes in "modhex", 8 groups of 8 characters.
 _RECOVERY_KEY_TEXT = r"[cbdefghijklnrtuv]{8}(?:-[cbdefghijklnrtuv]{8}){7}"
 _RECOVERY_KEY = re.compile(rf"^{_RECOVERY_KEY_TEXT}$")
@@ -38,12 +42,8 @@ TPM_ENV = "NBC_TUI_TPM"
 and the engine's checks alike); unset, the device nodes decide."""
 
 
-def tpm_device() -> Path | None:
-    return next((d for d in TPM_DEVICES if d.exists()), None)
-
-
 def tpm_present(devices: Sequence[Path] = TPM_DEVICES) -> bool:
-    """Whether this machine has a TPM (the resource manager node or the raw one); ``NBC_TUI_TPM`` overrides."""
+    """Whether this machine has a TPM 2.0 (its resource manager node); ``NBC_TUI_TPM`` overrides."""
     forced = os.environ.get(TPM_ENV)
     if forced in ("0", "1"):
         return forced == "1"
@@ -53,12 +53,26 @@ def tpm_present(devices: Sequence[Path] = TPM_DEVICES) -> bool:
 def check_can_enroll() -> None:
     """Refuse (nothing written) when this machine has no TPM2 or no systemd-cryptenroll."""
     if not tpm_present():
-        raise InputError("TPM2 unlock was asked for, but this machine has no TPM (no /dev/tpmrm0 or /dev/tpm0): "
-                         "nothing was written",
-                         hint="enable the TPM in the firmware settings, or install without --tpm2")
+        raise InputError("TPM2 unlock was asked for, but this machine has no TPM 2.0 (no /dev/tpmrm0; a TPM 1.2 "
+                         "cannot hold the key): nothing was written",
+                         hint="enable the TPM (2.0) in the firmware settings, or install without --tpm2")
     if which("systemd-cryptenroll") is None:
-        raise InputError("TPM2 enrolment needs systemd-cryptenroll (systemd >= 252), which is not installed: "
-                         "nothing was written", hint="install systemd, or install without --tpm2")
+        raise InputError(f"TPM2 enrolment needs systemd-cryptenroll (systemd >= {MIN_SYSTEMD}), which is not "
+                         "installed: nothing was written", hint="install systemd, or install without --tpm2")
+    try:
+        version = systemd_version(run(["systemd-cryptenroll", "--version"], ctx=RunContext(), timeout=30).out)
+    except NbcError:
+        version = None  # it could not say: enrolment will
+    if version is not None and version < MIN_SYSTEMD:
+        raise InputError(f"TPM2 enrolment needs systemd-cryptenroll from systemd {MIN_SYSTEMD} or later; this "
+                         f"machine has systemd {version}: nothing was written",
+                         hint="install from a newer live system, or install without --tpm2")
+
+
+def systemd_version(text: str) -> int | None:
+    """The major version in ``systemd 252 (252.30-1~deb12u2)``; None when the text says none."""
+    match = re.match(r"\s*systemd (\d+)", text)
+    return int(match.group(1)) if match else None
 
 
 def pcrs_arg(pcrs: Sequence[int]) -> str:
