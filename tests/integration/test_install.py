@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import stat
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,7 @@ def test_install_into_image_file(nbc, synthetic_image: str, tmp_path: Path, pass
     # Nothing left behind
     assert loop_devices_of(image) == []
     assert nbc_mounts() == []
+    assert stat.S_IMODE(image.stat().st_mode) == 0o600  # it holds the password hashes
 
     # GPT: numbers, names, types, sizes
     table = gpt(image)

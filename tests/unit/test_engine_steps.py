@@ -7,6 +7,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -213,3 +214,37 @@ def lock_is_free(path: Path = LOCK_DIR / SYSTEM_LOCK) -> bool:
         return False
     finally:
         os.close(fd)
+
+
+def test_a_sigterm_while_the_stack_unwinds_cuts_no_release_short() -> None:
+    """A second stop (a supervisor's SIGTERM) during cleanup: every release still runs, none cancelled."""
+    trace = Trace()
+    ctx = RunContext()
+    before = signal.getsignal(signal.SIGTERM)
+
+    @contextlib.contextmanager
+    def stopped_again() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            os.kill(os.getpid(), signal.SIGTERM)  # delivered at once, in the middle of the unwinding
+            trace.released.append("first")
+
+    @contextlib.contextmanager
+    def runs_a_command() -> Iterator[None]:
+        try:
+            yield
+        finally:
+            ctx.check_cancelled()  # what a release's run() does first
+            trace.released.append("second")
+
+    def hold_both(state: Trace, io: StepContext) -> None:
+        io.hold(runs_a_command())
+        io.hold(stopped_again())
+        raise NbcError("it broke")
+
+    with pytest.raises(NbcError, match="it broke"):
+        run_steps([Step("work", "Working", hold_both)], trace, ctx=ctx, emit=lambda _e: None, failed="Testing failed",
+                  interrupted=INTERRUPTED, complete=complete)
+    assert trace.released == ["first", "second"]
+    assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back

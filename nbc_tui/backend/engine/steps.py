@@ -221,7 +221,8 @@ def _interrupts_become_cancel(ctx: RunContext) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _cleanup_stack(ctx: RunContext) -> Iterator[contextlib.ExitStack]:
-    """The one cleanup stack. While it unwinds, a second Ctrl-C is ignored so cleanup is never cut short."""
+    """The one cleanup stack. While it unwinds, a second Ctrl-C or SIGTERM is ignored so cleanup is never cut
+    short (a release stopped half-way would leave a mapper or a loop device behind)."""
     stack = contextlib.ExitStack()
     try:
         yield stack
@@ -229,11 +230,11 @@ def _cleanup_stack(ctx: RunContext) -> Iterator[contextlib.ExitStack]:
         # The releases run commands too (umount, losetup -d): a cancel request has done its job once the
         # stack unwinds, and must not stop them.
         ctx.cancel.clear()
-        previous = None
+        previous: dict[int, object] = {}
         if threading.current_thread() is threading.main_thread():
-            previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+            previous = {sig: signal.signal(sig, signal.SIG_IGN) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             stack.close()
         finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)  # type: ignore[arg-type]

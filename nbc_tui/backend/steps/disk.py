@@ -181,13 +181,17 @@ def confirm_wipe(target: CheckedTarget, plan: InstallPlan, confirm: Confirm | No
 
 def wipe(target: CheckedTarget, image_size: int, io: StepContext) -> None:
     """Erase a disk's old signatures, or create the disk-image file (sparse; a failed install leaves it half
-    written, like nbc's)."""
+    written, like nbc's). The file is its owner's alone (0600): it will hold the system's password hashes. It
+    is made anew, never through a link put in its place."""
     path = target.path
     if target.disk is None:
         path.unlink(missing_ok=True)
-        with path.open("wb") as f:
-            f.truncate(image_size)
-        io.message(f"Created {path} ({human(image_size)}, sparse)")
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600)
+        try:
+            os.ftruncate(fd, image_size)
+        finally:
+            os.close(fd)
+        io.message(f"Created {path} ({human(image_size)}, sparse, readable by its owner only)")
         return
     partition.wipe_disk(path, ctx=io.ctx, partition_nodes=partition.existing_partition_nodes(path))
 
