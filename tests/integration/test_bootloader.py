@@ -117,7 +117,7 @@ def test_systemd_boot(target: Path, esp: Esp, systemd_boot_efi: Path) -> None:
     assert esp.read("EFI/BOOT/BOOTX64.EFI") == binary
     assert esp.read("EFI/systemd/systemd-bootx64.efi") == binary
     assert esp.read("loader/loader.conf").decode() == (
-        "default bootc.conf\ntimeout 5\nconsole-mode keep\neditor no\n")
+        "timeout 5\nconsole-mode keep\neditor no\n")
     assert esp.read("loader/entries/bootc.conf").decode() == (
         f"title   {TITLE}\n"
         f"linux   /A/vmlinuz-{KVER}\n"

@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from nbc_tui.backend.boot.entries import BootEntry
 from nbc_tui.backend.boot.grub import grub_quote, render_early_config, render_grub_cfg
-from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf
+from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf, without_stale_default
 from nbc_tui.backend.system.slots import Slot
 
 OPTIONS = ["root=UUID=r", "ro", "rd.etc.overlay=1", "console=ttyS0"]
 
 
 def test_loader_conf() -> None:
+    # No default: sort order picks bootc.conf or the trial, and never a trial with no tries left (systemd >= 258
+    # would match `default bootc.conf` to bootc+0-3.conf, whose id drops its counter).
     assert render_loader_conf() == (
-        "default bootc.conf\n"
         "timeout 5\n"
         "console-mode keep\n"
         "editor no\n"
@@ -78,3 +79,10 @@ def test_early_config_finds_the_esp_by_uuid() -> None:
         "set prefix=($root)/grub\n"
         "configfile ($root)/grub/grub.cfg\n"
     )
+
+
+def test_the_default_older_installs_named_is_dropped_and_nothing_else() -> None:
+    old = "default bootc.conf\ntimeout 5\nconsole-mode keep\neditor no\n"
+    assert without_stale_default(old) == "timeout 5\nconsole-mode keep\neditor no\n"
+    assert without_stale_default("default bootc\ntimeout 5\n") is None  # nbc's matches no entry: left alone
+    assert without_stale_default(render_loader_conf()) is None

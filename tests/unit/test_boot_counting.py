@@ -312,3 +312,13 @@ def test_the_unit_is_written_enabled_into_the_slot(tmp_path: Path) -> None:
     assert os.stat(tmp_path / "usr/libexec/nbc-bless-boot").st_mode & 0o777 == 0o755
     check = subprocess.run(["sh", "-n", str(tmp_path / "usr/libexec/nbc-bless-boot")], capture_output=True)
     assert check.returncode == 0
+
+
+def test_a_trial_drops_the_default_an_older_install_wrote(tmp_path: Path) -> None:
+    """systemd 258 and later give bootc+0-3.conf the id bootc.conf: that default would boot it with no tries
+    left. The rest of loader.conf stays as it was."""
+    esp = MountedEsp(tmp_path)
+    write_menu(esp, "systemd-boot", A)
+    (tmp_path / "loader/loader.conf").write_text("default bootc.conf\ntimeout 5\nconsole-mode keep\neditor no\n")
+    start_trial(esp, "systemd-boot", B, A.as_previous(), 3)
+    assert (tmp_path / "loader/loader.conf").read_text() == "timeout 5\nconsole-mode keep\neditor no\n"

@@ -24,11 +24,13 @@ from .grub import GRUB_DIR, parse_grub_cfg, render_grub_cfg
 from .systemd_boot import (
     ENTRIES_DIR,
     ENTRY_NAME,
+    LOADER_CONF,
     PREVIOUS_ENTRY_NAME,
     counter,
     parse_entry,
     render_entry,
     trial_name,
+    without_stale_default,
 )
 
 NEXT_ENTRY_NAME = "bootc-next.conf"
@@ -164,6 +166,7 @@ def start_trial(esp: EspFiles, kind: BootloaderKind, trial: BootEntry, previous:
     """``trial`` boots by default, up to ``tries`` times unless one of them reaches boot-complete.target;
     after that ``previous`` does."""
     if kind == "systemd-boot":
+        _drop_stale_default(esp)
         esp.put_text(render_entry(previous), f"{ENTRIES_DIR}/{PREVIOUS_ENTRY_NAME}")
         _remove_entries(esp, keep={PREVIOUS_ENTRY_NAME})
         esp.put_text(render_entry(trial), f"{ENTRIES_DIR}/{trial_name(tries)}")
@@ -172,6 +175,15 @@ def start_trial(esp: EspFiles, kind: BootloaderKind, trial: BootEntry, previous:
         raise ValueError("GRUB counts tries by slot: both entries need one")
     _write_grubenv(esp, {grubenv.TRIAL_SLOT: trial.slot.value, grubenv.TRIES: str(tries)})
     _put_grub_cfg(esp, [trial, previous])
+
+
+def _drop_stale_default(esp: EspFiles) -> None:
+    """An install by an older nbc-tui named ``default bootc.conf``, which systemd 258 and later match to the
+    trial entry even with no tries left: gone before a trial starts."""
+    if esp.exists(LOADER_CONF):
+        fixed = without_stale_default(esp.read(LOADER_CONF).decode(errors="replace"))
+        if fixed is not None:
+            esp.put_text(fixed, LOADER_CONF)
 
 
 def _remove_entries(esp: EspFiles, *, keep: set[str]) -> None:

@@ -36,11 +36,14 @@ ENTRY_NAME = "bootc.conf"
 PREVIOUS_ENTRY_NAME = "bootc-previous.conf"
 _COUNTED = re.compile(r"^(?P<base>.+?)\+(?P<left>\d+)(?:-(?P<done>\d+))?\.conf$")
 
-# systemd-boot matches `default` as a glob against the entry id, which is the file name *with* .conf
-# (src/boot/efi/boot.c: entry->id = the file name). nbc's `default bootc` therefore matches nothing and
-# the default falls to sort order once nbc's update adds bootc-previous.conf; `bootc.conf` always
-# selects the current entry.
-LOADER_DEFAULT = ENTRY_NAME
+# loader.conf names no `default`: the entries' sort order decides, as on disks nbc writes (its `default
+# bootc` matches no entry id). systemd-boot puts entries with no tries left last, then orders by id, newest
+# first: `bootc.conf` and a trial's `bootc+N.conf` come before `bootc-previous.conf` (a `-` sorts older).
+# A `default bootc.conf` would be wrong from systemd 258 on: there a trial entry's id drops its counter
+# (`bootc+0-3.conf` is `bootc.conf`, systemd PR #38897) and the default would pick it with no tries left,
+# so the update that does not boot would never fall back.
+STALE_LOADER_DEFAULT = "default bootc.conf"
+"""What loader.conf said before; an update removes it (see above)."""
 LOADER_TIMEOUT = 5
 # `keep` leaves the firmware's text mode alone: that mode is what a serial console (OVMF mirrors the
 # console to the serial port) and unusual GOPs are known to handle; `max` can switch to a mode that a
@@ -58,9 +61,9 @@ def find_systemd_boot(target_root: Path) -> Path | None:
 
 
 def render_loader_conf() -> str:
-    """loader.conf; ``editor no`` because the entry's command line is trusted (TPM unlock, reference §19.10)."""
+    """loader.conf; ``editor no`` because the entry's command line is trusted (TPM unlock, reference §19.10);
+    no ``default`` (see STALE_LOADER_DEFAULT)."""
     return (
-        f"default {LOADER_DEFAULT}\n"
         f"timeout {LOADER_TIMEOUT}\n"
         f"console-mode {LOADER_CONSOLE_MODE}\n"
         "editor no\n"
@@ -145,3 +148,10 @@ def _chain(target_root: Path, warn: Callable[[str], None]) -> ShimChain | None:
 
 def _one_line(text: str) -> str:
     return " ".join(text.split())
+
+
+def without_stale_default(loader_conf: str) -> str | None:
+    """loader.conf without the ``default bootc.conf`` older installs wrote, or None when it has none."""
+    lines = loader_conf.splitlines(keepends=True)
+    kept = [line for line in lines if line.strip() != STALE_LOADER_DEFAULT]
+    return "".join(kept) if len(kept) != len(lines) else None

@@ -43,7 +43,12 @@ CHROOT_TMPDIR = "/var/tmp"
 # bootable anywhere and a few percent bigger. An image whose dracut configuration picks a compressor keeps it.
 FAST_COMPRESSORS = (("usr/bin/pigz", "pigz -1 -n"), ("usr/bin/gzip", "gzip -1 -n"), ("bin/gzip", "gzip -1 -n"))
 DRACUT_CONF_FILES = ("etc/dracut.conf", "etc/dracut.conf.d/*.conf", "usr/lib/dracut/dracut.conf.d/*.conf")
-_COMPRESS_SETTING = re.compile(r"^\s*compress\s*=", re.MULTILINE)
+_COMPRESS_SETTING = re.compile(r"^\s*compress\s*=\s*[\"']?\s*([^\"'\s]*)", re.MULTILINE)
+READABLE_COMPRESSORS = (("usr/bin/zstd", "zstd"), ("usr/bin/xz", "xz"))
+"""Without gzip, what replaces an unlistable compressor (dracut knows their flags by name)."""
+UNLISTABLE_COMPRESSORS = frozenset({"lz4", "lzo", "lzop"})
+"""Compressors whose archives :mod:`.initramfs` cannot list: a rebuild must be readable back (the hook is
+checked in it), so an image's configuration naming one of these is overridden."""
 
 
 def module_source() -> Path:
@@ -113,17 +118,29 @@ def find_dracut(target_root: Path) -> str | None:
 
 def compress_choice(target_root: Path) -> str | None:
     """The ``--compress`` of a rebuild: None when the image's dracut configuration names one (it wins), else
-    the fastest gzip the image has (None when it has none: dracut picks)."""
-    for pattern in DRACUT_CONF_FILES:
-        for conf in sorted(target_root.glob(pattern)):
-            with contextlib.suppress(OSError, UnicodeDecodeError):
-                if not conf.is_symlink() and _COMPRESS_SETTING.search(conf.read_text()):
-                    return None
-    for rel, command in FAST_COMPRESSORS:
+    the fastest gzip the image has (None when it has none: dracut picks). A configured compressor whose
+    archive cannot be read back (lz4, lzo) does not win: the rebuild would fail its check after the wipe."""
+    configured = configured_compressor(target_root)
+    if configured is not None and configured not in UNLISTABLE_COMPRESSORS:
+        return None
+    for rel, command in FAST_COMPRESSORS + (READABLE_COMPRESSORS if configured is not None else ()):
         found = resolve_in_target(target_root, rel)
         if found is not None and found.is_file():
             return command
     return None
+
+
+def configured_compressor(target_root: Path) -> str | None:
+    """The compressor the image's dracut configuration names last (dracut sources the files in this order, a
+    later setting wins), as its program's name; None when none does."""
+    found = None
+    for pattern in DRACUT_CONF_FILES:
+        for conf in sorted(target_root.glob(pattern)):
+            with contextlib.suppress(OSError, UnicodeDecodeError):
+                if not conf.is_symlink():
+                    for match in _COMPRESS_SETTING.finditer(conf.read_text()):
+                        found = Path(match.group(1)).name or found
+    return found
 
 
 def regenerate_initramfs(target_root: Path, kver: str, *, ctx: RunContext,
