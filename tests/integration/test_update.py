@@ -8,6 +8,7 @@ import json
 import re
 import shutil
 import signal
+import stat
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,6 +30,7 @@ pytestmark = pytest.mark.root
 PASSWORD = "Upd4te-Root-pw-secret"
 SMALL = ["--image-size", "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M"]
 UPPER = "lib/nbc/etc-overlay/upper"
+ROOT_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIGtestkeytestkeytestkeytestkeytestkeytestkey root@test"
 
 
 @pytest.fixture(scope="module")
@@ -58,11 +60,14 @@ def var_tree(disk: Path, where: Path) -> dict[str, str]:
 
 
 def as_user_would(disk: Path, where: Path) -> None:
-    """What the running system changed in /etc: a user added and an image's account removed (passwd in the
-    upper layer), /etc/issue edited, its machine-id, a file of its own. Written into the overlay's upper
-    directory (nothing runs here)."""
-    with mounted_partition(disk, 2, where.with_name("a-root")) as a:
+    """What the install and the running system did: root's SSH key on the slot; in /etc a user added and an
+    image's account removed (passwd in the upper layer), /etc/issue edited, its machine-id, a file of its own,
+    written into the overlay's upper directory (nothing runs here)."""
+    with mounted_partition(disk, 2, where.with_name("a-root"), writable=True) as a:
         lower_passwd = (a / ".etc.lower/passwd").read_text()
+        (a / "root/.ssh").mkdir(mode=0o700, parents=True)  # as [system] ssh_authorized_keys writes them
+        (a / "root/.ssh/authorized_keys").write_text(f"# installed\n{ROOT_KEY}\n")
+        (a / ".etc.lower/subuid").write_text("alice:100000:65536\n")  # as useradd at install makes it
     with mounted_partition(disk, 4, where, writable=True) as var:
         upper = var / UPPER
         assert "daemon:x:1:" in lower_passwd
@@ -137,6 +142,9 @@ def test_update_writes_the_other_slot_and_leaves_the_one_that_boots(nbc, version
         passwd = (b / ".etc.lower/passwd").read_text()
         assert V2_USER in passwd and "alice:x:1000" in passwd
         assert "daemon:" not in passwd  # removed on the system, in v1 and v2 alike: it stays removed
+        assert (b / ".etc.lower/subuid").read_text() == "alice:100000:65536\n"  # rootless podman still works
+        keys = b / "root/.ssh/authorized_keys"  # /root is the slot's: without them a key-only machine is locked out
+        assert keys.read_text() == f"{ROOT_KEY}\n" and stat.S_IMODE(keys.stat().st_mode) == 0o600
         shadow = (b / ".etc.lower/shadow").read_text()
         assert re.search(r"^root:\$[^:*!]+:", shadow, re.M), shadow  # the password set at install
         assert "_v2svc:!:" in shadow

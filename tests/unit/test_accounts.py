@@ -105,3 +105,11 @@ def test_a_password_hash_made_here_reaches_no_log_line_and_no_output_hook(
     assert "openssl passwd -6 -stdin" in caplog.text and REDACTED in caplog.text
     assert hashed not in caplog.text and shown == []
     assert ctx.redactor(f"later: {hashed}") == f"later: {REDACTED}"
+
+
+def test_subordinate_ids_keep_every_range_of_a_user() -> None:
+    """useradd at install gave alice her range in the slot's /etc; a user may hold several."""
+    installed = "alice:100000:65536\nalice:300000:65536\n"
+    assert merge_accounts("subuid", installed, "").text == installed
+    assert merge_accounts("subgid", installed, "builder:200000:65536\n").text == (
+        "builder:200000:65536\n" + installed)

@@ -50,7 +50,7 @@ from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
 from ..storage import luks, partition
 from ..storage.filesystems import make_filesystem
 from ..system.etc_carry import OVERLAY_UPPER, EtcLayers, carry_runtime_files, etc_conflicts, merge_account_files
-from ..system.rootfs import ETC_LOWER
+from ..system.rootfs import ETC_LOWER, carry_root_keys
 from ..system.slots import VAR, Slot
 from ..system.state import (
     CONFIG_PATH,
@@ -332,10 +332,12 @@ def configure(run: UpdateRun, io: StepContext) -> None:
     (config.json itself switches only at the slot's first good boot)."""
     kind = run.system.bootloader
     run.boot = slot.prepare_root(run.slot, run.checked.inventory, lambda _root: kind, io)
-    with _current_etc(run, io) as layers:
+    with _current_slot(run, io) as (current_root, layers):
         carried = carry_runtime_files(layers)
         if carried:
             io.message(f"Kept in the /etc overlay: {', '.join(carried)}", verbose=True)
+        if carry_root_keys(current_root, run.slot.root):
+            io.message("Kept root's SSH keys (/root/.ssh/authorized_keys)", verbose=True)
         for note in merge_account_files(layers, run.slot.root / "etc"):
             io.warn(note)
         conflicts = etc_conflicts(layers, run.slot.root / "etc")
@@ -349,19 +351,19 @@ def configure(run: UpdateRun, io: StepContext) -> None:
 
 
 @contextlib.contextmanager
-def _current_etc(run: UpdateRun, io: StepContext) -> Iterator[EtcLayers]:
-    """The current slot's /etc: the live overlay on the running system; on another disk its layers, with the
-    current slot mounted read-only for its lower layer. On the running system the etc-overlay hook hides
-    /.etc.lower under an empty tmpfs, so the lower layer is read through a bind of / alone."""
+def _current_slot(run: UpdateRun, io: StepContext) -> Iterator[tuple[Path, EtcLayers]]:
+    """The current slot's root, read-only, and its /etc: the live overlay on the running system; on another
+    disk its layers. On the running system the etc-overlay hook hides /.etc.lower under an empty tmpfs, so the
+    root is a bind of / alone."""
     system = run.system
     upper = system.shared_root / OVERLAY_UPPER
     where = RUN_DIR / f"update-{os.getpid()}" / run.current.role
     if system.running:
         with bound_alone(Path("/"), where, ctx=io.ctx) as current_root:
-            yield EtcLayers(lower=current_root / ETC_LOWER, upper=upper, live=Path("/etc"))
+            yield current_root, EtcLayers(lower=current_root / ETC_LOWER, upper=upper, live=Path("/etc"))
         return
     with mounted(system.partitions[run.current.role], where, ctx=io.ctx, options=["ro"]) as current_root:
-        yield EtcLayers(lower=current_root / ETC_LOWER, upper=upper)
+        yield current_root, EtcLayers(lower=current_root / ETC_LOWER, upper=upper)
 
 
 def record_state(run: UpdateRun, io: StepContext) -> None:

@@ -1,10 +1,12 @@
 """The account files across an update: the new image's entries and the installed system's own, merged.
 
 /etc is an overlay: a file the running system changed lives whole in the overlay's upper layer and hides the
-image's file of the same name. For ``passwd``, ``group``, ``shadow`` and ``gshadow`` hiding is wrong both
-ways: an upper copy hides the system users a new image adds, and a file only in the old slot's lower layer
-(the root password set at install) is gone once the new slot brings the new image's /etc. So an update merges
-them, entry by entry (the entry's first field names it):
+image's file of the same name. For ``passwd``, ``group``, ``shadow``, ``gshadow``, ``subuid`` and ``subgid``
+hiding is wrong both ways: an upper copy hides the system users a new image adds, and a file only in the old
+slot's lower layer (the root password set at install, a user's subordinate IDs) is gone once the new slot
+brings the new image's /etc. So an update merges
+them, entry by entry (the entry's first field names it; in ``subuid`` and ``subgid``, where one user may hold
+several ranges, the whole line is the entry):
 
 - an entry only the image has is added (a new system user, a new group), unless the image the system runs
   had it too: then the system removed it (``userdel`` of an image's default account), and it stays removed;
@@ -23,7 +25,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow")
+ACCOUNT_FILES = ("passwd", "group", "shadow", "gshadow", "subuid", "subgid")
+# A user may hold several subordinate ID ranges (rootless containers): there the whole line is the entry.
+_WHOLE_LINE = ("subuid", "subgid")
 # Fields by file (0-based): the numbers that own files, and the member list of a group.
 _ID_FIELDS = {"passwd": (2, 3), "group": (2,)}
 _MEMBERS = {"group": 3, "gshadow": 3}
@@ -40,12 +44,13 @@ def merge_accounts(name: str, installed: str, image: str, running_image: str | N
     """``name`` (passwd, group, shadow or gshadow) merged from the installed system's text and the new image's.
     ``running_image`` is the file of the image the system runs (its slot's lower layer), None when unknown:
     what it had and the installed text lacks was removed on this system."""
-    mine = _entries(installed)
-    before = _entries(running_image) if running_image is not None else {}
+    whole = name in _WHOLE_LINE
+    mine = _entries(installed, whole_line=whole)
+    before = _entries(running_image, whole_line=whole) if running_image is not None else {}
     result: list[str] = []
     notes: list[str] = []
     seen: set[str] = set()
-    for key, line in _entries(image).items():
+    for key, line in _entries(image, whole_line=whole).items():
         seen.add(key)
         ours = mine.get(key)
         if ours is None and key in before:
@@ -56,14 +61,14 @@ def merge_accounts(name: str, installed: str, image: str, running_image: str | N
     return MergedAccounts("".join(f"{line}\n" for line in result), notes)
 
 
-def _entries(text: str) -> dict[str, str]:
-    """Lines by the name in their first field; blank lines and comments are dropped, a repeated name keeps its
-    first line (as the C library reads these files)."""
+def _entries(text: str, *, whole_line: bool = False) -> dict[str, str]:
+    """Lines by the name in their first field (or by the whole line); blank lines and comments are dropped, a
+    repeated name keeps its first line (as the C library reads these files)."""
     entries: dict[str, str] = {}
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
-        entries.setdefault(line.split(":", 1)[0], line)
+        entries.setdefault(line if whole_line else line.split(":", 1)[0], line)
     return entries
 
 

@@ -169,6 +169,26 @@ def write_authorized_keys(root: Path, keys: tuple[str, ...]) -> Path:
     return path
 
 
+ROOT_KEYS = "/root/.ssh/authorized_keys"
+
+
+def carry_root_keys(current_root: Path, new_root: Path) -> bool:
+    """Root's SSH keys into a new slot, when /root is a folder of the slot in both (where the image links it
+    into /var, the keys are on var already): without them, a machine reached only by key is locked out after
+    the update. Returns whether any were carried."""
+    if (current_root / "root").is_symlink() or (new_root / "root").is_symlink():
+        return False
+    source = current_root / ROOT_KEYS.lstrip("/")
+    if source.is_symlink() or not source.is_file():
+        return False
+    keys = tuple(line for line in source.read_text(errors="replace").splitlines()
+                 if line.strip() and not line.lstrip().startswith("#"))
+    if not keys:
+        return False
+    write_authorized_keys(new_root, keys)
+    return True
+
+
 def write_tmpfiles_marker(root: Path) -> None:
     write_atomically(root / TMPFILES_MARKER, TMPFILES_MARKER_TEXT.encode(), mode=0o644)
 
