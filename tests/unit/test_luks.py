@@ -292,3 +292,28 @@ def test_fast_pbkdf_is_test_only(monkeypatch: pytest.MonkeyPatch) -> None:
     assert luks.pbkdf_args() == []
     monkeypatch.setenv(luks.FAST_PBKDF_ENV, "1")
     assert luks.pbkdf_args() == ["--pbkdf", "pbkdf2", "--pbkdf-force-iterations", "1000"]
+
+
+def test_a_mapping_the_boot_opened_on_the_target_and_left_unused_is_idle(tmp_path: Path) -> None:
+    """nbc's crypttab opens the other root at every boot: that mapping, on exactly the target partition and
+    unused, may be closed by the update; any other is someone's and stays."""
+    sys_block, mountinfo = tmp_path / "sys/block", tmp_path / "mountinfo"
+    dm = sys_block / "dm-1"
+    for folder in ("dm", "slaves/vda3", "holders"):
+        (dm / folder).mkdir(parents=True)
+    (dm / "dm/name").write_text("root2\n")
+    (dm / "dev").write_text("254:1\n")
+    mountinfo.write_text("22 1 254:0 / / ro,relatime - ext4 /dev/mapper/root1 ro\n")
+    dev = tmp_path / "vda3"
+    dev.touch()
+
+    def idle(name: str = "root2", device: Path = dev) -> bool:
+        return luks.idle_mapping_of(name, device, sys_block=sys_block, mountinfo=mountinfo)
+
+    assert idle()
+    assert not idle("var") and not idle(device=tmp_path / "vdb3")  # another name, another partition
+    mountinfo.write_text(mountinfo.read_text() + "30 22 254:1 / /mnt rw - ext4 /dev/mapper/root2 rw\n")
+    assert not idle()  # mounted
+    mountinfo.write_text("")
+    (dm / "holders/dm-2").mkdir()
+    assert not idle()  # something stacked on it

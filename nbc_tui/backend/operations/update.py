@@ -269,6 +269,12 @@ def open_target(run: UpdateRun, io: StepContext) -> None:
     enc = run.system.config.encryption
     assert enc is not None  # encrypted
     name = run.target.mapper
+    if run.system.running and luks.idle_mapping_of(name, partition):
+        # Opened by the boot (nbc's crypttab has no noauto for the other root) and unused: closed, then opened
+        # again below as any target is, so the update holds it and closes it when done.
+        luks.close(name, ctx=io.ctx)
+        io.message(f"Closed /dev/mapper/{name}: the boot had opened slot {run.target.value}, which is not in use",
+                   verbose=True)
     if enc.tpm2 and run.passphrase is None:
         try:
             run.device = io.hold(luks.opened_by_tpm2(partition, name, ctx=io.ctx))

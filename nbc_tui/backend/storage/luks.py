@@ -109,6 +109,24 @@ def existing_mappers(names: Iterable[str] = tuple(MAPPER_NAMES.values())) -> lis
     return sorted(found)
 
 
+def idle_mapping_of(name: str, device: Path, *, sys_block: Path = Path("/sys/block"),
+                    mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+    """Whether /dev/mapper/``name`` is open on exactly ``device`` and nothing uses it: no device stacked on it,
+    nothing mounted from it. nbc's crypttab lists the other root without ``noauto`` (reference §5.3), so on a
+    disk nbc wrote the boot opens the slot an update is about to write; nbc reuses that mapping (§5.6)."""
+    for dm in sys_block.glob("dm-*"):
+        with contextlib.suppress(OSError):
+            if (dm / "dm/name").read_text().strip() != name:
+                continue
+            slaves = [p.name for p in (dm / "slaves").iterdir()]
+            if slaves != [Path(os.path.realpath(device)).name] or any((dm / "holders").iterdir()):
+                return False
+            number = (dm / "dev").read_text().strip()  # major:minor
+            return not any(line.split()[2] == number for line in mountinfo.read_text().splitlines()
+                           if len(line.split()) > 2)
+    return False
+
+
 def check_can_encrypt(*, ctx: RunContext | None = None) -> None:
     """Refuse (InputError, nothing written) when this machine cannot create and open LUKS2 volumes."""
     if which("cryptsetup") is None:
