@@ -226,6 +226,13 @@ def test_cosign_signatures_under_policy_and_flag_refuse_every_wrong_case(
     r = nbc("install", "--local-image", digest[:19], "--via-loopback", str(isolated / "other.img"), *SMALL,
             "--cosign-key", str(other.public_pem))
     assert_refused(r, isolated / "other.img", "was not verified with the cosign key", str(other.public_pem))
+    # Offline with --signature-policy: only that policy's verdict at the download will do.
+    r = nbc("install", "--local-image", digest[:19], "--via-loopback", str(isolated / "same.img"), *SMALL, *trust)
+    assert r.returncode == 0, r.stderr
+    stricter = write_policy(isolated / "stricter.json", {"default": [{"type": "reject"}]})
+    r = nbc("install", "--local-image", digest[:19], "--via-loopback", str(isolated / "stricter.img"), *SMALL,
+            "--signature-policy", str(stricter))
+    assert_refused(r, isolated / "stricter.img", f"was not checked against the signature policy {stricter}")
     nbc("cache", "clear", "--install")
 
     disk = isolated / "disk.img"

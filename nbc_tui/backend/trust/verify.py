@@ -97,6 +97,14 @@ def verify_opened(source: ImageSource, staged: CachedImage | None, settings: Tru
     if staged is None:
         return verify_pull(source, settings, ctx=ctx, warn=warn)
     record = staged.verification or not_verified("staged cache", "staged without a record of its verification")
+    if settings.signature_policy and not record.by.startswith(f"policy {settings.signature_policy} ("):
+        # The layout holds no signature to check against another policy: only that policy's own verdict will do.
+        raise UntrustedImage(
+            f"The staged image {staged.image_ref} ({staged.image_digest}) was not checked against the signature "
+            f"policy {settings.signature_policy} when it was downloaded: {record.describe()}",
+            hint=f"Download it again with --signature-policy {settings.signature_policy}, or use the image from "
+                 "its registry (--image). Nothing was written",
+            details={"reason": "signature", "image": staged.image_ref, "digests": [staged.image_digest]})
     if settings.cosign_key:
         # Asked for a key, offline: only a download that this key verified will do.
         from . import cosign
