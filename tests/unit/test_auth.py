@@ -11,7 +11,7 @@ import pytest
 
 from nbc_tui.backend.errors import InputError, NbcError
 from nbc_tui.backend.image import auth
-from nbc_tui.backend.image.auth import auth_files, find_credentials, normalize_key
+from nbc_tui.backend.image.auth import auth_files, find_credentials, namespace_keys, normalize_key
 from nbc_tui.backend.runner import RunContext
 
 
@@ -106,3 +106,25 @@ def test_missing_helper_is_explained(env: dict[str, str], tmp_path: Path, monkey
     with pytest.raises(NbcError) as info:
         find_credentials("quay.io", ctx=RunContext(), env=env)
     assert "docker-credential-nosuch" in info.value.message and "not installed" in info.value.message
+
+
+def test_the_most_specific_namespace_key_wins_and_another_namespaces_key_is_not_used(
+        env: dict[str, str], tmp_path: Path) -> None:
+    """containers-auth.json(5): keys may name a namespace or a repository; only those that contain the image
+    apply, the most specific first."""
+    _write(tmp_path / "run/containers/auth.json", {"auths": {
+        "quay.io/other/app": {"auth": _b64("other", "pw-other")},
+        "quay.io/team": {"auth": _b64("team", "pw-team")},
+        "quay.io/team/app": {"auth": _b64("app", "pw-app")},
+        "docker.io/library": {"auth": _b64("hub-library", "pw-hub")}}})
+    ctx = RunContext()
+
+    def user(host: str, repository: str) -> str | None:
+        cred = find_credentials(host, ctx=ctx, env=env, repository=repository)
+        return cred.username if cred else None
+
+    assert user("quay.io", "team/app") == "app"
+    assert user("quay.io", "team/tools") == "team"
+    assert user("quay.io", "mine/app") is None  # another namespace's credentials are not sent
+    assert user("registry-1.docker.io", "library/debian") == "hub-library"
+    assert namespace_keys("quay.io", "team/app") == ["quay.io/team/app", "quay.io/team"]

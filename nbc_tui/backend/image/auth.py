@@ -84,13 +84,14 @@ def normalize_key(key: str) -> str:
     return DOCKER_HUB if bare in DOCKER_HUB_ALIASES else bare
 
 
-def find_credentials(host: str, *, ctx: RunContext, env: Mapping[str, str] | None = None) -> Credential | None:
-    """The credentials for ``host`` from the first file that has any, or None (anonymous)."""
+def find_credentials(host: str, *, ctx: RunContext, env: Mapping[str, str] | None = None,
+                     repository: str = "") -> Credential | None:
+    """The credentials for ``repository`` on ``host`` from the first file that has any, or None (anonymous)."""
     for path in auth_files(env):
         config = _read_config(path)
         if config is None:
             continue
-        found = _from_config(config, host, path, ctx)
+        found = _from_config(config, host, path, ctx, repository)
         if found is not None:
             ctx.redactor.add(found.secret)
             log.info("registry credentials for %s: user %s from %s", host, found.username, found.source)
@@ -111,20 +112,27 @@ def _read_config(path: Path) -> dict | None:
     return data
 
 
-def _from_config(config: dict, host: str, path: Path, ctx: RunContext) -> Credential | None:
+def namespace_keys(host: str, repository: str) -> list[str]:
+    """containers-auth.json(5)'s keys for a repository, most specific first: ``host/ns/repo``, ``host/ns``."""
+    registry = "docker.io" if host in DOCKER_HUB_ALIASES or host == DOCKER_HUB else host
+    parts = [p for p in repository.split("/") if p]
+    return [f"{registry}/{'/'.join(parts[:n])}" for n in range(len(parts), 0, -1)]
+
+
+def _from_config(config: dict, host: str, path: Path, ctx: RunContext, repository: str = "") -> Credential | None:
     wanted = normalize_key(host)
     helpers = config.get("credHelpers") or {}
     for key, helper in helpers.items():
         if normalize_key(key) == wanted and helper:
             return _from_helper(str(helper), host, ctx)
     auths = config.get("auths") or {}
-    for key in host_keys(host):
+    for key in (*namespace_keys(host, repository), *host_keys(host)):  # the most specific key wins
         if isinstance(auths.get(key), dict):
             found = _from_entry(auths[key], key, path, ctx)
             if found:
                 return found
-    for key, entry in auths.items():  # keys written with a path or another scheme
-        if normalize_key(key) == wanted and isinstance(entry, dict):
+    for key, entry in auths.items():  # a URL key (Docker's https://host/v1/); a bare key with a path is a namespace's
+        if "://" in key and normalize_key(key) == wanted and isinstance(entry, dict):
             found = _from_entry(entry, key, path, ctx)
             if found:
                 return found

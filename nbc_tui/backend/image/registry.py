@@ -180,7 +180,7 @@ class RegistryClient:
 
     def credential(self) -> Credential | None:
         if not self._credential_loaded:
-            self._credential = find_credentials(self.ref.registry, ctx=self.ctx)
+            self._credential = find_credentials(self.ref.registry, ctx=self.ctx, repository=self.ref.repository)
             self._credential_loaded = True
         return self._credential
 
