@@ -20,12 +20,14 @@ import logging
 import os
 import ssl
 import threading
+import warnings
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
 import requests
+import urllib3
 from oras.auth.utils import parse_auth_header
 from requests.adapters import HTTPAdapter
 
@@ -106,6 +108,9 @@ class RegistryClient:
         if self.insecure:  # its certificate is not checked (verify=False below); urllib3 refuses a context
             context.check_hostname = False  # that would still check the host name (ValueError)
             context.verify_mode = ssl.CERT_NONE
+            # Asked for by name: urllib3's warning on every request would only clutter stderr (and the TUI).
+            warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
+            log.info("%s: TLS certificate not checked (an insecure registry)", ref.registry)
         self.session.mount("https://", _TlsAdapter(context))
         self.verify = not self.insecure
         self._base: str | None = None
