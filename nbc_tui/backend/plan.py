@@ -197,10 +197,23 @@ def kernel_arg_problem(arg: str) -> str | None:
     return None
 
 
+def kernel_arg_quoting_problem(arg: str) -> str | None:
+    """Why ``arg`` would not reach the kernel as the one argument it is given as (None when it does): the
+    kernel splits at spaces outside double quotes, so a value with spaces is written ``name="a b"``, with its
+    quotes in pairs. systemd-boot passes the line as it is; GRUB's entry gets the same argument (boot/grub)."""
+    if arg.count('"') % 2:
+        return f"kernel argument {arg!r} has an unpaired double quote"
+    if any(c.isspace() for c in re.sub(r'"[^"]*"', "", arg)):
+        return f'kernel argument {arg!r} has a space outside double quotes: write it as name="a b"'
+    return None
+
+
 def _kernel_args(values: tuple[str, ...]) -> tuple[str, ...]:
     for arg in values:
         if problem := kernel_arg_problem(arg):
             raise ValueError(f"{problem}: give each kernel argument as one line of printable text")
+        if problem := kernel_arg_quoting_problem(arg):
+            raise ValueError(problem)
     return values
 
 

@@ -204,6 +204,8 @@ def test_secret_files_and_kernel_arguments_are_checked_before_the_wipe(nbc, synt
         (["--root-password-file", str(files["latin1"])], "is not UTF-8 text"),
         (["--encrypt", "--passphrase-file", str(files["latin1"])], "is not UTF-8 text"),
         (["--karg", "quiet", "--karg", ""], "an empty kernel argument"),
+        (["--karg", "dyndbg=file foo.c +p"], 'has a space outside double quotes: write it as name="a b"'),
+        (["--karg", 'dyndbg="file foo.c'], "has an unpaired double quote"),
     ]
     for extra, needle in cases:
         for mode in ([], ["--json"]):

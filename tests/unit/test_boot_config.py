@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
 from nbc_tui.backend.boot.entries import BootEntry
-from nbc_tui.backend.boot.grub import grub_quote, render_early_config, render_grub_cfg
+from nbc_tui.backend.boot.grub import grub_quote, parse_grub_cfg, render_early_config, render_grub_cfg
 from nbc_tui.backend.boot.systemd_boot import render_entry, render_loader_conf, without_stale_default
 from nbc_tui.backend.system.slots import Slot
 
@@ -60,7 +66,11 @@ def test_grub_cfg_escapes_quotes_in_the_title() -> None:
 def test_grub_words_are_quoted_only_when_needed() -> None:
     assert grub_quote("systemd.mount-extra=UUID=AB-12:/boot:vfat:defaults") == (
         "systemd.mount-extra=UUID=AB-12:/boot:vfat:defaults")
-    assert grub_quote("dyndbg=file foo.c +p") == "'dyndbg=file foo.c +p'"
+    # The kernel's double quotes (or a bare space): double quotes for GRUB, without the kernel's, which GRUB puts
+    # back around an argument with a space; kept, GRUB would pass them on escaped and the kernel would split it.
+    assert grub_quote('dyndbg="file foo.c +p"') == grub_quote("dyndbg=file foo.c +p") == '"dyndbg=file foo.c +p"'
+    assert grub_quote('foo="bar"') == '"foo=bar"'
+    assert grub_quote('a="$x\\y z"') == '"a=\\$x\\\\y z"'
     assert grub_quote("a;b$c") == "'a;b$c'"
     assert grub_quote("it's") == "'it'\\''s'"
 
@@ -86,3 +96,15 @@ def test_the_default_older_installs_named_is_dropped_and_nothing_else() -> None:
     assert without_stale_default(old) == "timeout 5\nconsole-mode keep\neditor no\n"
     assert without_stale_default("default bootc\ntimeout 5\n") is None  # nbc's matches no entry: left alone
     assert without_stale_default(render_loader_conf()) is None
+
+
+@pytest.mark.skipif(shutil.which("grub-script-check") is None, reason="needs grub-common")
+def test_kernel_arguments_with_quotes_read_back_as_one_word_each(tmp_path: Path) -> None:
+    """What GRUB's lexer makes of the entry (grub-script-check accepts it; our reader splits it alike)."""
+    options = ("root=UUID=r", 'dyndbg="file foo.c +p"', "a;b$c", 'x="$y"')
+    cfg = tmp_path / "grub.cfg"
+    cfg.write_text(render_grub_cfg([BootEntry(title="T", linux="A/vmlinuz", initrd="A/initrd", options=options)]))
+    check = subprocess.run(["grub-script-check", str(cfg)], capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+    [entry] = parse_grub_cfg(cfg.read_text())
+    assert entry.options == ("root=UUID=r", "dyndbg=file foo.c +p", "a;b$c", "x=$y")

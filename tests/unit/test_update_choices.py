@@ -10,7 +10,9 @@ import pytest
 
 from nbc_tui.backend.boot.entries import BootEntry, EntryState
 from nbc_tui.backend.boot.menu import BootMenu, MenuItem
+from nbc_tui.backend.errors import InputError
 from nbc_tui.backend.installed import InstalledSystem
+from nbc_tui.backend.operations.update import UpdateRequest
 from nbc_tui.backend.operations.update_image import NO_UPDATE_NEEDED, ChosenImage, judge
 from nbc_tui.backend.system.slots import Slot
 from nbc_tui.backend.system.state import (
@@ -158,3 +160,10 @@ def test_slot_records_are_written_read_and_forgotten(tmp_path: Path) -> None:
     forget_slot(tmp_path, Slot.B)
     assert read_slot_record(tmp_path, Slot.B) is None and slot_config(tmp_path, Slot.B) is None
     forget_slot(tmp_path, Slot.B)  # nothing there: fine
+
+
+def test_an_updates_new_kernel_arguments_are_checked_as_the_installs_are() -> None:
+    for bad, why in (("", "empty"), ("a b", "space outside double quotes"), ('x="a', "unpaired double quote")):
+        with pytest.raises(InputError, match=why):
+            UpdateRequest(extra_kernel_args=("quiet", bad))
+    assert UpdateRequest(extra_kernel_args=('dyndbg="file a.c +p"',)).extra_kernel_args == ('dyndbg="file a.c +p"',)

@@ -14,7 +14,6 @@ chain counts the same way.
 from __future__ import annotations
 
 import re
-import shlex
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -72,9 +71,17 @@ class GrubSource:
 
 
 def grub_quote(word: str) -> str:
-    """Quote one word for grub.cfg: plain words stay as they are (nbc's output), others are single-quoted."""
+    """Quote one kernel argument for grub.cfg: plain words stay as they are (nbc's output), others are
+    single-quoted. An argument with the kernel's double quotes (``dyndbg="file a.c +p"``) or a space is
+    double-quoted for GRUB without them: GRUB puts quotes around an argument that has a space when it builds
+    the kernel's command line, so the kernel gets ``"dyndbg=file a.c +p"``, one argument, as systemd-boot's
+    entry gives it. Kept in single quotes, GRUB would pass the inner quotes on, escaped, and the kernel would
+    split the argument."""
     if _GRUB_PLAIN.fullmatch(word):
         return word
+    if '"' in word or any(c.isspace() for c in word):
+        bare = word.replace('"', "")
+        return '"' + re.sub(r"([\\$])", r"\\\1", bare) + '"'  # in GRUB's double quotes, \ and $ are special
     return "'" + word.replace("'", "'\\''") + "'"
 
 
@@ -128,8 +135,42 @@ def parse_grub_cfg(text: str) -> list[BootEntry]:
             continue
         found.append(BootEntry(title=_unquote_title(block["title"]), linux=linux[1].lstrip("/"),
                                initrd=initrd[1].lstrip("/") if initrd else "",
-                               options=tuple(shlex.split(linux[2]))))
+                               options=tuple(grub_words(linux[2]))))
     return found
+
+
+def grub_words(text: str) -> list[str]:
+    """The words of a GRUB command line as GRUB's lexer reads them: single quotes keep everything, double
+    quotes keep all but a ``\\`` before ``\\ $ "``, a backslash outside quotes keeps the next character."""
+    words: list[str] = []
+    chars: list[str] = []
+    in_word, quote, i = False, "", 0
+    while i < len(text):
+        c = text[i]
+        escaped = c == "\\" and i + 1 < len(text) and (quote == "" or (quote == '"' and text[i + 1] in '\\$"'))
+        if escaped:
+            i += 1
+            chars.append(text[i])
+        elif quote:
+            if c == quote:
+                quote = ""
+            else:
+                chars.append(c)
+        elif c.isspace():
+            if in_word:
+                words.append("".join(chars))
+            chars, in_word = [], False
+            i += 1
+            continue
+        elif c in "'\"":
+            quote = c
+        else:
+            chars.append(c)
+        in_word = True
+        i += 1
+    if in_word:
+        words.append("".join(chars))
+    return words
 
 
 _MENUENTRY = re.compile(r"^menuentry\s+(?P<title>'(?:[^']|'\\'')*')[^{]*\{(?P<body>.*?)^\}", re.MULTILINE | re.DOTALL)

@@ -42,6 +42,7 @@ from ..image.cache import CachedImage, CacheKind, clear_cache, download
 from ..installed import InstalledSystem, other_disk, running_system
 from ..machine import require_tools, update_tools
 from ..mounts import RUN_DIR, bound_alone, mounted
+from ..plan import kernel_arg_problem, kernel_arg_quoting_problem
 from ..provenance import Verification
 from ..runner import RunContext
 from ..steps import slot
@@ -92,6 +93,9 @@ class UpdateRequest:
     def __post_init__(self) -> None:
         if not 1 <= self.tries <= MAX_TRIES:
             raise InputError(f"--tries {self.tries}: give 1 to {MAX_TRIES} boots")
+        for arg in self.extra_kernel_args:  # new ones, as the install's plan checks them
+            if problem := kernel_arg_problem(arg) or kernel_arg_quoting_problem(arg):
+                raise InputError(problem, hint="give each kernel argument as one --karg")
 
 
 PassphraseReader = Callable[[], SecretStr]
