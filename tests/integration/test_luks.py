@@ -114,7 +114,8 @@ def test_passphrase_on_argv_is_refused(nbc, synthetic_image: str, tmp_path: Path
     assert not (tmp_path / "d.img").exists()
 
 
-def test_dry_run_shows_what_would_be_encrypted(nbc, synthetic_image: str, tmp_path: Path, log_file: Path) -> None:
+def test_dry_run_shows_what_would_be_encrypted(nbc, synthetic_image: str, tmp_path: Path, log_file: Path,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
     """The passphrase comes on stdin here (not a terminal): one line, its newline dropped."""
     r = nbc("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"), "--image-size", "3",
             *SMALL, "--encrypt", "--dry-run", stdin=PASSPHRASE + "\n")
@@ -125,6 +126,14 @@ def test_dry_run_shows_what_would_be_encrypted(nbc, synthetic_image: str, tmp_pa
     assert not (tmp_path / "d.img").exists()
     for text in (r.stdout, r.stderr, log_file.read_text()):
         assert PASSPHRASE not in text
+    assert "sealed to this machine's TPM" not in r.stdout + r.stderr
+    # With TPM2, a disk-image file is told that the key works only on this machine.
+    monkeypatch.setenv("NBC_TUI_TPM", "1")
+    r = nbc("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "d.img"), "--image-size", "3",
+            *SMALL, "--encrypt", "--tpm2", "--recovery-key-file", str(tmp_path / "key"), "--dry-run",
+            stdin=PASSPHRASE + "\n")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "sealed to this machine's TPM: the file unlocks by itself only when it boots on this machine" in r.stdout
 
 
 def test_luks_format_reads_the_passphrase_from_stdin(tmp_path: Path, fast_pbkdf: None,

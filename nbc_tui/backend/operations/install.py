@@ -102,6 +102,11 @@ class InstallResult:
 
 # -- the steps ----------------------------------------------------------------------------------------
 
+TPM2_IN_IMAGE_FILE = ("the TPM2 key of a disk-image file is sealed to this machine's TPM: the file unlocks by "
+                      "itself only when it boots on this machine; anywhere else (a VM, another computer) it asks "
+                      "for the passphrase")
+
+
 def check_everything(run: InstallRun, io: StepContext) -> None:
     """Preflight: everything that can be checked before a single byte is written."""
     plan = run.plan
@@ -114,6 +119,8 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
     enc = plan.encryption
     passphrase = (disk.check_encryption(enc, recovery_key_shown=run.on_recovery_key is not None, io=io)
                   if enc is not None else None)
+    if enc is not None and enc.tpm2 and plan.target.is_image_file:
+        io.warn(TPM2_IN_IMAGE_FILE)
     target = disk.check_target(plan, io)
     needs = SlotNeeds(encrypted=enc is not None, tpm2=bool(enc and enc.tpm2), bootloader=plan.boot.bootloader,
                       slot_size=plan.layout.root_size, esp_size=plan.layout.esp_size,
