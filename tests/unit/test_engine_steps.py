@@ -248,3 +248,18 @@ def test_a_sigterm_while_the_stack_unwinds_cuts_no_release_short() -> None:
                   interrupted=INTERRUPTED, complete=complete)
     assert trace.released == ["first", "second"]
     assert signal.getsignal(signal.SIGTERM) == before  # the handlers are put back
+
+
+def test_an_output_that_closed_is_said_as_such_not_as_a_disk_problem() -> None:
+    """`nbc-tui install --json | head -1`: the writer's BrokenPipeError is the reader's doing."""
+    def talks(state: Trace, io: StepContext) -> None:
+        io.message("hello")
+
+    def closed(event: Event) -> None:
+        if event.type == "message":
+            raise BrokenPipeError(32, "Broken pipe")
+
+    with pytest.raises(NbcError) as info:
+        run_steps([Step("talk", "Talking", talks)], Trace(), ctx=RunContext(), emit=closed, failed="Testing failed",
+                  interrupted=INTERRUPTED, complete=complete)
+    assert "the output was closed" in info.value.message and "room" not in (info.value.hint or "")

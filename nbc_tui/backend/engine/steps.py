@@ -188,6 +188,9 @@ def _unexpected(exc: Exception, step: str, ctx: RunContext) -> NbcError:
     redacted: it may quote what a step was handling."""
     where = f"{step}: " if step else ""
     log.error("step %r failed", step, exc_info=exc)  # the log file redacts it
+    if isinstance(exc, BrokenPipeError):  # an event writer's: not the disk's
+        return NbcError(f"{where}the output was closed (the program reading it stopped)",
+                        hint="keep the reading end open to the end, or send the output to a file")
     if isinstance(exc, OSError) and exc.strerror:
         on = f": {exc.filename}" if exc.filename else ""
         return NbcError(ctx.redactor(f"{where}{exc.strerror}{on}"),
