@@ -88,14 +88,15 @@ cleanup() {
 trap cleanup EXIT
 trap 'log "interrupted: cleaning up"; exit 130' INT TERM
 
-mounts_under() {  # mount points at or below $1, deepest first
-  awk -v p="$1" '$5 == p || index($5, p "/") == 1 { print $5 }' /proc/self/mountinfo | sort -r
+mounts_under() {  # mount points at or below $1, deepest first (mountinfo writes a space as \040)
+  awk -v p="$1" '{ m = $5; gsub(/\\040/, " ", m); gsub(/\\011/, "\t", m) }
+                 m == p || index(m, p "/") == 1 { print m }' /proc/self/mountinfo | sort -r
 }
 remove_tree() {
   local m
-  for m in $(mounts_under "$1"); do umount -l "$m" 2>/dev/null || true; done
+  while IFS= read -r m; do umount -l "$m" 2>/dev/null || true; done < <(mounts_under "$1")
   [ -z "$(mounts_under "$1")" ] || die "cannot remove $1: something is still mounted below it"
-  rm -rf -- "$1"
+  rm -rf --one-file-system -- "$1"  # never into a mount the check above missed
 }
 do_mount() {  # do_mount TARGET MOUNT-ARGS...: mount and remember it for cleanup
   local target=$1; shift

@@ -9,6 +9,7 @@ from typing import Any
 
 from pydantic import SecretStr
 
+from .backend.image.reference import absolute_local_ref
 from .backend.plan import InstallPlan, Layout
 from .backend.sizes import gib_up, short_size
 
@@ -112,7 +113,7 @@ class PlanDraft:
         system |= self.identity()
         return InstallPlan.model_validate({
             "after": self.kept.get("after", "none") if self.device else "none",
-            "image": {"ref": self.image_ref, "staged_digest": self.staged_digest},
+            "image": {"ref": absolute_local_ref(self.image_ref, Path.cwd()), "staged_digest": self.staged_digest},
             "target": target,
             "layout": {"filesystem": self.filesystem, **self.layout_sizes()},
             "encryption": self._encryption(),

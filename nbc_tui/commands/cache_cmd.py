@@ -20,7 +20,7 @@ from ..backend.image.cache import CachedImage, CacheKind, cache_dir, clear_cache
 from ..backend.locks import CACHE_LOCK_WAIT
 from ..backend.operations.download import DownloadRequest, stage_image
 from ..backend.runner import RunContext
-from .flags import add_trust_flags, trust_settings
+from .flags import add_trust_flags, image_ref, trust_settings
 
 MiB = 1024 * 1024
 
@@ -38,7 +38,7 @@ def add_download_parser(sub: argparse._SubParsersAction) -> None:  # type: ignor
     p = sub.add_parser("download", aliases=["dl"], help="stage an image in the local cache",
                        description="Download an image into /var/cache/nbc/staged-install (for an offline "
                                    "install) or staged-update (for the next update).")
-    p.add_argument("-i", "--image", metavar="REF",
+    p.add_argument("-i", "--image", type=image_ref, metavar="REF",
                    help="the image (with --for-update, default: the installed system's image)")
     which = p.add_mutually_exclusive_group(required=True)
     which.add_argument("--for-install", action="store_true", help="stage for `install --local-image`")

@@ -11,6 +11,14 @@ from ..backend.errors import InputError
 from ..backend.trust.verify import TrustSettings
 
 
+def image_ref(text: str) -> str:
+    """``--image``'s type: a local layout or archive named relative to where the command runs becomes absolute,
+    as it is recorded (the installed system's updates, the staged cache, a saved answer file)."""
+    from ..backend.image.reference import absolute_local_ref
+
+    return absolute_local_ref(text, Path.cwd())
+
+
 def add_output_flags(p: argparse.ArgumentParser) -> None:
     p.add_argument("--json", action="store_true", help="JSON Lines progress on stdout (and nothing else)")
     p.add_argument("-v", "--verbose", action="store_true", help="show the output of the tools that run")

@@ -16,7 +16,7 @@ from ..backend.operations.install import run_install
 from ..backend.plan import Boot, Encryption, ImageSpec, InstallPlan, Layout, System, Target, User, pcr_problem
 from ..backend.runner import RunContext
 from ..backend.sizes import GiB, parse_size
-from .flags import add_output_flags, add_trust_flags, plan_error, trust_settings
+from .flags import add_output_flags, add_trust_flags, image_ref, plan_error, trust_settings
 from .terminal import confirm_on_terminal, new_passphrase
 
 
@@ -24,7 +24,7 @@ def add_install_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore
     p = sub.add_parser("install", aliases=["inst"], help="install an image onto a disk or a disk-image file",
                        description="Erase a disk (or create a disk-image file) and install an OCI image "
                                    "onto it with nbc's A/B layout.")
-    p.add_argument("-i", "--image", metavar="SRC",
+    p.add_argument("-i", "--image", type=image_ref, metavar="SRC",
                    help="the image: a registry reference (quay.io/org/os:tag), localhost/NAME[:TAG] (Podman or "
                         "Docker), oci:PATH[:TAG] or oci-archive:FILE[:TAG]; without it, the one staged image")
     p.add_argument("--local-image", metavar="DIGEST",

@@ -27,7 +27,7 @@ from ..backend.operations.update import (
 from ..backend.operations.update_image import StagedUse
 from ..backend.runner import RunContext
 from ..backend.secret_files import read_secret_file
-from .flags import add_output_flags, add_trust_flags, trust_settings
+from .flags import add_output_flags, add_trust_flags, image_ref, trust_settings
 from .terminal import asked_passphrase, confirm_on_terminal, passphrase_from_stdin
 
 
@@ -39,7 +39,7 @@ def add_update_parser(sub: argparse._SubParsersAction) -> None:  # type: ignore[
                     "goes back to the slot that runs now by itself. The running slot and /var are not "
                     "touched; /etc changes (the overlay's upper layer), machine-id, SSH host keys, accounts "
                     "and the stored kernel arguments carry over.")
-    p.add_argument("-i", "--image", metavar="SRC",
+    p.add_argument("-i", "--image", type=image_ref, metavar="SRC",
                    help="the image (any source install takes); default: the installed system's image")
     p.add_argument("-d", "--device", type=Path, metavar="DISK",
                    help="update this nbc disk or disk-image file instead of the running system (from a live "

@@ -211,10 +211,12 @@ def test_loop_devices_are_not_disks_unless_asked(disks: Disks, synthetic_image: 
 
 
 def test_install_dry_run_saves_answers_that_load_back(synthetic_image: str, tmp_path: Path) -> None:
+    """The image named relative to where the command runs is saved absolute, as the other paths."""
     saved = tmp_path / "saved.toml"
     pw = tmp_path / "pw"
     pw.write_text("Saved-Root-Password\n")
-    r = run_cli("install", "--image", synthetic_image, "--via-loopback", str(tmp_path / "os.img"), "--image-size",
+    relative = "oci:" + os.path.relpath(synthetic_image.removeprefix("oci:"), REPO)  # run_cli runs in REPO
+    r = run_cli("install", "--image", relative, "--via-loopback", str(tmp_path / "os.img"), "--image-size",
                 "3", "--esp-size", "100M", "--root-size", "1G", "--var-min-size", "256M", "--filesystem", "ext4",
                 "--karg", "console=ttyS0", "--root-password-file", str(pw), "--dry-run", "--save-answers",
                 str(saved), log_file=tmp_path / "log")

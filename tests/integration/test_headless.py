@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from pathlib import Path
 
 import jsonschema
 import pytest
 
-from nbc_tui.backend.answers.sources import ANSWERS_MOUNT_BASE, CMDLINE_ENV
+from nbc_tui.backend.answers.sources import ANSWERS_MOUNT_BASE, CMDLINE_ENV, LABEL_WAIT_ENV
 from nbc_tui.backend.machine import POWER_DRY_RUN_ENV
 from tests.conftest import sigint_not_ignored
 from tests.integration.disk_image import gpt
@@ -158,8 +159,9 @@ def test_a_users_password_hash_stays_out_of_every_output_and_the_log(synthetic_i
 
 def test_answers_from_a_labelled_partition_on_the_kernel_command_line(
         synthetic_image: str, tmp_path: Path) -> None:
-    """nbc.answers=LABEL=<label>:<path>: the ext4 partition is found by its label, mounted read-only while the
-    install runs (the secret file beside the answers is read from it), and unmounted afterwards."""
+    """nbc.answers=LABEL=<label>:<path>: the ext4 partition is found by its label, even when it appears after
+    the install started (a slow USB stick at boot), mounted read-only while the install runs (the secret file
+    beside the answers is read from it), and unmounted afterwards."""
     label = "nbc" + uuid.uuid4().hex[:8]
     content = tmp_path / "content"
     (content / "nbc").mkdir(parents=True)
@@ -174,18 +176,29 @@ def test_answers_from_a_labelled_partition_on_the_kernel_command_line(
     cmdline.write_text(f"BOOT_IMAGE=/vmlinuz root=live:CDLABEL=X quiet nbc.answers=LABEL={label}:/nbc/answers.toml\n")
     log = tmp_path / "log"
     mounts_before = sorted(ANSWERS_MOUNT_BASE.glob("answers-*")) if ANSWERS_MOUNT_BASE.exists() else []
-    with attached_loop(fs) as dev:
-        r = run_cli("--headless", "--answers-from-cmdline", "--json", log_file=log, env={CMDLINE_ENV: str(cmdline)})
-        assert r.returncode == 0, r.stderr
-        events = assert_valid_stream(r.stdout)
-        answers_at = Path(events[0]["message"].removeprefix("Answers: "))
-        assert answers_at.parent.parent.parent == ANSWERS_MOUNT_BASE and answers_at.name == "answers.toml"
-        assert f"{dev} (label {label}) mounted read-only" in log.read_text()
-        assert left_behind([fs], keep=[str(dev)]) == []  # unmounted again
-        assert not answers_at.parent.parent.exists()  # and its mount point removed
+    env = {**os.environ, CMDLINE_ENV: str(cmdline), "NBC_TUI_LOG_FILE": str(log), LABEL_WAIT_ENV: "120"}
+    waiting = subprocess.Popen([sys.executable, "-m", "nbc_tui.cli", "--headless", "--answers-from-cmdline",
+                                "--json"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while "waiting for it" not in (log.read_text() if log.exists() else "") and waiting.poll() is None:
+            assert time.monotonic() < deadline, "the install never waited for the label"
+            time.sleep(0.2)
+        with attached_loop(fs) as dev:  # the stick comes up only now
+            stdout, stderr = waiting.communicate(timeout=900)
+            assert waiting.returncode == 0, stderr
+            events = assert_valid_stream(stdout)
+            answers_at = Path(events[0]["message"].removeprefix("Answers: "))
+            assert answers_at.parent.parent.parent == ANSWERS_MOUNT_BASE and answers_at.name == "answers.toml"
+            assert f"{dev} (label {label}) mounted read-only" in log.read_text()
+            assert left_behind([fs], keep=[str(dev)]) == []  # unmounted again
+            assert not answers_at.parent.parent.exists()  # and its mount point removed
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
     assert [p["name"] for p in gpt(target)["partitions"]] == ["boot", "root1", "root2", "var"]
     assert (sorted(ANSWERS_MOUNT_BASE.glob("answers-*")) if ANSWERS_MOUNT_BASE.exists() else []) == mounts_before
-    assert ROOT_PASSWORD not in r.stdout + r.stderr + log.read_text()
+    assert ROOT_PASSWORD not in stdout + stderr + log.read_text()
 
 
 @pytest.mark.parametrize(("cmdline", "words"), [
@@ -197,7 +210,8 @@ def test_answers_from_a_labelled_partition_on_the_kernel_command_line(
 def test_cmdline_problems_exit_2(cmdline: str, words: str, tmp_path: Path) -> None:
     path = tmp_path / "cmdline"
     path.write_text(cmdline + "\n")
-    r = run_cli("--headless", "--answers-from-cmdline", log_file=tmp_path / "log", env={CMDLINE_ENV: str(path)})
+    r = run_cli("--headless", "--answers-from-cmdline", log_file=tmp_path / "log",
+                env={CMDLINE_ENV: str(path), LABEL_WAIT_ENV: "0"})
     assert r.returncode == 2 and words in r.stderr, r.stderr
 
 

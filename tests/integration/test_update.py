@@ -18,6 +18,7 @@ import pytest
 
 from nbc_tui.backend.boot import grubenv
 from nbc_tui.backend.locks import LOCK_DIR, NBC_LOCK_DIR, SYSTEM_LOCK, locked
+from nbc_tui.backend.mounts import RUN_DIR
 from tests.conftest import loop_devices_of, nbc_mounts, stopped_while_extracting
 from tests.integration.disk_image import digest_of, esp_files, esp_read, mounted_partition, partition_digest
 from tests.support.synthetic import KVER, V2_USER, make_image, make_versions
@@ -97,8 +98,10 @@ def test_update_writes_the_other_slot_and_leaves_the_one_that_boots(nbc, version
     esp_before = {f: esp_read(disk, f) for f in esp_files(disk) if f.startswith("A/")}
     before_status = status(nbc, disk)
 
+    run_dirs = sorted(RUN_DIR.glob("update-*"))
     r = nbc("update", "--device", str(disk), "--image", versions["v2"], "--karg", "quiet", "--json")
     assert r.returncode == 0, r.stdout + r.stderr
+    assert sorted(RUN_DIR.glob("update-*")) == run_dirs  # its mount points are gone, folders included
     done = r.events[-1]
     assert done["type"] == "complete" and done["message"].startswith("System update complete!")
     assert {"image", "device", "target", "image_digest"} <= set(done["details"])  # nbc's keys

@@ -31,6 +31,7 @@ from nbc_tui.backend.events import (
     events_json_schema,
     progress_event,
 )
+from nbc_tui.backend.image.reference import absolute_local_ref
 from nbc_tui.backend.plan import Boot, DiskRule, Encryption, ImageSpec, InstallPlan, Layout, System, Target
 from nbc_tui.backend.sizes import GiB, MiB
 
@@ -415,3 +416,22 @@ def test_validate_stopped_by_its_user_is_interrupted_not_a_problem_of_the_file(
                        f'"{tmp_path}/os.img"\n')
     with pytest.raises(Cancelled):
         check_answers(read_answers(answers), ctx=RunContext())
+
+
+def test_a_local_image_beside_the_answer_file_is_found_from_anywhere(tmp_path: Path) -> None:
+    """oci:layout is the answer file's neighbour (on an answers stick mounted at a random place), and a saved
+    file names it absolutely, as its other paths."""
+    answers = tmp_path / "stick" / "answers.toml"
+    answers.parent.mkdir()
+    answers.write_text('version = 1\n[image]\nref = "oci:layout:latest"\n[target]\nimage_file = "os.img"\n')
+    plan = load_answers(answers)
+    assert plan.image.ref == f"oci:{tmp_path}/stick/layout:latest"
+    for ref, base, expected in (("oci:./layout", "/a", "oci:/a/layout"), ("oci-archive:os.tar:v2", "/a",
+                                                                          "oci-archive:/a/os.tar:v2"),
+                                ("oci:/abs/layout", "/a", "oci:/abs/layout"), ("quay.io/org/os:1", "/a",
+                                                                               "quay.io/org/os:1"),
+                                ("oci:dir:with/slash", "/a", "oci:/a/dir:with/slash")):
+        assert absolute_local_ref(ref, Path(base)) == expected
+    saved = tmp_path / "saved.toml"
+    save_answers(plan, saved)
+    assert f'ref = "oci:{tmp_path}/stick/layout:latest"' in saved.read_text()

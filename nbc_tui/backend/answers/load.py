@@ -22,6 +22,7 @@ from typing import Any
 
 from pydantic import BaseModel, ValidationError
 
+from ..image.reference import absolute_local_ref
 from ..plan import InstallPlan, error_loc, error_text
 from ..sizes import human
 from .format import ANSWERS_VERSION, INLINE_SECRETS, PATH_KEYS, USER_INLINE_SECRETS, USER_PATH_KEYS
@@ -176,6 +177,9 @@ def _leaf_types(annotation: Any) -> set[Any]:
 
 
 def _resolve_relative_paths(data: dict[str, Any], base_dir: Path) -> None:
+    image = data.get("image")
+    if isinstance(image, dict) and isinstance(image.get("ref"), str):
+        image["ref"] = absolute_local_ref(image["ref"], base_dir)  # oci:layout beside the answer file
     tables = [(data.get(section), key) for section, key in PATH_KEYS]
     tables += [(user, key) for user in _users(data) for key in USER_PATH_KEYS]
     for part, key in tables:

@@ -9,6 +9,7 @@ import logging
 import os
 import shlex
 import tempfile
+import time
 from pathlib import Path
 
 from ..errors import InputError
@@ -20,6 +21,10 @@ log = logging.getLogger("nbc_tui")
 CMDLINE_ENV = "NBC_TUI_PROC_CMDLINE"
 """Read the kernel command line from this file instead of /proc/cmdline (tests)."""
 CMDLINE_KEY = "nbc.answers="
+LABEL_WAIT_ENV = "NBC_TUI_LABEL_WAIT"
+LABEL_WAIT = 30.0
+"""Seconds to wait for the labelled filesystem to appear: at boot a USB stick can come up after the
+unattended install has started. ``NBC_TUI_LABEL_WAIT`` changes it (tests: 0)."""
 ANSWERS_MOUNT_BASE = RUN_DIR
 
 
@@ -55,9 +60,8 @@ def answers_from_cmdline(stack: contextlib.ExitStack, ctx: RunContext) -> Path:
 def mount_labelled(label: str, stack: contextlib.ExitStack, ctx: RunContext) -> Path:
     """Mount the filesystem labelled ``label`` read-only for as long as ``stack`` lives (also in a dry run:
     reading the answers is not installing)."""
-    found = run(["blkid", "-c", "/dev/null", "-L", label], ctx=ctx, changes_system=False, ok=(0, 2))
-    device = found.out.strip().splitlines()[0] if found.out.strip() else ""
-    if found.returncode != 0 or not device:
+    device = _labelled_device(label, ctx)
+    if not device:
         raise InputError(f"no filesystem labelled {label!r} was found (for {CMDLINE_KEY})",
                          hint="check the label (blkid shows them) and that the medium is plugged in")
     ANSWERS_MOUNT_BASE.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -67,6 +71,20 @@ def mount_labelled(label: str, stack: contextlib.ExitStack, ctx: RunContext) -> 
     stack.enter_context(mounted(device, where, ctx=reader, options=["ro", "nosuid", "nodev", "noexec"]))
     log.info("answers: %s (label %s) mounted read-only at %s", device, label, where)
     return where
+
+
+def _labelled_device(label: str, ctx: RunContext) -> str:
+    """The device with filesystem label ``label``, asked again every second until LABEL_WAIT runs out ("" when
+    none came)."""
+    deadline = time.monotonic() + float(os.environ.get(LABEL_WAIT_ENV) or LABEL_WAIT)
+    while True:
+        found = run(["blkid", "-c", "/dev/null", "-L", label], ctx=ctx, changes_system=False, ok=(0, 2))
+        device = found.out.strip().splitlines()[0] if found.out.strip() else ""
+        if (found.returncode == 0 and device) or time.monotonic() >= deadline:
+            return device if found.returncode == 0 else ""
+        log.info("answers: no filesystem labelled %s yet; waiting for it", label)
+        ctx.check_cancelled()
+        time.sleep(1)
 
 
 def _rmdir_quietly(path: Path) -> None:

@@ -3,6 +3,7 @@ a local daemon, OCI layout directories (``oci:PATH[:TAG]``) and OCI archives (``
 
 from __future__ import annotations
 
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +50,25 @@ def parse_image_ref(text: str) -> OciLayoutRef:
 # -- every form a user can write --------------------------------------------------------------------------
 
 OCI_ARCHIVE_PREFIX = "oci-archive:"
+
+
+def absolute_local_ref(text: str, base: Path) -> str:
+    """``oci:PATH[:TAG]`` and ``oci-archive:FILE[:TAG]`` with a relative path, resolved against ``base`` (the
+    answer file's folder, or the folder a command was run from); every other reference as it is. The ref is
+    recorded (the installed system's updates, a saved answer file), where a relative path would point
+    elsewhere."""
+    for prefix in (OCI_PREFIX, OCI_ARCHIVE_PREFIX):
+        if text.startswith(prefix):
+            rest = text[len(prefix):]
+            path, sep, tag = rest.rpartition(":")
+            if not sep or "/" in tag:
+                path, sep, tag = rest, "", ""
+            if not path or path.startswith("/"):
+                return text
+            return f"{prefix}{os.path.normpath(base / path)}{sep}{tag}"
+    return text
+
+
 DOCKER_TRANSPORT = "docker://"
 DOCKER_HUB = "registry-1.docker.io"
 DOCKER_HUB_ALIASES = frozenset({"docker.io", "index.docker.io", "registry-1.docker.io", "registry.hub.docker.com"})

@@ -323,7 +323,7 @@ def mount_target(run: UpdateRun, io: StepContext) -> None:
     """The target root alone: var stays where it is (the running system's /var, or the disk's var mount), so the
     image's own /var stays inside the slot and the shared one is never written."""
     system = run.system
-    root = io.hold(mounted(run.device, RUN_DIR / f"update-{os.getpid()}" / run.target.role, ctx=io.ctx))
+    root = io.hold(mounted(run.device, RUN_DIR / f"update-{os.getpid()}-{run.target.role}", ctx=io.ctx))
     enc = system.config.encryption if system.encrypted else None
     luks_side = (SlotLuks({"root1": enc.root1_luks_uuid, "root2": enc.root2_luks_uuid, VAR: enc.var_luks_uuid},
                           tpm2=enc.tpm2) if enc is not None else None)
@@ -367,7 +367,7 @@ def _current_slot(run: UpdateRun, io: StepContext) -> Iterator[tuple[Path, EtcLa
     root is a bind of / alone."""
     system = run.system
     upper = system.shared_root / OVERLAY_UPPER
-    where = RUN_DIR / f"update-{os.getpid()}" / run.current.role
+    where = RUN_DIR / f"update-{os.getpid()}-{run.current.role}"
     if system.running:
         with bound_alone(Path("/"), where, ctx=io.ctx) as current_root:
             yield current_root, EtcLayers(lower=current_root / ETC_LOWER, upper=upper, live=Path("/etc"))
