@@ -40,6 +40,17 @@ def mount_points() -> list[tuple[str, str]]:
     return found
 
 
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path``, from /proc/self/mountinfo ("" if unknown)."""
+    target = os.path.realpath(path)
+    best, fstype = "", ""
+    for mount_point, kind in mount_points():
+        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
+        if inside and len(mount_point) >= len(best):
+            best, fstype = mount_point, kind
+    return fstype
+
+
 def is_mountpoint(path: Path) -> bool:
     """Whether something is mounted at ``path``; a bind of a directory of the same filesystem too, which the
     device-number test of ``os.path.ismount`` cannot see."""

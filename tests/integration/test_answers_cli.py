@@ -16,7 +16,7 @@ import pytest
 
 from nbc_tui.backend.answers import load_answers
 from nbc_tui.backend.disks.rules import SHOW_LOOP_ENV
-from tests.conftest import REPO, CliResult, loop_devices_of
+from tests.conftest import REPO, CliResult, loop_devices_of, mounted_tmpfs
 from tests.integration.test_install_refusals import digest_of
 from tests.support.loopdev import attached_loop
 from tests.support.synthetic import make_image
@@ -259,3 +259,23 @@ def test_saving_answers_where_they_cannot_go_is_bad_input_and_changes_nothing(sy
         last = json.loads(r.stdout.splitlines()[-1])
         assert last["type"] == "error" and f"Cannot save the answers to {where}" in last["details"]["error"], r.stdout
     assert blocker.read_text() == "" and not (tmp_path / "os.img").exists()
+
+
+def test_a_recovery_key_left_in_the_live_systems_memory_before_a_reboot_is_refused(
+        synthetic_image: str, disks: Disks, tmp_path: Path) -> None:
+    """On the live system, a key file in RAM with after = "reboot" would be gone when the key is first needed."""
+    marker = tmp_path / "nbc-tui-live"
+    marker.write_text("")
+    (tmp_path / "pw").write_text("Live-Passphrase-1\n")
+    env = {"NBC_TUI_LIVE_MARKER": str(marker), "NBC_TUI_TPM": "1"}
+    with mounted_tmpfs(tmp_path / "ram", "size=1M") as ram:
+        for after, refused in (("reboot", True), ("none", False)):
+            answers = tmp_path / f"{after}.toml"
+            answers.write_text(f'version = 1\nafter = "{after}"\n[image]\nref = "{synthetic_image}"\n'
+                               + disk_target(disks) + LAYOUT + f'[encryption]\npassphrase_file = "{tmp_path}/pw"\n'
+                               f'tpm2 = true\nrecovery_key_file = "{ram}/recovery.key"\n')
+            before = disks.digests()
+            r = run_cli("--headless", "--answers", str(answers), "--dry-run", env=env)  # this kernel cannot encrypt
+            said = "in the live system's memory, and lost at the reboot"
+            assert (said in r.stderr) is refused and r.returncode == (2 if refused else 0), r.stdout + r.stderr
+            assert disks.digests() == before

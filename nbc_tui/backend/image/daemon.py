@@ -33,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..bytestreams import RawReader
 from ..errors import NbcError
-from ..mounts import mount_points
+from ..mounts import filesystem_type
 from ..runner import RunContext, run, which
 from .archive import TarMembers
 from .layers import decompressed
@@ -149,17 +149,6 @@ def prepare_spool_dir(path: Path) -> Path:
             hint="Give a directory on a disk-backed filesystem",
         )
     return path
-
-
-def filesystem_type(path: Path) -> str:
-    """The type of the filesystem holding ``path``, from /proc/self/mountinfo ("" if unknown)."""
-    target = os.path.realpath(path)
-    best, fstype = "", ""
-    for mount_point, kind in mount_points():
-        inside = target == mount_point or target.startswith(mount_point.rstrip("/") + "/")
-        if inside and len(mount_point) >= len(best):
-            best, fstype = mount_point, kind
-    return fstype
 
 
 def _new_spool(spool_root: Path, need: int) -> Path:

@@ -19,6 +19,7 @@ from pydantic import SecretStr
 
 from ..atomic import write_atomically
 from ..errors import InputError, NbcError
+from ..mounts import filesystem_type
 from ..runner import RunContext, run, which
 from ..secret_files import key_file
 from .luks import add_key
@@ -137,6 +138,15 @@ def recovery_key_file_problem(path: Path) -> str | None:
     if not os.access(folder, os.W_OK | os.X_OK):  # EROFS for root on a read-only mount
         return f"the recovery key file cannot be written in {folder} (a read-only filesystem?)"
     return None
+
+
+RAM_FILESYSTEMS = frozenset({"tmpfs", "ramfs", "overlay"})
+"""Where a live system keeps what it writes: gone at its next reboot or power-off."""
+
+
+def recovery_key_in_ram(path: Path) -> bool:
+    """Whether the recovery key file would be written to RAM (a live system's root or /tmp)."""
+    return filesystem_type(path.absolute().parent) in RAM_FILESYSTEMS
 
 
 def write_recovery_key(path: Path, key: SecretStr) -> None:
