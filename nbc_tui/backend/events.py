@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, Literal, TextIO
 
-from pydantic import BaseModel, ConfigDict, Field, field_serializer
+from pydantic import BaseModel, ConfigDict, Field, field_serializer, field_validator
 
 from .errors import NbcError
 
@@ -32,6 +32,23 @@ class Event(BaseModel):
     @field_serializer("timestamp")
     def _rfc3339(self, value: datetime) -> str:
         return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+    @field_validator("message", "details", mode="before")
+    @classmethod
+    def _printable(cls, value: Any) -> Any:
+        """A file name that is not UTF-8 (kept by Python as lone surrogates) shown as ``\\xe9``: JSON cannot
+        carry the byte, and an event that cannot be written would be lost, the error event too."""
+        return _without_surrogates(value)
+
+
+def _without_surrogates(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    if isinstance(value, dict):
+        return {_without_surrogates(k): _without_surrogates(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return type(value)(_without_surrogates(v) for v in value)
+    return value
 
 
 class StepEvent(Event):

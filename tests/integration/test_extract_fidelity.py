@@ -25,10 +25,15 @@ from typing import Any
 
 import pytest
 
+from nbc_tui.backend.engine import StepContext
+from nbc_tui.backend.events import Event
 from nbc_tui.backend.image.extract import extract_image
 from nbc_tui.backend.image.opener import open_image
 from nbc_tui.backend.image.scan import scan_image
 from nbc_tui.backend.runner import RunContext
+from nbc_tui.backend.steps.slot import SlotTarget, extract
+from nbc_tui.backend.storage.esp import MountedEsp
+from nbc_tui.backend.system.slots import Slot
 from tests.support.oci import ImageSpec, Layer, TarBuilder, write_layout
 
 pytestmark = pytest.mark.root
@@ -237,15 +242,19 @@ def test_extraction_is_faithful_entry_by_entry(target: Target, tmp_path: Path) -
 
 
 def test_a_second_image_over_the_first_replaces_and_keeps_var_mount(target: Target, tmp_path: Path) -> None:
-    """The var mount point survives a whiteout of /var: emptied, kept, and reported."""
+    """The var mount point survives a whiteout of /var: emptied, kept, and reported (the install's extraction
+    step says it as a warning)."""
     first = TarBuilder().dir("var").file("var/a", b"a").dir("etc").bytes()
     second = TarBuilder().whiteout("var").dir("var", mode=0o700).file("var/b", b"b").bytes()
     write_layout(tmp_path / "layout", [ImageSpec([Layer(first, "gzip"), Layer(second, "gzip")])])
-    stats = extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
+    events: list[Event] = []
+    slot = SlotTarget(Slot.A, target.root, target.root, MountedEsp(tmp_path), "", "", "", "ext4", ())
+    with contextlib.ExitStack() as stack:
+        extract(slot, open_image(f"oci:{tmp_path / 'layout'}"), StepContext(RunContext(), events.append, stack))
     assert os.path.ismount(target.var)
     assert sorted(p.name for p in target.var.iterdir()) == ["b"]
     assert stat.S_IMODE(target.var.stat().st_mode) == 0o700
-    assert any("mount point" in w for w in stats.warnings)
+    assert any(e.type == "warning" and "mount point" in (e.message or "") for e in events)
 
 
 def test_a_read_only_target_fails_naming_the_entry(target: Target, tmp_path: Path) -> None:
@@ -299,12 +308,15 @@ def test_what_a_directory_passes_on_does_not_change_what_the_image_gives(target:
     capability survive the write), but a setgid directory gives its group to what is created in it and a
     default ACL shapes the mode: below those, files still get exactly the owner and mode the layer gives."""
     layer = (TarBuilder().dir("shared", **parent).file("shared/open", b"o", mode=0o644)
-             .file("shared/run", b"r" * 70_000, mode=0o4755, xattrs={"security.capability": CAP}).bytes())
+             .file("shared/run", b"r" * 70_000, mode=0o4755, xattrs={"security.capability": CAP})
+             .symlink("shared/link", "open").bytes())
     write_layout(tmp_path / "layout", [ImageSpec([Layer(layer, "gzip")])])
     extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
     for name, mode in (("open", 0o644), ("run", 0o4755)):
         st = (target.root / "shared" / name).stat()
         assert (st.st_uid, st.st_gid, stat.S_IMODE(st.st_mode)) == (0, 0, mode)
+    link = (target.root / "shared" / "link").lstat()
+    assert (link.st_uid, link.st_gid) == (0, 0)  # root's symlink, not the setgid directory's group
     assert os.getxattr(target.root / "shared/run", "security.capability") == CAP
 
 
@@ -352,3 +364,15 @@ def test_agrees_with_umoci_raw_unpack(target: Target, tmp_path: Path) -> None:
     del ours["opt/app/sub"]["mtime"], theirs["opt/app/sub"]["mtime"]
     assert ours == theirs
     assert our_links == their_links
+
+
+def test_a_directory_a_later_layer_turns_into_a_link_is_no_failure_at_the_end(target: Target,
+                                                                               tmp_path: Path) -> None:
+    """Directory mtimes are set last: one whose parent a later layer made a symlink to a file is skipped, as the
+    scan's tree already knows it is gone (it failed with ENOTDIR after the whole image was written)."""
+    first = TarBuilder().dir("usr").dir("usr/lib").dir("usr/lib/foo").dir("usr/lib/foo/sub").bytes()
+    second = TarBuilder().file("usr/lib/foo.so.1", b"x").symlink("usr/lib/foo", "foo.so.1").bytes()
+    write_layout(tmp_path / "layout", [ImageSpec([Layer(first, "gzip"), Layer(second, "gzip")])])
+    scan_image(open_image(f"oci:{tmp_path / 'layout'}"))
+    extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
+    assert os.readlink(target.root / "usr/lib/foo") == "foo.so.1"

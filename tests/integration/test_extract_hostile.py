@@ -65,6 +65,10 @@ def hostile_cases(sentinel: Path, root: Path) -> dict[str, tuple[TarBuilder, str
         "hard link to a missing file": (TarBuilder().hardlink("hl", "etc/shadow"), "hl", "does not exist"),
         # A plain file in a directory already there: the child's short way must still check the name.
         "NUL byte in a name": (_pax_named("etc/ev\0il", b"x"), "etc/ev\0il", "has a NUL byte in its name"),
+        "hard link over its own parent": (TarBuilder().dir("d").file("d/f", b"f").hardlink("d", "d/f"), "d",
+                                          "inside what it would replace"),
+        "a name nested too deep": (_pax_named("a/" * 1100 + "f", b"x"), "a/" * 1100 + "f",
+                                   "is nested more than 256 directories deep"),
     }
 
 

@@ -6,6 +6,7 @@ import io
 import json
 from datetime import UTC, datetime
 
+from nbc_tui.backend.errors import NbcError
 from nbc_tui.backend.events import (
     CompleteEvent,
     ErrorEvent,
@@ -67,3 +68,13 @@ def test_an_error_event_is_built_from_an_error_one_way() -> None:
     assert event.message == "Installation failed"
     assert event.details == {"device": "/dev/sdb", "error": "the disk is mounted", "hint": "unmount it"}
     assert "hint" not in (ErrorEvent.from_error("X", InputError("no hint")).details or {})
+
+
+def test_a_file_name_that_is_not_utf8_still_makes_a_json_line() -> None:
+    """A layer entry named in Latin-1 (kept as a lone surrogate): the error event must reach the stream."""
+    name = b"etc/caf\xe9/../../x".decode("utf-8", "surrogateescape")
+    out = io.StringIO()
+    JsonLinesWriter(out)(ErrorEvent.from_error("Installation failed", NbcError(f"entry {name!s} is refused",
+                                                                               details={"entry": name})))
+    event = json.loads(out.getvalue())
+    assert event["details"]["entry"] == "etc/caf\\xe9/../../x" and "caf\\xe9" in event["details"]["error"]

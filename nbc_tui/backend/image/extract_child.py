@@ -339,16 +339,17 @@ class _RealTree:
         return path in self.known
 
     def make_dirs(self, path: str) -> None:
-        if path in self.known:
-            return
-        parent = path.rpartition("/")[0]
-        self.make_dirs(parent)
-        try:
-            os.mkdir(path, 0o755)
-        except FileExistsError:
-            if not stat.S_ISDIR(os.lstat(path).st_mode):  # resolve() checked it; cheap insurance
-                raise
-        self.known.add(path)
+        missing = []  # a loop, not recursion: symlinks can make a path deeper than any one name
+        while path not in self.known:
+            missing.append(path)
+            path = path.rpartition("/")[0]
+        for folder in reversed(missing):
+            try:
+                os.mkdir(folder, 0o755)
+            except FileExistsError:
+                if not stat.S_ISDIR(os.lstat(folder).st_mode):  # resolve() checked it; cheap insurance
+                    raise
+            self.known.add(folder)
 
     def remove(self, path: str) -> None:
         if stat.S_ISDIR(os.lstat(path).st_mode):
@@ -357,20 +358,25 @@ class _RealTree:
         else:
             os.unlink(path)
 
-    def _remove_tree(self, path: str) -> None:
-        with os.scandir(path) as it:
-            found = list(it)
-        for e in found:
-            if e.is_dir(follow_symlinks=False):
-                self._remove_tree(e.path)
-            else:
-                os.unlink(e.path)
-        try:
-            os.rmdir(path)
-        except OSError as exc:
-            if exc.errno != errno.EBUSY:
-                raise
-            self._warn(f"/{path} is a mount point: emptied instead of removed")
+    def _remove_tree(self, top: str) -> None:
+        stack = [(top, False)]  # depth first with a stack, not recursion (see make_dirs)
+        while stack:
+            path, emptied = stack.pop()
+            if not emptied:
+                stack.append((path, True))
+                with os.scandir(path) as it:
+                    for e in it:
+                        if e.is_dir(follow_symlinks=False):
+                            stack.append((e.path, False))
+                        else:
+                            os.unlink(e.path)
+                continue
+            try:
+                os.rmdir(path)
+            except OSError as exc:
+                if exc.errno != errno.EBUSY:
+                    raise
+                self._warn(f"/{path} is a mount point: emptied instead of removed")
 
     def children(self, path: str) -> list[str]:
         return os.listdir(path or "/")
@@ -408,7 +414,8 @@ class _RealTree:
         except FileExistsError:
             return False
         if kind == SYM:
-            if entry.uid or entry.gid:  # we are root: a new symlink is ours already
+            # We are root: a new symlink is ours already, unless a setgid directory gave it its group.
+            if entry.uid or entry.gid or self.inherits:
                 os.chown(path, entry.uid, entry.gid, follow_symlinks=False)
             self._xattrs(path, entry, symlink=True)
             os.utime(path, ns=(entry.mtime_ns, entry.mtime_ns), follow_symlinks=False)
@@ -530,7 +537,11 @@ class _RealTree:
             mtime, ino = self.dir_times[path]
             try:
                 st = os.lstat(path)
-            except FileNotFoundError:
+            except (FileNotFoundError, NotADirectoryError):
+                continue  # gone, or a parent became a file or a link to one in a later layer
+            except OSError as exc:
+                if exc.errno != errno.ELOOP:  # a parent became a link that loops
+                    raise
                 continue
             if stat.S_ISDIR(st.st_mode) and st.st_ino == ino:  # not removed or replaced since
                 os.utime(path, ns=(mtime, mtime), follow_symlinks=False)

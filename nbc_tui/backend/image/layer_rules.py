@@ -150,6 +150,8 @@ class LayerApplier:
             raise Refused(entry.name, f"is a hard link to {entry.linkname!r}, which is a directory")
         if target == path:
             return  # a link to itself: nothing to do
+        if target.startswith(path + "/"):
+            raise Refused(entry.name, f"is a hard link to {entry.linkname!r}, inside what it would replace")
         if not tree.hardlink(path, target, entry):
             tree.remove(path)
             if not tree.hardlink(path, target, entry):

@@ -40,9 +40,14 @@ def normalize(name: str) -> str:
     clean = name[2:] if name.startswith("./") else name
     clean = clean.rstrip("/")
     if (clean and "//" not in clean and ".." not in clean and "/./" not in clean and "\0" not in clean
-            and clean[0] not in "/." and not clean.endswith("/.")):
+            and clean[0] not in "/." and not clean.endswith("/.") and clean.count("/") < MAX_DEPTH):
         return clean
     return "/".join(clean_name(name))
+
+
+MAX_DEPTH = 256
+"""The deepest entry name an image may have (an OS has a few dozen levels): deeper ones are a hostile layer's,
+which would exhaust the walks over the tree."""
 
 
 def clean_name(name: str) -> list[str]:
@@ -65,6 +70,8 @@ def clean_name(name: str) -> list[str]:
             parts.pop()
         else:
             parts.append(comp)
+    if len(parts) > MAX_DEPTH:
+        raise Refused(name, f"is nested more than {MAX_DEPTH} directories deep")
     return parts
 
 

@@ -177,10 +177,12 @@ class VirtualTree:
         return node is not None and node.kind == K_DIR
 
     def make_dirs(self, path: str) -> None:
-        if path in self.nodes:
-            return
-        self.make_dirs(path.rpartition("/")[0])
-        self._put(path, _Node(K_DIR))
+        missing = []  # a loop, not recursion: symlinks can make a path deeper than any one name
+        while path not in self.nodes:
+            missing.append(path)
+            path = path.rpartition("/")[0]
+        for folder in reversed(missing):
+            self._put(folder, _Node(K_DIR))
 
     def remove(self, path: str) -> None:
         node = self.nodes.pop(path)

@@ -88,6 +88,8 @@ class SlotBoot:
 def extract(slot: SlotTarget, source: ImageSource, io: StepContext) -> None:
     stats = extract_image(source, slot.root, ctx=io.ctx, on_progress=io.progress("Extracting"))
     io.message(f"Extracted {stats.entries} entries, {human(stats.bytes_out)} in {stats.seconds:.1f} s")
+    for warning in stats.warnings:  # an xattr the filesystem refused, /var emptied rather than removed
+        io.warn(f"extraction: {warning}")
 
 
 # -- configure --------------------------------------------------------------------------------------
