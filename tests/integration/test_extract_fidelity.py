@@ -376,3 +376,19 @@ def test_a_directory_a_later_layer_turns_into_a_link_is_no_failure_at_the_end(ta
     scan_image(open_image(f"oci:{tmp_path / 'layout'}"))
     extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
     assert os.readlink(target.root / "usr/lib/foo") == "foo.so.1"
+
+
+def test_a_hard_link_between_var_and_the_root_becomes_a_faithful_copy(target: Target, tmp_path: Path) -> None:
+    """At install /var is another filesystem mounted in the root: link(2) says EXDEV, which failed the install
+    after the wipe. The copy keeps content, owner, mode, capability and mtime, and a warning says so."""
+    layer = (TarBuilder().dir("usr").file("usr/ping", b"p" * 5000, mode=0o4750, uid=0, gid=7,
+                                          xattrs={"security.capability": CAP})
+             .dir("var").hardlink("var/ping", "usr/ping").bytes())
+    write_layout(tmp_path / "layout", [ImageSpec([Layer(layer, "gzip")])])
+    stats = extract_image(open_image(f"oci:{tmp_path / 'layout'}"), target.root, ctx=RunContext())
+    original, copy = (target.root / "usr/ping").lstat(), (target.var / "ping").lstat()
+    assert (target.var / "ping").read_bytes() == b"p" * 5000
+    assert [(s.st_uid, s.st_gid, stat.S_IMODE(s.st_mode), s.st_mtime_ns) for s in (copy, original)] == [
+        (0, 7, 0o4750, M)] * 2
+    assert os.getxattr(target.var / "ping", "security.capability") == CAP
+    assert any("/var/ping is a copy of /usr/ping" in w for w in stats.warnings)

@@ -17,6 +17,7 @@ import errno
 import json
 import marshal
 import os
+import shutil
 import signal
 import stat
 import struct
@@ -503,6 +504,14 @@ class _RealTree:
             os.link(target, path, follow_symlinks=False)  # a link to a symlink links the symlink itself
         except FileExistsError:
             return False
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise
+            # At install /var is its own filesystem, mounted in the root: a copy stands in for the link.
+            if os.path.lexists(path):
+                return False
+            _copy_entry(target, path)
+            self._warn(f"/{path} is a copy of /{target}, not a hard link to it: /var is another filesystem")
         return True
 
     def _xattrs(self, where: str | int, entry: TarEntry, *, symlink: bool = False,
@@ -545,3 +554,23 @@ class _RealTree:
                 continue
             if stat.S_ISDIR(st.st_mode) and st.st_ino == ino:  # not removed or replaced since
                 os.utime(path, ns=(mtime, mtime), follow_symlinks=False)
+
+
+def _copy_entry(source: str, path: str) -> None:
+    """``source`` copied to ``path`` as the file it is: content, owner, mode (set-id bits too), xattrs (file
+    capabilities too), mtime; a symlink as a symlink."""
+    st = os.lstat(source)
+    if stat.S_ISLNK(st.st_mode):
+        os.symlink(os.readlink(source), path)
+    elif stat.S_ISREG(st.st_mode):
+        shutil.copyfile(source, path, follow_symlinks=False)
+    elif stat.S_ISFIFO(st.st_mode):
+        os.mkfifo(path, 0o600)
+    else:  # a device node: made again, never read
+        os.mknod(path, stat.S_IFMT(st.st_mode) | 0o600, st.st_rdev)
+    os.chown(path, st.st_uid, st.st_gid, follow_symlinks=False)  # before chmod and xattrs: chown clears both
+    if not stat.S_ISLNK(st.st_mode):
+        os.chmod(path, stat.S_IMODE(st.st_mode))
+    for name in os.listxattr(source, follow_symlinks=False):
+        os.setxattr(path, name, os.getxattr(source, name, follow_symlinks=False), follow_symlinks=False)
+    os.utime(path, ns=(st.st_mtime_ns, st.st_mtime_ns), follow_symlinks=False)
