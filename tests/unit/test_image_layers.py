@@ -196,3 +196,14 @@ def test_a_tar_without_end_marker_is_accepted() -> None:
 def test_any_binary_stream_will_do() -> None:
     stream = decompressed(io.BytesIO(compress(PAYLOAD, "zstd")), MT_LAYER["zstd"])  # no peek() on BytesIO
     assert [e.name for e in TarReader(stream.read)] == ["etc/", "etc/big", "etc/small"]
+
+
+def test_an_extended_header_that_claims_gigabytes_is_refused_before_it_is_read() -> None:
+    """A PAX header is held in memory whole: 4 GiB claimed by a few bytes of layer would exhaust a live ISO."""
+    header = bytearray(tarfile.TarInfo("././@PaxHeader").tobuf(format=tarfile.USTAR_FORMAT))
+    header[124:136] = b"%011o\0" % (4 << 30)  # its size field
+    header[156:157] = b"x"
+    header[148:156] = b" " * 8
+    header[148:156] = b"%06o\0 " % sum(header)  # the checksum over the header with blanks in its field
+    with pytest.raises(TarError, match="extended header of 4294967296 bytes"):
+        list(TarReader(io.BytesIO(bytes(header) + b"\0" * 1024).read))

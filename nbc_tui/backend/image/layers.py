@@ -191,6 +191,11 @@ def _text(data: bytes) -> str:
     return data.decode("utf-8", "surrogateescape")
 
 
+MAX_EXTENDED_HEADER = 8 << 20
+"""The largest PAX or GNU long-name header read (names, link targets, xattrs such as ACLs and SELinux labels
+take a few KiB)."""
+
+
 def _pax_records(data: bytes) -> dict[str, bytes]:
     records: dict[str, bytes] = {}
     pos = 0
@@ -354,6 +359,9 @@ class TarReader:
             typeflag = chr(hdr[156]) if hdr[156] else "\0"
             size = _num(hdr[124:136])
             if typeflag in "xXgLK":
+                if size > MAX_EXTENDED_HEADER:  # held in memory whole: a hostile size would exhaust RAM
+                    raise TarError(f"The layer has an extended header of {size} bytes at byte {start} (more than "
+                                   f"{MAX_EXTENDED_HEADER}): not an image's")
                 data = self._take(size)
                 self._skip(-size % BLOCK)
                 if typeflag in "xX":
