@@ -4,9 +4,8 @@
 image's file of the same name. For ``passwd``, ``group``, ``shadow``, ``gshadow``, ``subuid`` and ``subgid``
 hiding is wrong both ways: an upper copy hides the system users a new image adds, and a file only in the old
 slot's lower layer (the root password set at install, a user's subordinate IDs) is gone once the new slot
-brings the new image's /etc. So an update merges
-them, entry by entry (the entry's first field names it; in ``subuid`` and ``subgid``, where one user may hold
-several ranges, the whole line is the entry):
+brings the new image's /etc. So an update merges them, entry by entry (the entry's first field names it; in
+``subuid`` and ``subgid``, where one user may hold several ranges, the whole line is the entry):
 
 - an entry only the image has is added (a new system user, a new group), unless the image the system runs
   had it too: then the system removed it (``userdel`` of an image's default account), and it stays removed;
