@@ -28,16 +28,27 @@ def unescape_mountinfo(text: str) -> str:
     return re.sub(r"\\([0-7]{3})", lambda m: chr(int(m.group(1), 8)), text)
 
 
-def mount_points() -> list[tuple[str, str]]:
-    """Each mount's point and filesystem type, in mount order (empty when /proc cannot tell)."""
+def _mounts(mountinfo: Path) -> list[tuple[str, str, str]]:
+    """Each mount's device number (``major:minor``), point and filesystem type, in mount order (empty when
+    /proc cannot tell)."""
     found = []
     with contextlib.suppress(OSError):
-        for line in MOUNTINFO.read_text().splitlines():
+        for line in mountinfo.read_text().splitlines():
             left, _, right = line.partition(" - ")
             fields, kind = left.split(), right.split()
             if len(fields) > 4 and kind:
-                found.append((unescape_mountinfo(fields[4]), kind[0]))
+                found.append((fields[2], unescape_mountinfo(fields[4]), kind[0]))
     return found
+
+
+def mount_points() -> list[tuple[str, str]]:
+    """Each mount's point and filesystem type, in mount order (empty when /proc cannot tell)."""
+    return [(point, kind) for _number, point, kind in _mounts(MOUNTINFO)]
+
+
+def mounted_device_numbers(mountinfo: Path = MOUNTINFO) -> set[str]:
+    """The ``major:minor`` of every device something is mounted from."""
+    return {number for number, _point, _kind in _mounts(mountinfo)}
 
 
 def filesystem_type(path: Path) -> str:

@@ -21,6 +21,7 @@ from pydantic import SecretStr
 
 from ..atomic import write_atomically
 from ..errors import InputError, NbcError
+from ..mounts import MOUNTINFO, mounted_device_numbers
 from ..runner import RunContext, retry, run, which
 from ..system.slots import ENCRYPTED_ROLES, MAPPER_NAMES, Slot
 
@@ -110,7 +111,7 @@ def existing_mappers(names: Iterable[str] = tuple(MAPPER_NAMES.values())) -> lis
 
 
 def idle_mapping_of(name: str, device: Path, *, sys_block: Path = Path("/sys/block"),
-                    mountinfo: Path = Path("/proc/self/mountinfo")) -> bool:
+                    mountinfo: Path = MOUNTINFO) -> bool:
     """Whether /dev/mapper/``name`` is open on exactly ``device`` and nothing uses it: no device stacked on it,
     nothing mounted from it. nbc's crypttab lists the other root without ``noauto`` (reference §5.3), so on a
     disk nbc wrote the boot opens the slot an update is about to write; nbc reuses that mapping (§5.6)."""
@@ -121,9 +122,7 @@ def idle_mapping_of(name: str, device: Path, *, sys_block: Path = Path("/sys/blo
             slaves = [p.name for p in (dm / "slaves").iterdir()]
             if slaves != [Path(os.path.realpath(device)).name] or any((dm / "holders").iterdir()):
                 return False
-            number = (dm / "dev").read_text().strip()  # major:minor
-            return not any(line.split()[2] == number for line in mountinfo.read_text().splitlines()
-                           if len(line.split()) > 2)
+            return (dm / "dev").read_text().strip() not in mounted_device_numbers(mountinfo)
     return False
 
 
