@@ -37,7 +37,7 @@ from ..steps.disk import CheckedTarget, Confirm, Encrypted, Filesystems, Partiti
 from ..steps.identity import check_identity, firstboot_note, set_identity
 from ..steps.image import CheckedImage, SlotNeeds, open_checked_image
 from ..steps.slot import SlotBoot, SlotLuks, SlotTarget
-from ..storage import partition, tpm
+from ..storage import partition
 from ..storage.luks import luks_uuid
 from ..storage.partition import ESP
 from ..storage.tpm import RecoveryKeyHandler
@@ -102,11 +102,6 @@ class InstallResult:
 
 # -- the steps ----------------------------------------------------------------------------------------
 
-TPM2_IN_IMAGE_FILE = ("the TPM2 key of a disk-image file is sealed to this machine's TPM: the file unlocks by "
-                      "itself only when it boots on this machine; anywhere else (a VM, another computer) it asks "
-                      "for the passphrase")
-
-
 def check_everything(run: InstallRun, io: StepContext) -> None:
     """Preflight: everything that can be checked before a single byte is written."""
     plan = run.plan
@@ -117,18 +112,9 @@ def check_everything(run: InstallRun, io: StepContext) -> None:
     check_tools(plan)
     root_password = root_password_given(plan.system, io)
     enc = plan.encryption
-    passphrase = (disk.check_encryption(enc, recovery_key_shown=run.on_recovery_key is not None, io=io)
+    passphrase = (disk.check_encryption(enc, recovery_key_shown=run.on_recovery_key is not None, after=plan.after,
+                                        image_file=plan.target.is_image_file, io=io)
                   if enc is not None else None)
-    if enc is not None and enc.tpm2 and plan.target.is_image_file:
-        io.warn(TPM2_IN_IMAGE_FILE)
-    if (enc is not None and enc.recovery_key_file is not None and plan.after != "none" and on_live_system()
-            and tpm.recovery_key_in_ram(enc.recovery_key_file)):
-        raise InputError(
-            f"the recovery key would be written to {enc.recovery_key_file}, in the live system's memory, and lost "
-            f"at the {plan.after} the answers ask for: nothing was written",
-            hint='give a recovery key file on a disk that stays (a USB stick mounted read-write), or after = '
-                 '"none" and copy the key off before restarting',
-            details={"answer_key": ["encryption", "recovery_key_file"]})
     target = disk.check_target(plan, io)
     needs = SlotNeeds(encrypted=enc is not None, tpm2=bool(enc and enc.tpm2), bootloader=plan.boot.bootloader,
                       slot_size=plan.layout.root_size, esp_size=plan.layout.esp_size,

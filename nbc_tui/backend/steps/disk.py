@@ -28,8 +28,9 @@ from ..disks import (
 from ..engine import StepContext
 from ..errors import InputError, NbcError
 from ..image.reference import OciArchiveRef, OciLayoutRef, parse_reference
+from ..machine import on_live_system
 from ..mounts import RUN_DIR, mounted
-from ..plan import MIN_PASSPHRASE, Encryption, InstallPlan, Layout, Target
+from ..plan import MIN_PASSPHRASE, AfterInstall, Encryption, InstallPlan, Layout, Target
 from ..secret_files import key_file, read_secret_file
 from ..sizes import MiB, human
 from ..storage import luks, partition, tpm
@@ -132,9 +133,17 @@ def check_room_for_image_file(target: CheckedTarget, needed: int) -> None:
                          f"(about {human(needed)} needed, {human(free)} free)")
 
 
-def check_encryption(enc: Encryption, *, recovery_key_shown: bool, io: StepContext) -> SecretStr:
+TPM2_IN_IMAGE_FILE = ("the TPM2 key of a disk-image file is sealed to this machine's TPM: the file unlocks by "
+                      "itself only when it boots on this machine; anywhere else (a VM, another computer) it asks "
+                      "for the passphrase")
+
+
+def check_encryption(enc: Encryption, *, recovery_key_shown: bool, after: AfterInstall, image_file: bool,
+                     io: StepContext) -> SecretStr:
     """Read the passphrase (registered with the redactor at once), and refuse before anything is written when
-    this machine cannot encrypt. A dry run only warns about what this machine lacks."""
+    this machine cannot encrypt, or the recovery key would not outlive the install (``after`` is what the
+    machine does next; ``image_file`` says the target is a disk-image file). A dry run only warns about what
+    this machine lacks."""
     passphrase = enc.passphrase if enc.passphrase_file is None else read_secret_file(enc.passphrase_file,
                                                                                       "LUKS passphrase")
     if passphrase is None:
@@ -156,6 +165,16 @@ def check_encryption(enc: Encryption, *, recovery_key_shown: bool, io: StepConte
     if enc.recovery_key_file is not None and (problem := tpm.recovery_key_file_problem(enc.recovery_key_file)):
         raise InputError(f"{problem}: nothing was written", hint=tpm.RECOVERY_KEY_HINT,
                          details={"answer_key": ["encryption", "recovery_key_file"]})
+    if (enc.recovery_key_file is not None and after != "none" and on_live_system()
+            and tpm.recovery_key_in_ram(enc.recovery_key_file)):
+        raise InputError(
+            f"the recovery key would be written to {enc.recovery_key_file}, in the live system's memory, and lost "
+            f"at the {after} the answers ask for: nothing was written",
+            hint='give a recovery key file on a disk that stays (a USB stick mounted read-write), or after = '
+                 '"none" and copy the key off before restarting',
+            details={"answer_key": ["encryption", "recovery_key_file"]})
+    if enc.tpm2 and image_file:
+        io.warn(TPM2_IN_IMAGE_FILE)
     if luks.fast_pbkdf_requested():
         io.warn(f"TEST ONLY: {luks.FAST_PBKDF_ENV}=1 makes weak LUKS keyslots (PBKDF2, 1000 iterations); "
                 "never use it for a real disk")
